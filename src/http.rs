@@ -1,0 +1,204 @@
+//! The exporter's HTTP routes: the telemetry path (`/metrics` by default),
+//! a landing page on `/`, `/healthz` (alive while serving) and `/readyz`
+//! (ready once every configured table has been polled once). Routing is a
+//! plain function of method and path so it is tested without sockets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+
+use crate::metrics::{self, Telemetry};
+use crate::serve::Body;
+use crate::state::Store;
+
+/// Content type of the Prometheus text exposition format 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the routes need.
+pub struct App {
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    pub telemetry_path: String,
+}
+
+enum Route {
+    Metrics,
+    Landing,
+    Health,
+    Ready,
+}
+
+impl App {
+    fn route(&self, path: &str) -> Option<Route> {
+        if path == self.telemetry_path {
+            return Some(Route::Metrics);
+        }
+        match path {
+            "/" => Some(Route::Landing),
+            "/healthz" => Some(Route::Health),
+            "/readyz" => Some(Route::Ready),
+            _ => None,
+        }
+    }
+
+    /// Answer one request. HEAD gets GET's headers; hyper drops the body.
+    pub fn respond(&self, method: &Method, path: &str) -> Response<Body> {
+        let Some(route) = self.route(path) else {
+            return text(StatusCode::NOT_FOUND, "404 page not found\n");
+        };
+        if method != Method::GET && method != Method::HEAD {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        match route {
+            Route::Metrics => self.metrics(),
+            Route::Landing => self.landing(),
+            Route::Health => text(StatusCode::OK, "ok\n"),
+            Route::Ready => {
+                let (polled, total) = self.store.readiness();
+                if polled >= total {
+                    text(
+                        StatusCode::OK,
+                        &format!("ready: {polled} of {total} tables polled\n"),
+                    )
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("not ready: {polled} of {total} tables polled\n"),
+                    )
+                }
+            }
+        }
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let fragments = self.store.fragments();
+        let body = metrics::render_exposition(fragments.iter().map(|f| &**f), &self.telemetry);
+        let mut resp = Response::new(Body::new(Bytes::from(body)));
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    fn landing(&self) -> Response<Body> {
+        let path = html_escape(&self.telemetry_path);
+        let page = format!(
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>DynamoDB Kinesis Exporter</title></head>\n<body>\n<h1>DynamoDB Kinesis Exporter</h1>\n<p>Version {version} (revision {revision}).</p>\n<p>Exports the status of DynamoDB Kinesis streaming destinations, polled in the background.</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/healthz\">Health</a></li>\n<li><a href=\"/readyz\">Readiness</a></li>\n</ul>\n</body>\n</html>\n",
+            version = crate::VERSION,
+            revision = crate::REVISION,
+        );
+        let mut resp = Response::new(Body::new(Bytes::from(page)));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Destination;
+    use crate::state::TableKey;
+    use http_body_util::BodyExt;
+
+    fn app(path: &str) -> App {
+        let key = TableKey {
+            region: "us-east-1".into(),
+            table: "orders".into(),
+        };
+        App {
+            store: Arc::new(Store::new([key])),
+            telemetry: Arc::new(Telemetry::new(false)),
+            telemetry_path: path.into(),
+        }
+    }
+
+    async fn body(resp: Response<Body>) -> String {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_and_status_codes() {
+        let app = app("/metrics");
+        let cases = [
+            (Method::GET, "/metrics", StatusCode::OK),
+            (Method::HEAD, "/metrics", StatusCode::OK),
+            (Method::GET, "/", StatusCode::OK),
+            (Method::GET, "/healthz", StatusCode::OK),
+            (Method::GET, "/readyz", StatusCode::SERVICE_UNAVAILABLE),
+            (Method::GET, "/nope", StatusCode::NOT_FOUND),
+            (Method::POST, "/nope", StatusCode::NOT_FOUND),
+            (Method::POST, "/metrics", StatusCode::METHOD_NOT_ALLOWED),
+            (Method::DELETE, "/", StatusCode::METHOD_NOT_ALLOWED),
+            (Method::PUT, "/readyz", StatusCode::METHOD_NOT_ALLOWED),
+        ];
+        for (method, path, status) in cases {
+            let resp = app.respond(&method, path);
+            assert_eq!(resp.status(), status, "{method} {path}");
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_store() {
+        let app = app("/metrics");
+        assert_eq!(
+            body(app.respond(&Method::GET, "/readyz")).await,
+            "not ready: 0 of 1 tables polled\n"
+        );
+        let key = TableKey {
+            region: "us-east-1".into(),
+            table: "orders".into(),
+        };
+        app.store.record(&key, &Ok(Vec::<Destination>::new()), 1.0);
+        let resp = app.respond(&Method::GET, "/readyz");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body(resp).await, "ready: 1 of 1 tables polled\n");
+    }
+
+    #[tokio::test]
+    async fn custom_telemetry_path_moves_metrics() {
+        let app = app("/custom/path");
+        assert_eq!(
+            app.respond(&Method::GET, "/metrics").status(),
+            StatusCode::NOT_FOUND
+        );
+        let resp = app.respond(&Method::GET, "/custom/path");
+        assert_eq!(resp.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        let text = body(resp).await;
+        assert!(text.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
+        let landing = body(app.respond(&Method::GET, "/")).await;
+        assert!(
+            landing.contains("<a href=\"/custom/path\">Metrics</a>"),
+            "{landing}"
+        );
+        assert!(landing.contains(crate::VERSION));
+    }
+}

@@ -1,0 +1,162 @@
+//! The `dynamodb-kinesis-exporter` binary: flags, config, logging, then
+//! [`dynamodb_kinesis_exporter::run`] until SIGINT or SIGTERM.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context as _};
+use clap::{Parser, ValueEnum};
+use dynamodb_kinesis_exporter::{config, demo, shutdown, Exporter, Settings};
+
+/// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
+#[derive(Debug, Parser)]
+#[command(name = "dynamodb-kinesis-exporter", disable_version_flag = true)]
+struct Flags {
+    /// Path to the YAML configuration file.
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "config/exporter.yaml"
+    )]
+    config_file: PathBuf,
+    /// Address to listen on for metrics and health endpoints (":PORT" means all interfaces).
+    #[arg(
+        long = "web.listen-address",
+        value_name = "ADDR",
+        default_value = ":9863"
+    )]
+    listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics"
+    )]
+    telemetry_path: String,
+    /// Only log messages of this level or more severe.
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+    /// Log line format.
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Validate the configuration file, print a summary and exit.
+    #[arg(long = "config.check")]
+    config_check: bool,
+    /// Run against a built-in DynamoDB simulator with a demo scenario (no AWS account needed).
+    #[arg(long)]
+    demo: bool,
+    /// Print version information and exit.
+    #[arg(long)]
+    version: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    if flags.version {
+        println!(
+            "dynamodb-kinesis-exporter {} (revision {}, rustc {})",
+            dynamodb_kinesis_exporter::VERSION,
+            dynamodb_kinesis_exporter::REVISION,
+            dynamodb_kinesis_exporter::RUSTC_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging(flags.log_level, flags.log_format);
+    match real_main(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(flags: Flags) -> anyhow::Result<()> {
+    if flags.config_check {
+        let config = config::load(&flags.config_file)?;
+        println!("{}: configuration is valid", flags.config_file.display());
+        println!("{}", config.summary());
+        return Ok(());
+    }
+    // Config is loaded and validated before anything binds a port.
+    let config = if flags.demo {
+        None
+    } else {
+        Some(config::load(&flags.config_file)?)
+    };
+    let listen = parse_listen_address(&flags.listen_address)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (settings, simulator) = match config {
+            Some(config) => (Settings::new(config, listen), None),
+            None => {
+                let demo = demo::start().await?;
+                tracing::info!(endpoint = %demo.simulator.endpoint_url(), "demo mode: polling the built-in DynamoDB simulator");
+                let mut settings = Settings::new(demo.config, listen);
+                settings.client = demo.client;
+                (settings, Some(demo.simulator))
+            }
+        };
+        let settings = Settings {
+            telemetry_path: flags.telemetry_path,
+            ..settings
+        };
+        let exporter = Exporter::bind(settings).await?;
+        exporter.serve(shutdown::signal()).await;
+        if let Some(simulator) = simulator {
+            simulator.shutdown().await;
+        }
+        Ok(())
+    })
+}
+
+/// Accepts `:PORT` (all interfaces), `HOST:PORT` and `[V6]:PORT`.
+fn parse_listen_address(text: &str) -> anyhow::Result<SocketAddr> {
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.to_socket_addrs()
+        .with_context(|| format!("--web.listen-address {text:?} is not a HOST:PORT address"))?
+        .next()
+        .ok_or_else(|| anyhow!("--web.listen-address {text:?} resolves to no address"))
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    // Our own crate at the chosen level; the AWS SDK and hyper are chatty
+    // below warn, so they only join in at debug.
+    let others = if level == "debug" { "info" } else { "warn" };
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("{others},dynamodb_kinesis_exporter={level}"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,500 @@
+//! Every metric family the exporter serves, declared in one place.
+//!
+//! Per-table families ([`TABLE_FAMILIES`]) are rendered into text fragments
+//! when a poll changes a table's state ([`render_table`]); a scrape only
+//! concatenates fragments under each family's HELP/TYPE header
+//! ([`render_exposition`]), so its cost is copying bytes, not encoding.
+//! Process-wide metrics (poll duration histogram, build info, `process_*`)
+//! live in a `prometheus` registry ([`Telemetry`]) and are encoded per scrape;
+//! they are few and do not grow with the number of tables.
+//!
+//! Adding a per-table metric: one [`Family`] entry here (name, help, type and
+//! the function producing its samples) and one test.
+
+use std::fmt::Write as _;
+
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+
+use crate::state::TableState;
+
+/// The status values AWS documents today, in the order they are exported.
+pub const KNOWN_STATUSES: [&str; 6] = [
+    "ENABLING",
+    "ACTIVE",
+    "DISABLING",
+    "DISABLED",
+    "ENABLE_FAILED",
+    "UPDATING",
+];
+
+/// The Prometheus metric type of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
+/// One per-table metric family: its identity and how table state becomes
+/// samples. The identity labels (`table`, `region`) are added by
+/// [`Samples::push`]; `samples` only names the extra labels.
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub samples: fn(&TableState, &mut Samples<'_>),
+}
+
+/// Per-table families, in exposition order.
+pub const TABLE_FAMILIES: [Family; 7] = [
+    Family {
+        name: "dynamodb_kinesis_destination_status",
+        help: "Status of a Kinesis streaming destination as of the last successful background poll: one series per status, 1 for the current one.",
+        kind: Kind::Gauge,
+        samples: destination_status,
+    },
+    Family {
+        name: "dynamodb_kinesis_destination_info",
+        help: "Descriptive labels of a Kinesis streaming destination from the last successful background poll; always 1.",
+        kind: Kind::Gauge,
+        samples: destination_info,
+    },
+    Family {
+        name: "dynamodb_kinesis_destination_status_change_timestamp_seconds",
+        help: "Unix time at which the exporter's background polls first saw the destination's current status.",
+        kind: Kind::Gauge,
+        samples: status_change_timestamp,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_destinations",
+        help: "Number of Kinesis streaming destinations the last successful background poll listed for the table.",
+        kind: Kind::Gauge,
+        samples: table_destinations,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_poll_success",
+        help: "Whether the last background poll of the table succeeded (1) or failed (0).",
+        kind: Kind::Gauge,
+        samples: table_poll_success,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_last_success_timestamp_seconds",
+        help: "Unix time of the last successful background poll of the table.",
+        kind: Kind::Gauge,
+        samples: table_last_success,
+    },
+    Family {
+        name: "dynamodb_kinesis_api_errors_total",
+        help: "Failed background polls of the table by AWS error code, or timeout, dispatch (no answer) and response (unparseable answer).",
+        kind: Kind::Counter,
+        samples: api_errors,
+    },
+];
+
+fn destination_status(t: &TableState, s: &mut Samples<'_>) {
+    for d in &t.destinations {
+        for known in KNOWN_STATUSES {
+            let value = if d.status == known { 1.0 } else { 0.0 };
+            s.push(&[("stream_arn", &d.stream_arn), ("status", known)], value);
+        }
+        if !KNOWN_STATUSES.contains(&d.status.as_str()) {
+            s.push(&[("stream_arn", &d.stream_arn), ("status", &d.status)], 1.0);
+        }
+    }
+}
+
+fn destination_info(t: &TableState, s: &mut Samples<'_>) {
+    for d in &t.destinations {
+        let (account_id, stream_name) = split_stream_arn(&d.stream_arn);
+        s.push(
+            &[
+                ("stream_arn", &d.stream_arn),
+                ("stream_name", stream_name),
+                ("account_id", account_id),
+                ("status_description", d.description.as_deref().unwrap_or("")),
+                (
+                    "creation_date_time_precision",
+                    d.precision.as_deref().unwrap_or(""),
+                ),
+            ],
+            1.0,
+        );
+    }
+}
+
+fn status_change_timestamp(t: &TableState, s: &mut Samples<'_>) {
+    for d in &t.destinations {
+        s.push(&[("stream_arn", &d.stream_arn)], d.since);
+    }
+}
+
+fn table_destinations(t: &TableState, s: &mut Samples<'_>) {
+    if let Some(count) = t.destination_count {
+        s.push(&[], count as f64);
+    }
+}
+
+fn table_poll_success(t: &TableState, s: &mut Samples<'_>) {
+    if let Some(ok) = t.last_poll_ok {
+        s.push(&[], if ok { 1.0 } else { 0.0 });
+    }
+}
+
+fn table_last_success(t: &TableState, s: &mut Samples<'_>) {
+    if let Some(at) = t.last_success {
+        s.push(&[], at);
+    }
+}
+
+fn api_errors(t: &TableState, s: &mut Samples<'_>) {
+    for (code, count) in &t.errors {
+        s.push(&[("code", code)], *count as f64);
+    }
+}
+
+/// The account and stream name inside a Kinesis stream ARN
+/// (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`); empty strings for
+/// the parts that are missing.
+pub fn split_stream_arn(arn: &str) -> (&str, &str) {
+    let mut parts = arn.splitn(6, ':');
+    let account = parts.nth(4).unwrap_or("");
+    let name = parts
+        .next()
+        .and_then(|resource| resource.strip_prefix("stream/"))
+        .unwrap_or("");
+    (account, name)
+}
+
+/// Writes sample lines of one family for one table, with the table's
+/// identity labels first.
+pub struct Samples<'a> {
+    out: &'a mut String,
+    name: &'static str,
+    identity: &'a str,
+}
+
+impl Samples<'_> {
+    /// Append `name{identity,extra...} value`.
+    pub fn push(&mut self, extra: &[(&str, &str)], value: f64) {
+        self.out.push_str(self.name);
+        self.out.push('{');
+        self.out.push_str(self.identity);
+        for (label, val) in extra {
+            self.out.push(',');
+            self.out.push_str(label);
+            self.out.push_str("=\"");
+            escape_label_value(self.out, val);
+            self.out.push('"');
+        }
+        self.out.push_str("} ");
+        write_value(self.out, value);
+        self.out.push('\n');
+    }
+}
+
+/// The identity labels every per-table sample carries, rendered once.
+pub fn identity_labels(table: &str, region: &str) -> String {
+    let mut out = String::with_capacity(table.len() + region.len() + 20);
+    out.push_str("table=\"");
+    escape_label_value(&mut out, table);
+    out.push_str("\",region=\"");
+    escape_label_value(&mut out, region);
+    out.push('"');
+    out
+}
+
+/// Text-format label value escaping: backslash, double quote, newline.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut String, value: f64) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        // `Display` for f64 is the shortest exact representation, and
+        // prints integral values without a fraction.
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// The pre-rendered sample text of one table, one string per entry of
+/// [`TABLE_FAMILIES`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fragments(pub Vec<String>);
+
+/// Render every per-table family for one table.
+pub fn render_table(state: &TableState) -> Fragments {
+    let identity = identity_labels(&state.table, &state.region);
+    Fragments(
+        TABLE_FAMILIES
+            .iter()
+            .map(|family| {
+                let mut out = String::new();
+                (family.samples)(
+                    state,
+                    &mut Samples {
+                        out: &mut out,
+                        name: family.name,
+                        identity: &identity,
+                    },
+                );
+                out
+            })
+            .collect(),
+    )
+}
+
+/// Assemble the whole exposition: each per-table family's header followed
+/// by every table's fragment for it, then the process-wide registry.
+pub fn render_exposition<'a, I>(tables: I, telemetry: &Telemetry) -> String
+where
+    I: Iterator<Item = &'a Fragments> + Clone,
+{
+    let size: usize = tables
+        .clone()
+        .map(|f| f.0.iter().map(String::len).sum::<usize>())
+        .sum();
+    let mut out = String::with_capacity(size + 4096);
+    for (i, family) in TABLE_FAMILIES.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.as_str());
+        for fragments in tables.clone() {
+            if let Some(text) = fragments.0.get(i) {
+                out.push_str(text);
+            }
+        }
+    }
+    telemetry.encode_into(&mut out);
+    out
+}
+
+/// Process-wide metrics kept in a `prometheus` registry.
+pub struct Telemetry {
+    registry: Registry,
+    poll_duration: HistogramVec,
+}
+
+impl Telemetry {
+    /// Register the process-wide families. `process` adds the standard
+    /// `process_*` collector (Linux only).
+    pub fn new(process: bool) -> Self {
+        let registry = Registry::new();
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dynamodb_kinesis_poll_duration_seconds",
+                "Wall time of one background poll of a table, SDK retries included.",
+            ),
+            &["region"],
+        )
+        .expect("static histogram options are valid");
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_build_info",
+                "Build information of the running exporter; always 1.",
+            ),
+            &["version", "revision", "rustc_version"],
+        )
+        .expect("static gauge options are valid");
+        build_info
+            .with_label_values(&[crate::VERSION, crate::REVISION, crate::RUSTC_VERSION])
+            .set(1.0);
+        registry
+            .register(Box::new(poll_duration.clone()))
+            .expect("first registration of poll_duration");
+        registry
+            .register(Box::new(build_info))
+            .expect("first registration of build_info");
+        #[cfg(target_os = "linux")]
+        if process {
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(err) = registry.register(Box::new(collector)) {
+                tracing::warn!(error = %err, "process metrics unavailable");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = process;
+        Telemetry {
+            registry,
+            poll_duration,
+        }
+    }
+
+    /// Record the wall time of one poll.
+    pub fn observe_poll(&self, region: &str, seconds: f64) {
+        self.poll_duration
+            .with_label_values(&[region])
+            .observe(seconds);
+    }
+
+    fn encode_into(&self, out: &mut String) {
+        let mut buf = Vec::new();
+        match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
+            Err(err) => tracing::error!(error = %err, "cannot encode process metrics"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::DestinationState;
+    use std::collections::BTreeMap;
+
+    fn sample_state() -> TableState {
+        let mut errors = BTreeMap::new();
+        errors.insert("ThrottlingException".to_string(), 3);
+        TableState {
+            table: "orders".into(),
+            region: "us-east-1".into(),
+            last_poll_ok: Some(true),
+            last_success: Some(1_764_435_181.5),
+            destination_count: Some(2),
+            destinations: vec![
+                DestinationState {
+                    stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc".into(),
+                    status: "ENABLE_FAILED".into(),
+                    description: Some("KMS key \"k\" is disabled\nsee docs".into()),
+                    precision: Some("MILLISECOND".into()),
+                    since: 1_764_435_100.0,
+                },
+                DestinationState {
+                    stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/audit".into(),
+                    status: "PAUSED".into(),
+                    description: None,
+                    precision: None,
+                    since: 1_764_435_000.25,
+                },
+            ],
+            errors,
+            ..TableState::default()
+        }
+    }
+
+    #[test]
+    fn golden_table_fragments() {
+        let text = render_table(&sample_state()).0.concat();
+        let expected = include_str!("../tests/fixtures/golden/table-fragments.txt");
+        assert_eq!(text, expected, "render_table output changed:\n{text}");
+    }
+
+    #[test]
+    fn stateset_has_every_known_status_and_one_current() {
+        let mut state = sample_state();
+        state.destinations.truncate(1);
+        for status in KNOWN_STATUSES {
+            state.destinations[0].status = status.into();
+            let text = &render_table(&state).0[0];
+            let ones: Vec<&str> = text.lines().filter(|l| l.ends_with(" 1")).collect();
+            assert_eq!(text.lines().count(), 6, "{text}");
+            assert_eq!(ones.len(), 1, "{text}");
+            assert!(ones[0].contains(&format!("status=\"{status}\"")), "{text}");
+        }
+    }
+
+    #[test]
+    fn fresh_table_renders_nothing() {
+        let state = TableState {
+            table: "t".into(),
+            region: "r".into(),
+            ..TableState::default()
+        };
+        assert!(render_table(&state).0.iter().all(String::is_empty));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, "a\\\\b\\\"c\\nd");
+        assert_eq!(
+            identity_labels("t\"x", "r"),
+            "table=\"t\\\"x\",region=\"r\""
+        );
+    }
+
+    #[test]
+    fn values_format_like_prometheus() {
+        let cases = [
+            (1.0, "1"),
+            (0.0, "0"),
+            (1_764_435_181.5, "1764435181.5"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ];
+        for (value, text) in cases {
+            let mut out = String::new();
+            write_value(&mut out, value);
+            assert_eq!(out, text);
+        }
+    }
+
+    #[test]
+    fn stream_arn_parts() {
+        assert_eq!(
+            split_stream_arn("arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc"),
+            ("123456789012", "orders-cdc")
+        );
+        assert_eq!(split_stream_arn("garbage"), ("", ""));
+        assert_eq!(
+            split_stream_arn("arn:aws:kinesis:us-east-1:123456789012:other/x"),
+            ("123456789012", "")
+        );
+    }
+
+    #[test]
+    fn exposition_groups_each_family_across_tables() {
+        let a = render_table(&sample_state());
+        let mut other = sample_state();
+        other.table = "payments".into();
+        let b = render_table(&other);
+        let telemetry = Telemetry::new(false);
+        telemetry.observe_poll("us-east-1", 0.2);
+        let text = render_exposition([&a, &b].into_iter(), &telemetry);
+        // Each family header appears once, and all its samples follow it
+        // before the next header.
+        for family in &TABLE_FAMILIES {
+            assert_eq!(
+                text.matches(&format!("# TYPE {} ", family.name)).count(),
+                1,
+                "{}",
+                family.name
+            );
+        }
+        let status_lines: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# TYPE dynamodb_kinesis_destination_status "))
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .collect();
+        assert_eq!(status_lines.len(), 2 * (6 + 7));
+        assert!(
+            text.contains("dynamodb_kinesis_poll_duration_seconds_count{region=\"us-east-1\"} 1\n")
+        );
+        assert!(text.contains(&format!(
+            "dynamodb_kinesis_exporter_build_info{{revision=\"{}\",rustc_version=\"{}\",version=\"{}\"}} 1\n",
+            crate::REVISION,
+            crate::RUSTC_VERSION,
+            crate::VERSION
+        )));
+    }
+}

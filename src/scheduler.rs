@@ -1,0 +1,308 @@
+//! The poll loop. Every table gets its own task: first poll right at start,
+//! then one every `poll_interval` (±10 % jitter per cycle, so tables that
+//! start together drift apart instead of firing in lockstep). A semaphore
+//! shared by all tasks bounds the calls in flight to `concurrency`, and each
+//! call is bounded by its target's `request_timeout`, so a slow or failing
+//! table costs other tables at most one permit for one timeout.
+//!
+//! On shutdown, tasks stop between polls; a poll in flight finishes (it is
+//! bounded by its timeout) unless the grace period runs out first.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::aws::{DestinationSource, PollError};
+use crate::config::TableRef;
+use crate::metrics::Telemetry;
+use crate::shutdown::Shutdown;
+use crate::state::{Store, TableKey};
+
+/// Share of the poll interval by which each cycle is randomly stretched or
+/// shortened.
+const JITTER: f64 = 0.1;
+
+/// The SDK enforces `request_timeout` itself; this outer bound only catches
+/// what the SDK might not (and fake sources in tests), so it trails a little
+/// to let the SDK's more precise error win.
+const OUTER_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+
+/// One table to poll.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub key: TableKey,
+    pub table: TableRef,
+    /// Index of the source (config target) that polls this table.
+    pub source: usize,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Everything the poll tasks share.
+pub struct Scheduler<S> {
+    pub sources: Vec<Arc<S>>,
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    pub concurrency: usize,
+}
+
+impl<S: DestinationSource> Scheduler<S> {
+    /// Poll every job until `shutdown`, then wait up to `grace` for polls in
+    /// flight. Returns the number of tasks that had to be aborted.
+    pub async fn run(self, jobs: Vec<Job>, shutdown: Shutdown, grace: Duration) -> usize {
+        let semaphore = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for job in jobs {
+            let Some(source) = self.sources.get(job.source).cloned() else {
+                tracing::error!(table = %job.key.table, "no source for job; not polling it");
+                continue;
+            };
+            tasks.spawn(poll_loop(
+                job,
+                source,
+                Arc::clone(&self.store),
+                Arc::clone(&self.telemetry),
+                Arc::clone(&semaphore),
+                shutdown.clone(),
+            ));
+        }
+        let mut shutdown = shutdown;
+        shutdown.wait().await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_ok() {
+            return 0;
+        }
+        let left = tasks.len();
+        tracing::warn!(
+            tasks = left,
+            "polls still running after the grace period; aborting them"
+        );
+        tasks.shutdown().await;
+        left
+    }
+}
+
+async fn poll_loop<S: DestinationSource>(
+    job: Job,
+    source: Arc<S>,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    semaphore: Arc<Semaphore>,
+    mut shutdown: Shutdown,
+) {
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.wait() => return,
+            permit = Arc::clone(&semaphore).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return, // closed: the scheduler is gone
+            },
+        };
+        let started = Instant::now();
+        let outcome = poll_once(&*source, &job).await;
+        drop(permit);
+        telemetry.observe_poll(&job.key.region, started.elapsed().as_secs_f64());
+        store.record(&job.key, &outcome, unix_now());
+        next = started + jittered(job.interval, fastrand::f64());
+    }
+}
+
+async fn poll_once<S: DestinationSource>(
+    source: &S,
+    job: &Job,
+) -> Result<Vec<crate::aws::Destination>, PollError> {
+    match tokio::time::timeout(
+        job.timeout + OUTER_TIMEOUT_SLACK,
+        source.describe(&job.table),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PollError::Timeout(format!(
+            "no answer within {:?}",
+            job.timeout + OUTER_TIMEOUT_SLACK
+        ))),
+    }
+}
+
+/// `interval` scaled by a factor in [1 - JITTER, 1 + JITTER), from a
+/// uniform `unit` in [0, 1).
+fn jittered(interval: Duration, unit: f64) -> Duration {
+    interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
+}
+
+/// Seconds since the Unix epoch, as a float (0 if the clock is before 1970).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Destination;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// A source backed by a map: per-table delay and result, and counters.
+    #[derive(Default)]
+    struct FakeSource {
+        delays: HashMap<String, Duration>,
+        calls: Mutex<HashMap<String, Vec<Instant>>>,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    impl DestinationSource for FakeSource {
+        async fn describe(&self, table: &TableRef) -> Result<Vec<Destination>, PollError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .entry(table.name.clone())
+                .or_default()
+                .push(Instant::now());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            if let Some(delay) = self.delays.get(&table.name) {
+                tokio::time::sleep(*delay).await;
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(vec![Destination {
+                stream_arn: format!("arn:aws:kinesis:us-east-1:1:stream/{}", table.name),
+                status: "ACTIVE".into(),
+                status_description: None,
+                precision: None,
+            }])
+        }
+    }
+
+    fn job(name: &str, interval: u64, timeout: u64) -> Job {
+        Job {
+            key: TableKey {
+                region: "us-east-1".into(),
+                table: name.into(),
+            },
+            table: TableRef {
+                identifier: name.into(),
+                name: name.into(),
+                account_id: None,
+            },
+            source: 0,
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_secs(timeout),
+        }
+    }
+
+    /// Run the scheduler on paused time for `run_for`, then shut it down.
+    async fn run_jobs(
+        source: Arc<FakeSource>,
+        jobs: Vec<Job>,
+        concurrency: usize,
+        run_for: Duration,
+    ) -> Arc<Store> {
+        let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
+        let scheduler = Scheduler {
+            sources: vec![source],
+            store: Arc::clone(&store),
+            telemetry: Arc::new(Telemetry::new(false)),
+            concurrency,
+        };
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let handle = tokio::spawn(scheduler.run(jobs, shutdown, Duration::from_secs(30)));
+        tokio::time::sleep(run_for).await;
+        trigger.fire();
+        assert_eq!(handle.await.unwrap(), 0, "no task should need aborting");
+        store
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_at_start_then_every_interval_within_jitter() {
+        let source = Arc::new(FakeSource::default());
+        let start = Instant::now();
+        run_jobs(
+            Arc::clone(&source),
+            vec![job("orders", 60, 10)],
+            8,
+            Duration::from_secs(605),
+        )
+        .await;
+        let calls = source.calls.lock().unwrap()["orders"].clone();
+        assert_eq!(calls[0], start, "first poll must be immediate");
+        // 605 s at 60 s ± 10 %: between 9 (gaps of 66 s) and 11 (54 s) more polls.
+        assert!(
+            (9..=11).contains(&(calls.len() - 1)),
+            "{} polls",
+            calls.len()
+        );
+        for pair in calls.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_secs(54) && gap <= Duration::from_secs(66),
+                "gap {gap:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_bounded_and_every_table_gets_polled() {
+        let mut fake = FakeSource::default();
+        let jobs: Vec<Job> = (0..20).map(|i| job(&format!("t{i:02}"), 60, 10)).collect();
+        for j in &jobs {
+            fake.delays
+                .insert(j.key.table.clone(), Duration::from_secs(2));
+        }
+        let source = Arc::new(fake);
+        let store = run_jobs(Arc::clone(&source), jobs, 3, Duration::from_secs(30)).await;
+        assert_eq!(source.max_in_flight.load(Ordering::SeqCst), 3);
+        assert_eq!(store.readiness(), (20, 20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_table_times_out_and_delays_no_other_table() {
+        let mut fake = FakeSource::default();
+        fake.delays
+            .insert("stuck".into(), Duration::from_secs(3600));
+        let source = Arc::new(fake);
+        let store = run_jobs(
+            Arc::clone(&source),
+            vec![job("stuck", 10, 5), job("fine", 10, 5)],
+            2,
+            Duration::from_secs(61),
+        )
+        .await;
+        let calls = source.calls.lock().unwrap().clone();
+        // "fine" keeps its cadence: ~6 polls in 61 s at 10 s ± 10 %.
+        assert!(calls["fine"].len() >= 6, "{:?}", calls["fine"].len());
+        let stuck = store
+            .state(&TableKey {
+                region: "us-east-1".into(),
+                table: "stuck".into(),
+            })
+            .unwrap();
+        assert_eq!(stuck.last_poll_ok, Some(false));
+        assert!(stuck.errors["timeout"] >= 3, "{:?}", stuck.errors);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let i = Duration::from_secs(60);
+        assert_eq!(jittered(i, 0.0), Duration::from_secs(54));
+        assert_eq!(jittered(i, 0.5), Duration::from_secs(60));
+        assert!(jittered(i, 0.999_999) < Duration::from_secs(66));
+        assert_eq!(jittered(i, 7.0), Duration::from_secs(66));
+    }
+}

@@ -1,0 +1,79 @@
+//! The HTTP/1.1 accept loop shared by the exporter's own server and the
+//! DynamoDB simulator: accept on a bound listener, hand each request to a
+//! handler, and on shutdown stop accepting and let in-flight requests finish
+//! within a grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+/// Response body type used by every handler in this crate.
+pub type Body = Full<Bytes>;
+
+/// What a handler may return instead of a response: the connection is then
+/// closed without an answer (the simulator uses this to model a reset).
+pub type AbortConnection = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serve `listener` until `shutdown` resolves, then wait at most `grace` for
+/// in-flight requests. Returns the number of connections still open when the
+/// grace period ran out (0 for a clean drain).
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> usize
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, AbortConnection>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // Bound how long a client may take to send its headers, so idle or
+    // trickling connections cannot pin resources forever.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        // Typically EMFILE; back off briefly instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let handler = handler.clone();
+                let service = service_fn(move |req| handler(req, peer));
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(err) = conn.await {
+                        tracing::debug!(error = %err, %peer, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let open = graceful.count();
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open,
+    }
+}

@@ -1,0 +1,251 @@
+//! The built binary as an operator runs it: flags, config errors before any
+//! port is bound, `--config.check`, `--demo`, SIGTERM, and `promtool check
+//! metrics` on real output.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter");
+
+/// Kills the child if a test fails before it exits.
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("binary runs")
+}
+
+fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dke-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exporter.yaml");
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
+    path
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Wait for the child to exit, at most `limit`.
+fn wait_exit(guard: &mut Guard, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    let child = guard.0.as_mut().unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            guard.0 = None;
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn version_flag_names_version_and_revision() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!(
+            "dynamodb-kinesis-exporter {} (revision ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_config_fails_before_binding_with_every_problem() {
+    let path = write_temp(
+        "bad",
+        "poll_interval: 5 parsecs\nconcurrency: 0\ntargets:\n  - region: us-east-1\n    tables: []\n",
+    );
+    // Hold the port: if the binary tried to bind first, it would report
+    // "address in use" instead of the config problems.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let out = run(&[
+        "--config.file",
+        path.to_str().unwrap(),
+        "--web.listen-address",
+        &addr,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    for line in [
+        format!("{p}:1: poll_interval: \"5 parsecs\" is not a duration"),
+        format!("{p}:2: concurrency: must be at least 1"),
+        format!("{p}:5: targets[0].tables: must list at least one table"),
+    ] {
+        assert!(err.contains(&line), "missing {line:?} in:\n{err}");
+    }
+    assert!(!err.contains("cannot listen"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = run(&["--config.file", "/nonexistent/exporter.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/exporter.yaml"), "{err}");
+}
+
+#[test]
+fn config_check_validates_and_summarises() {
+    let out = run(&["--config.check", "--config.file", "config/exporter.yaml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("config/exporter.yaml: configuration is valid\n"),
+        "{text}"
+    );
+    assert!(text.contains("us-east-1"), "{text}");
+
+    let bad = write_temp("check", "targets: []\n");
+    let out = run(&["--config.check", "--config.file", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("targets: must list at least one target"));
+}
+
+#[test]
+fn bad_flags_are_rejected() {
+    let out = run(&["--log.level", "chatty"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "--config.file",
+        "config/exporter.yaml",
+        "--web.listen-address",
+        "nonsense",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web.listen-address \"nonsense\""));
+    let out = run(&[
+        "--config.file",
+        "config/exporter.yaml",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--web.telemetry-path",
+        "metrics",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid telemetry path"));
+}
+
+/// `--demo` end to end: ready, real statuses, valid exposition, and a clean
+/// exit on SIGTERM.
+#[tokio::test]
+async fn demo_mode_serves_metrics_and_exits_cleanly_on_sigterm() {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "--demo",
+            "--web.listen-address",
+            &addr.to_string(),
+            "--log.format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn demo");
+    let mut guard = Guard(Some(child));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && request(addr, "GET", "/readyz").await.status == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = scrape(addr).await;
+    let statuses = family(&page, "dynamodb_kinesis_destination_status");
+    assert!(statuses.len() >= 12, "{page}");
+    let mut per_stream: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (series, value) in &statuses {
+        let entry = per_stream
+            .entry(label(series, "stream_arn").unwrap())
+            .or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(*value == 1.0);
+    }
+    assert!(per_stream.len() >= 3, "{per_stream:?}");
+    for (arn, (series, current)) in &per_stream {
+        assert!(*series >= 6, "{arn}: {series} series");
+        assert_eq!(*current, 1, "{arn}: exactly one current status");
+    }
+    assert!(page.contains("dynamodb_kinesis_exporter_build_info{"));
+    assert!(page.contains("process_resident_memory_bytes "));
+    promtool_check(&page);
+
+    sigterm(guard.0.as_ref().unwrap());
+    let status = wait_exit(&mut guard, Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Lint real output with promtool when it is installed; CI installs it and
+/// sets CI, where its absence is an error.
+fn promtool_check(page: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool must be installed in CI"
+        );
+        eprintln!("!!! promtool not found: skipping `promtool check metrics` (install Debian's prometheus package)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

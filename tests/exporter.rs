@@ -1,0 +1,488 @@
+//! The exporter's `run` path end to end, in process: the real
+//! aws-sdk-dynamodb client against the project's DynamoDB simulator, both on
+//! loopback port 0, checked through `/metrics` as Prometheus would see it.
+
+mod support;
+
+use std::time::Duration;
+
+use dynamodb_kinesis_exporter::simulator::{DestinationSpec, Fault, TableSpec};
+use support::*;
+
+const STATUS: &str = "dynamodb_kinesis_destination_status";
+const INFO: &str = "dynamodb_kinesis_destination_info";
+const SINCE: &str = "dynamodb_kinesis_destination_status_change_timestamp_seconds";
+const COUNT: &str = "dynamodb_kinesis_table_destinations";
+const SUCCESS: &str = "dynamodb_kinesis_table_poll_success";
+const LAST_SUCCESS: &str = "dynamodb_kinesis_table_last_success_timestamp_seconds";
+const ERRORS: &str = "dynamodb_kinesis_api_errors_total";
+
+const ACCOUNT: &str = "123456789012";
+
+fn stream(name: &str) -> String {
+    format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name}")
+}
+
+/// Config polling `tables` quickly, without retries, with a short timeout.
+fn fast_config(tables: &[&str], concurrency: usize) -> String {
+    let list: String = tables.iter().map(|t| format!("      - {t}\n")).collect();
+    format!(
+        "poll_interval: 200ms\nrequest_timeout: 1s\nconcurrency: {concurrency}\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {{endpoint}}\n    tables:\n{list}"
+    )
+}
+
+fn status_of(page: &str, table: &str, stream_arn: &str, status: &str) -> Option<f64> {
+    value(
+        page,
+        STATUS,
+        &[
+            ("table", table),
+            ("region", "us-east-1"),
+            ("stream_arn", stream_arn),
+            ("status", status),
+        ],
+    )
+}
+
+fn table_value(page: &str, name: &str, table: &str) -> Option<f64> {
+    value(page, name, &[("table", table), ("region", "us-east-1")])
+}
+
+fn errors(page: &str, table: &str, code: &str) -> f64 {
+    value(
+        page,
+        ERRORS,
+        &[("table", table), ("region", "us-east-1"), ("code", code)],
+    )
+    .unwrap_or(0.0)
+}
+
+const ALL_STATUSES: [&str; 6] = [
+    "ENABLING",
+    "ACTIVE",
+    "DISABLING",
+    "DISABLED",
+    "ENABLE_FAILED",
+    "UPDATING",
+];
+
+#[tokio::test]
+async fn every_status_value_is_exported_as_a_stateset() {
+    let mut dests = String::new();
+    for status in ALL_STATUSES.iter().chain(["PAUSED"].iter()) {
+        dests.push_str(&format!(
+            "      - stream_arn: {}\n        status: {status}\n",
+            stream(&format!("s-{}", status.to_lowercase()))
+        ));
+    }
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    destinations:\n{dests}"
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["orders"], 2), &sim).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, COUNT, "orders") == Some(7.0)
+    })
+    .await;
+
+    for current in ALL_STATUSES {
+        let arn = stream(&format!("s-{}", current.to_lowercase()));
+        for status in ALL_STATUSES {
+            let expected = if status == current { 1.0 } else { 0.0 };
+            assert_eq!(
+                status_of(&page, "orders", &arn, status),
+                Some(expected),
+                "{arn} {status}"
+            );
+        }
+        assert_eq!(status_of(&page, "orders", &arn, "PAUSED"), None);
+    }
+    // A status AWS adds later: its own series with 1, the known ones at 0.
+    let paused = stream("s-paused");
+    assert_eq!(status_of(&page, "orders", &paused, "PAUSED"), Some(1.0));
+    for status in ALL_STATUSES {
+        assert_eq!(status_of(&page, "orders", &paused, status), Some(0.0));
+    }
+    assert_eq!(family(&page, STATUS).len(), 7 * 6 + 1);
+    assert_eq!(table_value(&page, SUCCESS, "orders"), Some(1.0));
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn info_labels_carry_arn_parts_description_and_precision() {
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {}\n        status: ENABLE_FAILED\n        description: \"KMS key is disabled\"\n        precision: MICROSECOND\n      - stream_arn: {}\n        status: ACTIVE\n",
+        stream("orders-cdc"),
+        stream("orders-audit")
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["orders"], 2), &sim).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, COUNT, "orders") == Some(2.0)
+    })
+    .await;
+    let info = family(&page, INFO);
+    assert_eq!(
+        info.get(&series(
+            INFO,
+            &[
+                ("table", "orders"),
+                ("region", "us-east-1"),
+                ("stream_arn", &stream("orders-cdc")),
+                ("stream_name", "orders-cdc"),
+                ("account_id", ACCOUNT),
+                ("status_description", "KMS key is disabled"),
+                ("creation_date_time_precision", "MICROSECOND"),
+            ]
+        )),
+        Some(&1.0),
+        "{info:#?}"
+    );
+    // Fields AWS did not send are empty strings, not missing labels.
+    assert_eq!(
+        info.get(&series(
+            INFO,
+            &[
+                ("table", "orders"),
+                ("region", "us-east-1"),
+                ("stream_arn", &stream("orders-audit")),
+                ("stream_name", "orders-audit"),
+                ("account_id", ACCOUNT),
+                ("status_description", ""),
+                ("creation_date_time_precision", ""),
+            ]
+        )),
+        Some(&1.0),
+        "{info:#?}"
+    );
+    assert_eq!(info.len(), 2);
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn zero_destinations_and_table_given_as_arn() {
+    let sim = simulator(&format!(
+        "account_id: \"{ACCOUNT}\"\ntables:\n  - name: empty\n  - name: payments\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n",
+        stream("payments-cdc")
+    ))
+    .await;
+    let arn = format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/payments");
+    let exp = exporter(&fast_config(&["empty", &arn], 2), &sim).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, COUNT, "empty").is_some() && table_value(p, COUNT, "payments").is_some()
+    })
+    .await;
+    assert_eq!(table_value(&page, COUNT, "empty"), Some(0.0));
+    assert_eq!(table_value(&page, SUCCESS, "empty"), Some(1.0));
+    assert!(family(&page, STATUS)
+        .keys()
+        .all(|k| !k.contains("table=\"empty\"")));
+    // The ARN was sent on the wire, the label is the table name.
+    assert_eq!(table_value(&page, COUNT, "payments"), Some(1.0));
+    assert_eq!(
+        status_of(&page, "payments", &stream("payments-cdc"), "ACTIVE"),
+        Some(1.0)
+    );
+    assert!(!page.contains("table=\"arn:"), "{page}");
+    assert!(sim.requests_for("payments") >= 1);
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn vanished_destination_and_vanished_table_lose_their_series() {
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n      - stream_arn: {}\n        status: DISABLING\n",
+        stream("keep"),
+        stream("drop")
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["orders"], 2), &sim).await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, COUNT, "orders") == Some(2.0)
+    })
+    .await;
+
+    sim.set_destinations(
+        "orders",
+        vec![DestinationSpec::fixed(&stream("keep"), "ACTIVE")],
+    );
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, COUNT, "orders") == Some(1.0)
+    })
+    .await;
+    assert!(!page.contains(&stream("drop")), "{page}");
+    assert_eq!(family(&page, STATUS).len(), 6);
+
+    sim.remove_table("orders");
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        errors(p, "orders", "ResourceNotFoundException") >= 1.0
+    })
+    .await;
+    assert!(family(&page, STATUS).is_empty(), "{page}");
+    assert!(family(&page, INFO).is_empty(), "{page}");
+    assert!(family(&page, SINCE).is_empty(), "{page}");
+    assert_eq!(table_value(&page, COUNT, "orders"), Some(0.0));
+    assert_eq!(table_value(&page, SUCCESS, "orders"), Some(0.0));
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+/// Each fault: series kept, success 0, the error counted under its code,
+/// and recovery once the fault clears.
+#[tokio::test]
+async fn faults_keep_last_known_series_and_recover() {
+    let faults = [
+        (Fault::Throttle, "ThrottlingException"),
+        (Fault::InternalError, "InternalServerError"),
+        (Fault::AccessDenied, "AccessDeniedException"),
+        (Fault::Hang, "timeout"),
+        (Fault::Reset, "dispatch"),
+        (Fault::Malformed, "response"),
+    ];
+    let mut scenario = String::from("tables:\n");
+    let mut names = Vec::new();
+    for (i, _) in faults.iter().enumerate() {
+        let name = format!("table-{i}");
+        scenario.push_str(&format!(
+            "  - name: {name}\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n",
+            stream(&name)
+        ));
+        names.push(name);
+    }
+    let sim = simulator(&scenario).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let exp = exporter(&fast_config(&refs, 8), &sim).await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        names
+            .iter()
+            .all(|n| table_value(p, SUCCESS, n) == Some(1.0))
+    })
+    .await;
+    let first_success: Vec<f64> = {
+        let page = scrape(exp.addr).await;
+        names
+            .iter()
+            .map(|n| table_value(&page, LAST_SUCCESS, n).expect("last success"))
+            .collect()
+    };
+
+    for ((fault, _), name) in faults.iter().zip(&names) {
+        sim.set_fault(name, Some(*fault));
+    }
+    let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        faults.iter().zip(&names).all(|((_, code), n)| {
+            errors(p, n, code) >= 1.0 && table_value(p, SUCCESS, n) == Some(0.0)
+        })
+    })
+    .await;
+    for ((_, code), name) in faults.iter().zip(&names) {
+        assert_eq!(
+            status_of(&page, name, &stream(name), "ACTIVE"),
+            Some(1.0),
+            "{name} ({code}) must keep its last known status"
+        );
+        assert_eq!(table_value(&page, COUNT, name), Some(1.0), "{name}");
+        let codes: Vec<String> = family(&page, ERRORS)
+            .keys()
+            .filter(|k| k.contains(&format!("table=\"{name}\"")))
+            .cloned()
+            .collect();
+        assert_eq!(
+            codes.len(),
+            1,
+            "{name}: only {code} expected, got {codes:?}"
+        );
+    }
+    // The last-success timestamp stops moving while the table fails.
+    let frozen: Vec<f64> = names
+        .iter()
+        .map(|n| table_value(&page, LAST_SUCCESS, n).unwrap())
+        .collect();
+    for (f, s) in frozen.iter().zip(&first_success) {
+        assert!(f >= s);
+    }
+
+    for name in &names {
+        sim.set_fault(name, None);
+    }
+    let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        names
+            .iter()
+            .all(|n| table_value(p, SUCCESS, n) == Some(1.0))
+    })
+    .await;
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            table_value(&page, LAST_SUCCESS, name).unwrap() > frozen[i],
+            "{name}"
+        );
+        // Counters never go back.
+        assert!(errors(&page, name, faults[i].1) >= 1.0);
+    }
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_transitions_over_time_move_the_change_timestamp() {
+    let arn = stream("orders-cdc");
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {arn}\n        timeline:\n          - {{ status: ENABLING, for: 1s }}\n          - {{ status: ACTIVE }}\n"
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["orders"], 2), &sim).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        status_of(p, "orders", &arn, "ENABLING") == Some(1.0)
+    })
+    .await;
+    let labels = [
+        ("table", "orders"),
+        ("region", "us-east-1"),
+        ("stream_arn", arn.as_str()),
+    ];
+    let enabling_since = value(&page, SINCE, &labels).unwrap();
+    // Stays put while the status does not change.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let page = scrape(exp.addr).await;
+    if status_of(&page, "orders", &arn, "ENABLING") == Some(1.0) {
+        assert_eq!(value(&page, SINCE, &labels), Some(enabling_since));
+    }
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        status_of(p, "orders", &arn, "ACTIVE") == Some(1.0)
+    })
+    .await;
+    assert_eq!(status_of(&page, "orders", &arn, "ENABLING"), Some(0.0));
+    let active_since = value(&page, SINCE, &labels).unwrap();
+    assert!(
+        active_since >= enabling_since + 0.5,
+        "{enabling_since} -> {active_since}"
+    );
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrency_bound_holds_across_tables() {
+    let mut scenario = String::from("tables:\n");
+    let names: Vec<String> = (0..12).map(|i| format!("slow-{i:02}")).collect();
+    for name in &names {
+        scenario.push_str(&format!("  - name: {name}\n    latency: 300ms\n"));
+    }
+    let sim = simulator(&scenario).await;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let exp = exporter(&fast_config(&refs, 3), &sim).await;
+    scrape_until(exp.addr, Duration::from_secs(20), |p| {
+        names
+            .iter()
+            .all(|n| table_value(p, SUCCESS, n) == Some(1.0))
+    })
+    .await;
+    // 12 tables of 300 ms each at 3 in flight: the bound is reached and held.
+    assert_eq!(sim.max_in_flight(), 3);
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_every_table_and_a_hung_table_delays_no_other() {
+    let sim = simulator(&format!(
+        "tables:\n  - name: stuck\n    fault: hang\n  - name: fine\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n",
+        stream("fine")
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["stuck", "fine"], 2), &sim).await;
+    // "fine" answers right away while "stuck" hangs for its 1 s timeout.
+    scrape_until(exp.addr, Duration::from_secs(5), |p| {
+        table_value(p, SUCCESS, "fine") == Some(1.0)
+    })
+    .await;
+    let ready = request(exp.addr, "GET", "/readyz").await;
+    if exp.store.readiness().0 < 2 {
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert_eq!(ready.body, "not ready: 1 of 2 tables polled\n");
+    }
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        errors(p, "stuck", "timeout") >= 1.0
+    })
+    .await;
+    assert_eq!(table_value(&page, SUCCESS, "stuck"), Some(0.0));
+    let ready = request(exp.addr, "GET", "/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body, "ready: 2 of 2 tables polled\n");
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_routes_over_a_real_socket() {
+    let sim = simulator("tables:\n  - name: orders\n").await;
+    let exp = exporter(&fast_config(&["orders"], 1), &sim).await;
+    let metrics = request(exp.addr, "GET", "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        metrics.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let head = request(exp.addr, "HEAD", "/metrics").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "");
+    let landing = request(exp.addr, "GET", "/").await;
+    assert_eq!(landing.status, 200);
+    assert!(
+        landing.body.contains("href=\"/metrics\""),
+        "{}",
+        landing.body
+    );
+    assert_eq!(request(exp.addr, "GET", "/healthz").await.status, 200);
+    assert_eq!(request(exp.addr, "GET", "/missing").await.status, 404);
+    assert_eq!(request(exp.addr, "GET", "/metrics/extra").await.status, 404);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let reply = request(exp.addr, method, "/metrics").await;
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    }
+    assert_eq!(request(exp.addr, "POST", "/healthz").await.status, 405);
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_polling_and_the_listener() {
+    let sim = simulator("tables:\n  - name: orders\n").await;
+    let exp = exporter(&fast_config(&["orders"], 1), &sim).await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, SUCCESS, "orders") == Some(1.0)
+    })
+    .await;
+    let addr = exp.addr;
+    exp.stop().await;
+    let after_stop = sim.requests_for("orders");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sim.requests_for("orders"), after_stop, "polling must stop");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener must be closed"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn simulator_added_table_spec_is_polled_by_name() {
+    // put_table replaces a table and restarts its timeline; the exporter
+    // follows on the next poll.
+    let sim = simulator("tables:\n  - name: orders\n").await;
+    let exp = exporter(&fast_config(&["orders"], 1), &sim).await;
+    sim.put_table(TableSpec::new("orders").with_destination(
+        DestinationSpec::fixed(&stream("late"), "UPDATING").with_description("resharding"),
+    ));
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        status_of(p, "orders", &stream("late"), "UPDATING") == Some(1.0)
+    })
+    .await;
+    assert!(page.contains("status_description=\"resharding\""));
+    exp.stop().await;
+    sim.shutdown().await;
+}

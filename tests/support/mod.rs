@@ -1,0 +1,265 @@
+//! Helpers shared by the integration tests: start the simulator and the
+//! exporter on loopback port 0, speak minimal HTTP/1.1 to them, read
+//! exposition text, wait for conditions with a deadline.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dynamodb_kinesis_exporter::aws::ClientOptions;
+use dynamodb_kinesis_exporter::config;
+use dynamodb_kinesis_exporter::simulator::{Scenario, Simulator};
+use dynamodb_kinesis_exporter::state::Store;
+use dynamodb_kinesis_exporter::{Exporter, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Static credentials for the simulator; it checks the header's form only.
+pub fn test_credentials() -> ClientOptions {
+    ClientOptions {
+        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDTESTTESTTEST",
+            "test-secret",
+            None,
+            None,
+            "tests",
+        )),
+    }
+}
+
+/// Start the simulator with a scenario given as YAML.
+pub async fn simulator(scenario_yaml: &str) -> Simulator {
+    let scenario = Scenario::from_yaml(scenario_yaml).expect("test scenario must parse");
+    Simulator::start(scenario)
+        .await
+        .expect("simulator must start")
+}
+
+/// An exporter running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: std::sync::Arc<Store>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Trigger shutdown and wait for `serve` to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("exporter must stop within 10 s")
+                .expect("exporter task must not panic");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Start the exporter with a config given as YAML; `{endpoint}` in the text
+/// is replaced by the simulator's URL.
+pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
+    let text = config_yaml.replace("{endpoint}", &sim.endpoint_url());
+    let config = config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
+    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
+    settings.client = test_credentials();
+    settings.grace = Duration::from_secs(5);
+    let exporter = Exporter::bind(settings).await.expect("exporter must bind");
+    let addr = exporter.local_addr();
+    let store = exporter.store();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(exporter.serve(async move {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        store,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the whole exchange is
+/// bounded by 10 s.
+pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        parse_reply(&raw)
+    })
+    .await
+    .expect("HTTP exchange must finish within 10 s")
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// GET the metrics page and return its body (asserting 200).
+pub async fn scrape(addr: SocketAddr) -> String {
+    let reply = request(addr, "GET", "/metrics").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body
+}
+
+/// Samples of an exposition as `name{label="v",...}` (labels sorted) to value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(normalise(series), value);
+    }
+    out
+}
+
+/// Sort a series' labels so tests can name them in any order.
+fn normalise(series: &str) -> String {
+    let Some((name, rest)) = series.split_once('{') else {
+        return series.to_string();
+    };
+    let inner = rest.strip_suffix('}').expect("closing brace");
+    let mut labels = split_labels(inner);
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// Split `a="x",b="y"` on commas outside quotes.
+fn split_labels(inner: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in inner.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
+/// The series key for `name` with `labels`, in the form `samples` uses.
+pub fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    parts.sort();
+    format!("{name}{{{}}}", parts.join(","))
+}
+
+/// The value of one series, if present.
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text).get(&series(name, labels)).copied()
+}
+
+/// All series of a family (by exact metric name).
+pub fn family(text: &str, name: &str) -> BTreeMap<String, f64> {
+    samples(text)
+        .into_iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .collect()
+}
+
+/// Scrape until `check` accepts the page or `limit` passes; returns the
+/// accepted page or panics with the last one.
+pub async fn scrape_until(
+    addr: SocketAddr,
+    limit: Duration,
+    mut check: impl FnMut(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let page = scrape(addr).await;
+        if check(&page) {
+            return page;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition not met within {limit:?}; last page:\n{page}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port that was free a moment ago (for child processes that
+/// cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The value of label `name` in a series key.
+pub fn label(series: &str, name: &str) -> Option<String> {
+    let inner = series.split_once('{')?.1.strip_suffix('}')?;
+    split_labels(inner).into_iter().find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k == name).then(|| v.trim_matches('"').to_string())
+    })
+}
