@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::describe_kinesis_streaming_destination::DescribeKinesisStreamingDestinationOutput;
 
@@ -40,6 +41,10 @@ pub enum PollError {
     /// TLS, missing credentials.
     #[error("request failed: {0}")]
     Dispatch(String),
+    /// No credentials could be loaded (the default chain found none, or a
+    /// provider failed): nothing was sent to AWS.
+    #[error("no credentials: {0}")]
+    Credentials(String),
     /// An answer arrived but could not be understood.
     #[error("unparseable response: {0}")]
     Response(String),
@@ -56,6 +61,7 @@ impl PollError {
             PollError::Service { code, .. } => code,
             PollError::Timeout(_) => "timeout",
             PollError::Dispatch(_) => "dispatch",
+            PollError::Credentials(_) => "credentials",
             PollError::Response(_) => "response",
         }
     }
@@ -169,9 +175,12 @@ fn destinations_from(out: DescribeKinesisStreamingDestinationOutput) -> Vec<Dest
 pub fn classify<E, R>(err: SdkError<E, R>) -> PollError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let detail = DisplayErrorContext(&err).to_string();
+    if caused_by_credentials(&err) {
+        return PollError::Credentials(detail);
+    }
     match &err {
         SdkError::TimeoutError(_) => PollError::Timeout(detail),
         SdkError::DispatchFailure(failure) if failure.is_timeout() => PollError::Timeout(detail),
@@ -196,6 +205,19 @@ where
     }
 }
 
+/// Whether a credentials provider failure is anywhere in the cause chain
+/// (the SDK reports it as a dispatch failure).
+fn caused_by_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +236,7 @@ mod tests {
             (PollError::Timeout("t".into()), "timeout"),
             (PollError::Dispatch("d".into()), "dispatch"),
             (PollError::Response("r".into()), "response"),
+            (PollError::Credentials("c".into()), "credentials"),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
@@ -279,5 +302,46 @@ mod tests {
     fn missing_destination_list_is_empty() {
         let out = DescribeKinesisStreamingDestinationOutput::builder().build();
         assert!(destinations_from(out).is_empty());
+    }
+
+    /// A credentials provider that always fails, as the default chain does
+    /// on a machine with no credentials anywhere.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                CredentialsError::not_loaded("no credentials in this test"),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_classified_as_credentials() {
+        // Port 1 on loopback: nothing listens, and nothing is sent anyway
+        // because signing fails first.
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(NoCredentials)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let source = SdkSource {
+            client: aws_sdk_dynamodb::Client::from_conf(conf),
+        };
+        let table = TableRef {
+            identifier: "orders".into(),
+            name: "orders".into(),
+            account_id: None,
+        };
+        let err = source.describe(&table).await.unwrap_err();
+        assert_eq!(err.code(), "credentials", "{err}");
     }
 }

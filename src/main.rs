@@ -1,6 +1,7 @@
 //! The `dynamodb-kinesis-exporter` binary: flags, config, logging, then
 //! [`dynamodb_kinesis_exporter::run`] until SIGINT or SIGTERM.
 
+use std::io::IsTerminal as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,7 +155,10 @@ fn init_logging(level: LogLevel, format: LogFormat) {
         tracing_subscriber::EnvFilter::new(format!("{others},dynamodb_kinesis_exporter={level}"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into journald
+        // or a log shipper.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
