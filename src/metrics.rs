@@ -93,7 +93,7 @@ pub const TABLE_FAMILIES: [Family; 7] = [
     },
     Family {
         name: "dynamodb_kinesis_api_errors_total",
-        help: "Failed background polls of the table by AWS error code, or timeout, dispatch (no answer) and response (unparseable answer).",
+        help: "Failed background polls of the table by AWS error code, or timeout, dispatch (no answer), credentials (none could be loaded) and response (unparseable answer).",
         kind: Kind::Counter,
         samples: api_errors,
     },

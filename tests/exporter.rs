@@ -486,3 +486,63 @@ async fn simulator_added_table_spec_is_polled_by_name() {
     exp.stop().await;
     sim.shutdown().await;
 }
+
+/// The whole exposition of the per-table families, as Prometheus receives
+/// it, against a fixture. Timestamps are replaced by `<ts>`, and process,
+/// histogram and build-info families (which vary by machine and run) are
+/// left out.
+#[tokio::test]
+async fn golden_exposition() {
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {}\n        status: ENABLE_FAILED\n        description: \"KMS key arn:aws:kms:us-east-1:{ACCOUNT}:key/1 is disabled\"\n        precision: MILLISECOND\n      - stream_arn: {}\n        status: ACTIVE\n        precision: MICROSECOND\n  - name: empty\n  - name: throttled\n    fault: throttle\n",
+        stream("orders-cdc"),
+        stream("orders-audit"),
+    ))
+    .await;
+    let exp = exporter(&fast_config(&["orders", "empty", "throttled"], 2), &sim).await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, SUCCESS, "orders") == Some(1.0)
+            && table_value(p, SUCCESS, "empty") == Some(1.0)
+            && table_value(p, SUCCESS, "throttled") == Some(0.0)
+    })
+    .await;
+    let page = scrape(exp.addr).await;
+    exp.stop().await;
+    sim.shutdown().await;
+
+    let mut normalised = String::new();
+    let mut keep = false;
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            keep = name.starts_with("dynamodb_kinesis_")
+                && name != "dynamodb_kinesis_poll_duration_seconds"
+                && name != "dynamodb_kinesis_exporter_build_info";
+        }
+        if !keep {
+            continue;
+        }
+        let line = if !line.starts_with('#') && line.contains("_timestamp_seconds{") {
+            format!("{} <ts>", line.rsplit_once(' ').unwrap().0)
+        } else if line.starts_with("dynamodb_kinesis_api_errors_total{") {
+            // At least one throttled poll happened; how many depends on timing.
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().unwrap() >= 1.0, "{line}");
+            format!("{series} <count>")
+        } else {
+            line.to_string()
+        };
+        normalised.push_str(&line);
+        normalised.push('\n');
+    }
+    let fixture = "tests/fixtures/golden/exposition.txt";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(fixture, &normalised).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(fixture).expect("fixture exists (UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(
+        normalised, expected,
+        "exposition changed; run with UPDATE_GOLDEN=1 and review the diff"
+    );
+}
