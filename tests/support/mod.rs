@@ -263,3 +263,23 @@ pub fn label(series: &str, name: &str) -> Option<String> {
         (k == name).then(|| v.trim_matches('"').to_string())
     })
 }
+
+/// Where `tool` is on PATH, if anywhere.
+pub fn on_path(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A Grafana panel query as Grafana sends it with every template variable at
+/// "All" and typical interval values.
+pub fn expand_grafana_variables(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "5m")
+        .replace("${region}", ".*")
+        .replace("${table}", ".*")
+        .replace("$region", ".*")
+        .replace("$table", ".*")
+}

@@ -1,0 +1,1113 @@
+//! The deployment bundle under `deploy/` and its runbook, checked as files:
+//! every YAML and JSON file parses, the Kubernetes manifests fit together
+//! (labels, ports, probes, security context, config mount), the
+//! PrometheusRule carries exactly the rule file's groups, every runbook link
+//! lands on a heading, the IAM policy grants one action, and the dashboard
+//! uses its datasource variable everywhere. The real tools run where they
+//! are installed: `promtool check rules` / `promtool test rules`,
+//! `amtool check-config` (both required when `CI` is set) and
+//! `systemd-analyze verify` (skipped when it cannot run here).
+
+mod support;
+
+use support::{expand_grafana_variables, on_path};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize as _;
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+/// Print to the real stderr: libtest captures `eprintln!` of passing tests,
+/// and a skipped check must be seen.
+macro_rules! loud {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+const RUNBOOK_URL: &str =
+    "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
+const JOB: &str = "dynamodb-kinesis-exporter";
+const NAME: &str = "dynamodb-kinesis-exporter";
+const ALERTS: [&str; 6] = [
+    "DynamoDBKinesisDestinationEnableFailed",
+    "DynamoDBKinesisDestinationStuckInTransition",
+    "DynamoDBKinesisExporterPollsFailing",
+    "DynamoDBKinesisExporterDataStale",
+    "DynamoDBKinesisExporterDown",
+    "DynamoDBKinesisExporterAbsent",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = repo().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn yaml(rel: &str) -> Yaml {
+    serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn json(rel: &str) -> Json {
+    serde_json::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Walk a YAML value by a dotted path; numeric segments index sequences.
+fn at<'a>(v: &'a Yaml, path: &str) -> &'a Yaml {
+    let mut cur = v;
+    for seg in path.split('.') {
+        let next = match seg.parse::<usize>() {
+            Ok(i) => cur.get(i),
+            Err(_) => cur.get(seg),
+        };
+        cur = next.unwrap_or_else(|| panic!("missing `{path}` (at `{seg}`) in {v:?}"));
+    }
+    cur
+}
+
+fn s<'a>(v: &'a Yaml, path: &str) -> &'a str {
+    at(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("`{path}` is not a string"))
+}
+
+fn string_map(v: &Yaml) -> BTreeMap<String, String> {
+    v.as_mapping()
+        .unwrap_or_else(|| panic!("not a mapping: {v:?}"))
+        .iter()
+        .map(|(k, v)| {
+            let k = k.as_str().expect("string key").to_string();
+            let v = match v {
+                Yaml::String(s) => s.clone(),
+                other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+fn is_subset(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> bool {
+    small.iter().all(|(k, v)| big.get(k) == Some(v))
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(repo())
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A required external tool: absent means skip locally, but fail in CI.
+fn required_tool(tool: &str) -> Option<PathBuf> {
+    let found = on_path(tool);
+    if found.is_none() {
+        let ci = std::env::var_os("CI").is_some();
+        loud!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! `{tool}` is not on PATH: its checks are SKIPPED{}\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            if ci {
+                " -- and CI is set, so this FAILS"
+            } else {
+                ""
+            }
+        );
+        assert!(!ci, "`{tool}` must be installed in CI");
+    }
+    found
+}
+
+fn run_tool(tool: &Path, args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", tool.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("dke-bundle-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- all files
+
+#[test]
+fn every_yaml_and_json_file_in_the_bundle_parses() {
+    let mut files = Vec::new();
+    files_under(&repo().join("deploy"), &mut files);
+    let mut parsed = BTreeSet::new();
+    for path in &files {
+        let name = rel(path);
+        let text = std::fs::read_to_string(path).unwrap();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => {
+                let mut docs = 0;
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+                    docs += 1;
+                }
+                assert!(docs >= 1, "{name}: no YAML document");
+            }
+            Some("json") => {
+                serde_json::from_str::<Json>(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            _ => continue,
+        }
+        parsed.insert(name);
+    }
+    let expected = [
+        "deploy/alertmanager/alertmanager.yml",
+        "deploy/grafana/dynamodb-kinesis.json",
+        "deploy/iam/irsa-trust-policy.json",
+        "deploy/iam/policy.json",
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/kubernetes/kustomization.yaml",
+        "deploy/kubernetes/prometheusrule.yaml",
+        "deploy/kubernetes/service.yaml",
+        "deploy/kubernetes/serviceaccount.yaml",
+        "deploy/kubernetes/servicemonitor.yaml",
+        "deploy/prometheus/alerts.test.yml",
+        "deploy/prometheus/alerts.yml",
+    ];
+    let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    assert_eq!(parsed, expected);
+}
+
+// ------------------------------------------------------------------- alerts
+
+fn alert_rules() -> Vec<Yaml> {
+    let doc = yaml("deploy/prometheus/alerts.yml");
+    let groups = at(&doc, "groups").as_sequence().expect("groups");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(s(&groups[0], "name"), "dynamodb-kinesis-exporter");
+    at(&groups[0], "rules")
+        .as_sequence()
+        .expect("rules")
+        .clone()
+}
+
+fn rule<'a>(rules: &'a [Yaml], alert: &str) -> &'a Yaml {
+    rules
+        .iter()
+        .find(|r| r.get("alert").and_then(Yaml::as_str) == Some(alert))
+        .unwrap_or_else(|| panic!("no alert {alert}"))
+}
+
+#[test]
+fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
+    let rules = alert_rules();
+    let names: Vec<&str> = rules.iter().map(|r| s(r, "alert")).collect();
+    assert_eq!(names, ALERTS);
+
+    for r in &rules {
+        let name = s(r, "alert");
+        let severity = s(r, "labels.severity");
+        let expected = if name == "DynamoDBKinesisDestinationEnableFailed" {
+            "critical"
+        } else {
+            "warning"
+        };
+        assert_eq!(severity, expected, "{name}");
+        let annotations = string_map(at(r, "annotations"));
+        let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["description", "runbook_url", "summary"], "{name}");
+        assert_eq!(
+            annotations["runbook_url"],
+            format!("{RUNBOOK_URL}{}", name.to_lowercase()),
+            "{name}"
+        );
+        let text = format!("{} {}", annotations["summary"], annotations["description"]);
+        let per_table = !matches!(
+            name,
+            "DynamoDBKinesisExporterDown" | "DynamoDBKinesisExporterAbsent"
+        );
+        if per_table {
+            for label in ["$labels.table", "$labels.region"] {
+                assert!(text.contains(label), "{name} does not name {label}");
+            }
+        }
+        if name.starts_with("DynamoDBKinesisDestination") {
+            for label in [
+                "$labels.stream_name",
+                "$labels.stream_arn",
+                "$labels.status_description",
+            ] {
+                assert!(text.contains(label), "{name} does not name {label}");
+            }
+            assert!(
+                s(r, "expr").contains("group_left(stream_name, account_id, status_description)"),
+                "{name} must join the info metric"
+            );
+        }
+    }
+
+    // ENABLE_FAILED never heals by itself: page at once.
+    let enable_failed = rule(&rules, "DynamoDBKinesisDestinationEnableFailed");
+    let delay = enable_failed.get("for").and_then(Yaml::as_str);
+    assert!(matches!(delay, None | Some("0m" | "0s")), "for: {delay:?}");
+    let polls = s(rule(&rules, "DynamoDBKinesisExporterPollsFailing"), "expr");
+    assert!(polls.contains("increase(dynamodb_kinesis_api_errors_total[5m])"));
+    assert!(polls.contains("dynamodb_kinesis_table_poll_success == 0"));
+    assert_eq!(
+        s(rule(&rules, "DynamoDBKinesisExporterDown"), "expr").trim(),
+        format!("up{{job=\"{JOB}\"}} == 0")
+    );
+    assert_eq!(
+        s(rule(&rules, "DynamoDBKinesisExporterAbsent"), "expr").trim(),
+        format!("absent(up{{job=\"{JOB}\"}})")
+    );
+}
+
+/// GitHub's heading anchors: lower case, punctuation other than `-` and `_`
+/// dropped, spaces to `-`, repeats suffixed `-1`, `-2`, ... Headings inside
+/// fenced code blocks do not count.
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim();
+        let base: String = title
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(base.clone()).or_insert(0);
+        out.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    out
+}
+
+#[test]
+fn anchor_rules_follow_github() {
+    let md =
+        "# Title\n## A `code` heading, with: punctuation\n```sh\n# not a heading\n```\n## Title\n";
+    let got: Vec<String> = anchors(md).into_iter().collect();
+    assert_eq!(got, ["a-code-heading-with-punctuation", "title", "title-1"]);
+}
+
+#[test]
+fn every_runbook_url_and_runbook_link_lands_on_a_heading() {
+    let runbook = read("docs/runbook.md");
+    let known = anchors(&runbook);
+    for r in alert_rules() {
+        let url = s(&r, "annotations.runbook_url");
+        let anchor = url
+            .strip_prefix(RUNBOOK_URL)
+            .unwrap_or_else(|| panic!("{url} is not in the runbook"));
+        assert!(
+            known.contains(anchor),
+            "no heading for #{anchor} in docs/runbook.md"
+        );
+    }
+    // Links inside the runbook and the README.
+    for (doc, base) in [("docs/runbook.md", "docs"), ("README.md", "")] {
+        let text = read(doc);
+        for piece in text.split("](").skip(1) {
+            let target = &piece[..piece.find(')').expect("closing parenthesis")];
+            if target.starts_with("http") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if path.is_empty() {
+                doc.to_string()
+            } else {
+                let joined = repo().join(base).join(path);
+                assert!(joined.exists(), "{doc}: link to missing {target}");
+                // Resolve `..` against the real tree, wherever it lives.
+                let root = repo().canonicalize().unwrap();
+                let joined = joined.canonicalize().unwrap();
+                joined
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            if !anchor.is_empty() {
+                assert!(
+                    anchors(&read(&file)).contains(anchor),
+                    "{doc}: no heading for {target}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_alert_has_a_firing_and_a_silent_promtool_case() {
+    let tests = yaml("deploy/prometheus/alerts.test.yml");
+    assert_eq!(at(&tests, "rule_files.0").as_str(), Some("alerts.yml"));
+    let mut firing = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for case in at(&tests, "tests").as_sequence().unwrap() {
+        for check in at(case, "alert_rule_test").as_sequence().unwrap() {
+            let name = s(check, "alertname").to_string();
+            let expected = at(check, "exp_alerts").as_sequence().unwrap();
+            for alert in expected {
+                assert!(
+                    alert.get("exp_annotations").is_some(),
+                    "{name}: annotations unchecked"
+                );
+            }
+            if expected.is_empty() {
+                silent.insert(name);
+            } else {
+                firing.insert(name);
+            }
+        }
+    }
+    let all: BTreeSet<String> = ALERTS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(firing, all, "alerts with a firing case");
+    assert_eq!(silent, all, "alerts with a silent case");
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_the_rules() {
+    let Some(promtool) = required_tool("promtool") else {
+        return;
+    };
+    let dir = repo().join("deploy/prometheus");
+    let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
+    assert!(ok, "promtool check rules failed:\n{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
+    assert!(ok, "promtool test rules failed:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// The dashboard's queries are valid PromQL: promtool parses them as rules.
+#[test]
+fn promtool_parses_every_dashboard_query() {
+    let Some(promtool) = required_tool("promtool") else {
+        return;
+    };
+    let tmp = TempDir::new("dash");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (_, expr)) in dashboard_queries().iter().enumerate() {
+        let expr = serde_json::to_string(&expand_grafana_variables(expr)).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {expr}\n"
+        ));
+    }
+    std::fs::write(tmp.0.join("rules.yml"), rules).unwrap();
+    let (ok, out) = run_tool(&promtool, &["check", "rules", "rules.yml"], &tmp.0);
+    assert!(ok, "dashboard queries do not parse:\n{out}");
+}
+
+// --------------------------------------------------------------- kubernetes
+
+const K8S: &str = "deploy/kubernetes";
+
+fn manifest(file: &str) -> Yaml {
+    yaml(&format!("{K8S}/{file}"))
+}
+
+#[test]
+fn kustomization_lists_every_manifest() {
+    let k = manifest("kustomization.yaml");
+    assert_eq!(s(&k, "apiVersion"), "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(s(&k, "kind"), "Kustomization");
+    let listed: BTreeSet<String> = at(&k, "resources")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut present = BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join(K8S)).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            present.insert(name);
+        }
+    }
+    assert_eq!(listed, present);
+    assert_eq!(at(&k, "images.0.name").as_str(), Some(NAME));
+}
+
+#[test]
+fn manifests_have_the_expected_kinds_and_names() {
+    let expected = [
+        ("serviceaccount.yaml", "v1", "ServiceAccount"),
+        ("configmap.yaml", "v1", "ConfigMap"),
+        ("deployment.yaml", "apps/v1", "Deployment"),
+        ("service.yaml", "v1", "Service"),
+        (
+            "servicemonitor.yaml",
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+        ),
+        (
+            "prometheusrule.yaml",
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+        ),
+    ];
+    for (file, api, kind) in expected {
+        let m = manifest(file);
+        assert_eq!((s(&m, "apiVersion"), s(&m, "kind")), (api, kind), "{file}");
+        assert_eq!(s(&m, "metadata.name"), NAME, "{file}");
+        assert_eq!(
+            string_map(at(&m, "metadata.labels"))["app.kubernetes.io/name"],
+            NAME,
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn service_account_carries_an_irsa_role() {
+    let sa = manifest("serviceaccount.yaml");
+    let annotations = string_map(at(&sa, "metadata.annotations"));
+    let role = &annotations["eks.amazonaws.com/role-arn"];
+    assert!(
+        role.starts_with("arn:aws:iam::ACCOUNT_ID:role/"),
+        "role ARN example: {role}"
+    );
+}
+
+#[test]
+fn deployment_is_locked_down_probed_and_mounts_the_config() {
+    let d = manifest("deployment.yaml");
+    let pod = at(&d, "spec.template.spec");
+    let template_labels = string_map(at(&d, "spec.template.metadata.labels"));
+    assert!(is_subset(
+        &string_map(at(&d, "spec.selector.matchLabels")),
+        &template_labels
+    ));
+    assert_eq!(s(pod, "serviceAccountName"), NAME);
+
+    assert_eq!(
+        at(pod, "securityContext.runAsNonRoot").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        s(pod, "securityContext.seccompProfile.type"),
+        "RuntimeDefault"
+    );
+
+    let containers = at(pod, "containers").as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = at(c, "securityContext");
+    assert_eq!(at(sc, "readOnlyRootFilesystem").as_bool(), Some(true));
+    assert_eq!(at(sc, "allowPrivilegeEscalation").as_bool(), Some(false));
+    assert_eq!(at(sc, "runAsNonRoot").as_bool(), Some(true));
+    let dropped: Vec<&str> = at(sc, "capabilities.drop")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(dropped, ["ALL"]);
+    assert!(sc.get("capabilities").unwrap().get("add").is_none());
+
+    assert_eq!(s(c, "ports.0.name"), "http-metrics");
+    assert_eq!(at(c, "ports.0.containerPort").as_u64(), Some(9863));
+    assert_eq!(s(c, "livenessProbe.httpGet.path"), "/healthz");
+    assert_eq!(s(c, "livenessProbe.httpGet.port"), "http-metrics");
+    assert_eq!(s(c, "readinessProbe.httpGet.path"), "/readyz");
+    assert_eq!(s(c, "readinessProbe.httpGet.port"), "http-metrics");
+
+    assert_eq!(s(c, "resources.requests.cpu"), "10m");
+    assert_eq!(s(c, "resources.requests.memory"), "32Mi");
+    assert_eq!(s(c, "resources.limits.memory"), "128Mi");
+
+    // The config file named on the command line is the ConfigMap's key.
+    let args: Vec<&str> = at(c, "args")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let config_file = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--config.file="))
+        .expect("--config.file argument");
+    let (dir, key) = config_file.rsplit_once('/').unwrap();
+    assert_eq!(dir, "/etc/dynamodb-kinesis-exporter");
+    assert!(args.contains(&"--web.listen-address=:9863"), "{args:?}");
+    let mount = at(c, "volumeMounts")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| s(m, "mountPath") == dir)
+        .expect("a volume mounted at the config directory");
+    assert_eq!(at(mount, "readOnly").as_bool(), Some(true));
+    let volume = at(pod, "volumes")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| s(v, "name") == s(mount, "name"))
+        .expect("the mounted volume");
+    let cm = manifest("configmap.yaml");
+    assert_eq!(s(volume, "configMap.name"), s(&cm, "metadata.name"));
+    assert!(at(&cm, "data").get(key).is_some(), "ConfigMap has no {key}");
+}
+
+#[test]
+fn service_and_service_monitor_select_the_exporter() {
+    let d = manifest("deployment.yaml");
+    let svc = manifest("service.yaml");
+    let sm = manifest("servicemonitor.yaml");
+    let pod_labels = string_map(at(&d, "spec.template.metadata.labels"));
+    assert!(is_subset(
+        &string_map(at(&svc, "spec.selector")),
+        &pod_labels
+    ));
+    assert_eq!(s(&svc, "spec.ports.0.name"), "http-metrics");
+    assert_eq!(at(&svc, "spec.ports.0.port").as_u64(), Some(9863));
+    assert_eq!(s(&svc, "spec.ports.0.targetPort"), "http-metrics");
+    // The Prometheus Operator names the job after the Service.
+    assert_eq!(s(&svc, "metadata.name"), JOB);
+
+    assert!(is_subset(
+        &string_map(at(&sm, "spec.selector.matchLabels")),
+        &string_map(at(&svc, "metadata.labels"))
+    ));
+    assert_eq!(
+        s(&sm, "spec.endpoints.0.port"),
+        s(&svc, "spec.ports.0.name")
+    );
+    assert_eq!(s(&sm, "spec.endpoints.0.path"), "/metrics");
+    assert!(at(&sm, "spec").get("jobLabel").is_none());
+}
+
+#[test]
+fn configmap_holds_a_valid_exporter_config() {
+    let cm = manifest("configmap.yaml");
+    let text = at(&cm, "data")
+        .get("exporter.yaml")
+        .and_then(Yaml::as_str)
+        .expect("data.exporter.yaml");
+    let config = dynamodb_kinesis_exporter::config::parse(text, "configmap.yaml:exporter.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tables: Vec<(String, String)> = config
+        .targets
+        .iter()
+        .flat_map(|t| {
+            t.tables
+                .iter()
+                .map(|table| (t.region.clone(), table.name.clone()))
+        })
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            ("us-east-1".to_string(), "orders".to_string()),
+            ("us-east-1".to_string(), "payments".to_string()),
+            ("eu-west-1".to_string(), "invoices".to_string()),
+        ]
+    );
+    assert_eq!(config.poll_interval, std::time::Duration::from_secs(60));
+
+    // Every configured table is in the IAM policy, or its polls would fail.
+    let resources = policy_resources();
+    for (_, table) in &tables {
+        let arn = format!("arn:aws:dynamodb:*:ACCOUNT_ID:table/{table}");
+        assert!(
+            resources.contains(&arn),
+            "{arn} missing from the IAM policy"
+        );
+    }
+}
+
+#[test]
+fn prometheus_rule_carries_the_rule_file_groups_verbatim() {
+    let rule = manifest("prometheusrule.yaml");
+    let alerts = yaml("deploy/prometheus/alerts.yml");
+    assert_eq!(at(&rule, "spec.groups"), at(&alerts, "groups"));
+    assert_eq!(
+        at(&rule, "spec").as_mapping().unwrap().len(),
+        1,
+        "spec holds only groups"
+    );
+}
+
+/// The generator, run on a copy of the tree, reproduces the groups.
+#[test]
+fn prometheus_rule_generator_reproduces_the_rule_file() {
+    let Some(python) = on_path("python3") else {
+        loud!("python3 is not on PATH: generator check skipped");
+        return;
+    };
+    let tmp = TempDir::new("gen");
+    std::fs::create_dir_all(tmp.0.join("prometheus")).unwrap();
+    std::fs::create_dir_all(tmp.0.join("kubernetes")).unwrap();
+    std::fs::copy(
+        repo().join("deploy/prometheus/alerts.yml"),
+        tmp.0.join("prometheus/alerts.yml"),
+    )
+    .unwrap();
+    let script = tmp.0.join("kubernetes/generate-prometheusrule.py");
+    std::fs::copy(repo().join(K8S).join("generate-prometheusrule.py"), &script).unwrap();
+    let (ok, out) = run_tool(&python, &[script.to_str().unwrap()], &tmp.0);
+    assert!(ok, "{out}");
+    let generated = std::fs::read_to_string(tmp.0.join("kubernetes/prometheusrule.yaml")).unwrap();
+    let generated: Yaml = serde_yaml::from_str(&generated).unwrap();
+    assert_eq!(generated, manifest("prometheusrule.yaml"));
+}
+
+// ---------------------------------------------------------------------- IAM
+
+fn policy_resources() -> BTreeSet<String> {
+    let policy = json("deploy/iam/policy.json");
+    let mut out = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        match &st["Resource"] {
+            Json::String(r) => {
+                out.insert(r.clone());
+            }
+            Json::Array(rs) => out.extend(rs.iter().map(|r| r.as_str().unwrap().to_string())),
+            other => panic!("Resource: {other}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn iam_policy_grants_only_describe_on_named_tables() {
+    let policy = json("deploy/iam/policy.json");
+    assert_eq!(policy["Version"], "2012-10-17");
+    let mut actions = Vec::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow");
+        for key in ["NotAction", "NotResource", "Principal"] {
+            assert!(st.get(key).is_none(), "{key} in the policy");
+        }
+        match &st["Action"] {
+            Json::String(a) => actions.push(a.clone()),
+            Json::Array(list) => {
+                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
+            }
+            other => panic!("Action: {other}"),
+        }
+    }
+    assert_eq!(actions, ["dynamodb:DescribeKinesisStreamingDestination"]);
+    let resources = policy_resources();
+    assert!(!resources.is_empty());
+    for r in &resources {
+        let table = r
+            .strip_prefix("arn:aws:dynamodb:*:ACCOUNT_ID:table/")
+            .unwrap_or_else(|| panic!("resource {r} is not a table ARN placeholder"));
+        assert!(
+            !table.is_empty() && !table.contains(['*', '?', '/']),
+            "resource {r} is not one table"
+        );
+    }
+}
+
+#[test]
+fn irsa_trust_policy_names_the_service_account() {
+    let trust = json("deploy/iam/irsa-trust-policy.json");
+    let st = &trust["Statement"][0];
+    assert_eq!(st["Action"], "sts:AssumeRoleWithWebIdentity");
+    let namespace = s(&manifest("kustomization.yaml"), "namespace").to_string();
+    assert_eq!(
+        st["Condition"]["StringEquals"]["OIDC_PROVIDER:sub"],
+        format!("system:serviceaccount:{namespace}:{NAME}")
+    );
+    assert_eq!(
+        st["Condition"]["StringEquals"]["OIDC_PROVIDER:aud"],
+        "sts.amazonaws.com"
+    );
+}
+
+// ---------------------------------------------------------------- dashboard
+
+const DASHBOARD: &str = "deploy/grafana/dynamodb-kinesis.json";
+
+/// (panel title, expr) of every target.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let d = json(DASHBOARD);
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            out.push((
+                p["title"].as_str().unwrap().to_string(),
+                t["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboard_is_importable_and_uses_its_datasource_variable() {
+    let d = json(DASHBOARD);
+    assert_eq!(d["uid"], "dynamodb-kinesis-destinations");
+    assert_eq!(d["title"], "DynamoDB Kinesis streaming destinations");
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 39);
+    assert!(d["id"].is_null(), "an exported id would clash on import");
+
+    let vars: BTreeMap<&str, &Json> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v))
+        .collect();
+    assert_eq!(
+        vars.keys().copied().collect::<Vec<_>>(),
+        ["datasource", "region", "table"]
+    );
+    assert_eq!(vars["datasource"]["type"], "datasource");
+    assert_eq!(vars["datasource"]["query"], "prometheus");
+    for name in ["region", "table"] {
+        let v = vars[name];
+        assert_eq!(v["type"], "query", "{name}");
+        assert_eq!(v["multi"], true, "{name}");
+        assert_eq!(v["includeAll"], true, "{name}");
+        assert_eq!(v["allValue"], ".*", "{name}");
+        assert_eq!(v["datasource"]["uid"], "${datasource}", "{name}");
+        assert!(
+            v["query"].as_str().unwrap().starts_with("label_values("),
+            "{name}"
+        );
+    }
+
+    let mut ids = BTreeSet::new();
+    let mut types = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap();
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate id: {title}"
+        );
+        types.insert(p["type"].as_str().unwrap().to_string());
+        assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let x = p["gridPos"]["x"].as_u64().unwrap();
+        let w = p["gridPos"]["w"].as_u64().unwrap();
+        assert!(x + w <= 24, "{title} is wider than the grid");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = t["expr"].as_str().unwrap();
+            if expr.contains("rate(") || expr.contains("increase(") {
+                assert!(expr.contains("[$__rate_interval]"), "{title}: {expr}");
+            }
+            if expr.contains("table=~") {
+                assert!(expr.contains("table=~\"$table\""), "{title}: {expr}");
+            }
+            assert!(expr.contains("region=~\"$region\""), "{title}: {expr}");
+        }
+    }
+    let expected: BTreeSet<String> = ["stat", "table", "state-timeline", "timeseries"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(types, expected);
+
+    let queries = dashboard_queries();
+    let find = |needle: &str| {
+        queries
+            .iter()
+            .find(|(_, e)| e.contains(needle))
+            .unwrap_or_else(|| panic!("no panel queries {needle}"))
+    };
+    find("histogram_quantile(0.99, sum by (le, region) (rate(dynamodb_kinesis_poll_duration_seconds_bucket");
+    find("time() - dynamodb_kinesis_table_last_success_timestamp_seconds");
+    find("rate(dynamodb_kinesis_api_errors_total");
+    find("dynamodb_kinesis_table_poll_success");
+    let (title, _) = find("status!=\"ACTIVE\"");
+    let table = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title.as_str())
+        .unwrap();
+    assert_eq!(table["type"], "table");
+    assert_eq!(table["targets"][0]["instant"], true);
+    assert_eq!(table["targets"][0]["format"], "table");
+    assert!(table["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .contains("status_description"));
+}
+
+/// No datasource anywhere in the dashboard is pinned to one Grafana's uid.
+#[test]
+fn dashboard_has_no_hard_coded_datasource() {
+    fn walk(v: &Json, path: &str) {
+        match v {
+            Json::Object(map) => {
+                if let Some(ds) = map.get("datasource") {
+                    let uid = ds["uid"].as_str().unwrap_or_default();
+                    assert!(
+                        uid == "${datasource}" || uid == "-- Grafana --",
+                        "{path}: datasource {ds}"
+                    );
+                }
+                for (k, v) in map {
+                    walk(v, &format!("{path}.{k}"));
+                }
+            }
+            Json::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{path}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&json(DASHBOARD), "$");
+}
+
+// ------------------------------------------------------------- alertmanager
+
+#[test]
+fn alertmanager_example_routes_by_severity() {
+    let am = yaml("deploy/alertmanager/alertmanager.yml");
+    let group_by: Vec<&str> = at(&am, "route.group_by")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(group_by, ["alertname", "table", "region"]);
+    let routes = at(&am, "route.routes").as_sequence().unwrap();
+    let receiver_for = |severity: &str| {
+        routes
+            .iter()
+            .find(|r| {
+                at(r, "matchers").as_sequence().unwrap().iter().any(|m| {
+                    m.as_str().unwrap().replace(' ', "") == format!("severity=\"{severity}\"")
+                })
+            })
+            .map(|r| s(r, "receiver").to_string())
+            .unwrap_or_else(|| panic!("no route for {severity}"))
+    };
+    assert_eq!(receiver_for("critical"), "pager");
+    assert_eq!(receiver_for("warning"), "chat");
+    let receivers: BTreeSet<&str> = at(&am, "receivers")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| s(r, "name"))
+        .collect();
+    assert_eq!(receivers, BTreeSet::from(["chat", "pager"]));
+
+    let Some(amtool) = required_tool("amtool") else {
+        return;
+    };
+    let (ok, out) = run_tool(
+        &amtool,
+        &["check-config", "deploy/alertmanager/alertmanager.yml"],
+        &repo(),
+    );
+    assert!(ok, "amtool check-config failed:\n{out}");
+}
+
+// ------------------------------------------------------------------ systemd
+
+const UNIT: &str = "deploy/systemd/dynamodb-kinesis-exporter.service";
+
+#[test]
+fn systemd_unit_is_sandboxed() {
+    let unit = read(UNIT);
+    let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with('[') || line.is_empty() {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        settings
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    let one = |k: &str| {
+        settings
+            .get(k)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{k} is not set"))
+    };
+    for (k, v) in [
+        ("DynamicUser", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("ProtectKernelTunables", "yes"),
+        ("ProtectKernelModules", "yes"),
+        ("ProtectKernelLogs", "yes"),
+        ("ProtectControlGroups", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6"),
+        ("SystemCallFilter", "@system-service"),
+        ("CapabilityBoundingSet", ""),
+        ("MemoryDenyWriteExecute", "yes"),
+        ("LockPersonality", "yes"),
+        ("RestrictNamespaces", "yes"),
+        ("RestrictRealtime", "yes"),
+        ("RestrictSUIDSGID", "yes"),
+        ("EnvironmentFile", "-/etc/default/dynamodb-kinesis-exporter"),
+    ] {
+        assert_eq!(one(k), v, "{k}");
+    }
+    assert!(one("ExecStart").contains("--config.file=/etc/dynamodb-kinesis-exporter/exporter.yaml"));
+    // The env file example sets the variable the unit expands.
+    let env = read("deploy/systemd/dynamodb-kinesis-exporter.env");
+    assert!(one("ExecStart").contains("$EXPORTER_ARGS"));
+    assert!(env.lines().any(|l| l.starts_with("EXPORTER_ARGS=")));
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    let Some(analyze) = on_path("systemd-analyze") else {
+        loud!("systemd-analyze is not on PATH: unit verification skipped");
+        return;
+    };
+    let tmp = TempDir::new("unit");
+    // verify insists that ExecStart exists: point it at the built binary.
+    let unit = read(UNIT).replace(
+        "/usr/local/bin/dynamodb-kinesis-exporter",
+        env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter"),
+    );
+    let name = "dynamodb-kinesis-exporter.service";
+    std::fs::write(tmp.0.join(name), unit).unwrap();
+    // A unit known to be fine tells whether verify works in this environment
+    // (it may not in a container); only then do its complaints count.
+    std::fs::write(
+        tmp.0.join("control.service"),
+        "[Unit]\nDescription=control\n[Service]\nExecStart=/bin/sh -c true\n",
+    )
+    .unwrap();
+    let (control_ok, control_out) = run_tool(&analyze, &["verify", "./control.service"], &tmp.0);
+    if !control_ok {
+        loud!("systemd-analyze verify cannot run here; skipped:\n{control_out}");
+        return;
+    }
+    let (ok, out) = run_tool(&analyze, &["verify", &format!("./{name}")], &tmp.0);
+    let complaints: Vec<&str> = out.lines().filter(|l| l.contains(name)).collect();
+    assert!(
+        ok && complaints.is_empty(),
+        "systemd-analyze verify:\n{out}"
+    );
+}
+
+// ------------------------------------------------------------------- docker
+
+#[test]
+fn dockerfile_builds_in_rust_and_runs_distroless_as_nonroot() {
+    let text = read("deploy/docker/Dockerfile");
+    let instructions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('#') && !l.starts_with("&&") && !l.starts_with("--")
+        })
+        .collect();
+    let froms: Vec<&&str> = instructions
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(
+        froms,
+        [
+            &"FROM rust:1-bookworm AS builder",
+            &"FROM gcr.io/distroless/cc-debian12:nonroot"
+        ]
+    );
+    let runtime: Vec<&str> = instructions
+        .iter()
+        .skip_while(|l| !l.starts_with("FROM gcr.io/distroless"))
+        .copied()
+        .collect();
+    assert!(
+        runtime.iter().all(|l| !l.starts_with("RUN")),
+        "the runtime stage has no shell to RUN with"
+    );
+    assert!(runtime.contains(&"USER nonroot:nonroot"));
+    assert!(runtime.contains(&"EXPOSE 9863"));
+    let entrypoint = runtime
+        .iter()
+        .find(|l| l.starts_with("ENTRYPOINT "))
+        .expect("ENTRYPOINT");
+    let exec_form: Vec<String> =
+        serde_json::from_str(entrypoint.trim_start_matches("ENTRYPOINT ")).expect("exec form");
+    assert_eq!(exec_form, ["/usr/local/bin/dynamodb-kinesis-exporter"]);
+    let cmd = runtime.iter().find(|l| l.starts_with("CMD ")).expect("CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).expect("exec form");
+    assert!(cmd.contains(&"--config.file=/etc/dynamodb-kinesis-exporter/exporter.yaml".to_string()));
+}
+
+// --------------------------------------------------------------------- docs
+
+/// Every `deploy/...` or `docs/...` path the prose names exists.
+#[test]
+fn docs_name_only_files_that_exist() {
+    let mut named = 0;
+    for doc in ["docs/runbook.md", "README.md"] {
+        let text = read(doc);
+        let words = text.split(|c: char| c.is_whitespace() || "`()[]\"',".contains(c));
+        for word in words {
+            let path = word.split('#').next().unwrap_or_default();
+            let path = path.trim_end_matches(['.', ':']);
+            if path.starts_with("deploy/") || path.starts_with("docs/") {
+                assert!(repo().join(path).exists(), "{doc} names missing {path}");
+                named += 1;
+            }
+        }
+    }
+    assert!(named > 20, "only {named} paths found: is the scan broken?");
+}

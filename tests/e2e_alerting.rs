@@ -1,0 +1,686 @@
+//! End to end, on loopback: the simulator (in process) plays a DynamoDB
+//! account whose `orders` destination fails for 35 s and recovers; the real
+//! exporter binary polls it; the real Prometheus scrapes the exporter and
+//! evaluates the repository's `deploy/prometheus/alerts.yml` unchanged; the
+//! real Alertmanager sends notifications to a webhook in this test. The test
+//! checks the firing and the resolved notification, that every rule
+//! evaluates cleanly, and that every dashboard query returns the expected
+//! series.
+//!
+//! Needs `prometheus` and `prometheus-alertmanager` on PATH (Debian's package
+//! names). Without them the test is skipped with a loud message, unless `CI`
+//! is set, where their absence fails it. Every wait polls for its condition
+//! under a deadline; the whole test is bounded by [`OVERALL`].
+
+mod support;
+
+use support::{expand_grafana_variables, on_path};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dynamodb_kinesis_exporter::simulator::{Scenario, Simulator};
+use serde_json::Value as Json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// Print to the real stderr: libtest captures `eprintln!` of passing tests,
+/// and a skipped check must be seen.
+macro_rules! loud {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter");
+const PROMETHEUS: &str = "prometheus";
+const ALERTMANAGER: &str = "prometheus-alertmanager";
+/// Bound on the whole test.
+const OVERALL: Duration = Duration::from_secs(240);
+/// Bound on one HTTP exchange.
+const HTTP_LIMIT: Duration = Duration::from_secs(10);
+
+const ALERT: &str = "DynamoDBKinesisDestinationEnableFailed";
+const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc";
+const FAILURE: &str = "The KMS key of the Kinesis stream is disabled";
+const RUNBOOK: &str = "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesisdestinationenablefailed";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    let path = repo().join("tests/fixtures/e2e").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ------------------------------------------------------------ scratch space
+
+/// A scratch directory, removed on success and kept (and named) on failure
+/// so the logs in it can be read.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("dke-e2e-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path
+    }
+
+    fn subdir(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(&path).expect("scratch subdirectory");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("e2e: logs and configs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+// ---------------------------------------------------------- child processes
+
+/// A child process whose output goes to a log file; killed on drop.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command, scratch: &Scratch) -> Proc {
+        let log = scratch.0.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child, log }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(30);
+        format!(
+            "--- last lines of {} ---\n{}",
+            self.name,
+            lines[from..].join("\n")
+        )
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The processes under test; a wait fails early, with their logs, when one
+/// of them has exited.
+struct Procs(Vec<Proc>);
+
+impl Procs {
+    fn check_alive(&mut self) -> Result<(), String> {
+        for p in &mut self.0 {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!("{} exited early ({status})\n{}", p.name, p.tail()));
+            }
+        }
+        Ok(())
+    }
+
+    fn logs(&self) -> String {
+        self.0.iter().map(Proc::tail).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Poll `probe` every 250 ms until it yields a value, `limit` passes
+    /// (panic naming `what`), or a process dies (panic with its log).
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Err(died) = self.check_alive() {
+                panic!("while waiting for {what}: {died}");
+            }
+            if let Some(value) = probe().await {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                panic!("{what}: not within {limit:?}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+// --------------------------------------------------------------------- HTTP
+
+/// GET over HTTP/1.0, so the answer is never chunked; `Err` on any transport
+/// failure, for callers that retry while a server starts.
+async fn get(addr: SocketAddr, target: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no header end in {text:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status in {head:?}"))?;
+        Ok((status, body.to_string()))
+    };
+    tokio::time::timeout(HTTP_LIMIT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {target}: no answer within {HTTP_LIMIT:?}")))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What the webhook received: a decoded body, or why a request was unusable.
+type Inbox = Arc<Mutex<Vec<Result<Json, String>>>>;
+
+/// Alertmanager's webhook receiver: one POST per connection, answered 200.
+async fn webhook(listener: TcpListener, inbox: Inbox) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(HTTP_LIMIT, receive(stream)).await;
+            let entry = match outcome {
+                Ok(Ok(Some(body))) => serde_json::from_slice(&body)
+                    .map_err(|e| format!("webhook body is not JSON: {e}")),
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("webhook request did not finish in time".to_string()),
+            };
+            inbox.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+        });
+    }
+}
+
+/// Read one request; `None` for a connection closed before sending one.
+async fn receive(mut stream: TcpStream) -> Result<Option<Vec<u8>>, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| format!("webhook request without Content-Length:\n{head}"))?;
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("webhook request body cut short".to_string());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.shutdown().await;
+    Ok(Some(buf[head_end..head_end + length].to_vec()))
+}
+
+/// Every alert of every notification so far, each with the notification's
+/// alert status (`firing` / `resolved`).
+fn notified(inbox: &Inbox) -> Vec<Json> {
+    let inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
+    let mut alerts = Vec::new();
+    for entry in inbox.iter() {
+        let body = entry.as_ref().unwrap_or_else(|e| panic!("{e}"));
+        let list = body["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("notification without alerts: {body}"));
+        alerts.extend(list.iter().cloned());
+    }
+    alerts
+}
+
+fn is_ours(alert: &Json, status: &str) -> bool {
+    alert["status"] == status
+        && alert["labels"]["alertname"] == ALERT
+        && alert["labels"]["table"] == "orders"
+}
+
+// --------------------------------------------------------------- Prometheus
+
+/// Instant query; the vector's samples as (labels, value).
+async fn query(
+    prom: SocketAddr,
+    expr: &str,
+) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    let target = format!("/api/v1/query?query={}", percent_encode(expr));
+    let (status, body) = get(prom, &target).await?;
+    let reply: Json = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    if status != 200 || reply["status"] != "success" {
+        return Err(format!("HTTP {status}: {body}"));
+    }
+    let result = reply["data"]["result"]
+        .as_array()
+        .ok_or_else(|| format!("not a vector: {body}"))?;
+    result
+        .iter()
+        .map(|sample| {
+            let labels = sample["metric"]
+                .as_object()
+                .ok_or("sample without metric")?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            let value = sample["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .ok_or("sample without value")?;
+            Ok((labels, value))
+        })
+        .collect()
+}
+
+/// `label=value` pairs of one sample, for compact assertions.
+fn key(labels: &BTreeMap<String, String>, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| labels.get(*n).map(String::as_str).unwrap_or("-"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// --------------------------------------------------------------------- test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_failed_pages_and_resolves_and_dashboard_queries_have_data() {
+    let ci = std::env::var_os("CI").is_some();
+    let (Some(prometheus), Some(alertmanager)) = (on_path(PROMETHEUS), on_path(ALERTMANAGER))
+    else {
+        loud!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! `{PROMETHEUS}` or `{ALERTMANAGER}` is not on PATH:\n\
+             !!! the end-to-end alerting test is SKIPPED{}\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            if ci {
+                " -- and CI is set, so it FAILS"
+            } else {
+                ""
+            }
+        );
+        assert!(
+            !ci,
+            "prometheus and prometheus-alertmanager must be installed in CI"
+        );
+        return;
+    };
+    tokio::time::timeout(OVERALL, scenario(prometheus, alertmanager))
+        .await
+        .unwrap_or_else(|_| panic!("the end-to-end test did not finish within {OVERALL:?}"));
+}
+
+async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
+    let scratch = Scratch::new();
+    let mut procs = Procs(Vec::new());
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+
+    // The webhook Alertmanager notifies.
+    let inbox: Inbox = Arc::default();
+    let hook_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("webhook bind");
+    let hook_addr = hook_listener.local_addr().expect("webhook address");
+    let hook_task = tokio::spawn(webhook(hook_listener, inbox.clone()));
+
+    let am_addr = loopback(support::free_port());
+    let prom_addr = loopback(support::free_port());
+    let exporter_addr = loopback(support::free_port());
+
+    // Alertmanager, without clustering.
+    let am_config = scratch.write(
+        "alertmanager.yml",
+        &fixture("alertmanager.yml").replace("@WEBHOOK@", &hook_addr.to_string()),
+    );
+    procs.0.push(Proc::spawn(
+        "alertmanager",
+        Command::new(&alertmanager)
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                scratch.subdir("am-data").display()
+            ))
+            .arg(format!("--web.listen-address={am_addr}"))
+            .arg("--cluster.listen-address="),
+        &scratch,
+    ));
+
+    // Prometheus, with the repository's rule file as it is.
+    let alerts = repo().join("deploy/prometheus/alerts.yml");
+    let prom_config = scratch.write(
+        "prometheus.yml",
+        &fixture("prometheus.yml")
+            .replace("@ALERTS@", &alerts.display().to_string())
+            .replace("@ALERTMANAGER@", &am_addr.to_string())
+            .replace("@EXPORTER@", &exporter_addr.to_string()),
+    );
+    procs.0.push(Proc::spawn(
+        "prometheus",
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                scratch.subdir("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}")),
+        &scratch,
+    ));
+
+    for (name, addr) in [("alertmanager", am_addr), ("prometheus", prom_addr)] {
+        procs
+            .wait_for(
+                &format!("{name} ready"),
+                Duration::from_secs(60),
+                async || matches!(get(addr, "/-/ready").await, Ok((200, _))).then_some(()),
+            )
+            .await;
+    }
+
+    // The simulated account starts its clock now, with everything else up.
+    let scenario = Scenario::from_yaml(&fixture("scenario.yaml")).expect("scenario parses");
+    let sim = Simulator::start(scenario).await.expect("simulator starts");
+    let exporter_config = scratch.write(
+        "exporter.yaml",
+        &fixture("exporter.yaml").replace("@ENDPOINT@", &sim.endpoint_url()),
+    );
+    let no_file = scratch.0.join("no-such-file");
+    procs.0.push(Proc::spawn(
+        "exporter",
+        Command::new(BIN)
+            .arg(format!("--config.file={}", exporter_config.display()))
+            .arg(format!("--web.listen-address={exporter_addr}"))
+            .env("AWS_ACCESS_KEY_ID", "AKIDE2ETEST")
+            .env("AWS_SECRET_ACCESS_KEY", "e2e-test-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &no_file)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &no_file)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN"),
+        &scratch,
+    ));
+    procs
+        .wait_for("exporter ready", Duration::from_secs(30), async || {
+            matches!(get(exporter_addr, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
+
+    // 1. The page: firing, with the destination's identity and AWS's reason.
+    let firing = procs
+        .wait_for(
+            "a firing ENABLE_FAILED notification",
+            Duration::from_secs(60),
+            async || notified(&inbox).into_iter().find(|a| is_ours(a, "firing")),
+        )
+        .await;
+    let labels = &firing["labels"];
+    for (name, want) in [
+        ("severity", "critical"),
+        ("table", "orders"),
+        ("region", "us-east-1"),
+        ("stream_arn", STREAM_ARN),
+        ("stream_name", "orders-cdc"),
+        ("account_id", "123456789012"),
+        ("status", "ENABLE_FAILED"),
+        ("status_description", FAILURE),
+        ("job", "dynamodb-kinesis-exporter"),
+    ] {
+        assert_eq!(labels[name], want, "label {name} of {firing}");
+    }
+    assert_eq!(labels["instance"], exporter_addr.to_string());
+    let annotations = &firing["annotations"];
+    assert_eq!(
+        annotations["summary"],
+        format!(
+            "DynamoDB table orders (us-east-1): Kinesis streaming destination orders-cdc is ENABLE_FAILED: {FAILURE}"
+        )
+    );
+    let description = annotations["description"].as_str().expect("description");
+    for part in ["orders", "us-east-1", STREAM_ARN, "orders-cdc", FAILURE] {
+        assert!(
+            description.contains(part),
+            "description lacks {part:?}: {description}"
+        );
+    }
+    assert_eq!(annotations["runbook_url"], RUNBOOK);
+
+    // 2. Recovery: the same alert, resolved.
+    let resolved = procs
+        .wait_for(
+            "a resolved ENABLE_FAILED notification",
+            Duration::from_secs(90),
+            async || {
+                notified(&inbox)
+                    .into_iter()
+                    .find(|a| is_ours(a, "resolved"))
+            },
+        )
+        .await;
+    assert_eq!(resolved["labels"], firing["labels"]);
+    assert_eq!(resolved["startsAt"], firing["startsAt"]);
+
+    // Nothing else paged: ACTIVE, ENABLING, UPDATING and DISABLED destinations
+    // and a table failing for less than the `for` of its alert stay quiet.
+    let others: Vec<Json> = notified(&inbox)
+        .into_iter()
+        .filter(|a| !is_ours(a, "firing") && !is_ours(a, "resolved"))
+        .collect();
+    assert!(others.is_empty(), "unexpected notifications: {others:#?}");
+
+    // 3. Every rule evaluates without error (a join that matched many-to-many
+    // would show here, not in the notifications).
+    let (status, body) = get(prom_addr, "/api/v1/rules").await.expect("rules API");
+    assert_eq!(status, 200, "{body}");
+    let rules: Json = serde_json::from_str(&body).expect("rules JSON");
+    let mut evaluated = BTreeSet::new();
+    for group in rules["data"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["name"].as_str().unwrap_or_default().to_string();
+            assert_eq!(rule["health"], "ok", "rule {name}: {rule}");
+            evaluated.insert(name);
+        }
+    }
+    assert_eq!(evaluated.len(), 6, "rules loaded: {evaluated:?}");
+
+    // 4. Every dashboard query, as Grafana would send it with "All" selected.
+    dashboard_queries_have_the_expected_series(prom_addr).await;
+
+    hook_task.abort();
+    sim.shutdown().await;
+}
+
+async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
+    let path = repo().join("deploy/grafana/dynamodb-kinesis.json");
+    let dashboard: Json =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let mut results = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut empty = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = panel["title"].as_str().expect("title").to_string();
+        for target in panel["targets"].as_array().expect("targets") {
+            let name = format!("{title} [{}]", target["refId"].as_str().unwrap_or("?"));
+            let expr = expand_grafana_variables(target["expr"].as_str().expect("expr"));
+            match query(prom, &expr).await {
+                Err(e) => errors.push(format!("{name}: {e}\n  query: {expr}")),
+                Ok(samples) if samples.is_empty() => empty.push(name.clone()),
+                Ok(samples) => {
+                    results.insert(name, samples);
+                }
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "dashboard queries failed:\n{}",
+        errors.join("\n")
+    );
+    // Every panel has data in this scenario.
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without series: {empty:?}"
+    );
+
+    let values = |name: &str, labels: &[&str]| -> BTreeMap<String, f64> {
+        results[name]
+            .iter()
+            .map(|(l, v)| (key(l, labels), *v))
+            .collect()
+    };
+    let map = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+
+    // search-index was never polled successfully, so it has no destinations.
+    assert_eq!(
+        values("Destinations by status [A]", &["status"]),
+        map(&[
+            ("ACTIVE", 2.0),
+            ("DISABLED", 1.0),
+            ("DISABLING", 0.0),
+            ("ENABLE_FAILED", 0.0),
+            ("ENABLING", 1.0),
+            ("UPDATING", 1.0),
+        ])
+    );
+
+    let not_active: BTreeSet<String> = results["Destinations not ACTIVE [A]"]
+        .iter()
+        .map(|(l, _)| key(l, &["table", "stream_name", "status", "status_description"]))
+        .collect();
+    assert_eq!(
+        not_active,
+        BTreeSet::from([
+            "audit-log audit-trail UPDATING Changing the approximate creation date time precision"
+                .to_string(),
+            // Prometheus drops empty labels: no description is "-" here.
+            "inventory inventory-changes ENABLING -".to_string(),
+            "ledger ledger-archive DISABLED -".to_string(),
+        ])
+    );
+
+    // The timeline encodes each status as a number for its value mappings.
+    assert_eq!(
+        values("Status per destination [A]", &["table"]),
+        map(&[
+            ("audit-log", 6.0),
+            ("inventory", 1.0),
+            ("ledger", 4.0),
+            ("orders", 2.0),
+            ("payments", 2.0),
+        ])
+    );
+
+    assert_eq!(
+        values("Poll success [A]", &["table"]),
+        map(&[
+            ("audit-log", 1.0),
+            ("inventory", 1.0),
+            ("ledger", 1.0),
+            ("orders", 1.0),
+            ("payments", 1.0),
+            ("search-index", 0.0),
+        ])
+    );
+
+    let errors = values("API errors by code [A]", &["table", "code"]);
+    assert_eq!(
+        errors.keys().collect::<Vec<_>>(),
+        ["search-index ThrottlingException"]
+    );
+    assert!(errors.values().all(|rate| *rate > 0.0), "{errors:?}");
+
+    for quantile in ["A", "B", "C"] {
+        let name = format!("Poll duration [{quantile}]");
+        let durations = values(&name, &["region"]);
+        assert_eq!(
+            durations.keys().collect::<Vec<_>>(),
+            ["us-east-1"],
+            "{name}"
+        );
+        assert!(
+            durations.values().all(|d| d.is_finite() && *d > 0.0),
+            "{name}: {durations:?}"
+        );
+    }
+
+    // Polls run every second, so no table's data is anywhere near stale.
+    let ages = values("Data age per table [A]", &["table"]);
+    assert_eq!(
+        ages.keys().collect::<Vec<_>>(),
+        ["audit-log", "inventory", "ledger", "orders", "payments"]
+    );
+    assert!(ages.values().all(|age| *age < 60.0), "{ages:?}");
+}
