@@ -353,8 +353,9 @@ fn is_http_url(s: &str) -> bool {
 }
 
 /// Parses `30s`, `5m`, `1h`, `500ms`, `1d`, or a sum such as `1m30s`: whole numbers, each with a
-/// unit. `None` for anything else, including overflow.
-fn parse_duration(s: &str) -> Option<Duration> {
+/// unit, as in Prometheus' own configuration. `None` for anything else, including overflow.
+/// The simulator's scenarios use it too, so there is one duration syntax in the project.
+pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut rest = s.trim();
     if rest.is_empty() {
         return None;
