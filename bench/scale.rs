@@ -1,0 +1,160 @@
+//! Scale benchmark: N tables with two destinations each, polled through the
+//! real SDK client from the simulator on loopback, then scraped repeatedly.
+//! Prints the time of the first full poll round, scrape latency, page size
+//! and the process's resident memory (simulator included, and the figure
+//! before the exporter started for comparison).
+//!
+//!   cargo run --release --example scale -- [TABLES] [SCRAPES]
+//!
+//! Defaults: 2000 tables, 50 scrapes. Loopback only, bounded in count and
+//! time (gives up after 10 minutes).
+
+use std::time::{Duration, Instant};
+
+use dynamodb_kinesis_exporter::aws::ClientOptions;
+use dynamodb_kinesis_exporter::config::{Config, TableRef, Target};
+use dynamodb_kinesis_exporter::simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
+use dynamodb_kinesis_exporter::{Exporter, Settings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let status = std::str::from_utf8(&raw[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(raw.len());
+    (status, raw[body_at..].to_vec())
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let tables: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let scrapes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
+
+    let mut scenario = Scenario::default();
+    let names: Vec<String> = (0..tables).map(|i| format!("table-{i:05}")).collect();
+    for name in &names {
+        let arn = |s: &str| format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}-{s}");
+        scenario.tables.push(
+            TableSpec::new(name)
+                .with_destination(
+                    DestinationSpec::fixed(&arn("cdc"), "ACTIVE").with_precision("MILLISECOND"),
+                )
+                .with_destination(
+                    DestinationSpec::fixed(&arn("audit"), "ENABLE_FAILED")
+                        .with_description("KMS key is disabled"),
+                ),
+        );
+    }
+    let sim = Simulator::start(scenario).await.expect("simulator");
+    let rss_simulator_only = rss_kib();
+
+    let interval = Duration::from_secs(3600);
+    let config = Config {
+        poll_interval: interval,
+        request_timeout: Duration::from_secs(10),
+        concurrency: 32,
+        max_attempts: 1,
+        targets: vec![Target {
+            region: "us-east-1".into(),
+            endpoint_url: Some(sim.endpoint_url()),
+            poll_interval: interval,
+            request_timeout: Duration::from_secs(10),
+            tables: names
+                .iter()
+                .map(|n| TableRef {
+                    identifier: n.clone(),
+                    name: n.clone(),
+                    account_id: None,
+                })
+                .collect(),
+        }],
+    };
+    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
+    settings.client = ClientOptions {
+        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDBENCH",
+            "bench",
+            None,
+            None,
+            "bench",
+        )),
+    };
+    let exporter = Exporter::bind(settings).await.expect("bind");
+    let addr = exporter.local_addr();
+    let store = exporter.store();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(exporter.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let started = Instant::now();
+    while store.readiness().0 < tables {
+        assert!(
+            started.elapsed() < LIMIT,
+            "first poll round did not finish in {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_round = started.elapsed();
+
+    let mut latencies = Vec::with_capacity(scrapes);
+    let mut size = 0;
+    for _ in 0..scrapes {
+        let t = Instant::now();
+        let (status, body) = get(addr, "/metrics").await;
+        latencies.push(t.elapsed());
+        assert_eq!(status, 200);
+        size = body.len();
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+
+    println!("tables: {tables} (2 destinations each), concurrency 32, SDK client on loopback");
+    println!(
+        "first poll round: {:.2} s ({:.0} polls/s)",
+        first_round.as_secs_f64(),
+        tables as f64 / first_round.as_secs_f64()
+    );
+    println!("scrape page: {size} bytes");
+    println!(
+        "scrape latency over {scrapes} scrapes: p50 {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.9).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!(
+        "RSS: {} KiB with simulator only, {} KiB with exporter after the scrapes (difference {} KiB)",
+        rss_simulator_only,
+        rss_kib(),
+        rss_kib().saturating_sub(rss_simulator_only)
+    );
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    sim.shutdown().await;
+}
