@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -116,9 +117,57 @@ fn attempt_timeout(request_timeout: Duration, max_attempts: u32) -> Duration {
     per_attempt.max(Duration::from_secs(1)).min(request_timeout)
 }
 
+/// Whether `url` names this machine (127.0.0.0/8, `::1` or `localhost`):
+/// DynamoDB Local, a simulator, never AWS itself.
+pub fn is_loopback_endpoint(url: &str) -> bool {
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Credentials for a loopback endpoint: the environment, then the shared
+/// profile files, then a placeholder. Local DynamoDB implementations accept
+/// any signature, and walking the full default chain there would only send
+/// instance-metadata and STS requests off the machine for nothing.
+fn local_endpoint_credentials() -> CredentialsProviderChain {
+    CredentialsProviderChain::first_try(
+        "Environment",
+        aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else(
+        "Profile",
+        aws_config::profile::ProfileFileCredentialsProvider::builder().build(),
+    )
+    .or_else(
+        "LocalEndpointPlaceholder",
+        aws_sdk_dynamodb::config::Credentials::new(
+            "LOCALENDPOINT",
+            "local-endpoint-placeholder",
+            None,
+            None,
+            "local-endpoint-placeholder",
+        ),
+    )
+}
+
 impl SdkSource {
     /// A client for one target, on top of the shared configuration.
-    pub fn new(shared: &SdkConfig, target: &Target, max_attempts: u32) -> Self {
+    /// Targets on a loopback endpoint get [`local_endpoint_credentials`]
+    /// unless static credentials were given.
+    pub fn new(
+        shared: &SdkConfig,
+        target: &Target,
+        max_attempts: u32,
+        options: &ClientOptions,
+    ) -> Self {
         let attempt = attempt_timeout(target.request_timeout, max_attempts);
         let timeouts = TimeoutConfig::builder()
             .operation_timeout(target.request_timeout)
@@ -131,6 +180,10 @@ impl SdkSource {
             .timeout_config(timeouts);
         if let Some(url) = &target.endpoint_url {
             builder = builder.endpoint_url(url);
+            if options.static_credentials.is_none() && is_loopback_endpoint(url) {
+                tracing::info!(endpoint = %url, "loopback endpoint: credentials from the environment or profile, else a placeholder");
+                builder = builder.credentials_provider(local_endpoint_credentials());
+            }
         }
         SdkSource {
             client: aws_sdk_dynamodb::Client::from_conf(builder.build()),
@@ -240,6 +293,29 @@ mod tests {
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn loopback_endpoints_are_recognised() {
+        for url in [
+            "http://127.0.0.1:8000",
+            "http://127.3.2.1",
+            "http://localhost:8000/",
+            "https://LOCALHOST",
+            "http://[::1]:8000",
+        ] {
+            assert!(is_loopback_endpoint(url), "{url}");
+        }
+        for url in [
+            "https://dynamodb.us-east-1.amazonaws.com",
+            "http://10.0.0.1:8000",
+            "http://localhost.example.com",
+            "http://[::2]:8000",
+            "not a url",
+            "",
+        ] {
+            assert!(!is_loopback_endpoint(url), "{url}");
         }
     }
 

@@ -78,7 +78,14 @@ impl Exporter<SdkSource> {
             .config
             .targets
             .iter()
-            .map(|target| SdkSource::new(&shared, target, settings.config.max_attempts))
+            .map(|target| {
+                SdkSource::new(
+                    &shared,
+                    target,
+                    settings.config.max_attempts,
+                    &settings.client,
+                )
+            })
             .collect();
         Exporter::bind_with_sources(settings, sources).await
     }

@@ -249,3 +249,92 @@ fn promtool_check(page: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A newcomer pointing the binary at a local endpoint without setting any
+/// credentials still gets real data: loopback endpoints fall back to
+/// placeholder credentials instead of walking the chain off the machine.
+#[tokio::test]
+async fn loopback_endpoint_works_without_any_credentials() {
+    let sim = simulator(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc\n        status: ENABLE_FAILED\n",
+    )
+    .await;
+    let config = write_temp(
+        "nocreds",
+        &format!(
+            "poll_interval: 1s\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables: [orders]\n",
+            sim.endpoint_url()
+        ),
+    );
+    let home = config.parent().unwrap().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &addr.to_string(),
+        ])
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_")
+            && key != "AWS_CONFIG_FILE"
+            && key != "AWS_SHARED_CREDENTIALS_FILE"
+        {
+            command.env_remove(key);
+        }
+    }
+    // Should the fallback break, the default chain must fail here rather
+    // than ask the instance metadata service, which is off this machine.
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut guard = Guard(Some(command.spawn().expect("spawn")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let page = scrape(addr).await;
+            if page.contains("dynamodb_kinesis_table_poll_success{") {
+                break page;
+            }
+        }
+        assert!(Instant::now() < deadline, "no poll finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_table_poll_success",
+            &[("table", "orders"), ("region", "us-east-1")]
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_destination_status",
+            &[
+                ("table", "orders"),
+                ("region", "us-east-1"),
+                (
+                    "stream_arn",
+                    "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc"
+                ),
+                ("status", "ENABLE_FAILED"),
+            ]
+        ),
+        Some(1.0)
+    );
+    sigterm(guard.0.as_ref().unwrap());
+    assert_eq!(
+        wait_exit(&mut guard, Duration::from_secs(15)).code(),
+        Some(0)
+    );
+    sim.shutdown().await;
+}
