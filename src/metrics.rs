@@ -497,4 +497,49 @@ mod tests {
             crate::VERSION
         )));
     }
+
+    /// Undo text-format label escaping (the test's own reader).
+    fn unescape(escaped: &str) -> String {
+        let mut out = String::new();
+        let mut chars = escaped.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => out.push('\\'),
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever AWS puts in a description or ARN, each sample stays on
+        /// one line, its quotes balance, and the value reads back intact.
+        #[test]
+        fn any_label_value_renders_as_one_parseable_line(value in "(?s).*") {
+            let mut out = String::new();
+            escape_label_value(&mut out, &value);
+            proptest::prop_assert!(!out.contains('\n'));
+            let unescaped_quotes = out
+                .char_indices()
+                .filter(|(i, c)| *c == '"' && out[..*i].chars().rev().take_while(|b| *b == '\\').count() % 2 == 0)
+                .count();
+            proptest::prop_assert_eq!(unescaped_quotes, 0);
+            proptest::prop_assert_eq!(unescape(&out), value.clone());
+
+            let mut state = sample_state();
+            state.destinations[0].description = Some(value);
+            let text = render_table(&state).0.concat();
+            for line in text.lines() {
+                proptest::prop_assert!(line.starts_with("dynamodb_kinesis_"), "{}", line);
+                let (_, value) = line.rsplit_once("} ").expect("labels then value");
+                proptest::prop_assert!(value.parse::<f64>().is_ok(), "{}", line);
+            }
+            proptest::prop_assert_eq!(text.lines().count(), 21);
+        }
+    }
 }
