@@ -4,17 +4,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::aws::{self, ClientOptions, DestinationSource, SdkSource};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::http::App;
 use crate::metrics::Telemetry;
 use crate::scheduler::{Job, Scheduler};
-use crate::shutdown;
+use crate::shutdown::{self, Shutdown};
 use crate::state::{Store, TableKey};
 
 /// Everything `run` needs besides the shutdown signal.
@@ -30,6 +32,9 @@ pub struct Settings {
     pub grace: Duration,
     /// Export the standard `process_*` metrics.
     pub process_metrics: bool,
+    /// The file `config` came from; a reload (SIGHUP) reads it again.
+    /// `None` (as in `--demo`) turns reloads into a logged no-op.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -42,6 +47,7 @@ impl Settings {
             client: ClientOptions::default(),
             grace: Duration::from_secs(10),
             process_metrics: true,
+            config_path: None,
         }
     }
 }
@@ -65,29 +71,33 @@ pub struct Exporter<S = SdkSource> {
     settings: Settings,
     listener: TcpListener,
     sources: Vec<Arc<S>>,
+    /// Builds the sources for a reloaded config; `None` when the caller
+    /// supplied the sources, which then cannot change.
+    rebuild: Option<SourceBuilder<S>>,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
 }
+
+/// Makes one source per target of a config.
+type SourceBuilder<S> = Box<dyn Fn(&Config) -> Vec<S> + Send + Sync>;
 
 impl Exporter<SdkSource> {
     /// Build the aws-sdk-dynamodb clients (one per target, no network
     /// traffic yet) and bind the listener.
     pub async fn bind(settings: Settings) -> Result<Self, RunError> {
         let shared = aws::load_shared_config(&settings.config, &settings.client).await;
-        let sources = settings
-            .config
-            .targets
-            .iter()
-            .map(|target| {
-                SdkSource::new(
-                    &shared,
-                    target,
-                    settings.config.max_attempts,
-                    &settings.client,
-                )
-            })
-            .collect();
-        Exporter::bind_with_sources(settings, sources).await
+        let client = settings.client.clone();
+        let rebuild: SourceBuilder<SdkSource> = Box::new(move |config: &Config| {
+            config
+                .targets
+                .iter()
+                .map(|target| SdkSource::new(&shared, target, config.max_attempts, &client))
+                .collect()
+        });
+        let sources = rebuild(&settings.config);
+        let mut exporter = Exporter::bind_with_sources(settings, sources).await?;
+        exporter.rebuild = Some(rebuild);
+        Ok(exporter)
     }
 }
 
@@ -119,6 +129,7 @@ impl<S: DestinationSource> Exporter<S> {
             settings,
             listener,
             sources: sources.into_iter().map(Arc::new).collect(),
+            rebuild: None,
             store,
             telemetry,
         })
@@ -137,19 +148,25 @@ impl<S: DestinationSource> Exporter<S> {
     /// Poll and serve until `shutdown` resolves, then stop accepting and let
     /// in-flight requests and polls finish within the grace period.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (_never, reloads) = mpsc::channel(1);
+        self.serve_with_reloads(shutdown, reloads).await;
+    }
+
+    /// Like [`serve`](Self::serve), and every message on `reloads` (SIGHUP in
+    /// the binary) reads the config file again: a valid one replaces the
+    /// running config, an invalid one is logged and changes nothing.
+    pub async fn serve_with_reloads(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        reloads: mpsc::Receiver<()>,
+    ) {
         let (trigger, watch) = shutdown::channel();
         tokio::spawn(trigger.fire_on(shutdown));
         let grace = self.settings.grace;
-        let scheduler = Scheduler {
-            sources: self.sources,
+        let app = Arc::new(App {
             store: Arc::clone(&self.store),
             telemetry: Arc::clone(&self.telemetry),
-            concurrency: self.settings.config.concurrency,
-        };
-        let app = Arc::new(App {
-            store: self.store,
-            telemetry: self.telemetry,
-            telemetry_path: self.settings.telemetry_path,
+            telemetry_path: self.settings.telemetry_path.clone(),
         });
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
@@ -164,7 +181,16 @@ impl<S: DestinationSource> Exporter<S> {
             async move { server_watch.wait().await },
             grace,
         );
-        let polls = scheduler.run(jobs(&self.settings.config), watch, grace);
+        let polls = Polls {
+            config: self.settings.config,
+            config_path: self.settings.config_path,
+            sources: self.sources,
+            rebuild: self.rebuild,
+            store: self.store,
+            telemetry: self.telemetry,
+            grace,
+        }
+        .run(watch, reloads);
         let (open_connections, aborted_polls) = tokio::join!(server, polls);
         if open_connections > 0 {
             tracing::warn!(
@@ -173,6 +199,74 @@ impl<S: DestinationSource> Exporter<S> {
             );
         }
         tracing::info!(aborted_polls, "stopped");
+    }
+}
+
+/// The polling side of a running exporter, across config reloads.
+struct Polls<S> {
+    config: Config,
+    config_path: Option<PathBuf>,
+    sources: Vec<Arc<S>>,
+    rebuild: Option<SourceBuilder<S>>,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    grace: Duration,
+}
+
+impl<S: DestinationSource> Polls<S> {
+    /// Run one scheduler per config generation until `shutdown`. Returns the
+    /// number of polls aborted at the end.
+    async fn run(mut self, mut shutdown: Shutdown, mut reloads: mpsc::Receiver<()>) -> usize {
+        loop {
+            let (generation_trigger, generation) = shutdown::channel();
+            let scheduler = Scheduler {
+                sources: self.sources.clone(),
+                store: Arc::clone(&self.store),
+                telemetry: Arc::clone(&self.telemetry),
+                concurrency: self.config.concurrency,
+            };
+            let task = tokio::spawn(scheduler.run(jobs(&self.config), generation, self.grace));
+            let next = loop {
+                tokio::select! {
+                    () = shutdown.wait() => break None,
+                    Some(()) = reloads.recv() => {
+                        if let Some(next) = self.reload() {
+                            break Some(next);
+                        }
+                    }
+                }
+            };
+            generation_trigger.fire();
+            let aborted = task.await.unwrap_or(0);
+            let Some((config, sources)) = next else {
+                return aborted;
+            };
+            self.store
+                .reconcile(jobs(&config).into_iter().map(|job| job.key));
+            self.sources = sources.into_iter().map(Arc::new).collect();
+            self.config = config;
+        }
+    }
+
+    /// Read and validate the config file again; `None` keeps the running one.
+    fn reload(&self) -> Option<(Config, Vec<S>)> {
+        let (Some(path), Some(rebuild)) = (&self.config_path, &self.rebuild) else {
+            tracing::warn!("reload requested, but this exporter has no config file to reload");
+            return None;
+        };
+        match config::load(path) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), tables = config.table_count(), "configuration reloaded");
+                self.telemetry.record_reload(true);
+                let sources = rebuild(&config);
+                Some((config, sources))
+            }
+            Err(err) => {
+                tracing::error!(path = %path.display(), "reload failed; keeping the running configuration:\n{err}");
+                self.telemetry.record_reload(false);
+                None
+            }
+        }
     }
 }
 

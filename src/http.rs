@@ -60,7 +60,7 @@ impl App {
             Route::Health => text(StatusCode::OK, "ok\n"),
             Route::Ready => {
                 let (polled, total) = self.store.readiness();
-                if polled >= total {
+                if self.store.is_ready() {
                     text(
                         StatusCode::OK,
                         &format!("ready: {polled} of {total} tables polled\n"),

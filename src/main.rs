@@ -107,7 +107,11 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let (settings, simulator) = match config {
-            Some(config) => (Settings::new(config, listen), None),
+            Some(config) => {
+                let mut settings = Settings::new(config, listen);
+                settings.config_path = Some(flags.config_file.clone());
+                (settings, None)
+            }
             None => {
                 let demo = demo::start().await?;
                 tracing::info!(endpoint = %demo.simulator.endpoint_url(), "demo mode: polling the built-in DynamoDB simulator");
@@ -120,8 +124,13 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
             telemetry_path: flags.telemetry_path,
             ..settings
         };
+        // Before binding: once the port answers, SIGHUP must already mean
+        // "reload" rather than the default "terminate".
+        let reloads = shutdown::reload_requests();
         let exporter = Exporter::bind(settings).await?;
-        exporter.serve(shutdown::signal()).await;
+        exporter
+            .serve_with_reloads(shutdown::signal(), reloads)
+            .await;
         if let Some(simulator) = simulator {
             simulator.shutdown().await;
         }

@@ -13,7 +13,9 @@
 
 use std::fmt::Write as _;
 
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::TableState;
 
@@ -290,6 +292,8 @@ where
 pub struct Telemetry {
     registry: Registry,
     poll_duration: HistogramVec,
+    reload_successful: Gauge,
+    reload_success_time: Gauge,
 }
 
 impl Telemetry {
@@ -322,6 +326,23 @@ impl Telemetry {
         registry
             .register(Box::new(build_info))
             .expect("first registration of build_info");
+        let reload_successful = Gauge::new(
+            "dynamodb_kinesis_exporter_config_last_reload_successful",
+            "Whether the last configuration reload (SIGHUP) succeeded; 1 at start.",
+        )
+        .expect("static gauge options are valid");
+        let reload_success_time = Gauge::new(
+            "dynamodb_kinesis_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (start or reload).",
+        )
+        .expect("static gauge options are valid");
+        reload_successful.set(1.0);
+        reload_success_time.set(crate::scheduler::unix_now());
+        for gauge in [&reload_successful, &reload_success_time] {
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("first registration of the reload gauges");
+        }
         #[cfg(target_os = "linux")]
         if process {
             let collector = prometheus::process_collector::ProcessCollector::for_self();
@@ -334,6 +355,16 @@ impl Telemetry {
         Telemetry {
             registry,
             poll_duration,
+            reload_successful,
+            reload_success_time,
+        }
+    }
+
+    /// Record the outcome of a configuration reload.
+    pub fn record_reload(&self, ok: bool) {
+        self.reload_successful.set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.reload_success_time.set(crate::scheduler::unix_now());
         }
     }
 

@@ -35,6 +35,37 @@ pub async fn signal() {
     }
 }
 
+/// SIGHUP as a stream of reload requests. The handler is installed before
+/// this returns, so a SIGHUP sent once the exporter listens never takes the
+/// default action (ending the process). Signals that arrive while a reload
+/// is pending are folded into it. Without a handler (or off Unix) the
+/// channel never yields. Must be called inside the tokio runtime.
+pub fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!("received SIGHUP, reloading the configuration");
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) =
+                            tx.try_send(())
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(err) => tracing::error!(error = %err, "cannot listen for SIGHUP; reloads disabled"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
 /// The sending side: trigger once, every [`Shutdown`] sees it.
 #[derive(Debug)]
 pub struct Trigger(watch::Sender<bool>);

@@ -7,7 +7,7 @@
 //! across an `.await` and never while a scrape copies bytes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError};
@@ -150,6 +150,9 @@ struct Entry {
 pub struct Store {
     tables: RwLock<BTreeMap<TableKey, Entry>>,
     polled: AtomicUsize,
+    /// Set the first time every table had been polled; readiness does not
+    /// drop again when a reload adds tables.
+    was_ready: AtomicBool,
 }
 
 impl Store {
@@ -166,7 +169,29 @@ impl Store {
         Store {
             tables: RwLock::new(tables),
             polled: AtomicUsize::new(0),
+            was_ready: AtomicBool::new(false),
         }
+    }
+
+    /// Make the store hold exactly `keys` after a reload: tables no longer
+    /// configured go (with their series), new ones start empty, and tables
+    /// that stay keep their state, status-change times and counters.
+    pub fn reconcile(&self, keys: impl IntoIterator<Item = TableKey>) {
+        let wanted: std::collections::BTreeSet<TableKey> = keys.into_iter().collect();
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        tables.retain(|key, _| wanted.contains(key));
+        for key in wanted {
+            tables.entry(key).or_insert_with_key(|key| {
+                let state = TableState::new(key);
+                let fragments = Arc::new(metrics::render_table(&state));
+                Entry { state, fragments }
+            });
+        }
+        let polled = tables
+            .values()
+            .filter(|e| e.state.last_poll_ok.is_some())
+            .count();
+        self.polled.store(polled, Ordering::Relaxed);
     }
 
     /// Record the outcome of one poll and re-render the table's metrics.
@@ -206,6 +231,19 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         (self.polled.load(Ordering::Relaxed), total)
+    }
+
+    /// True once every table has been polled at least once; stays true.
+    pub fn is_ready(&self) -> bool {
+        if self.was_ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        let (polled, total) = self.readiness();
+        let ready = polled >= total;
+        if ready {
+            self.was_ready.store(true, Ordering::Relaxed);
+        }
+        ready
     }
 }
 
@@ -331,6 +369,33 @@ mod tests {
         assert_eq!(store.readiness(), (1, 2));
         store.record(&other, &Ok(vec![]), 3.0);
         assert_eq!(store.readiness(), (2, 2));
+    }
+
+    #[test]
+    fn reconcile_keeps_staying_tables_and_readiness_latches() {
+        let other = TableKey {
+            region: "us-east-1".into(),
+            table: "payments".into(),
+        };
+        let store = Store::new([key(), other.clone()]);
+        store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 10.0);
+        store.record(&key(), &Err(throttled()), 20.0);
+        store.record(&other, &Ok(vec![]), 10.0);
+        assert!(store.is_ready());
+        let added = TableKey {
+            region: "eu-west-1".into(),
+            table: "orders".into(),
+        };
+        store.reconcile([key(), added.clone()]);
+        assert!(store.state(&other).is_none());
+        let kept = store.state(&key()).unwrap();
+        assert_eq!(kept.destinations[0].since, 10.0);
+        assert_eq!(kept.errors.get("ThrottlingException"), Some(&1));
+        assert_eq!(store.state(&added).unwrap().last_poll_ok, None);
+        assert_eq!(store.readiness(), (1, 2));
+        assert!(store.is_ready(), "readiness must not drop after a reload");
+        let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
+        assert!(!text.contains("payments"), "{text}");
     }
 
     #[test]

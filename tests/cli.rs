@@ -42,9 +42,9 @@ fn write_temp(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-fn sigterm(child: &Child) {
+fn signal(child: &Child, which: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([which, &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -213,7 +213,7 @@ async fn demo_mode_serves_metrics_and_exits_cleanly_on_sigterm() {
     assert!(page.contains("process_resident_memory_bytes "));
     promtool_check(&page);
 
-    sigterm(guard.0.as_ref().unwrap());
+    signal(guard.0.as_ref().unwrap(), "-TERM");
     let status = wait_exit(&mut guard, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
 }
@@ -331,7 +331,78 @@ async fn loopback_endpoint_works_without_any_credentials() {
         ),
         Some(1.0)
     );
-    sigterm(guard.0.as_ref().unwrap());
+    signal(guard.0.as_ref().unwrap(), "-TERM");
+    assert_eq!(
+        wait_exit(&mut guard, Duration::from_secs(15)).code(),
+        Some(0)
+    );
+    sim.shutdown().await;
+}
+
+/// SIGHUP re-reads the config file: a valid file swaps the tables, an
+/// invalid one is reported through the reload gauge while the old config
+/// keeps running; the process never exits on either.
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let sim = simulator("tables:\n  - name: orders\n  - name: payments\n").await;
+    let config_text = |tables: &str| {
+        format!(
+            "poll_interval: 300ms\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables: [{tables}]\n",
+            sim.endpoint_url()
+        )
+    };
+    let path = write_temp("sighup", &config_text("orders"));
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "--config.file",
+            path.to_str().unwrap(),
+            "--web.listen-address",
+            &addr.to_string(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut guard = Guard(Some(child));
+    let success = |page: &str, table: &str| {
+        value(
+            page,
+            "dynamodb_kinesis_table_poll_success",
+            &[("table", table), ("region", "us-east-1")],
+        )
+    };
+    let reload_ok = "dynamodb_kinesis_exporter_config_last_reload_successful";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "exporter never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scrape_until(addr, Duration::from_secs(10), |p| {
+        success(p, "orders") == Some(1.0)
+    })
+    .await;
+
+    std::fs::write(&path, config_text("orders, payments")).unwrap();
+    signal(guard.0.as_ref().unwrap(), "-HUP");
+    let page = scrape_until(addr, Duration::from_secs(10), |p| {
+        success(p, "payments") == Some(1.0)
+    })
+    .await;
+    assert_eq!(value(&page, reload_ok, &[]), Some(1.0));
+
+    std::fs::write(&path, "targets: [\n").unwrap();
+    signal(guard.0.as_ref().unwrap(), "-HUP");
+    let page = scrape_until(addr, Duration::from_secs(10), |p| {
+        value(p, reload_ok, &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(success(&page, "payments"), Some(1.0));
+
+    signal(guard.0.as_ref().unwrap(), "-TERM");
     assert_eq!(
         wait_exit(&mut guard, Duration::from_secs(15)).code(),
         Some(0)

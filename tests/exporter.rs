@@ -488,9 +488,9 @@ async fn simulator_added_table_spec_is_polled_by_name() {
 }
 
 /// The whole exposition of the per-table families, as Prometheus receives
-/// it, against a fixture. Timestamps are replaced by `<ts>`, and process,
-/// histogram and build-info families (which vary by machine and run) are
-/// left out.
+/// it, against a fixture. Timestamps are replaced by `<ts>`; the process,
+/// histogram and `dynamodb_kinesis_exporter_*` families (which vary by
+/// machine and run) are left out.
 #[tokio::test]
 async fn golden_exposition() {
     let sim = simulator(&format!(
@@ -516,8 +516,8 @@ async fn golden_exposition() {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             let name = rest.split(' ').next().unwrap();
             keep = name.starts_with("dynamodb_kinesis_")
-                && name != "dynamodb_kinesis_poll_duration_seconds"
-                && name != "dynamodb_kinesis_exporter_build_info";
+                && !name.starts_with("dynamodb_kinesis_exporter_")
+                && name != "dynamodb_kinesis_poll_duration_seconds";
         }
         if !keep {
             continue;
@@ -545,4 +545,66 @@ async fn golden_exposition() {
         normalised, expected,
         "exposition changed; run with UPDATE_GOLDEN=1 and review the diff"
     );
+}
+
+#[tokio::test]
+async fn reload_swaps_tables_keeps_state_and_survives_a_bad_file() {
+    let scenario = ["orders", "payments", "inventory"]
+        .iter()
+        .map(|t| format!("  - name: {t}\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n", stream(t)))
+        .collect::<String>();
+    let sim = simulator(&format!("tables:\n{scenario}")).await;
+    let dir = std::env::temp_dir().join(format!("dke-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("exporter.yaml");
+    let write = |tables: &[&str]| {
+        let text = fast_config(tables, 2).replace("{endpoint}", &sim.endpoint_url());
+        std::fs::write(&path, text).unwrap();
+    };
+    write(&["orders", "payments"]);
+    let (exp, reload) = exporter_from_file(&path).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, SUCCESS, "orders") == Some(1.0)
+            && table_value(p, SUCCESS, "payments") == Some(1.0)
+    })
+    .await;
+    let labels = [
+        ("table", "orders"),
+        ("region", "us-east-1"),
+        ("stream_arn", &*stream("orders")),
+    ];
+    let orders_since = value(&page, SINCE, &labels).unwrap();
+    let reload_ok = "dynamodb_kinesis_exporter_config_last_reload_successful";
+    assert_eq!(value(&page, reload_ok, &[]), Some(1.0));
+
+    write(&["orders", "inventory"]);
+    reload.send(()).await.unwrap();
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        table_value(p, SUCCESS, "inventory") == Some(1.0) && !p.contains("table=\"payments\"")
+    })
+    .await;
+    assert_eq!(
+        value(&page, SINCE, &labels),
+        Some(orders_since),
+        "kept tables keep their state"
+    );
+    assert_eq!(value(&page, reload_ok, &[]), Some(1.0));
+
+    std::fs::write(&path, "targets: []\nbogus: 1\n").unwrap();
+    reload.send(()).await.unwrap();
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        value(p, reload_ok, &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(table_value(&page, SUCCESS, "inventory"), Some(1.0));
+    // The old configuration keeps polling.
+    let before = sim.requests_for("orders");
+    scrape_until(exp.addr, Duration::from_secs(10), |_| {
+        sim.requests_for("orders") > before + 1
+    })
+    .await;
+    assert_eq!(request(exp.addr, "GET", "/readyz").await.status, 200);
+    exp.stop().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

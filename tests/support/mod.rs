@@ -96,6 +96,36 @@ pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
     }
 }
 
+/// Start the exporter from a config file, with reloads driven by the
+/// returned sender (what SIGHUP does in the binary).
+pub async fn exporter_from_file(
+    path: &std::path::Path,
+) -> (Running, tokio::sync::mpsc::Sender<()>) {
+    let config = config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
+    settings.client = test_credentials();
+    settings.grace = Duration::from_secs(5);
+    settings.config_path = Some(path.to_path_buf());
+    let exporter = Exporter::bind(settings).await.expect("exporter must bind");
+    let addr = exporter.local_addr();
+    let store = exporter.store();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(exporter.serve_with_reloads(
+        async move {
+            let _ = rx.await;
+        },
+        reload_rx,
+    ));
+    let running = Running {
+        addr,
+        store,
+        stop: Some(tx),
+        task: Some(task),
+    };
+    (running, reload_tx)
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Reply {
@@ -208,6 +238,9 @@ fn split_labels(inner: &str) -> Vec<String> {
 
 /// The series key for `name` with `labels`, in the form `samples` uses.
 pub fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
     let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     parts.sort();
     format!("{name}{{{}}}", parts.join(","))
