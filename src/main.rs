@@ -173,3 +173,55 @@ fn init_logging(level: LogLevel, format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ok = [
+            (":9863", "0.0.0.0:9863"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("[::1]:9000", "[::1]:9000"),
+        ];
+        for (text, addr) in ok {
+            assert_eq!(
+                parse_listen_address(text).unwrap().to_string(),
+                addr,
+                "{text}"
+            );
+        }
+        assert!(parse_listen_address("localhost:9000")
+            .unwrap()
+            .ip()
+            .is_loopback());
+        for bad in ["nonsense", ":", ":99999", "127.0.0.1"] {
+            let err = parse_listen_address(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_parse_with_prometheus_style_names() {
+        let flags = Flags::try_parse_from([
+            "dynamodb-kinesis-exporter",
+            "--config.file=/etc/x.yaml",
+            "--web.listen-address",
+            ":1234",
+            "--web.telemetry-path=/m",
+            "--log.level=debug",
+            "--log.format=json",
+        ])
+        .unwrap();
+        assert_eq!(flags.config_file, PathBuf::from("/etc/x.yaml"));
+        assert_eq!(flags.listen_address, ":1234");
+        assert_eq!(flags.telemetry_path, "/m");
+        assert!(matches!(flags.log_level, LogLevel::Debug));
+        assert!(matches!(flags.log_format, LogFormat::Json));
+        let defaults = Flags::try_parse_from(["dynamodb-kinesis-exporter"]).unwrap();
+        assert_eq!(defaults.config_file, PathBuf::from("config/exporter.yaml"));
+        assert_eq!(defaults.listen_address, ":9863");
+        assert_eq!(defaults.telemetry_path, "/metrics");
+    }
+}

@@ -77,3 +77,75 @@ where
         Err(_) => open,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serve a handler that answers after `delay`; returns the address, the
+    /// shutdown trigger and the serve task.
+    async fn start(
+        delay: Duration,
+        grace: Duration,
+    ) -> (
+        SocketAddr,
+        crate::shutdown::Trigger,
+        tokio::task::JoinHandle<usize>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, mut watch) = crate::shutdown::channel();
+        let handler = move |_req: Request<Incoming>, _peer: SocketAddr| async move {
+            tokio::time::sleep(delay).await;
+            Ok(Response::new(Body::new(Bytes::from_static(b"done"))))
+        };
+        let task = tokio::spawn(serve(
+            listener,
+            handler,
+            async move { watch.wait().await },
+            grace,
+        ));
+        (addr, trigger, task)
+    }
+
+    async fn get(addr: SocketAddr) -> std::io::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_finish_after_shutdown() {
+        let (addr, trigger, task) = start(Duration::from_millis(300), Duration::from_secs(5)).await;
+        let request = tokio::spawn(get(addr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.fire();
+        let reply = request.await.unwrap().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("done"), "{reply}");
+        assert_eq!(task.await.unwrap(), 0, "a clean drain");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "no longer accepting"
+        );
+    }
+
+    #[tokio::test]
+    async fn grace_period_bounds_the_drain() {
+        let (addr, trigger, task) =
+            start(Duration::from_secs(3600), Duration::from_millis(200)).await;
+        let _request = tokio::spawn(get(addr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.fire();
+        let open = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("serve returns once the grace period is over")
+            .unwrap();
+        assert_eq!(open, 1);
+    }
+}
