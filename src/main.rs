@@ -81,7 +81,7 @@ fn main() -> ExitCode {
     match real_main(flags) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            report(&err);
             ExitCode::FAILURE
         }
     }
@@ -136,6 +136,23 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Print a fatal error. Config problems go one per line, each starting
+/// with file:line so editors and grep can jump to them, then a summary.
+fn report(err: &anyhow::Error) {
+    if let Some(config::ConfigError::Invalid(problems)) = err.downcast_ref() {
+        for problem in problems {
+            eprintln!("{problem}");
+        }
+        let s = if problems.len() == 1 { "" } else { "s" };
+        eprintln!(
+            "error: the configuration has {} problem{s}; nothing was started",
+            problems.len()
+        );
+    } else {
+        eprintln!("error: {err:#}");
+    }
 }
 
 /// Accepts `:PORT` (all interfaces), `HOST:PORT` and `[V6]:PORT`.

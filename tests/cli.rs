@@ -107,6 +107,10 @@ fn bad_config_fails_before_binding_with_every_problem() {
     ] {
         assert!(err.contains(&line), "missing {line:?} in:\n{err}");
     }
+    assert!(
+        err.ends_with("error: the configuration has 3 problems; nothing was started\n"),
+        "{err}"
+    );
     assert!(!err.contains("cannot listen"), "{err}");
 }
 
