@@ -954,6 +954,37 @@ fn alertmanager_example_routes_by_severity() {
     assert!(ok, "amtool check-config failed:\n{out}");
 }
 
+// ------------------------------------------------------- kubernetes schema
+
+/// The core manifests against the Kubernetes OpenAPI schemas, strictly
+/// (unknown fields are errors), with `kubernetes-validate` from PyPI, which
+/// ships the schemas and so works offline. `.ci/run` installs it. The
+/// Prometheus Operator kinds have no bundled schema and are checked by the
+/// field tests above.
+#[test]
+fn kubernetes_manifests_match_the_api_schemas() {
+    let Some(validator) = required_tool("kubernetes-validate") else {
+        return;
+    };
+    let manifests = [
+        "deploy/kubernetes/serviceaccount.yaml",
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/kubernetes/service.yaml",
+    ];
+    // The oldest Kubernetes version still commonly run, and the newest
+    // the tool knows.
+    for version in ["1.30.0", "1.37.0"] {
+        let mut args = vec!["--strict", "--quiet", "-k", version];
+        args.extend(manifests);
+        let (ok, out) = run_tool(&validator, &args, &repo());
+        assert!(
+            ok,
+            "kubernetes-validate (Kubernetes {version}) failed:\n{out}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------ systemd
 
 const UNIT: &str = "deploy/systemd/dynamodb-kinesis-exporter.service";
