@@ -180,6 +180,7 @@ impl<S: DestinationSource> Exporter<S> {
             handler,
             async move { server_watch.wait().await },
             grace,
+            crate::serve::DEFAULT_MAX_CONNECTIONS,
         );
         let polls = Polls {
             config: self.settings.config,

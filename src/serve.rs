@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Response body type used by every handler in this crate.
 pub type Body = Full<Bytes>;
@@ -23,14 +25,20 @@ pub type Body = Full<Bytes>;
 /// closed without an answer (the simulator uses this to model a reset).
 pub type AbortConnection = Box<dyn std::error::Error + Send + Sync>;
 
+/// Connections served at once by default. Beyond it, new connections wait
+/// in the kernel's accept queue instead of exhausting file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// Serve `listener` until `shutdown` resolves, then wait at most `grace` for
-/// in-flight requests. Returns the number of connections still open when the
-/// grace period ran out (0 for a clean drain).
+/// in-flight requests. At most `max_connections` are served at once. Returns
+/// the number of connections still open when the grace period ran out (0 for
+/// a clean drain).
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    max_connections: usize,
 ) -> usize
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -43,8 +51,17 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed; stop rather than spin
+            },
+        };
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -66,6 +83,7 @@ where
                     if let Err(err) = conn.await {
                         tracing::debug!(error = %err, %peer, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
         }
@@ -88,6 +106,7 @@ mod tests {
     async fn start(
         delay: Duration,
         grace: Duration,
+        max_connections: usize,
     ) -> (
         SocketAddr,
         crate::shutdown::Trigger,
@@ -105,6 +124,7 @@ mod tests {
             handler,
             async move { watch.wait().await },
             grace,
+            max_connections,
         ));
         (addr, trigger, task)
     }
@@ -121,7 +141,8 @@ mod tests {
 
     #[tokio::test]
     async fn in_flight_requests_finish_after_shutdown() {
-        let (addr, trigger, task) = start(Duration::from_millis(300), Duration::from_secs(5)).await;
+        let (addr, trigger, task) =
+            start(Duration::from_millis(300), Duration::from_secs(5), 8).await;
         let request = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(100)).await;
         trigger.fire();
@@ -138,7 +159,7 @@ mod tests {
     #[tokio::test]
     async fn grace_period_bounds_the_drain() {
         let (addr, trigger, task) =
-            start(Duration::from_secs(3600), Duration::from_millis(200)).await;
+            start(Duration::from_secs(3600), Duration::from_millis(200), 8).await;
         let _request = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(100)).await;
         trigger.fire();
@@ -147,5 +168,28 @@ mod tests {
             .expect("serve returns once the grace period is over")
             .unwrap();
         assert_eq!(open, 1);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        let (addr, trigger, task) =
+            start(Duration::from_millis(400), Duration::from_secs(5), 1).await;
+        let started = tokio::time::Instant::now();
+        let first = tokio::spawn(get(addr));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = tokio::spawn(get(addr));
+        let first = first.await.unwrap().unwrap();
+        let first_done = started.elapsed();
+        let second = second.await.unwrap().unwrap();
+        let second_done = started.elapsed();
+        assert!(first.ends_with("done") && second.ends_with("done"));
+        // The second connection is served only after the first one closed,
+        // so it takes a whole extra handler delay.
+        assert!(
+            second_done >= first_done + Duration::from_millis(300),
+            "{first_done:?} then {second_done:?}"
+        );
+        trigger.fire();
+        assert_eq!(task.await.unwrap(), 0);
     }
 }

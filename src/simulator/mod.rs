@@ -213,6 +213,7 @@ impl Simulator {
             handler,
             shutdown,
             SHUTDOWN_GRACE,
+            crate::serve::DEFAULT_MAX_CONNECTIONS,
         ));
         tracing::debug!(%addr, "DynamoDB simulator listening");
         Ok(Simulator {
