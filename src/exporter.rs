@@ -1,6 +1,8 @@
 //! Wiring: a validated [`Config`] becomes AWS clients, poll jobs, a state
 //! store and an HTTP listener ([`Exporter::bind`]); [`Exporter::serve`] runs
-//! the scheduler and the server until shutdown and drains both.
+//! the scheduler and the server until shutdown and drains both. A reload
+//! ([`Exporter::serve_with_reloads`]) validates the file first and only then
+//! replaces the scheduler generation; the server and the store live on.
 
 use std::future::Future;
 use std::net::SocketAddr;

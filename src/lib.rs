@@ -20,10 +20,11 @@
 //! - [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`.
 //! - [`serve`]: the HTTP/1.1 accept loop with graceful drain, shared by the
 //!   server and the simulator.
-//! - [`shutdown`]: SIGINT/SIGTERM as one future, and the watch channel every
-//!   task observes.
-//! - [`exporter`]: wires config, AWS clients, scheduler and server together:
-//!   [`Exporter::bind`], [`Exporter::serve`] and [`run`].
+//! - [`shutdown`]: SIGINT/SIGTERM as one future, SIGHUP as reload requests,
+//!   and the watch channel every task observes.
+//! - [`exporter`]: wires config, AWS clients, scheduler and server together
+//!   ([`Exporter::bind`], [`Exporter::serve`], [`run`]), and swaps in a
+//!   reloaded config.
 //! - [`simulator`]: an HTTP simulator of the DynamoDB control-plane API used
 //!   by the tests and by `--demo`.
 //! - [`demo`]: the `--demo` mode: the simulator with a shipped scenario.
