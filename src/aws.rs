@@ -160,7 +160,7 @@ fn local_endpoint_credentials() -> CredentialsProviderChain {
 
 impl SdkSource {
     /// A client for one target, on top of the shared configuration.
-    /// Targets on a loopback endpoint get [`local_endpoint_credentials`]
+    /// Targets on a loopback endpoint get `local_endpoint_credentials`
     /// unless static credentials were given.
     pub fn new(
         shared: &SdkConfig,

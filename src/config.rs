@@ -4,7 +4,7 @@
 //! file, line and field (`config/exporter.yaml:7: targets[0].poll_interval: "5 parsecs" is not a
 //! duration`). The text is read as a generic `serde_yaml::Value` first (a YAML syntax error is the
 //! only thing that stops early) and then walked by hand: serde's derive stops at the first error
-//! and knows no lines for semantic problems. Lines come from [`Locator`], which re-reads the text
+//! and knows no lines for semantic problems. Lines come from `Locator`, which re-reads the text
 //! by indentation. Table ARNs are parsed here too ([`parse_table_arn`]).
 
 use std::collections::HashMap;

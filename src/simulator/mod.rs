@@ -324,7 +324,7 @@ impl Simulator {
     }
 
     /// Stop accepting, end hung requests by closing their connections, and
-    /// return within [`SHUTDOWN_LIMIT`].
+    /// return within `SHUTDOWN_LIMIT`.
     pub async fn shutdown(self) {
         self.handle.shared.begin_shutdown();
         let server = lock(&self.handle.server).take();
