@@ -13,9 +13,7 @@
 
 use std::fmt::Write as _;
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 use crate::state::TableState;
 
@@ -376,10 +374,9 @@ impl Telemetry {
     }
 
     fn encode_into(&self, out: &mut String) {
-        let mut buf = Vec::new();
-        match TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            Ok(()) => out.push_str(&String::from_utf8_lossy(&buf)),
-            Err(err) => tracing::error!(error = %err, "cannot encode process metrics"),
+        // Straight into the page: no intermediate buffer on the scrape path.
+        if let Err(err) = TextEncoder::new().encode_utf8(&self.registry.gather(), out) {
+            tracing::error!(error = %err, "cannot encode process metrics");
         }
     }
 }

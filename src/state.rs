@@ -158,19 +158,13 @@ pub struct Store {
 impl Store {
     /// A store with an empty state for each table.
     pub fn new(keys: impl IntoIterator<Item = TableKey>) -> Self {
-        let tables = keys
-            .into_iter()
-            .map(|key| {
-                let state = TableState::new(&key);
-                let fragments = Arc::new(metrics::render_table(&state));
-                (key, Entry { state, fragments })
-            })
-            .collect();
-        Store {
-            tables: RwLock::new(tables),
+        let store = Store {
+            tables: RwLock::new(BTreeMap::new()),
             polled: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
-        }
+        };
+        store.reconcile(keys);
+        store
     }
 
     /// Make the store hold exactly `keys` after a reload: tables no longer
