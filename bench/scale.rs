@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+use dke_simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
 use dynamodb_kinesis_exporter::aws::ClientOptions;
 use dynamodb_kinesis_exporter::config::{Config, TableRef, Target};
-use dynamodb_kinesis_exporter::simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
 use dynamodb_kinesis_exporter::{Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -39,7 +39,7 @@ pub enum PollError {
     #[error("timed out: {0}")]
     Timeout(String),
     /// The request never got an answer: connection refused or reset, DNS,
-    /// TLS, missing credentials.
+    /// TLS. (Missing credentials are [`PollError::Credentials`].)
     #[error("request failed: {0}")]
     Dispatch(String),
     /// No credentials could be loaded (the default chain found none, or a

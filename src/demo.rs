@@ -1,12 +1,15 @@
 //! `--demo`: the simulator on a loopback port, playing the shipped scenario
 //! (`config/demo-scenario.yaml`, compiled in), and an exporter config that
 //! points at it with static dummy credentials. Real output, no AWS account.
+//! Built only with the default-on `demo` feature, which brings in the
+//! `dke-simulator` crate.
 
 use std::time::Duration;
 
+use dke_simulator::{Scenario, ScenarioError, Simulator};
+
 use crate::aws::ClientOptions;
 use crate::config::{Config, TableRef, Target};
-use crate::simulator::{Scenario, ScenarioError, Simulator};
 
 /// The shipped demo scenario.
 pub const SCENARIO: &str = include_str!("../config/demo-scenario.yaml");
@@ -17,9 +20,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("the shipped demo scenario is invalid: {0}")]
+    /// The cause is the `source`, so a cause chain (`{:#}`) shows it once.
+    #[error("the shipped demo scenario is invalid")]
     Scenario(#[from] ScenarioError),
-    #[error("cannot start the simulator: {0}")]
+    #[error("cannot start the simulator")]
     Start(#[from] std::io::Error),
 }
 
@@ -95,6 +99,20 @@ mod tests {
         assert_eq!(
             config.targets[0].endpoint_url.as_deref(),
             Some("http://127.0.0.1:1")
+        );
+    }
+
+    #[test]
+    fn errors_name_their_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "port taken");
+        let text = format!("{:#}", anyhow::Error::from(DemoError::from(io)));
+        assert_eq!(text, "cannot start the simulator: port taken");
+        let bad = Scenario::from_yaml("tables: 3").unwrap_err();
+        let cause = bad.to_string();
+        let text = format!("{:#}", anyhow::Error::from(DemoError::from(bad)));
+        assert_eq!(
+            text,
+            format!("the shipped demo scenario is invalid: {cause}")
         );
     }
 }

@@ -3,6 +3,10 @@
 //! the scheduler and the server until shutdown and drains both. A reload
 //! ([`Exporter::serve_with_reloads`]) validates the file first and only then
 //! replaces the scheduler generation; the server and the store live on.
+//!
+//! Cancellation is one `tokio_util` token tree: the root is cancelled on
+//! shutdown and stops the server; each scheduler generation runs under a
+//! child token, cancelled on reload (or with the root).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,18 +14,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::aws::{self, ClientOptions, DestinationSource, SdkSource};
+use crate::aws::{self, ClientOptions, SdkSource};
 use crate::config::{self, Config};
 use crate::http::App;
 use crate::metrics::Telemetry;
 use crate::scheduler::{Job, Scheduler};
-use crate::shutdown::{self, Shutdown};
-use crate::state::{Store, TableKey};
+use crate::state::TableKey;
+use crate::store::Store;
 
-/// Everything `run` needs besides the shutdown signal.
+/// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
@@ -54,68 +60,39 @@ impl Settings {
     }
 }
 
-/// Why the exporter could not start or stopped with an error.
+/// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot listen on {addr}: {source}")]
+    /// The I/O error is the `source`, so a cause chain (`{:#}`) shows it once.
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error("invalid telemetry path {0:?}: it must start with '/' and must not be /, /healthz or /readyz")]
     TelemetryPath(String),
-    #[error("expected one AWS source per config target ({targets}), got {sources}")]
-    Sources { targets: usize, sources: usize },
 }
 
 /// A bound, not yet serving exporter.
-pub struct Exporter<S = SdkSource> {
+pub struct Exporter {
     settings: Settings,
     listener: TcpListener,
-    sources: Vec<Arc<S>>,
-    /// Builds the sources for a reloaded config; `None` when the caller
-    /// supplied the sources, which then cannot change.
-    rebuild: Option<SourceBuilder<S>>,
+    /// The credential chain and its cache, shared by every client, across
+    /// reloads too.
+    shared: SdkConfig,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
 }
 
-/// Makes one source per target of a config.
-type SourceBuilder<S> = Box<dyn Fn(&Config) -> Vec<S> + Send + Sync>;
-
-impl Exporter<SdkSource> {
-    /// Build the aws-sdk-dynamodb clients (one per target, no network
-    /// traffic yet) and bind the listener.
+impl Exporter {
+    /// Load the shared SDK configuration (no network traffic yet), check the
+    /// telemetry path and bind the listener.
     pub async fn bind(settings: Settings) -> Result<Self, RunError> {
-        let shared = aws::load_shared_config(&settings.config, &settings.client).await;
-        let client = settings.client.clone();
-        let rebuild: SourceBuilder<SdkSource> = Box::new(move |config: &Config| {
-            config
-                .targets
-                .iter()
-                .map(|target| SdkSource::new(&shared, target, config.max_attempts, &client))
-                .collect()
-        });
-        let sources = rebuild(&settings.config);
-        let mut exporter = Exporter::bind_with_sources(settings, sources).await?;
-        exporter.rebuild = Some(rebuild);
-        Ok(exporter)
-    }
-}
-
-impl<S: DestinationSource> Exporter<S> {
-    /// Bind with caller-provided sources, one per config target, in order.
-    pub async fn bind_with_sources(settings: Settings, sources: Vec<S>) -> Result<Self, RunError> {
         let path = settings.telemetry_path.as_str();
         if !path.starts_with('/') || matches!(path, "/" | "/healthz" | "/readyz") {
             return Err(RunError::TelemetryPath(settings.telemetry_path));
         }
-        if sources.len() != settings.config.targets.len() {
-            return Err(RunError::Sources {
-                targets: settings.config.targets.len(),
-                sources: sources.len(),
-            });
-        }
+        let shared = aws::load_shared_config(&settings.config, &settings.client).await;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -123,15 +100,12 @@ impl<S: DestinationSource> Exporter<S> {
                     addr: settings.listen,
                     source,
                 })?;
-        let store = Arc::new(Store::new(
-            jobs(&settings.config).into_iter().map(|j| j.key),
-        ));
+        let store = Arc::new(Store::new(table_keys(&settings.config)));
         let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
         Ok(Exporter {
             settings,
             listener,
-            sources: sources.into_iter().map(Arc::new).collect(),
-            rebuild: None,
+            shared,
             store,
             telemetry,
         })
@@ -162,8 +136,12 @@ impl<S: DestinationSource> Exporter<S> {
         shutdown: impl Future<Output = ()> + Send + 'static,
         reloads: mpsc::Receiver<()>,
     ) {
-        let (trigger, watch) = shutdown::channel();
-        tokio::spawn(trigger.fire_on(shutdown));
+        let root = CancellationToken::new();
+        let on_shutdown = root.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            on_shutdown.cancel();
+        });
         let grace = self.settings.grace;
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
@@ -174,26 +152,25 @@ impl<S: DestinationSource> Exporter<S> {
             let app = Arc::clone(&app);
             async move { Ok(app.respond(req.method(), req.uri().path())) }
         };
-        tracing::info!(address = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tracing::info!(address = %self.local_addr(),
             tables = self.settings.config.table_count(), "serving metrics");
-        let mut server_watch = watch.clone();
         let server = crate::serve::serve(
             self.listener,
             handler,
-            async move { server_watch.wait().await },
+            root.clone().cancelled_owned(),
             grace,
             crate::serve::DEFAULT_MAX_CONNECTIONS,
         );
         let polls = Polls {
             config: self.settings.config,
             config_path: self.settings.config_path,
-            sources: self.sources,
-            rebuild: self.rebuild,
+            client: self.settings.client,
+            shared: self.shared,
             store: self.store,
             telemetry: self.telemetry,
             grace,
         }
-        .run(watch, reloads);
+        .run(root, reloads);
         let (open_connections, aborted_polls) = tokio::join!(server, polls);
         if open_connections > 0 {
             tracing::warn!(
@@ -206,32 +183,31 @@ impl<S: DestinationSource> Exporter<S> {
 }
 
 /// The polling side of a running exporter, across config reloads.
-struct Polls<S> {
+struct Polls {
     config: Config,
     config_path: Option<PathBuf>,
-    sources: Vec<Arc<S>>,
-    rebuild: Option<SourceBuilder<S>>,
+    client: ClientOptions,
+    shared: SdkConfig,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     grace: Duration,
 }
 
-impl<S: DestinationSource> Polls<S> {
-    /// Run one scheduler per config generation until `shutdown`. Returns the
-    /// number of polls aborted at the end.
-    async fn run(mut self, mut shutdown: Shutdown, mut reloads: mpsc::Receiver<()>) -> usize {
+impl Polls {
+    /// Run one scheduler generation per config until `root` is cancelled.
+    /// Returns the number of polls aborted at the end.
+    async fn run(mut self, root: CancellationToken, mut reloads: mpsc::Receiver<()>) -> usize {
         loop {
-            let (generation_trigger, generation) = shutdown::channel();
+            let generation = root.child_token();
             let scheduler = Scheduler {
-                sources: self.sources.clone(),
                 store: Arc::clone(&self.store),
                 telemetry: Arc::clone(&self.telemetry),
                 concurrency: self.config.concurrency,
             };
-            let task = tokio::spawn(scheduler.run(jobs(&self.config), generation, self.grace));
+            let task = tokio::spawn(scheduler.run(self.jobs(), generation.clone(), self.grace));
             let next = loop {
                 tokio::select! {
-                    () = shutdown.wait() => break None,
+                    () = root.cancelled() => break None,
                     Some(()) = reloads.recv() => {
                         if let Some(next) = self.reload() {
                             break Some(next);
@@ -239,21 +215,43 @@ impl<S: DestinationSource> Polls<S> {
                     }
                 }
             };
-            generation_trigger.fire();
+            generation.cancel();
             let aborted = task.await.unwrap_or(0);
-            let Some((config, sources)) = next else {
+            let Some(config) = next else {
                 return aborted;
             };
-            self.store
-                .reconcile(jobs(&config).into_iter().map(|job| job.key));
-            self.sources = sources.into_iter().map(Arc::new).collect();
+            self.store.reconcile(table_keys(&config));
             self.config = config;
         }
     }
 
+    /// One job per configured table, each holding its target's client.
+    fn jobs(&self) -> Vec<Job<SdkSource>> {
+        let mut jobs = Vec::with_capacity(self.config.table_count());
+        for target in &self.config.targets {
+            let source = Arc::new(SdkSource::new(
+                &self.shared,
+                target,
+                self.config.max_attempts,
+                &self.client,
+            ));
+            jobs.extend(target.tables.iter().map(|table| Job {
+                key: TableKey {
+                    region: target.region.clone(),
+                    table: table.name.clone(),
+                },
+                table: table.clone(),
+                source: Arc::clone(&source),
+                interval: target.poll_interval,
+                timeout: target.request_timeout,
+            }));
+        }
+        jobs
+    }
+
     /// Read and validate the config file again; `None` keeps the running one.
-    fn reload(&self) -> Option<(Config, Vec<S>)> {
-        let (Some(path), Some(rebuild)) = (&self.config_path, &self.rebuild) else {
+    fn reload(&self) -> Option<Config> {
+        let Some(path) = &self.config_path else {
             tracing::warn!("reload requested, but this exporter has no config file to reload");
             return None;
         };
@@ -261,8 +259,7 @@ impl<S: DestinationSource> Polls<S> {
             Ok(config) => {
                 tracing::info!(path = %path.display(), tables = config.table_count(), "configuration reloaded");
                 self.telemetry.record_reload(true);
-                let sources = rebuild(&config);
-                Some((config, sources))
+                Some(config)
             }
             Err(err) => {
                 tracing::error!(path = %path.display(), "reload failed; keeping the running configuration:\n{err}");
@@ -273,32 +270,41 @@ impl<S: DestinationSource> Polls<S> {
     }
 }
 
-/// One job per configured table.
-fn jobs(config: &Config) -> Vec<Job> {
+/// The store key of every configured table.
+fn table_keys(config: &Config) -> Vec<TableKey> {
     config
         .targets
         .iter()
-        .enumerate()
-        .flat_map(|(index, target)| {
-            target.tables.iter().map(move |table| Job {
-                key: TableKey {
-                    region: target.region.clone(),
-                    table: table.name.clone(),
-                },
-                table: table.clone(),
-                source: index,
-                interval: target.poll_interval,
-                timeout: target.request_timeout,
+        .flat_map(|target| {
+            target.tables.iter().map(|table| TableKey {
+                region: target.region.clone(),
+                table: table.name.clone(),
             })
         })
         .collect()
 }
 
-/// Bind with the production AWS clients and serve until `shutdown`.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RunError> {
-    Exporter::bind(settings).await?.serve(shutdown).await;
-    Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_errors_name_the_cause_once() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let config = config::parse(
+            "targets:\n  - region: us-east-1\n    tables: [orders]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let err = match Exporter::bind(Settings::new(config, addr)).await {
+            Err(err) => err,
+            Ok(_) => panic!("binding a taken port must fail"),
+        };
+        let cause = std::error::Error::source(&err)
+            .expect("the I/O error is the source")
+            .to_string();
+        let text = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(text, format!("cannot listen on {addr}: {cause}"));
+    }
 }

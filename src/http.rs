@@ -11,7 +11,7 @@ use hyper::{Method, Response, StatusCode};
 
 use crate::metrics::{self, Telemetry};
 use crate::serve::Body;
-use crate::state::Store;
+use crate::store::Store;
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,31 +7,33 @@
 //! `/metrics`. Scrapes never call AWS.
 //!
 //! # Layout
-//! - [`config`]: the YAML config file: decoding, defaults, validation with
-//!   file:line messages, table ARN parsing.
-//! - [`aws`]: the seam around AWS: the [`aws::DestinationSource`] trait, its
-//!   aws-sdk-dynamodb implementation and the classification of SDK errors.
-//! - [`scheduler`]: the poll loop: one task per table, jitter, the global
-//!   concurrency semaphore, per-call timeouts.
-//! - [`state`]: what the polls left: per-table state, status-change
-//!   bookkeeping and the pre-rendered metric fragments.
-//! - [`metrics`]: every metric family (name, help, type, labels) and the
-//!   functions that turn table state into exposition text.
-//! - [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`.
-//! - [`serve`]: the HTTP/1.1 accept loop with graceful drain, shared by the
-//!   server and the simulator.
-//! - [`shutdown`]: SIGINT/SIGTERM as one future, SIGHUP as reload requests,
-//!   and the watch channel every task observes.
-//! - [`exporter`]: wires config, AWS clients, scheduler and server together
-//!   ([`Exporter::bind`], [`Exporter::serve`], [`run`]), and swaps in a
-//!   reloaded config.
-//! - [`simulator`]: an HTTP simulator of the DynamoDB control-plane API used
-//!   by the tests and by `--demo`.
-//! - [`demo`]: the `--demo` mode: the simulator with a shipped scenario.
+//! Layers, lowest first. A module uses only modules listed above it (the
+//! utilities `serve` and `shutdown` use none of the others).
+//! 1. [`config`]: the YAML config file: decoding, defaults, validation with
+//!    file:line messages, table ARN parsing.
+//! 2. [`aws`]: the seam around AWS: the [`aws::DestinationSource`] trait, its
+//!    aws-sdk-dynamodb implementation and the classification of SDK errors.
+//! 3. [`state`]: the domain: per-table state and status-change bookkeeping,
+//!    folded from poll outcomes with the clock passed in.
+//! 4. [`metrics`]: every metric family (name, help, type, labels) and the
+//!    functions that turn table state into exposition text; the process-wide
+//!    registry.
+//! 5. [`store`]: the rendered-page store: each table's state with its
+//!    pre-rendered metric text, and readiness.
+//! 6. [`scheduler`]: the poll loop: one task per table, jitter, the
+//!    concurrency semaphore, per-call timeouts.
+//!    [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`, over
+//!    [`serve`], the HTTP/1.1 accept loop with its graceful drain.
+//! 7. [`exporter`]: wires config, AWS clients, scheduler and server together
+//!    ([`Exporter::bind`], [`Exporter::serve`]) and swaps in a reloaded
+//!    config. [`demo`] (feature `demo`, on by default) sets up `--demo`: the
+//!    `dke-simulator` crate playing a shipped scenario.
+//! 8. `main.rs`: flags, logging, and [`shutdown`]'s signals.
 #![forbid(unsafe_code)]
 
 pub mod aws;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod exporter;
 pub mod http;
@@ -39,10 +41,10 @@ pub mod metrics;
 pub mod scheduler;
 pub mod serve;
 pub mod shutdown;
-pub mod simulator;
 pub mod state;
+pub mod store;
 
-pub use exporter::{run, Exporter, RunError, Settings};
+pub use exporter::{Exporter, RunError, Settings};
 
 /// The crate version, as reported by `--version` and `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
-use dynamodb_kinesis_exporter::{config, demo, shutdown, Exporter, Settings};
+use dynamodb_kinesis_exporter::{config, shutdown, Exporter, Settings};
 
 /// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
 #[derive(Debug, Parser)]
@@ -94,6 +94,10 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         println!("{}", config.summary());
         return Ok(());
     }
+    #[cfg(not(feature = "demo"))]
+    if flags.demo {
+        anyhow::bail!("--demo is not available: this binary was built without the `demo` feature");
+    }
     // Config is loaded and validated before anything binds a port.
     let config = if flags.demo {
         None
@@ -106,22 +110,22 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        #[cfg(feature = "demo")]
         let (settings, simulator) = match config {
-            Some(config) => {
-                let mut settings = Settings::new(config, listen);
-                settings.config_path = Some(flags.config_file.clone());
-                (settings, None)
-            }
+            Some(config) => (Settings::new(config, listen), None),
             None => {
-                let demo = demo::start().await?;
+                let demo = dynamodb_kinesis_exporter::demo::start().await?;
                 tracing::info!(endpoint = %demo.simulator.endpoint_url(), "demo mode: polling the built-in DynamoDB simulator");
                 let mut settings = Settings::new(demo.config, listen);
                 settings.client = demo.client;
                 (settings, Some(demo.simulator))
             }
         };
+        #[cfg(not(feature = "demo"))]
+        let settings = Settings::new(config.expect("checked above: --demo is refused"), listen);
         let settings = Settings {
             telemetry_path: flags.telemetry_path,
+            config_path: (!flags.demo).then_some(flags.config_file),
             ..settings
         };
         // Before binding: once the port answers, SIGHUP must already mean
@@ -131,6 +135,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         exporter
             .serve_with_reloads(shutdown::signal(), reloads)
             .await;
+        #[cfg(feature = "demo")]
         if let Some(simulator) = simulator {
             simulator.shutdown().await;
         }
@@ -194,6 +199,18 @@ fn init_logging(level: LogLevel, format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs in the `--no-default-features` build (CI's `.ci/run` does).
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn demo_is_refused_in_a_build_without_the_simulator() {
+        let flags = Flags::try_parse_from(["dynamodb-kinesis-exporter", "--demo"]).unwrap();
+        let err = real_main(flags).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "--demo is not available: this binary was built without the `demo` feature"
+        );
+    }
 
     #[test]
     fn listen_addresses() {

@@ -15,17 +15,7 @@ use std::fmt::Write as _;
 
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
-use crate::state::TableState;
-
-/// The status values AWS documents today, in the order they are exported.
-pub const KNOWN_STATUSES: [&str; 6] = [
-    "ENABLING",
-    "ACTIVE",
-    "DISABLING",
-    "DISABLED",
-    "ENABLE_FAILED",
-    "UPDATING",
-];
+use crate::state::{unix_now, TableState, KNOWN_STATUSES};
 
 /// The Prometheus metric type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,7 +325,7 @@ impl Telemetry {
         )
         .expect("static gauge options are valid");
         reload_successful.set(1.0);
-        reload_success_time.set(crate::scheduler::unix_now());
+        reload_success_time.set(unix_now());
         for gauge in [&reload_successful, &reload_success_time] {
             registry
                 .register(Box::new(gauge.clone()))
@@ -362,7 +352,7 @@ impl Telemetry {
     pub fn record_reload(&self, ok: bool) {
         self.reload_successful.set(if ok { 1.0 } else { 0.0 });
         if ok {
-            self.reload_success_time.set(crate::scheduler::unix_now());
+            self.reload_success_time.set(unix_now());
         }
     }
 

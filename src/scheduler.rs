@@ -9,17 +9,18 @@
 //! bounded by its timeout) unless the grace period runs out first.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::aws::{DestinationSource, PollError};
+use crate::aws::{Destination, DestinationSource, PollError};
 use crate::config::TableRef;
 use crate::metrics::Telemetry;
-use crate::shutdown::Shutdown;
-use crate::state::{Store, TableKey};
+use crate::state::{unix_now, TableKey};
+use crate::store::Store;
 
 /// Share of the poll interval by which each cycle is randomly stretched or
 /// shortened.
@@ -30,47 +31,45 @@ const JITTER: f64 = 0.1;
 /// to let the SDK's more precise error win.
 const OUTER_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
 
-/// One table to poll.
-#[derive(Debug, Clone)]
-pub struct Job {
+/// One table to poll, with the client that polls it.
+#[derive(Debug)]
+pub struct Job<S> {
     pub key: TableKey,
     pub table: TableRef,
-    /// Index of the source (config target) that polls this table.
-    pub source: usize,
+    pub source: Arc<S>,
     pub interval: Duration,
     pub timeout: Duration,
 }
 
 /// Everything the poll tasks share.
-pub struct Scheduler<S> {
-    pub sources: Vec<Arc<S>>,
+pub struct Scheduler {
     pub store: Arc<Store>,
     pub telemetry: Arc<Telemetry>,
     pub concurrency: usize,
 }
 
-impl<S: DestinationSource> Scheduler<S> {
-    /// Poll every job until `shutdown`, then wait up to `grace` for polls in
-    /// flight. Returns the number of tasks that had to be aborted.
-    pub async fn run(self, jobs: Vec<Job>, shutdown: Shutdown, grace: Duration) -> usize {
+impl Scheduler {
+    /// Poll every job until `shutdown` is cancelled, then wait up to `grace`
+    /// for polls in flight. Returns the number of tasks that had to be
+    /// aborted.
+    pub async fn run<S: DestinationSource>(
+        self,
+        jobs: Vec<Job<S>>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> usize {
         let semaphore = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         for job in jobs {
-            let Some(source) = self.sources.get(job.source).cloned() else {
-                tracing::error!(table = %job.key.table, "no source for job; not polling it");
-                continue;
-            };
             tasks.spawn(poll_loop(
                 job,
-                source,
                 Arc::clone(&self.store),
                 Arc::clone(&self.telemetry),
                 Arc::clone(&semaphore),
                 shutdown.clone(),
             ));
         }
-        let mut shutdown = shutdown;
-        shutdown.wait().await;
+        shutdown.cancelled().await;
         let drained =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_ok() {
@@ -87,30 +86,29 @@ impl<S: DestinationSource> Scheduler<S> {
 }
 
 async fn poll_loop<S: DestinationSource>(
-    job: Job,
-    source: Arc<S>,
+    job: Job<S>,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     semaphore: Arc<Semaphore>,
-    mut shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let mut next = Instant::now();
     loop {
         tokio::select! {
             biased;
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(next) => {}
         }
         let permit = tokio::select! {
             biased;
-            () = shutdown.wait() => return,
+            () = shutdown.cancelled() => return,
             permit = Arc::clone(&semaphore).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return, // closed: the scheduler is gone
             },
         };
         let started = Instant::now();
-        let outcome = poll_once(&*source, &job).await;
+        let outcome = poll_once(&job).await;
         drop(permit);
         telemetry.observe_poll(&job.key.region, started.elapsed().as_secs_f64());
         store.record(&job.key, &outcome, unix_now());
@@ -118,13 +116,10 @@ async fn poll_loop<S: DestinationSource>(
     }
 }
 
-async fn poll_once<S: DestinationSource>(
-    source: &S,
-    job: &Job,
-) -> Result<Vec<crate::aws::Destination>, PollError> {
+async fn poll_once<S: DestinationSource>(job: &Job<S>) -> Result<Vec<Destination>, PollError> {
     match tokio::time::timeout(
         job.timeout + OUTER_TIMEOUT_SLACK,
-        source.describe(&job.table),
+        job.source.describe(&job.table),
     )
     .await
     {
@@ -142,18 +137,9 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
 }
 
-/// Seconds since the Unix epoch, as a float (0 if the clock is before 1970).
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::Destination;
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -190,7 +176,7 @@ mod tests {
         }
     }
 
-    fn job(name: &str, interval: u64, timeout: u64) -> Job {
+    fn job(source: &Arc<FakeSource>, name: &str, interval: u64, timeout: u64) -> Job<FakeSource> {
         Job {
             key: TableKey {
                 region: "us-east-1".into(),
@@ -201,7 +187,7 @@ mod tests {
                 name: name.into(),
                 account_id: None,
             },
-            source: 0,
+            source: Arc::clone(source),
             interval: Duration::from_secs(interval),
             timeout: Duration::from_secs(timeout),
         }
@@ -209,22 +195,20 @@ mod tests {
 
     /// Run the scheduler on paused time for `run_for`, then shut it down.
     async fn run_jobs(
-        source: Arc<FakeSource>,
-        jobs: Vec<Job>,
+        jobs: Vec<Job<FakeSource>>,
         concurrency: usize,
         run_for: Duration,
     ) -> Arc<Store> {
         let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
         let scheduler = Scheduler {
-            sources: vec![source],
             store: Arc::clone(&store),
             telemetry: Arc::new(Telemetry::new(false)),
             concurrency,
         };
-        let (trigger, shutdown) = crate::shutdown::channel();
-        let handle = tokio::spawn(scheduler.run(jobs, shutdown, Duration::from_secs(30)));
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(scheduler.run(jobs, shutdown.clone(), Duration::from_secs(30)));
         tokio::time::sleep(run_for).await;
-        trigger.fire();
+        shutdown.cancel();
         assert_eq!(handle.await.unwrap(), 0, "no task should need aborting");
         store
     }
@@ -234,8 +218,7 @@ mod tests {
         let source = Arc::new(FakeSource::default());
         let start = Instant::now();
         run_jobs(
-            Arc::clone(&source),
-            vec![job("orders", 60, 10)],
+            vec![job(&source, "orders", 60, 10)],
             8,
             Duration::from_secs(605),
         )
@@ -259,14 +242,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded_and_every_table_gets_polled() {
+        let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
         let mut fake = FakeSource::default();
-        let jobs: Vec<Job> = (0..20).map(|i| job(&format!("t{i:02}"), 60, 10)).collect();
-        for j in &jobs {
-            fake.delays
-                .insert(j.key.table.clone(), Duration::from_secs(2));
+        for name in &names {
+            fake.delays.insert(name.clone(), Duration::from_secs(2));
         }
         let source = Arc::new(fake);
-        let store = run_jobs(Arc::clone(&source), jobs, 3, Duration::from_secs(30)).await;
+        let jobs = names.iter().map(|n| job(&source, n, 60, 10)).collect();
+        let store = run_jobs(jobs, 3, Duration::from_secs(30)).await;
         assert_eq!(source.max_in_flight.load(Ordering::SeqCst), 3);
         assert_eq!(store.readiness(), (20, 20));
     }
@@ -278,8 +261,7 @@ mod tests {
             .insert("stuck".into(), Duration::from_secs(3600));
         let source = Arc::new(fake);
         let store = run_jobs(
-            Arc::clone(&source),
-            vec![job("stuck", 10, 5), job("fine", 10, 5)],
+            vec![job(&source, "stuck", 10, 5), job(&source, "fine", 10, 5)],
             2,
             Duration::from_secs(61),
         )

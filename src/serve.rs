@@ -1,7 +1,7 @@
-//! The HTTP/1.1 accept loop shared by the exporter's own server and the
-//! DynamoDB simulator: accept on a bound listener, hand each request to a
-//! handler, and on shutdown stop accepting and let in-flight requests finish
-//! within a grace period.
+//! The exporter's HTTP/1.1 accept loop: accept on a bound listener, hand
+//! each request to a handler, bound the connections served at once, and on
+//! shutdown stop accepting and let in-flight requests finish within a grace
+//! period.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 pub type Body = Full<Bytes>;
 
 /// What a handler may return instead of a response: the connection is then
-/// closed without an answer (the simulator uses this to model a reset).
+/// closed without an answer.
 pub type AbortConnection = Box<dyn std::error::Error + Send + Sync>;
 
 /// Connections served at once by default. Beyond it, new connections wait
@@ -100,6 +100,7 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::sync::CancellationToken;
 
     /// Serve a handler that answers after `delay`; returns the address, the
     /// shutdown trigger and the serve task.
@@ -109,12 +110,13 @@ mod tests {
         max_connections: usize,
     ) -> (
         SocketAddr,
-        crate::shutdown::Trigger,
+        CancellationToken,
         tokio::task::JoinHandle<usize>,
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (trigger, mut watch) = crate::shutdown::channel();
+        let trigger = CancellationToken::new();
+        let watch = trigger.clone();
         let handler = move |_req: Request<Incoming>, _peer: SocketAddr| async move {
             tokio::time::sleep(delay).await;
             Ok(Response::new(Body::new(Bytes::from_static(b"done"))))
@@ -122,7 +124,7 @@ mod tests {
         let task = tokio::spawn(serve(
             listener,
             handler,
-            async move { watch.wait().await },
+            async move { watch.cancelled().await },
             grace,
             max_connections,
         ));
@@ -145,7 +147,7 @@ mod tests {
             start(Duration::from_millis(300), Duration::from_secs(5), 8).await;
         let request = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        trigger.fire();
+        trigger.cancel();
         let reply = request.await.unwrap().unwrap();
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
         assert!(reply.ends_with("done"), "{reply}");
@@ -162,7 +164,7 @@ mod tests {
             start(Duration::from_secs(3600), Duration::from_millis(200), 8).await;
         let _request = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(100)).await;
-        trigger.fire();
+        trigger.cancel();
         let open = tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("serve returns once the grace period is over")
@@ -189,7 +191,7 @@ mod tests {
             second_done >= first_done + Duration::from_millis(300),
             "{first_done:?} then {second_done:?}"
         );
-        trigger.fire();
+        trigger.cancel();
         assert_eq!(task.await.unwrap(), 0);
     }
 }

@@ -1,9 +1,7 @@
-//! Shutdown: SIGINT and SIGTERM (what Kubernetes sends) folded into one
-//! future, and a [`Shutdown`] handle that every long-running task watches.
-
-use std::future::Future;
-
-use tokio::sync::watch;
+//! Process signals: SIGINT and SIGTERM (what Kubernetes sends) folded into
+//! one future, and SIGHUP as a stream of reload requests. Tasks watch a
+//! `tokio_util` cancellation token that the wiring cancels when the future
+//! resolves.
 
 /// Resolves on the first SIGINT or SIGTERM. If a handler cannot be
 /// installed, that signal is ignored (logged) rather than ending the process.
@@ -64,71 +62,4 @@ pub fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
     #[cfg(not(unix))]
     drop(tx);
     rx
-}
-
-/// The sending side: trigger once, every [`Shutdown`] sees it.
-#[derive(Debug)]
-pub struct Trigger(watch::Sender<bool>);
-
-/// A cloneable view of the shutdown state.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-/// A linked trigger and watcher.
-pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
-    (Trigger(tx), Shutdown(rx))
-}
-
-impl Trigger {
-    /// Tell every watcher to stop. Idempotent.
-    pub fn fire(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Fire when `fut` resolves.
-    pub async fn fire_on(self, fut: impl Future<Output = ()>) {
-        fut.await;
-        self.fire();
-    }
-}
-
-impl Shutdown {
-    /// True once shutdown was triggered.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves when shutdown is triggered (or the trigger is dropped, which
-    /// only happens when the process is tearing down anyway).
-    pub async fn wait(&mut self) {
-        // An error means the sender is gone: treat it as shutdown.
-        let _ = self.0.wait_for(|fired| *fired).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn every_watcher_sees_the_trigger() {
-        let (trigger, shutdown) = channel();
-        let mut a = shutdown.clone();
-        let mut b = shutdown;
-        assert!(!a.is_triggered());
-        trigger.fire();
-        a.wait().await;
-        b.wait().await;
-        assert!(a.is_triggered() && b.is_triggered());
-    }
-
-    #[tokio::test]
-    async fn dropped_trigger_counts_as_shutdown() {
-        let (trigger, mut shutdown) = channel();
-        drop(trigger);
-        tokio::time::timeout(std::time::Duration::from_secs(1), shutdown.wait())
-            .await
-            .expect("wait must return once the trigger is gone");
-    }
 }

@@ -5,7 +5,7 @@ The PrometheusRule carries the rule file's groups verbatim under `spec:`, so
 there is one source of truth for the alerts. This is a text transformation
 (indent everything after the top-level `groups:` line by two spaces), which
 keeps the comments and needs nothing beyond the Python standard library.
-tests/deploy_bundle.rs checks that both files hold the same groups.
+tests/integration/deploy_bundle.rs checks that both files hold the same groups.
 
 Usage:
     python3 deploy/kubernetes/generate-prometheusrule.py          # rewrite

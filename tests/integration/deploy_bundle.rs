@@ -8,9 +8,7 @@
 //! `amtool check-config` (both required when `CI` is set) and
 //! `systemd-analyze verify` (skipped when it cannot run here).
 
-mod support;
-
-use support::{expand_grafana_variables, on_path};
+use crate::support::{expand_grafana_variables, on_path, required_tool, scratch};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,15 +17,6 @@ use std::process::Command;
 use serde::Deserialize as _;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
-
-/// Print to the real stderr: libtest captures `eprintln!` of passing tests,
-/// and a skipped check must be seen.
-macro_rules! loud {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
@@ -115,26 +104,6 @@ fn rel(path: &Path) -> String {
         .into_owned()
 }
 
-/// A required external tool: absent means skip locally, but fail in CI.
-fn required_tool(tool: &str) -> Option<PathBuf> {
-    let found = on_path(tool);
-    if found.is_none() {
-        let ci = std::env::var_os("CI").is_some();
-        loud!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! `{tool}` is not on PATH: its checks are SKIPPED{}\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-            if ci {
-                " -- and CI is set, so this FAILS"
-            } else {
-                ""
-            }
-        );
-        assert!(!ci, "`{tool}` must be installed in CI");
-    }
-    found
-}
-
 fn run_tool(tool: &Path, args: &[&str], cwd: &Path) -> (bool, String) {
     let out = Command::new(tool)
         .args(args)
@@ -147,28 +116,6 @@ fn run_tool(tool: &Path, args: &[&str], cwd: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("dke-bundle-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------- all files
@@ -419,7 +366,7 @@ fn every_alert_has_a_firing_and_a_silent_promtool_case() {
 
 #[test]
 fn promtool_checks_and_unit_tests_the_rules() {
-    let Some(promtool) = required_tool("promtool") else {
+    let Some(promtool) = required_tool("promtool", "its checks are") else {
         return;
     };
     let dir = repo().join("deploy/prometheus");
@@ -434,10 +381,10 @@ fn promtool_checks_and_unit_tests_the_rules() {
 /// The dashboard's queries are valid PromQL: promtool parses them as rules.
 #[test]
 fn promtool_parses_every_dashboard_query() {
-    let Some(promtool) = required_tool("promtool") else {
+    let Some(promtool) = required_tool("promtool", "its checks are") else {
         return;
     };
-    let tmp = TempDir::new("dash");
+    let tmp = scratch(&[]);
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, (_, expr)) in dashboard_queries().iter().enumerate() {
         let expr = serde_json::to_string(&expand_grafana_variables(expr)).unwrap();
@@ -445,8 +392,8 @@ fn promtool_parses_every_dashboard_query() {
             "      - record: dashboard_query_{i}\n        expr: {expr}\n"
         ));
     }
-    std::fs::write(tmp.0.join("rules.yml"), rules).unwrap();
-    let (ok, out) = run_tool(&promtool, &["check", "rules", "rules.yml"], &tmp.0);
+    std::fs::write(tmp.path().join("rules.yml"), rules).unwrap();
+    let (ok, out) = run_tool(&promtool, &["check", "rules", "rules.yml"], tmp.path());
     assert!(ok, "dashboard queries do not parse:\n{out}");
 }
 
@@ -686,19 +633,20 @@ fn prometheus_rule_generator_reproduces_the_rule_file() {
         loud!("python3 is not on PATH: generator check skipped");
         return;
     };
-    let tmp = TempDir::new("gen");
-    std::fs::create_dir_all(tmp.0.join("prometheus")).unwrap();
-    std::fs::create_dir_all(tmp.0.join("kubernetes")).unwrap();
+    let tmp = scratch(&[]);
+    std::fs::create_dir_all(tmp.path().join("prometheus")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("kubernetes")).unwrap();
     std::fs::copy(
         repo().join("deploy/prometheus/alerts.yml"),
-        tmp.0.join("prometheus/alerts.yml"),
+        tmp.path().join("prometheus/alerts.yml"),
     )
     .unwrap();
-    let script = tmp.0.join("kubernetes/generate-prometheusrule.py");
+    let script = tmp.path().join("kubernetes/generate-prometheusrule.py");
     std::fs::copy(repo().join(K8S).join("generate-prometheusrule.py"), &script).unwrap();
-    let (ok, out) = run_tool(&python, &[script.to_str().unwrap()], &tmp.0);
+    let (ok, out) = run_tool(&python, &[script.to_str().unwrap()], tmp.path());
     assert!(ok, "{out}");
-    let generated = std::fs::read_to_string(tmp.0.join("kubernetes/prometheusrule.yaml")).unwrap();
+    let generated =
+        std::fs::read_to_string(tmp.path().join("kubernetes/prometheusrule.yaml")).unwrap();
     let generated: Yaml = serde_yaml::from_str(&generated).unwrap();
     assert_eq!(generated, manifest("prometheusrule.yaml"));
 }
@@ -943,7 +891,7 @@ fn alertmanager_example_routes_by_severity() {
         .collect();
     assert_eq!(receivers, BTreeSet::from(["chat", "pager"]));
 
-    let Some(amtool) = required_tool("amtool") else {
+    let Some(amtool) = required_tool("amtool", "its checks are") else {
         return;
     };
     let (ok, out) = run_tool(
@@ -963,7 +911,7 @@ fn alertmanager_example_routes_by_severity() {
 /// field tests above.
 #[test]
 fn kubernetes_manifests_match_the_api_schemas() {
-    let Some(validator) = required_tool("kubernetes-validate") else {
+    let Some(validator) = required_tool("kubernetes-validate", "its checks are") else {
         return;
     };
     let manifests = [
@@ -1048,27 +996,28 @@ fn systemd_analyze_verifies_the_unit() {
         loud!("systemd-analyze is not on PATH: unit verification skipped");
         return;
     };
-    let tmp = TempDir::new("unit");
+    let tmp = scratch(&[]);
     // verify insists that ExecStart exists: point it at the built binary.
     let unit = read(UNIT).replace(
         "/usr/local/bin/dynamodb-kinesis-exporter",
         env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter"),
     );
     let name = "dynamodb-kinesis-exporter.service";
-    std::fs::write(tmp.0.join(name), unit).unwrap();
+    std::fs::write(tmp.path().join(name), unit).unwrap();
     // A unit known to be fine tells whether verify works in this environment
     // (it may not in a container); only then do its complaints count.
     std::fs::write(
-        tmp.0.join("control.service"),
+        tmp.path().join("control.service"),
         "[Unit]\nDescription=control\n[Service]\nExecStart=/bin/sh -c true\n",
     )
     .unwrap();
-    let (control_ok, control_out) = run_tool(&analyze, &["verify", "./control.service"], &tmp.0);
+    let (control_ok, control_out) =
+        run_tool(&analyze, &["verify", "./control.service"], tmp.path());
     if !control_ok {
         loud!("systemd-analyze verify cannot run here; skipped:\n{control_out}");
         return;
     }
-    let (ok, out) = run_tool(&analyze, &["verify", &format!("./{name}")], &tmp.0);
+    let (ok, out) = run_tool(&analyze, &["verify", &format!("./{name}")], tmp.path());
     let complaints: Vec<&str> = out.lines().filter(|l| l.contains(name)).collect();
     assert!(
         ok && complaints.is_empty(),

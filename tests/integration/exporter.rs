@@ -2,12 +2,10 @@
 //! aws-sdk-dynamodb client against the project's DynamoDB simulator, both on
 //! loopback port 0, checked through `/metrics` as Prometheus would see it.
 
-mod support;
-
 use std::time::Duration;
 
-use dynamodb_kinesis_exporter::simulator::{DestinationSpec, Fault, TableSpec};
-use support::*;
+use crate::support::*;
+use dke_simulator::{DestinationSpec, Fault, TableSpec};
 
 const STATUS: &str = "dynamodb_kinesis_destination_status";
 const INFO: &str = "dynamodb_kinesis_destination_info";
@@ -554,9 +552,8 @@ async fn reload_swaps_tables_keeps_state_and_survives_a_bad_file() {
         .map(|t| format!("  - name: {t}\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n", stream(t)))
         .collect::<String>();
     let sim = simulator(&format!("tables:\n{scenario}")).await;
-    let dir = std::env::temp_dir().join(format!("dke-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("exporter.yaml");
+    let dir = scratch(&[]);
+    let path = dir.path().join("exporter.yaml");
     let write = |tables: &[&str]| {
         let text = fast_config(tables, 2).replace("{endpoint}", &sim.endpoint_url());
         std::fs::write(&path, text).unwrap();

@@ -1,16 +1,18 @@
-//! Helpers shared by the integration tests: start the simulator and the
-//! exporter on loopback port 0, speak minimal HTTP/1.1 to them, read
-//! exposition text, wait for conditions with a deadline.
-#![allow(dead_code)] // each test binary uses a different subset
+//! The helpers every integration test shares: start the simulator and the
+//! exporter on loopback port 0 (one builder), speak minimal HTTP to them (one
+//! client), read exposition text, wait for conditions with a deadline, find
+//! the external tools some tests need (one rule for skipping them), and
+//! scratch directories (the `tempfile` crate).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dke_simulator::{Scenario, Simulator};
 use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::config;
-use dynamodb_kinesis_exporter::simulator::{Scenario, Simulator};
-use dynamodb_kinesis_exporter::state::Store;
+use dynamodb_kinesis_exporter::config::{self, Config};
+use dynamodb_kinesis_exporter::store::Store;
 use dynamodb_kinesis_exporter::{Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,10 +61,6 @@ impl Running {
                 .expect("exporter task must not panic");
         }
     }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
 }
 
 impl Drop for Running {
@@ -78,34 +76,25 @@ impl Drop for Running {
 pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
     let text = config_yaml.replace("{endpoint}", &sim.endpoint_url());
     let config = config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
-    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
-    settings.client = test_credentials();
-    settings.grace = Duration::from_secs(5);
-    let exporter = Exporter::bind(settings).await.expect("exporter must bind");
-    let addr = exporter.local_addr();
-    let store = exporter.store();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.serve(async move {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        store,
-        stop: Some(tx),
-        task: Some(task),
-    }
+    start_exporter(config, None).await.0
 }
 
 /// Start the exporter from a config file, with reloads driven by the
 /// returned sender (what SIGHUP does in the binary).
-pub async fn exporter_from_file(
-    path: &std::path::Path,
-) -> (Running, tokio::sync::mpsc::Sender<()>) {
+pub async fn exporter_from_file(path: &Path) -> (Running, tokio::sync::mpsc::Sender<()>) {
     let config = config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+    start_exporter(config, Some(path.to_path_buf())).await
+}
+
+/// The one exporter builder: test credentials, a short grace period, port 0.
+async fn start_exporter(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> (Running, tokio::sync::mpsc::Sender<()>) {
     let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
     settings.client = test_credentials();
     settings.grace = Duration::from_secs(5);
-    settings.config_path = Some(path.to_path_buf());
+    settings.config_path = config_path;
     let exporter = Exporter::bind(settings).await.expect("exporter must bind");
     let addr = exporter.local_addr();
     let store = exporter.store();
@@ -143,39 +132,57 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; the whole exchange is
-/// bounded by 10 s.
-pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.expect("write");
+/// One HTTP/1.0 request, so the answer is never chunked and the server
+/// closes the connection after it; the whole exchange is bounded by 10 s.
+/// `Err` on any transport failure, for callers that retry while a server
+/// starts.
+pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result<Reply, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
         parse_reply(&raw)
-    })
-    .await
-    .expect("HTTP exchange must finish within 10 s")
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("{method} {target}: no answer within 10 s")))
 }
 
-fn parse_reply(raw: &[u8]) -> Reply {
+/// [`try_request`] for servers that must answer.
+pub async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
+    try_request(addr, method, target)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {text:?}"))?;
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    Reply {
+    Ok(Reply {
         status,
         headers,
         body: body.to_string(),
-    }
+    })
 }
 
 /// GET the metrics page and return its body (asserting 200).
@@ -298,11 +305,51 @@ pub fn label(series: &str, name: &str) -> Option<String> {
 }
 
 /// Where `tool` is on PATH, if anywhere.
-pub fn on_path(tool: &str) -> Option<std::path::PathBuf> {
+pub fn on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(tool))
         .find(|candidate| candidate.is_file())
+}
+
+/// Whether this run is CI's (`CI` set), where a missing tool is an error.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// A tool some checks need: where it is, or `None` after a loud message
+/// that those checks are skipped. In CI a missing tool fails the test
+/// instead: `.ci/run` installs every tool.
+pub fn required_tool(tool: &str, checks: &str) -> Option<PathBuf> {
+    let found = on_path(tool);
+    if found.is_none() {
+        let ci = in_ci();
+        loud!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! `{tool}` is not on PATH: {checks} SKIPPED{}\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            if ci {
+                " -- and CI is set, so this FAILS"
+            } else {
+                ""
+            }
+        );
+        assert!(!ci, "`{tool}` must be installed in CI");
+    }
+    found
+}
+
+/// A scratch directory with `files` (name, text) written into it; removed
+/// when dropped.
+pub fn scratch(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("dke-test-")
+        .tempdir()
+        .expect("scratch directory");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    dir
 }
 
 /// A Grafana panel query as Grafana sends it with every template variable at

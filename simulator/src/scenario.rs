@@ -402,9 +402,9 @@ fn default_region() -> String {
 }
 
 fn parse_duration(at: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
-    match crate::config::parse_duration(text) {
-        Some(duration) => Some(duration),
-        None => {
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) => Some(duration),
+        Err(_) => {
             problems.push(format!(
                 "{at}: {text:?} is not a duration (write e.g. \"500ms\", \"3s\", \"2m\")"
             ));

@@ -12,39 +12,28 @@
 //! is set, where their absence fails it. Every wait polls for its condition
 //! under a deadline; the whole test is bounded by [`OVERALL`].
 
-mod support;
-
-use support::{expand_grafana_variables, on_path};
+use crate::support::{expand_grafana_variables, required_tool, try_request};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dynamodb_kinesis_exporter::simulator::{Scenario, Simulator};
+use dke_simulator::{Scenario, Simulator};
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-
-/// Print to the real stderr: libtest captures `eprintln!` of passing tests,
-/// and a skipped check must be seen.
-macro_rules! loud {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 
 const BIN: &str = env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter");
 const PROMETHEUS: &str = "prometheus";
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 /// Bound on the whole test.
 const OVERALL: Duration = Duration::from_secs(240);
-/// Bound on one HTTP exchange.
+/// Bound on one webhook exchange.
 const HTTP_LIMIT: Duration = Duration::from_secs(10);
 
 const ALERT: &str = "DynamoDBKinesisDestinationEnableFailed";
@@ -65,27 +54,25 @@ fn fixture(name: &str) -> String {
 
 /// A scratch directory, removed on success and kept (and named) on failure
 /// so the logs in it can be read.
-struct Scratch(PathBuf);
+struct Scratch(Option<tempfile::TempDir>);
 
 impl Scratch {
     fn new() -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("dke-e2e-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
+        Scratch(Some(crate::support::scratch(&[])))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until drop").path()
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.path().join(name);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         path
     }
 
     fn subdir(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.path().join(name);
         std::fs::create_dir_all(&path).expect("scratch subdirectory");
         path
     }
@@ -93,10 +80,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("e2e: logs and configs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
+        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!("e2e: logs and configs kept in {}", dir.keep().display());
         }
     }
 }
@@ -112,7 +97,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, cmd: &mut Command, scratch: &Scratch) -> Proc {
-        let log = scratch.0.join(format!("{name}.log"));
+        let log = scratch.path().join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file handle");
         let child = cmd
@@ -187,35 +172,11 @@ impl Procs {
 
 // --------------------------------------------------------------------- HTTP
 
-/// GET over HTTP/1.0, so the answer is never chunked; `Err` on any transport
-/// failure, for callers that retry while a server starts.
+/// GET with the shared client: status and body, `Err` while a server starts.
 async fn get(addr: SocketAddr, target: &str) -> Result<(u16, String), String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let request = format!("GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("no header end in {text:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("no status in {head:?}"))?;
-        Ok((status, body.to_string()))
-    };
-    tokio::time::timeout(HTTP_LIMIT, exchange)
+    try_request(addr, "GET", target)
         .await
-        .unwrap_or_else(|_| Err(format!("GET {target}: no answer within {HTTP_LIMIT:?}")))
+        .map(|reply| (reply.status, reply.body))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -357,24 +318,11 @@ fn key(labels: &BTreeMap<String, String>, names: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enable_failed_pages_and_resolves_and_dashboard_queries_have_data() {
-    let ci = std::env::var_os("CI").is_some();
-    let (Some(prometheus), Some(alertmanager)) = (on_path(PROMETHEUS), on_path(ALERTMANAGER))
-    else {
-        loud!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! `{PROMETHEUS}` or `{ALERTMANAGER}` is not on PATH:\n\
-             !!! the end-to-end alerting test is SKIPPED{}\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-            if ci {
-                " -- and CI is set, so it FAILS"
-            } else {
-                ""
-            }
-        );
-        assert!(
-            !ci,
-            "prometheus and prometheus-alertmanager must be installed in CI"
-        );
+    let checks = "the end-to-end alerting test is";
+    let (Some(prometheus), Some(alertmanager)) = (
+        required_tool(PROMETHEUS, checks),
+        required_tool(ALERTMANAGER, checks),
+    ) else {
         return;
     };
     tokio::time::timeout(OVERALL, scenario(prometheus, alertmanager))
@@ -395,9 +343,9 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     let hook_addr = hook_listener.local_addr().expect("webhook address");
     let hook_task = tokio::spawn(webhook(hook_listener, inbox.clone()));
 
-    let am_addr = loopback(support::free_port());
-    let prom_addr = loopback(support::free_port());
-    let exporter_addr = loopback(support::free_port());
+    let am_addr = loopback(crate::support::free_port());
+    let prom_addr = loopback(crate::support::free_port());
+    let exporter_addr = loopback(crate::support::free_port());
 
     // Alertmanager, without clustering.
     let am_config = scratch.write(
@@ -455,7 +403,7 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
         "exporter.yaml",
         &fixture("exporter.yaml").replace("@ENDPOINT@", &sim.endpoint_url()),
     );
-    let no_file = scratch.0.join("no-such-file");
+    let no_file = scratch.path().join("no-such-file");
     procs.0.push(Proc::spawn(
         "exporter",
         Command::new(BIN)

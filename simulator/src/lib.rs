@@ -7,9 +7,15 @@
 //!   status timelines, faults) and its YAML format.
 //! - `wire`: HTTP request handling, authentication checks, operation dispatch
 //!   and AWS-shaped errors.
+//! - `serve`: the accept loop.
 //! - this file: the running [`Simulator`] handle, its shared state and stats.
+//!
+//! The whole crate is a test double: the exporter depends on it only as a
+//! dev-dependency and, behind its default-on `demo` feature, for `--demo`.
+#![forbid(unsafe_code)]
 
 mod scenario;
+mod serve;
 mod wire;
 
 pub use scenario::{
@@ -43,7 +49,7 @@ pub struct Simulator {
 struct Handle {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    server: Mutex<Option<JoinHandle<usize>>>,
+    server: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Handle {
@@ -208,13 +214,7 @@ impl Simulator {
         let handler = move |request, _peer| wire::handle(Arc::clone(&for_requests), request);
         let for_shutdown = Arc::clone(&shared);
         let shutdown = async move { for_shutdown.stopped().await };
-        let server = tokio::spawn(crate::serve::serve(
-            listener,
-            handler,
-            shutdown,
-            SHUTDOWN_GRACE,
-            crate::serve::DEFAULT_MAX_CONNECTIONS,
-        ));
+        let server = tokio::spawn(serve::serve(listener, handler, shutdown, SHUTDOWN_GRACE));
         tracing::debug!(%addr, "DynamoDB simulator listening");
         Ok(Simulator {
             handle: Arc::new(Handle {

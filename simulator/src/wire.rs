@@ -544,7 +544,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::{crc32, sigv4_problems};
-    use crate::simulator::{DestinationSpec, Fault, Scenario, Simulator, Step, TableSpec};
+    use crate::{DestinationSpec, Fault, Scenario, Simulator, Step, TableSpec};
 
     type Outcome = Result<
         DescribeKinesisStreamingDestinationOutput,

@@ -1,0 +1,23 @@
+//! The integration tests, linked into one binary so the AWS SDK and the
+//! simulator are linked once. Each module is one area:
+//! - `exporter`: the library's serve path end to end, in process, with the
+//!   real SDK client against the simulator;
+//! - `cli`: the built binary as an operator runs it;
+//! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
+//! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
+//! - `support`: the one set of helpers they share.
+
+/// Print to the real stderr: libtest captures `eprintln!` of passing tests,
+/// and a skipped check must be seen.
+macro_rules! loud {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod cli;
+mod deploy_bundle;
+mod e2e_alerting;
+mod exporter;
+mod support;
