@@ -4,16 +4,25 @@
 //! file, line and field (`config/exporter.yaml:7: targets[0].poll_interval: "5 parsecs" is not a
 //! duration`). The text is read as a generic `serde_yaml::Value` first (a YAML syntax error is the
 //! only thing that stops early) and then walked by hand: serde's derive stops at the first error
-//! and knows no lines for semantic problems. Lines come from `Locator`, which re-reads the text
-//! by indentation. Table ARNs are parsed here too ([`parse_table_arn`]).
+//! and knows no lines for semantic problems.
+//!
+//! Each mapping is walked through `Fields`: a struct's one validation function asks for its keys
+//! by name, and every key it never asked for is reported as unknown, with the keys it did ask for
+//! as the choices. Adding a key is one field on the struct and one line in that function.
+//!
+//! `serde_yaml::Value` keeps no positions, so lines come from a second read of the text by
+//! yaml-rust2's event parser (`Positions`), which marks where each key and item starts, in flow
+//! style as in block style. That read happens only once there is a problem to place. Table ARNs
+//! are parsed here too ([`parse_table_arn`]).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_yaml::{Mapping, Value};
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{ScanError, TScalarStyle};
 
 /// How often each table is polled unless the file says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
@@ -31,21 +40,6 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_CONCURRENCY: usize = 1000;
 /// Highest accepted `max_attempts`: more retries than this only hide an outage.
 pub const MAX_ATTEMPTS: u32 = 10;
-
-const TOP_KEYS: &[&str] = &[
-    "poll_interval",
-    "request_timeout",
-    "concurrency",
-    "max_attempts",
-    "targets",
-];
-const TARGET_KEYS: &[&str] = &[
-    "region",
-    "endpoint_url",
-    "poll_interval",
-    "request_timeout",
-    "tables",
-];
 
 /// A validated exporter configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +139,8 @@ fn lines(problems: &[Problem]) -> String {
 pub struct Problem {
     /// The file name as given.
     pub origin: String,
-    /// 1-based; `None` where the locator cannot tell (flow style, missing top-level keys).
+    /// 1-based; `None` where no line can be told (the document as a whole, a missing top-level
+    /// key, a value behind an alias).
     pub line: Option<usize>,
     /// Field path such as `targets[0].tables[1]`; `(document)` for the file as a whole.
     pub path: String,
@@ -236,15 +231,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         .map_err(|err| ConfigError::Invalid(vec![syntax_problem(origin, text, &err)]))?;
     let mut validator = Validator {
         origin,
-        locator: Locator::new(text),
+        text,
+        positions: None,
         problems: Vec::new(),
     };
     let config = validator.config(&doc);
     if validator.problems.is_empty() {
         return Ok(config);
     }
-    // Stable: problems on one line keep the order the walk found them in.
-    validator.problems.sort_by_key(|(line, _)| *line);
+    // Stable: problems at one place keep the order the walk found them in.
+    validator.problems.sort_by_key(|(pos, _)| *pos);
     Err(ConfigError::Invalid(
         validator.problems.into_iter().map(|(_, p)| p).collect(),
     ))
@@ -428,7 +424,7 @@ fn key_label(key: &Value) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Seg {
     Key(String),
     Index(usize),
@@ -471,13 +467,15 @@ impl fmt::Display for FieldPath {
 /// Walks the parsed document, building the config and collecting problems.
 struct Validator<'a> {
     origin: &'a str,
-    locator: Locator,
-    /// With the line used to order them: a problem's own line, else its nearest located
-    /// ancestor's (so flow-style problems still sort near their place), else the end.
-    problems: Vec<(usize, Problem)>,
+    text: &'a str,
+    /// Read on the first problem: a valid file, the common case, is parsed only once.
+    positions: Option<Positions>,
+    /// With the position used to order them: a problem's own, else its nearest located
+    /// ancestor's (so a problem inside an alias still sorts near its place), else the end.
+    problems: Vec<(Pos, Problem)>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
     fn report(&mut self, path: &FieldPath, message: impl Into<String>) {
         self.report_at(path, path, message);
     }
@@ -485,107 +483,86 @@ impl Validator<'_> {
     /// Reports a problem about `path` on the line of `at`: a missing key is reported on the line
     /// of the mapping that lacks it.
     fn report_at(&mut self, path: &FieldPath, at: &FieldPath, message: impl Into<String>) {
-        let line = self.locator.line_of(&at.0);
-        let order = line
-            .or_else(|| {
-                (0..at.0.len())
-                    .rev()
-                    .find_map(|n| self.locator.line_of(&at.0[..n]))
-            })
-            .unwrap_or(usize::MAX);
+        let text = self.text;
+        let positions = self.positions.get_or_insert_with(|| Positions::new(text));
+        let own = positions.of(&at.0);
+        let order = own
+            .or_else(|| (0..at.0.len()).rev().find_map(|n| positions.of(&at.0[..n])))
+            .unwrap_or(Pos::END);
         let problem = Problem {
             origin: self.origin.to_owned(),
-            line,
+            line: own.map(|pos| pos.line),
             path: path.to_string(),
             message: message.into(),
         };
         self.problems.push((order, problem));
     }
 
-    fn unknown(&mut self, path: &FieldPath, expected: &[&str]) {
-        let message = format!("unknown key (expected one of: {})", expected.join(", "));
-        self.report(path, message);
+    /// The keys of a mapping, or `None` (reported) for anything else.
+    fn mapping<'v>(&mut self, path: &FieldPath, value: &'v Value) -> Option<Fields<'v>> {
+        match value {
+            Value::Mapping(map) => Some(Fields::new(path.clone(), map)),
+            other => {
+                let message = format!("expected a mapping, found {}", describe(other));
+                self.report(path, message);
+                None
+            }
+        }
+    }
+
+    /// The items of a list that must not be empty; an empty slice (reported) otherwise.
+    fn list<'v>(&mut self, path: &FieldPath, value: &'v Value, empty: &str) -> &'v [Value] {
+        match value {
+            Value::Sequence(items) if !items.is_empty() => return items,
+            Value::Sequence(_) | Value::Null => self.report(path, empty),
+            other => self.report(path, format!("expected a list, found {}", describe(other))),
+        }
+        &[]
     }
 
     fn config(&mut self, doc: &Value) -> Config {
+        let empty = Mapping::new();
         let root = FieldPath::default();
+        let mut m = match doc {
+            // An empty file is all defaults, which then lacks targets.
+            Value::Null => Fields::new(root, &empty),
+            other => match self.mapping(&root, other) {
+                Some(m) => m,
+                None => return Config::defaults(),
+            },
+        };
         let mut config = Config {
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            concurrency: DEFAULT_CONCURRENCY,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            poll_interval: m
+                .check(self, "poll_interval", Self::duration)
+                .unwrap_or(DEFAULT_POLL_INTERVAL),
+            request_timeout: m
+                .check(self, "request_timeout", Self::duration)
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            concurrency: m
+                .check(self, "concurrency", |v, p, x| {
+                    v.count(p, x, MAX_CONCURRENCY)
+                })
+                .unwrap_or(DEFAULT_CONCURRENCY),
+            max_attempts: m
+                .check(self, "max_attempts", |v, p, x| v.count(p, x, MAX_ATTEMPTS))
+                .unwrap_or(DEFAULT_MAX_ATTEMPTS),
             targets: Vec::new(),
         };
-        let empty = Mapping::new();
-        let map = match doc {
-            // An empty file is all defaults, which then lacks targets.
-            Value::Null => &empty,
-            Value::Mapping(map) => map,
-            other => {
-                self.report(
-                    &root,
-                    format!("expected a mapping, found {}", describe(other)),
-                );
-                return config;
-            }
-        };
-        let mut targets = None;
-        for (key, value) in map {
-            let path = root.key(&key_label(key));
-            match key.as_str() {
-                Some("poll_interval") => {
-                    if let Some(d) = self.duration(&path, value) {
-                        config.poll_interval = d;
-                    }
-                }
-                Some("request_timeout") => {
-                    if let Some(d) = self.duration(&path, value) {
-                        config.request_timeout = d;
-                    }
-                }
-                Some("concurrency") => {
-                    if let Some(n) = self.count(&path, value, MAX_CONCURRENCY as u64) {
-                        config.concurrency = n as usize;
-                    }
-                }
-                Some("max_attempts") => {
-                    if let Some(n) = self.count(&path, value, u64::from(MAX_ATTEMPTS)) {
-                        config.max_attempts = n as u32;
-                    }
-                }
-                Some("targets") => targets = Some((path, value)),
-                _ => self.unknown(&path, TOP_KEYS),
-            }
-        }
         // Targets last: they inherit the global intervals wherever those were written.
-        match targets {
-            Some((path, value)) => config.targets = self.targets(&path, value, &config),
-            None => self.report(&root.key("targets"), "must list at least one target"),
+        if let Some((path, value)) = m.require(self, "targets", TARGETS_MISSING) {
+            config.targets = self.targets(&path, value, &config);
         }
+        m.finish(self);
         config
     }
 
     fn targets(&mut self, path: &FieldPath, value: &Value, globals: &Config) -> Vec<Target> {
-        let items = match value {
-            Value::Sequence(items) if !items.is_empty() => items,
-            Value::Sequence(_) | Value::Null => {
-                self.report(path, "must list at least one target");
-                return Vec::new();
-            }
-            other => {
-                self.report(path, format!("expected a list, found {}", describe(other)));
-                return Vec::new();
-            }
-        };
         // (region, table name) -> where first listed: such twins would export colliding series.
         let mut seen = HashMap::new();
-        let mut targets = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            if let Some(target) = self.target(&path.index(i), item, globals, &mut seen) {
-                targets.push(target);
-            }
-        }
-        targets
+        let items = self.list(path, value, TARGETS_MISSING);
+        (items.iter().enumerate())
+            .filter_map(|(i, item)| self.target(&path.index(i), item, globals, &mut seen))
+            .collect()
     }
 
     fn target(
@@ -595,54 +572,26 @@ impl Validator<'_> {
         globals: &Config,
         seen: &mut HashMap<(String, String), String>,
     ) -> Option<Target> {
-        let Value::Mapping(map) = value else {
-            self.report(
-                path,
-                format!("expected a mapping, found {}", describe(value)),
-            );
-            return None;
-        };
+        let mut m = self.mapping(path, value)?;
         // The region first, whatever the key order: table ARNs are checked against it.
-        let region = match map.get("region") {
-            Some(value) => self.region(&path.key("region"), value),
-            None => {
-                self.report_at(&path.key("region"), path, "is required");
-                None
-            }
-        };
-        let mut target = Target {
+        let region = m
+            .require(self, "region", "is required")
+            .and_then(|(path, value)| self.region(&path, value));
+        let target = Target {
             region: region.clone().unwrap_or_default(),
-            endpoint_url: None,
-            poll_interval: globals.poll_interval,
-            request_timeout: globals.request_timeout,
-            tables: Vec::new(),
+            endpoint_url: m.check(self, "endpoint_url", Self::endpoint),
+            poll_interval: m
+                .check(self, "poll_interval", Self::duration)
+                .unwrap_or(globals.poll_interval),
+            request_timeout: m
+                .check(self, "request_timeout", Self::duration)
+                .unwrap_or(globals.request_timeout),
+            tables: m
+                .require(self, "tables", TABLES_MISSING)
+                .map(|(path, value)| self.tables(&path, value, region.as_deref(), seen))
+                .unwrap_or_default(),
         };
-        let mut has_tables = false;
-        for (key, value) in map {
-            let field = path.key(&key_label(key));
-            match key.as_str() {
-                Some("region") => {}
-                Some("endpoint_url") => target.endpoint_url = self.endpoint(&field, value),
-                Some("poll_interval") => {
-                    if let Some(d) = self.duration(&field, value) {
-                        target.poll_interval = d;
-                    }
-                }
-                Some("request_timeout") => {
-                    if let Some(d) = self.duration(&field, value) {
-                        target.request_timeout = d;
-                    }
-                }
-                Some("tables") => {
-                    has_tables = true;
-                    target.tables = self.tables(&field, value, region.as_deref(), seen);
-                }
-                _ => self.unknown(&field, TARGET_KEYS),
-            }
-        }
-        if !has_tables {
-            self.report_at(&path.key("tables"), path, "must list at least one table");
-        }
+        m.finish(self);
         Some(target)
     }
 
@@ -679,54 +628,10 @@ impl Validator<'_> {
         region: Option<&str>,
         seen: &mut HashMap<(String, String), String>,
     ) -> Vec<TableRef> {
-        let items = match value {
-            Value::Sequence(items) if !items.is_empty() => items,
-            Value::Sequence(_) | Value::Null => {
-                self.report(path, "must list at least one table");
-                return Vec::new();
-            }
-            other => {
-                self.report(path, format!("expected a list, found {}", describe(other)));
-                return Vec::new();
-            }
-        };
         let mut tables = Vec::new();
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in self.list(path, value, TABLES_MISSING).iter().enumerate() {
             let item_path = path.index(i);
-            let Value::String(identifier) = item else {
-                let message = format!("expected a table name or ARN, found {}", describe(item));
-                self.report(&item_path, message);
-                continue;
-            };
-            let table = if identifier.starts_with("arn:") {
-                let arn = match parse_table_arn(identifier) {
-                    Ok(arn) => arn,
-                    Err(err) => {
-                        self.report(&item_path, err.to_string());
-                        continue;
-                    }
-                };
-                if let Some(region) = region.filter(|r| *r != arn.region) {
-                    let message = format!(
-                        "ARN region {} does not match the target's region {region}",
-                        arn.region
-                    );
-                    self.report(&item_path, message);
-                    continue;
-                }
-                TableRef {
-                    identifier: identifier.clone(),
-                    name: arn.table,
-                    account_id: Some(arn.account_id),
-                }
-            } else if is_table_name(identifier) {
-                TableRef {
-                    identifier: identifier.clone(),
-                    name: identifier.clone(),
-                    account_id: None,
-                }
-            } else {
-                self.report(&item_path, format!("{identifier:?} {TABLE_NAME_RULE}"));
+            let Some(table) = self.table(&item_path, item, region) else {
                 continue;
             };
             if let Some(region) = region {
@@ -744,6 +649,46 @@ impl Validator<'_> {
             tables.push(table);
         }
         tables
+    }
+
+    /// One entry of `tables`: a table name, or an ARN in the target's region.
+    fn table(&mut self, path: &FieldPath, value: &Value, region: Option<&str>) -> Option<TableRef> {
+        let Value::String(identifier) = value else {
+            let message = format!("expected a table name or ARN, found {}", describe(value));
+            self.report(path, message);
+            return None;
+        };
+        if !identifier.starts_with("arn:") {
+            if !is_table_name(identifier) {
+                self.report(path, format!("{identifier:?} {TABLE_NAME_RULE}"));
+                return None;
+            }
+            return Some(TableRef {
+                identifier: identifier.clone(),
+                name: identifier.clone(),
+                account_id: None,
+            });
+        }
+        let arn = match parse_table_arn(identifier) {
+            Ok(arn) => arn,
+            Err(err) => {
+                self.report(path, err.to_string());
+                return None;
+            }
+        };
+        if let Some(region) = region.filter(|r| *r != arn.region) {
+            let message = format!(
+                "ARN region {} does not match the target's region {region}",
+                arn.region
+            );
+            self.report(path, message);
+            return None;
+        }
+        Some(TableRef {
+            identifier: identifier.clone(),
+            name: arn.table,
+            account_id: Some(arn.account_id),
+        })
     }
 
     fn duration(&mut self, path: &FieldPath, value: &Value) -> Option<Duration> {
@@ -768,7 +713,11 @@ impl Validator<'_> {
     }
 
     /// A whole number from 1 to `max`.
-    fn count(&mut self, path: &FieldPath, value: &Value, max: u64) -> Option<u64> {
+    fn count<T>(&mut self, path: &FieldPath, value: &Value, max: T) -> Option<T>
+    where
+        T: TryFrom<u64> + fmt::Display + Copy,
+        u64: TryFrom<T>,
+    {
         let number = match value {
             Value::Number(n) => n,
             other => {
@@ -777,8 +726,9 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let limit = u64::try_from(max).unwrap_or(u64::MAX);
         match (number.as_u64(), number.as_i64()) {
-            (Some(n), _) if (1..=max).contains(&n) => return Some(n),
+            (Some(n), _) if (1..=limit).contains(&n) => return T::try_from(n).ok(),
             (Some(0), _) | (None, Some(_)) => self.report(path, "must be at least 1"),
             (Some(_), _) => self.report(path, format!("must be at most {max}")),
             (None, None) => {
@@ -789,205 +739,254 @@ impl Validator<'_> {
     }
 }
 
-/// Finds the line of a field path in block-style YAML.
-///
-/// `serde_yaml::Value` keeps no positions, so problems found while walking it are placed by
-/// re-reading the text. Each line is reduced to its structural marks, sequence dashes (`- `) and
-/// mapping keys (`key:`), with their columns. A node's content is the marks after it at a greater
-/// column, plus, for a key, sequence items at its own column (an indentless sequence); its
-/// children are the content marks at the content's first column. Comments, blank lines and
-/// document markers are skipped, as are block scalar (`|`, `>`) bodies. Flow collections
-/// (`[a, b]`, `{k: v}`) are not looked into: paths into them have no line. Multi-line quoted
-/// scalars are not tracked; a continuation line that looks like a key only adds a mark inside
-/// that scalar's own content, which no valid path descends into.
-struct Locator {
-    marks: Vec<Mark>,
+const TARGETS_MISSING: &str = "must list at least one target";
+const TABLES_MISSING: &str = "must list at least one table";
+
+impl Config {
+    /// What an empty file would give, before its missing targets are reported.
+    fn defaults() -> Config {
+        Config {
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            targets: Vec::new(),
+        }
+    }
 }
 
-struct Mark {
+/// One YAML mapping being validated.
+///
+/// A validation function asks for each key it knows by name, and whatever it never asked for is
+/// an unknown key, offered the keys it did ask for, in that order. So the list of keys a mapping
+/// accepts is the validation function itself, and a new key is one more line there.
+struct Fields<'v> {
+    path: FieldPath,
+    map: &'v Mapping,
+    asked: Vec<&'static str>,
+}
+
+impl<'v> Fields<'v> {
+    fn new(path: FieldPath, map: &'v Mapping) -> Fields<'v> {
+        Fields {
+            path,
+            map,
+            asked: Vec::new(),
+        }
+    }
+
+    /// The value written for `key`, with its path. Makes `key` a known key, written or not.
+    fn take(&mut self, key: &'static str) -> Option<(FieldPath, &'v Value)> {
+        if !self.asked.contains(&key) {
+            self.asked.push(key);
+        }
+        let value = self.map.get(key)?;
+        Some((self.path.key(key), value))
+    }
+
+    /// The checked value of `key`; `None` when it is not written or `check` rejects it.
+    fn check<'a, T>(
+        &mut self,
+        validator: &mut Validator<'a>,
+        key: &'static str,
+        check: impl FnOnce(&mut Validator<'a>, &FieldPath, &'v Value) -> Option<T>,
+    ) -> Option<T> {
+        let (path, value) = self.take(key)?;
+        check(validator, &path, value)
+    }
+
+    /// Like `take`, but a missing key is reported, on the line of this mapping.
+    fn require(
+        &mut self,
+        validator: &mut Validator,
+        key: &'static str,
+        missing: &str,
+    ) -> Option<(FieldPath, &'v Value)> {
+        let found = self.take(key);
+        if found.is_none() {
+            validator.report_at(&self.path.key(key), &self.path, missing);
+        }
+        found
+    }
+
+    /// Reports every key that was not asked for.
+    fn finish(self, validator: &mut Validator) {
+        let expected = self.asked.join(", ");
+        for key in self.map.keys() {
+            if !key.as_str().is_some_and(|k| self.asked.contains(&k)) {
+                let message = format!("unknown key (expected one of: {expected})");
+                validator.report(&self.path.key(&key_label(key)), message);
+            }
+        }
+    }
+}
+
+/// Where a key or item starts in the text. Ordered as in the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Pos {
     /// 1-based.
     line: usize,
+    /// 0-based; only orders problems that share a line (flow style).
     col: usize,
-    /// `None` for a sequence item.
-    key: Option<String>,
 }
 
-impl Locator {
-    fn new(text: &str) -> Locator {
-        let mut marks = Vec::new();
-        // Lines indented deeper than this column are the body of a block scalar.
-        let mut block_scalar: Option<usize> = None;
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
-            let raw = if index == 0 {
-                raw.trim_start_matches('\u{feff}')
-            } else {
-                raw
-            };
-            let mut rest = raw.trim_start_matches(' ');
-            let mut col = raw.len() - rest.len();
-            if let Some(limit) = block_scalar {
-                if rest.trim().is_empty() || col > limit {
-                    continue;
-                }
-                block_scalar = None;
-            }
-            if rest.is_empty() || rest.starts_with('#') || (col == 0 && is_document_marker(rest)) {
-                continue;
-            }
-            loop {
-                if let Some(after) = rest.strip_prefix('-').filter(|a| starts_blank(a)) {
-                    marks.push(Mark {
-                        line,
-                        col,
-                        key: None,
-                    });
-                    let value = after.trim_start_matches([' ', '\t']);
-                    if is_block_scalar(value) {
-                        block_scalar = Some(col);
-                        break;
-                    }
-                    col += rest.len() - value.len();
-                    rest = value;
-                    continue;
-                }
-                if let Some((key, value)) = split_key(rest) {
-                    marks.push(Mark {
-                        line,
-                        col,
-                        key: Some(key),
-                    });
-                    if is_block_scalar(value) {
-                        block_scalar = Some(col);
-                    }
-                }
-                break;
-            }
-        }
-        Locator { marks }
-    }
-
-    /// The 1-based line of the key or item at `path`; `None` for the document itself or where
-    /// the text does not show it in block style.
-    fn line_of(&self, path: &[Seg]) -> Option<usize> {
-        let mut content = 0..self.marks.len();
-        let mut line = None;
-        for seg in path {
-            let child_col = self.marks[content.clone()].first()?.col;
-            let mut children = content.clone().filter(|&i| self.marks[i].col == child_col);
-            let found = match seg {
-                Seg::Key(k) => children.find(|&i| self.marks[i].key.as_deref() == Some(k)),
-                Seg::Index(n) => children.filter(|&i| self.marks[i].key.is_none()).nth(*n),
-            }?;
-            line = Some(self.marks[found].line);
-            content = self.content(found);
-        }
-        line
-    }
-
-    fn content(&self, index: usize) -> Range<usize> {
-        let parent = &self.marks[index];
-        let inside = |m: &Mark| {
-            m.col > parent.col || (parent.key.is_some() && m.key.is_none() && m.col == parent.col)
-        };
-        let start = index + 1;
-        let len = self.marks[start..].iter().take_while(|m| inside(m)).count();
-        start..start + len
-    }
-}
-
-fn starts_blank(s: &str) -> bool {
-    s.is_empty() || s.starts_with([' ', '\t'])
-}
-
-fn is_document_marker(s: &str) -> bool {
-    s.starts_with('%')
-        || ["---", "..."]
-            .iter()
-            .any(|m| s.strip_prefix(m).is_some_and(starts_blank))
-}
-
-/// Whether a value (after `key:` or `- `) opens a block scalar, allowing a tag or anchor first.
-fn is_block_scalar(value: &str) -> bool {
-    let mut words = value
-        .split_whitespace()
-        .take_while(|w| !w.starts_with('#'))
-        .filter(|w| !w.starts_with(['!', '&']));
-    matches!((words.next(), words.next()), (Some(w), None) if w.starts_with(['|', '>']))
-}
-
-/// Splits `key: value` into the key (unquoted) and the text after the colon.
-fn split_key(s: &str) -> Option<(String, &str)> {
-    let (key, after) = match s.chars().next()? {
-        '"' => {
-            let end = closing_quote(s, '"')?;
-            (unescape_double(&s[1..end]), s[end + 1..].trim_start())
-        }
-        '\'' => {
-            let end = closing_quote(s, '\'')?;
-            (s[1..end].replace("''", "'"), s[end + 1..].trim_start())
-        }
-        // Flow collections, aliases, tags, anchors, explicit keys and other indicators.
-        c if "[]{},#&*!|>%@`?:".contains(c) => return None,
-        _ => {
-            let end = plain_key_end(s)?;
-            (s[..end].trim_end().to_owned(), &s[end..])
-        }
+impl Pos {
+    const END: Pos = Pos {
+        line: usize::MAX,
+        col: usize::MAX,
     };
-    let value = after.strip_prefix(':').filter(|v| starts_blank(v))?;
-    Some((key, value))
 }
 
-/// The byte index of the colon ending a plain key, unless a comment starts first.
-fn plain_key_end(s: &str) -> Option<usize> {
-    let bytes = s.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let blank = |j: usize| matches!(bytes.get(j), Some(b' ' | b'\t'));
-        match b {
-            b':' if i + 1 == bytes.len() || blank(i + 1) => return Some(i),
-            b'#' if i > 0 && blank(i - 1) => return None,
-            _ => {}
+/// Where each field path of a document starts: for a mapping key the key, for a sequence item
+/// the item's node.
+///
+/// `serde_yaml::Value` keeps no positions, so the text is read a second time by yaml-rust2's
+/// event parser, whose events carry marks, in flow style as in block style. Paths it cannot
+/// place have none: the document itself, anything below a key that is not a plain or quoted
+/// scalar (a collection, alias or tagged key), anything behind an alias, and empty items (`-`
+/// alone) but the first. Should
+/// the event parser reject text that serde_yaml accepted, nothing is placed rather than
+/// something misplaced.
+struct Positions(HashMap<Vec<Seg>, Pos>);
+
+/// An open collection while walking the events. A `None` path is a collection nothing inside
+/// of which can be placed.
+enum Open {
+    Seq {
+        path: Option<Vec<Seg>>,
+        next: usize,
+        /// Where the first dash is.
+        start: Pos,
+    },
+    /// `key` is `None` while a key is expected, then the key's segment (`None` inside if the key
+    /// cannot be placed) until its value has started.
+    Map {
+        path: Option<Vec<Seg>>,
+        key: Option<Option<Seg>>,
+    },
+}
+
+impl Positions {
+    fn new(text: &str) -> Positions {
+        let mut found = HashMap::new();
+        // serde_yaml skips a byte order mark; yaml-rust2 would make it part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        match Positions::walk(text, &mut found) {
+            Ok(()) => Positions(found),
+            Err(_) => Positions(HashMap::new()),
         }
     }
-    None
-}
 
-/// The byte index of the quote closing a quoted scalar that starts at index 0.
-fn closing_quote(s: &str, quote: char) -> Option<usize> {
-    let mut chars = s.char_indices().skip(1);
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' if quote == '"' => {
-                chars.next();
+    fn of(&self, path: &[Seg]) -> Option<Pos> {
+        self.0.get(path).copied()
+    }
+
+    /// One pass over the events of the first document (serde_yaml accepts no more), with the
+    /// open collections on a stack.
+    fn walk(text: &str, found: &mut HashMap<Vec<Seg>, Pos>) -> Result<(), ScanError> {
+        let mut parser = Parser::new_from_str(text);
+        let mut open: Vec<Open> = Vec::new();
+        loop {
+            let (event, mark) = parser.next_token()?;
+            let pos = Pos {
+                line: mark.line(),
+                col: mark.col(),
+            };
+            // What the node is called if it is a mapping key.
+            let label = match &event {
+                Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_) => None,
+                Event::Scalar(value, style, _, tag) => scalar_key(value, *style, tag),
+                Event::SequenceEnd | Event::MappingEnd => {
+                    open.pop();
+                    continue;
+                }
+                Event::DocumentEnd | Event::StreamEnd => return Ok(()),
+                _ => continue,
+            };
+            let empty =
+                matches!(&event, Event::Scalar(v, TScalarStyle::Plain, _, None) if v.is_empty());
+            let path = match open.last_mut() {
+                // The document itself has no line: its problems concern the whole file.
+                None => Some(Vec::new()),
+                Some(Open::Seq { path, next, start }) => {
+                    let item = path.clone().map(|mut p| {
+                        p.push(Seg::Index(*next));
+                        p
+                    });
+                    // An empty item's event is marked where the parser noticed it, often on the
+                    // next item's line; only the first one's place, the sequence's, is known.
+                    let at = if !empty {
+                        Some(pos)
+                    } else if *next == 0 {
+                        Some(*start)
+                    } else {
+                        None
+                    };
+                    *next += 1;
+                    if let (Some(item), Some(at)) = (item.as_ref(), at) {
+                        found.insert(item.clone(), at);
+                    }
+                    item
+                }
+                Some(Open::Map {
+                    path,
+                    key: expected @ None,
+                }) => {
+                    if let (Some(map), Some(seg)) = (path.as_ref(), &label) {
+                        // A block mapping's start is marked after its first key, not at it.
+                        if let Some(start) = found.get_mut(map) {
+                            *start = (*start).min(pos);
+                        }
+                        let mut p = map.clone();
+                        p.push(seg.clone());
+                        found.insert(p, pos);
+                    }
+                    *expected = Some(label);
+                    // Nothing inside a key is a field path.
+                    None
+                }
+                Some(Open::Map { path, key }) => {
+                    let seg = key.take().flatten();
+                    path.clone().zip(seg).map(|(mut p, seg)| {
+                        p.push(seg);
+                        p
+                    })
+                }
+            };
+            match event {
+                Event::SequenceStart(..) => open.push(Open::Seq {
+                    path,
+                    next: 0,
+                    start: pos,
+                }),
+                Event::MappingStart(..) => open.push(Open::Map { path, key: None }),
+                _ => {}
             }
-            // '' is an escaped quote inside single quotes.
-            c if c == quote && quote == '\'' && s[i + 1..].starts_with('\'') => {
-                chars.next();
-            }
-            c if c == quote => return Some(i),
-            _ => {}
         }
     }
-    None
 }
 
-/// Enough unescaping to match keys: a backslash keeps the next character as is.
-fn unescape_double(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
-        }
+/// The path segment of a scalar key, labelled as `key_label` labels serde_yaml's key for it.
+fn scalar_key(value: &str, style: TScalarStyle, tag: &Option<Tag>) -> Option<Seg> {
+    if tag.is_some() {
+        return None;
     }
-    out
+    if style != TScalarStyle::Plain {
+        return Some(Seg::Key(value.to_owned()));
+    }
+    // A plain key is resolved as serde_yaml resolved it: `~` is `null`, `1.50` is `1.5`.
+    let label = match serde_yaml::from_str::<Value>(value) {
+        Ok(resolved @ (Value::Null | Value::Bool(_) | Value::Number(_))) => key_label(&resolved),
+        _ => value.to_owned(),
+    };
+    Some(Seg::Key(label))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     const SHIPPED: &str = include_str!("../config/exporter.yaml");
     const ORIGIN: &str = "exporter.yaml";
@@ -1343,6 +1342,14 @@ targets:
             problems("targets:\n  - us-east-1\n"),
             ["exporter.yaml:2: targets[0]: expected a mapping, found \"us-east-1\""]
         );
+        assert_eq!(
+            problems("targets:\n  -\n  -\n"),
+            // Only the first empty item has a known line; the other sorts by `targets`.
+            [
+                "exporter.yaml: targets[1]: expected a mapping, found an empty value",
+                "exporter.yaml:2: targets[0]: expected a mapping, found an empty value",
+            ]
+        );
     }
 
     #[test]
@@ -1562,7 +1569,7 @@ targets:
     }
 
     #[test]
-    fn flow_style_problems_have_no_line_but_keep_their_place() {
+    fn flow_style_problems_have_their_line() {
         let text = "\
 concurrency: 0
 targets: [{region: US East, tables: [orders]}]
@@ -1572,9 +1579,90 @@ max_attempts: 0
             problems(text),
             [
                 "exporter.yaml:1: concurrency: must be at least 1",
-                "exporter.yaml: targets[0].region: \"US East\" is not a valid AWS region name",
+                "exporter.yaml:2: targets[0].region: \"US East\" is not a valid AWS region name",
                 "exporter.yaml:3: max_attempts: must be at least 1",
             ]
+        );
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    tables: [orders, ab]\n"),
+            [format!(
+                "exporter.yaml:3: targets[0].tables[1]: \"ab\" {TABLE_NAME_RULE}"
+            )]
+        );
+        assert_eq!(
+            problems("targets: [{region: \"US East\", tables: [a1b, x]}]\n"),
+            [
+                "exporter.yaml:1: targets[0].region: \"US East\" is not a valid AWS region name",
+                &format!("exporter.yaml:1: targets[0].tables[1]: \"x\" {TABLE_NAME_RULE}"),
+            ]
+        );
+        // On one line, problems keep the order of the text, not the order keys were asked for.
+        assert_eq!(
+            problems(
+                "{concurrency: 0, poll_interval: 0s, targets: [{tables: [], region: us-east-1}]}"
+            ),
+            [
+                "exporter.yaml:1: concurrency: must be at least 1",
+                "exporter.yaml:1: poll_interval: must be greater than zero",
+                "exporter.yaml:1: targets[0].tables: must list at least one table",
+            ]
+        );
+        // A flow mapping target that lacks a key is reported on the line where the mapping opens.
+        assert_eq!(
+            problems("targets:\n  - {\n    region: us-east-1\n    }\n"),
+            ["exporter.yaml:2: targets[0].tables: must list at least one table"]
+        );
+    }
+
+    #[test]
+    fn problems_behind_aliases_sort_by_the_alias() {
+        let text = "\
+targets:
+  - &first {region: us-east-1, tables: [ab]}
+  - *first
+x: &r eu-west-1
+";
+        let rule = TABLE_NAME_RULE;
+        assert_eq!(
+            problems(text),
+            [
+                format!("exporter.yaml:2: targets[0].tables[0]: \"ab\" {rule}"),
+                format!("exporter.yaml: targets[1].tables[0]: \"ab\" {rule}"),
+                "exporter.yaml:4: x: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, targets)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mapping_accepts_exactly_the_keys_it_asks_for_in_asked_order() {
+        let doc: Value = serde_yaml::from_str("b: 1\nzz: 2\na: 3\n").unwrap();
+        let Value::Mapping(map) = &doc else {
+            unreachable!()
+        };
+        let mut validator = Validator {
+            origin: ORIGIN,
+            text: "b: 1\nzz: 2\na: 3\n",
+            positions: None,
+            problems: Vec::new(),
+        };
+        let mut fields = Fields::new(FieldPath::default(), map);
+        // Asked for but absent keys are offered too; asking twice lists a key once.
+        assert!(fields.take("new_key").is_none());
+        assert_eq!(
+            fields.take("b").map(|(p, v)| (p.to_string(), v.clone())),
+            Some(("b".to_owned(), Value::from(1)))
+        );
+        assert!(fields.take("a").is_some());
+        assert!(fields.take("b").is_some());
+        fields.finish(&mut validator);
+        let reported: Vec<String> = validator
+            .problems
+            .iter()
+            .map(|(_, p)| p.to_string())
+            .collect();
+        assert_eq!(
+            reported,
+            ["exporter.yaml:2: zz: unknown key (expected one of: new_key, b, a)"]
         );
     }
 
@@ -1651,6 +1739,11 @@ max_attempts: 0
         );
     }
 
+    /// The line `Positions` gives the path `segs` in `text`.
+    fn line_of(text: &str, segs: &[&str]) -> Option<usize> {
+        Positions::new(text).of(&path(segs)).map(|pos| pos.line)
+    }
+
     #[test]
     fn locator_follows_nested_block_yaml() {
         let text = "\
@@ -1679,7 +1772,6 @@ targets:
       other: y
 url#frag: 1
 ";
-        let locator = Locator::new(text);
         let cases: &[(&[&str], Option<usize>)] = &[
             (&["poll_interval"], Some(4)),
             (&["targets"], Some(6)),
@@ -1691,16 +1783,19 @@ url#frag: 1
             (&["targets", "0", "notes"], Some(13)),
             (&["targets", "0", "quoted key"], Some(16)),
             (&["targets", "0", "it's"], Some(17)),
-            (&["targets", "1"], Some(18)),
+            // The item's node starts below its dash.
+            (&["targets", "1"], Some(19)),
             (&["targets", "1", "region"], Some(19)),
             (&["targets", "1", "tables"], Some(20)),
+            (&["targets", "1", "tables", "0"], Some(20)),
+            (&["targets", "1", "tables", "1"], Some(20)),
             (&["targets", "2"], Some(21)),
             (&["targets", "2", "0"], Some(21)),
             (&["targets", "2", "1"], Some(22)),
             (&["targets", "2", "1", "0", "other"], Some(23)),
             (&["url#frag"], Some(24)),
-            // Inside flow style, block scalars, or absent.
-            (&["targets", "1", "tables", "0"], None),
+            // Inside block scalars, absent, or the document itself.
+            (&["targets", "0", "notes", "region"], None),
             (&["targets", "0", "region", "x"], None),
             (&["region"], None),
             (&["targets", "3"], None),
@@ -1708,7 +1803,7 @@ url#frag: 1
             (&[], None),
         ];
         for (segs, line) in cases {
-            assert_eq!(locator.line_of(&path(segs)), *line, "{segs:?}");
+            assert_eq!(line_of(text, segs), *line, "{segs:?}");
         }
         // The text is valid YAML with that structure.
         let value: Value = serde_yaml::from_str(text).unwrap();
@@ -1719,32 +1814,68 @@ url#frag: 1
     #[test]
     fn locator_handles_compact_and_indented_styles() {
         let text = "\u{feff}a:\r\n    b:\r\n        - c: 1\r\n          d: >-\r\n            e: 2\r\n          f: 3\r\n";
-        let locator = Locator::new(text);
-        assert_eq!(locator.line_of(&path(&["a"])), Some(1));
-        assert_eq!(locator.line_of(&path(&["a", "b", "0", "c"])), Some(3));
-        assert_eq!(locator.line_of(&path(&["a", "b", "0", "f"])), Some(6));
-        assert_eq!(locator.line_of(&path(&["a", "b", "0", "e"])), None);
+        assert_eq!(line_of(text, &["a"]), Some(1));
+        assert_eq!(line_of(text, &["a", "b", "0", "c"]), Some(3));
+        assert_eq!(line_of(text, &["a", "b", "0", "f"]), Some(6));
+        assert_eq!(line_of(text, &["a", "b", "0", "e"]), None);
     }
 
     #[test]
-    fn locator_helpers() {
-        assert_eq!(split_key("key: v"), Some(("key".to_owned(), " v")));
-        assert_eq!(split_key("key:"), Some(("key".to_owned(), "")));
-        assert_eq!(split_key("a:b: c"), Some(("a:b".to_owned(), " c")));
-        assert_eq!(split_key("\"a\\\"b\" : c"), Some(("a\"b".to_owned(), " c")));
-        assert_eq!(split_key("'a''b': c"), Some(("a'b".to_owned(), " c")));
-        assert_eq!(split_key("key:value"), None);
-        assert_eq!(split_key("text # a: b"), None);
-        assert_eq!(split_key("{a: b}"), None);
-        assert_eq!(split_key("\"open: x"), None);
-        assert!(is_block_scalar(" |"));
-        assert!(is_block_scalar(" >-  # folded"));
-        assert!(is_block_scalar(" !!str &a |2"));
-        assert!(!is_block_scalar(" a | b"));
-        assert!(!is_block_scalar(""));
-        assert!(is_document_marker("---"));
-        assert!(is_document_marker("--- # x"));
-        assert!(!is_document_marker("---x"));
+    fn locator_reads_keys_as_serde_yaml_does() {
+        let text = "\
+key: v
+a:b: c
+\"a\\\"b\" : c
+'a''b': c
+key2: v # a: b
+~: null key
+1.50: float key
+!!str 7: tagged
+? [complex]
+: value
+k:
+  - key:value
+  - {x: 1}
+  -
+  - last
+e:
+  -
+  -
+";
+        let cases: &[(&[&str], Option<usize>)] = &[
+            (&["key"], Some(1)),
+            (&["a:b"], Some(2)),
+            (&["a\"b"], Some(3)),
+            (&["a'b"], Some(4)),
+            // In a comment, not a key.
+            (&["a"], None),
+            (&["key2"], Some(5)),
+            (&["null"], Some(6)),
+            (&["1.5"], Some(7)),
+            // Tagged and collection keys have no label to match.
+            (&["7"], None),
+            (&["k"], Some(11)),
+            (&["k", "0"], Some(12)),
+            (&["k", "1", "x"], Some(13)),
+            // An empty item's event is marked on the next item's line: better no line.
+            (&["k", "2"], None),
+            (&["e", "0"], Some(17)),
+            (&["e", "1"], None),
+            (&["k", "3"], Some(15)),
+        ];
+        for (segs, line) in cases {
+            assert_eq!(line_of(text, segs), *line, "{segs:?}");
+        }
+        let value: Value = serde_yaml::from_str(text).unwrap();
+        assert_eq!(value["k"][0], Value::from("key:value"));
+        assert_eq!(value[Value::Null], Value::from("null key"));
+        assert_eq!(value["k"][1]["x"], Value::from(1));
+    }
+
+    #[test]
+    fn locator_places_nothing_in_text_it_cannot_parse() {
+        assert!(Positions::new("a: [1, 2\nb: 3\n").0.is_empty());
+        assert!(Positions::new("").0.is_empty());
     }
 
     /// A YAML tree for the locator property test.
@@ -1767,8 +1898,8 @@ url#frag: 1
             })
     }
 
-    /// Renders block YAML, recording the line of every path; `noise` bits add comments and
-    /// blank lines and choose indentless sequences.
+    /// Renders YAML, recording the line of every path; `noise` bits add comments and blank
+    /// lines, choose indentless sequences, and write some collections in flow style.
     struct Render {
         lines: Vec<String>,
         expected: Vec<(Vec<Seg>, usize)>,
@@ -1794,47 +1925,116 @@ url#frag: 1
             }
         }
 
-        fn entries(&mut self, entries: &[(String, Node)], col: usize, at: &[Seg], item: bool) {
-            for (i, (key, value)) in entries.iter().enumerate() {
+        /// `item` holds the paths that start on the first entry's line when the mapping is a
+        /// sequence item (written after its dash).
+        fn entries(
+            &mut self,
+            entries: &[(String, Node)],
+            col: usize,
+            at: &[Seg],
+            mut item: Option<Vec<Vec<Seg>>>,
+        ) {
+            for (key, value) in entries {
                 let mut p = at.to_vec();
                 p.push(Seg::Key(key.clone()));
-                let (lead, paths) = if item && i == 0 {
-                    (
-                        format!("{}- ", " ".repeat(col - 2)),
-                        vec![at.to_vec(), p.clone()],
-                    )
-                } else {
-                    (" ".repeat(col), vec![p.clone()])
+                let (lead, mut paths) = match item.take() {
+                    Some(mut paths) => {
+                        paths.push(p.clone());
+                        (format!("{}- ", " ".repeat(col - 2)), paths)
+                    }
+                    None => (" ".repeat(col), vec![p.clone()]),
                 };
                 match value {
                     Node::Scalar(s) => self.push(format!("{lead}{key}: {s}"), &paths),
+                    _ if self.bit() => {
+                        let text = flow(value, &p, &mut paths);
+                        self.push(format!("{lead}{key}: {text}"), &paths);
+                    }
                     Node::Map(inner) => {
                         self.push(format!("{lead}{key}:"), &paths);
-                        self.entries(inner, col + 2, &p, false);
+                        self.entries(inner, col + 2, &p, None);
                     }
                     Node::Seq(items) => {
                         self.push(format!("{lead}{key}:"), &paths);
                         let indent = if self.bit() { col } else { col + 2 };
-                        self.items(items, indent, &p);
+                        self.items(items, indent, &p, Vec::new());
                     }
                 }
             }
         }
 
-        fn items(&mut self, items: &[Node], col: usize, at: &[Seg]) {
+        /// `pending` holds the paths of enclosing nodes that start where this sequence does,
+        /// at its first dash.
+        fn items(&mut self, items: &[Node], col: usize, at: &[Seg], mut pending: Vec<Vec<Seg>>) {
             let pad = " ".repeat(col);
             for (i, value) in items.iter().enumerate() {
                 let mut p = at.to_vec();
                 p.push(Seg::Index(i));
+                let mut paths = std::mem::take(&mut pending);
+                if let Node::Seq(inner) = value {
+                    if !self.bit() {
+                        // A dash alone: the item's node starts at its own first dash, below.
+                        self.push(format!("{pad}-"), &paths);
+                        self.items(inner, col + 2, &p, vec![p.clone()]);
+                        continue;
+                    }
+                }
+                paths.push(p.clone());
                 match value {
-                    Node::Scalar(s) => self.push(format!("{pad}- {s}"), &[p]),
-                    Node::Map(entries) => self.entries(entries, col + 2, &p, true),
-                    Node::Seq(inner) => {
-                        self.push(format!("{pad}-"), &[p.clone()]);
-                        self.items(inner, col + 2, &p);
+                    Node::Scalar(s) => self.push(format!("{pad}- {s}"), &paths),
+                    Node::Map(entries) if !self.bit() => {
+                        self.entries(entries, col + 2, &p, Some(paths));
+                    }
+                    _ => {
+                        let text = flow(value, &p, &mut paths);
+                        self.push(format!("{pad}- {text}"), &paths);
                     }
                 }
             }
+        }
+    }
+
+    /// Renders `node` in flow style on one line, adding every path inside it to `paths`.
+    fn flow(node: &Node, at: &[Seg], paths: &mut Vec<Vec<Seg>>) -> String {
+        let mut child = |seg: Seg, node: &Node| {
+            let mut p = at.to_vec();
+            p.push(seg);
+            paths.push(p.clone());
+            flow(node, &p, paths)
+        };
+        match node {
+            Node::Scalar(s) => s.clone(),
+            Node::Seq(items) => {
+                let items: Vec<String> = (items.iter().enumerate())
+                    .map(|(i, item)| child(Seg::Index(i), item))
+                    .collect();
+                format!("[{}]", items.join(", "))
+            }
+            Node::Map(entries) => {
+                let entries: Vec<String> = (entries.iter())
+                    .map(|(key, value)| format!("{key}: {}", child(Seg::Key(key.clone()), value)))
+                    .collect();
+                format!("{{{}}}", entries.join(", "))
+            }
+        }
+    }
+
+    /// Every path below the document in a parsed value, labelled as the validator labels them.
+    fn value_paths(value: &Value, at: &mut Vec<Seg>, out: &mut HashSet<Vec<Seg>>) {
+        let children: Vec<(Seg, &Value)> = match value {
+            Value::Sequence(items) => (items.iter().enumerate())
+                .map(|(i, item)| (Seg::Index(i), item))
+                .collect(),
+            Value::Mapping(map) => (map.iter())
+                .map(|(key, value)| (Seg::Key(key_label(key)), value))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (seg, child) in children {
+            at.push(seg);
+            out.insert(at.clone());
+            value_paths(child, at, out);
+            at.pop();
         }
     }
 
@@ -1969,13 +2169,20 @@ targets:
         ) {
             let entries: Vec<(String, Node)> = root.into_iter().collect();
             let mut render = Render { lines: Vec::new(), expected: Vec::new(), noise };
-            render.entries(&entries, 0, &[], false);
+            render.entries(&entries, 0, &[], None);
             let text = render.lines.join("\n");
-            prop_assert!(serde_yaml::from_str::<Value>(&text).is_ok(), "invalid YAML:\n{}", text);
-            let locator = Locator::new(&text);
+            let value = serde_yaml::from_str::<Value>(&text);
+            prop_assert!(value.is_ok(), "invalid YAML:\n{}", text);
+            let positions = Positions::new(&text);
             for (p, line) in &render.expected {
-                prop_assert_eq!(locator.line_of(p), Some(*line), "{:?} in\n{}", p, text);
+                let found = positions.of(p).map(|pos| pos.line);
+                prop_assert_eq!(found, Some(*line), "{:?} in\n{}", p, text);
             }
+            // The event parser and serde_yaml agree on which paths the text has.
+            let mut paths = HashSet::new();
+            value_paths(&value.unwrap(), &mut Vec::new(), &mut paths);
+            let located: HashSet<Vec<Seg>> = positions.0.keys().cloned().collect();
+            prop_assert_eq!(located, paths, "in\n{}", text);
         }
     }
 }
