@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dke_simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
 use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::config::{Config, TableRef, Target};
+use dynamodb_kinesis_exporter::config;
 use dynamodb_kinesis_exporter::{Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -73,27 +73,18 @@ async fn main() {
     let sim = Simulator::start(scenario).await.expect("simulator");
     let rss_simulator_only = rss_kib();
 
-    let interval = Duration::from_secs(3600);
-    let config = Config {
-        poll_interval: interval,
-        request_timeout: Duration::from_secs(10),
-        concurrency: 32,
-        max_attempts: 1,
-        targets: vec![Target {
-            region: "us-east-1".into(),
-            endpoint_url: Some(sim.endpoint_url()),
-            poll_interval: interval,
-            request_timeout: Duration::from_secs(10),
-            tables: names
-                .iter()
-                .map(|n| TableRef {
-                    identifier: n.clone(),
-                    name: n.clone(),
-                    account_id: None,
-                })
-                .collect(),
-        }],
-    };
+    // Every table once (an hour's interval), as fast as the simulator
+    // allows: the request budget is set far above what it can serve.
+    let list: String = names.iter().map(|n| format!("      - {n}\n")).collect();
+    let config = config::parse(
+        &format!(
+            "poll_interval: 1h\nrequest_timeout: 10s\nconcurrency: 32\nmax_attempts: 1\nmax_requests_per_second: 10000\n\
+             targets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
+            sim.endpoint_url()
+        ),
+        "(bench)",
+    )
+    .expect("bench config");
     let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
     settings.client = ClientOptions {
         static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(

@@ -1,20 +1,36 @@
-//! The seam around AWS. The scheduler only knows [`DestinationSource`];
-//! production uses [`SdkSource`] (aws-sdk-dynamodb), unit tests may use a
-//! map. Every SDK failure is classified into a [`PollError`] whose
-//! [`code`](PollError::code) becomes the `code` label of the error counter.
+//! The seam around AWS. Pollers and discovery only know [`DynamoDbApi`]
+//! (describe a table's destinations, list tables, list a table's tags);
+//! production uses [`SdkClient`] (aws-sdk-dynamodb), unit tests may use a
+//! map. Every call goes through [`call`], which takes a token from the
+//! scope's [`Budget`] for each attempt, retries what is worth retrying, and
+//! tells the budget about throttling. The SDK's own retries are off, so the
+//! budget sees every request that leaves the process.
+//!
+//! Every SDK failure is classified into a [`PollError`] by its AWS error
+//! *code*; [`PollError::code`] becomes the `code` label of the error
+//! counters, from a known set only ([`KNOWN_CODES`]), so a new code from AWS
+//! cannot grow the number of series.
+//!
+//! Accounts: a target's role is assumed with aws-config's assume-role
+//! provider ([`role_credentials`]), which refreshes the credentials before
+//! they expire; without a role, [`caller_account`] asks STS
+//! `GetCallerIdentity` which account the default credentials belong to.
 
 use std::future::Future;
 use std::time::Duration;
 
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::describe_kinesis_streaming_destination::DescribeKinesisStreamingDestinationOutput;
 
-use crate::config::{Config, TableRef, Target};
+use crate::budget::Budget;
+use crate::config::{Config, Role, TableRef, Target};
 
 /// One Kinesis streaming destination as AWS reported it. Optional fields
 /// are `None` when AWS did not send them.
@@ -26,7 +42,7 @@ pub struct Destination {
     pub precision: Option<String>,
 }
 
-/// Why a poll failed.
+/// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
     /// The table does not exist (any more): its destination series go.
@@ -42,8 +58,8 @@ pub enum PollError {
     /// TLS. (Missing credentials are [`PollError::Credentials`].)
     #[error("request failed: {0}")]
     Dispatch(String),
-    /// No credentials could be loaded (the default chain found none, or a
-    /// provider failed): nothing was sent to AWS.
+    /// No credentials could be loaded (the default chain found none, a role
+    /// could not be assumed): nothing was sent to the service.
     #[error("no credentials: {0}")]
     Credentials(String),
     /// An answer arrived but could not be understood.
@@ -54,30 +70,191 @@ pub enum PollError {
 /// The AWS error code for tables that do not exist.
 pub const NOT_FOUND_CODE: &str = "ResourceNotFoundException";
 
+/// AWS error codes exported as they are in `code` labels; any other code is
+/// exported as `other` (and logged with the real code).
+pub const KNOWN_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+    "InternalFailure",
+    "InternalServerError",
+    "InvalidClientTokenId",
+    "InvalidSignatureException",
+    "LimitExceededException",
+    "MissingAuthenticationToken",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "ResourceInUseException",
+    "ResourceNotFoundException",
+    "ServiceUnavailable",
+    "SignatureDoesNotMatch",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "UnrecognizedClientException",
+    "ValidationException",
+];
+
+/// Codes by which AWS services say "slow down".
+const THROTTLING_CODES: &[&str] = &[
+    "LimitExceededException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+];
+
+/// Server-side failures worth another attempt.
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
 impl PollError {
-    /// The value of the `code` label on `dynamodb_kinesis_api_errors_total`.
+    /// The value of the `code` label on the error counters: a known AWS
+    /// code, `other`, or one of `timeout`, `dispatch`, `credentials`,
+    /// `response`.
     pub fn code(&self) -> &str {
         match self {
             PollError::NotFound(_) => NOT_FOUND_CODE,
-            PollError::Service { code, .. } => code,
+            PollError::Service { code, .. } if KNOWN_CODES.contains(&code.as_str()) => code,
+            PollError::Service { .. } => "other",
             PollError::Timeout(_) => "timeout",
             PollError::Dispatch(_) => "dispatch",
             PollError::Credentials(_) => "credentials",
             PollError::Response(_) => "response",
         }
     }
+
+    /// Whether AWS asked us to slow down.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, PollError::Service { code, .. } if THROTTLING_CODES.contains(&code.as_str()))
+    }
+
+    /// Whether another attempt may succeed: throttling, server errors, no
+    /// answer. Client errors (access denied, not found...) are final.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PollError::Service { code, .. } => {
+                THROTTLING_CODES.contains(&code.as_str())
+                    || TRANSIENT_CODES.contains(&code.as_str())
+            }
+            PollError::Timeout(_) | PollError::Dispatch(_) => true,
+            PollError::NotFound(_) | PollError::Credentials(_) | PollError::Response(_) => false,
+        }
+    }
 }
 
-/// Something that can list a table's Kinesis streaming destinations.
-pub trait DestinationSource: Send + Sync + 'static {
-    /// One `DescribeKinesisStreamingDestination` call (retries included).
+/// One page of a listing: the items and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// The DynamoDB calls the exporter makes, each a single attempt (retries
+/// and budgets are [`call`]'s job).
+pub trait DynamoDbApi: Send + Sync + 'static {
+    /// `DescribeKinesisStreamingDestination`.
     fn describe(
         &self,
         table: &TableRef,
     ) -> impl Future<Output = Result<Vec<Destination>, PollError>> + Send;
+
+    /// One page of `ListTables`, starting after `start`.
+    fn list_tables(
+        &self,
+        start: Option<String>,
+    ) -> impl Future<Output = Result<Page<String>, PollError>> + Send;
+
+    /// One page of `ListTagsOfResource` for a table ARN.
+    fn list_tags(
+        &self,
+        table_arn: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page<(String, String)>, PollError>> + Send;
 }
 
-/// Settings shared by every target's client.
+/// How [`call`] runs one logical call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy {
+    /// Attempts at most (1 = no retries).
+    pub max_attempts: u32,
+    /// Bound on the whole call, waits for the budget and retries included.
+    pub timeout: Duration,
+}
+
+impl CallPolicy {
+    /// Bound on one attempt: the whole timeout split across the attempts,
+    /// so a hung first attempt still leaves room for a retry, but never
+    /// below 1 s.
+    pub fn attempt_timeout(&self) -> Duration {
+        attempt_timeout(self.timeout, self.max_attempts)
+    }
+}
+
+/// Run `attempt` under `budget`: a token per attempt, throttling reported
+/// to the budget, retryable failures retried with exponential backoff and
+/// full jitter, everything bounded by `policy.timeout`.
+pub async fn call<T, F, Fut>(
+    budget: &Budget,
+    policy: CallPolicy,
+    mut attempt: F,
+) -> Result<T, PollError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, PollError>>,
+{
+    let per_attempt = policy.attempt_timeout();
+    let attempts = async {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let ticket = budget.acquire().await;
+            let outcome = match tokio::time::timeout(per_attempt, attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(PollError::Timeout(format!(
+                    "no answer within {per_attempt:?}"
+                ))),
+            };
+            drop(ticket);
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(err) => {
+                    if err.is_throttling() {
+                        budget.throttled();
+                    }
+                    if !err.is_retryable() || tries >= policy.max_attempts.max(1) {
+                        return Err(err);
+                    }
+                    tokio::time::sleep(backoff(tries, fastrand::f64())).await;
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(policy.timeout, attempts).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(PollError::Timeout(format!(
+            "no answer within {:?}, retries included",
+            policy.timeout
+        ))),
+    }
+}
+
+/// Backoff before attempt `tries + 1`: full jitter over an exponential
+/// ceiling (100 ms, 200 ms, 400 ms... at most 5 s); `unit` is uniform in [0, 1).
+fn backoff(tries: u32, unit: f64) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << tries.saturating_sub(1).min(6))
+        .min(Duration::from_secs(5));
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// Settings shared by every client.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
     /// Static credentials instead of the default provider chain (the demo
@@ -85,22 +262,22 @@ pub struct ClientOptions {
     pub static_credentials: Option<aws_sdk_dynamodb::config::Credentials>,
 }
 
-/// The production source: one aws-sdk-dynamodb client per config target.
+/// The production client: aws-sdk-dynamodb for one target in one region.
 #[derive(Debug, Clone)]
-pub struct SdkSource {
+pub struct SdkClient {
     client: aws_sdk_dynamodb::Client,
 }
 
-/// Load the shared SDK configuration once: the credential chain and its
-/// cache are shared by all targets; region, endpoint, retries and timeouts
-/// are set per target in [`SdkSource::new`].
+/// Load the shared SDK configuration once: the default credential chain
+/// and its cache are shared by all clients; region, endpoint, credentials
+/// of an assumed role and timeouts are set per client.
 pub async fn load_shared_config(config: &Config, options: &ClientOptions) -> SdkConfig {
     // A region is always set so the SDK never probes the instance metadata
-    // service just to find one; each target overrides it anyway.
+    // service just to find one; each client overrides it anyway.
     let first_region = config
         .targets
         .first()
-        .map(|t| t.region.clone())
+        .and_then(|t| t.regions.first().cloned())
         .unwrap_or_else(|| "us-east-1".to_string());
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(first_region));
@@ -158,40 +335,100 @@ fn local_endpoint_credentials() -> CredentialsProviderChain {
     )
 }
 
-impl SdkSource {
-    /// A client for one target, on top of the shared configuration.
-    /// Targets on a loopback endpoint get `local_endpoint_credentials`
-    /// unless static credentials were given.
+/// The credentials a target's clients sign with: its role, assumed from the
+/// shared configuration's credentials (refreshed before they expire), or
+/// `None` for the shared configuration's own.
+pub async fn role_credentials(
+    shared: &SdkConfig,
+    role: &Role,
+    region: &str,
+) -> SharedCredentialsProvider {
+    let mut builder = AssumeRoleProvider::builder(role.arn.clone())
+        .region(Region::new(region.to_string()))
+        .session_name(
+            role.session_name
+                .clone()
+                .unwrap_or_else(|| "dynamodb-kinesis-exporter".to_string()),
+        )
+        .configure(shared);
+    if let Some(id) = &role.external_id {
+        builder = builder.external_id(id.clone());
+    }
+    SharedCredentialsProvider::new(builder.build().await)
+}
+
+/// The account the shared configuration's credentials belong to, by STS
+/// `GetCallerIdentity` in `region`. The STS endpoint is the SDK's (and so
+/// honours `AWS_ENDPOINT_URL_STS` and `AWS_ENDPOINT_URL`).
+pub async fn caller_account(
+    shared: &SdkConfig,
+    region: &str,
+    credentials: Option<SharedCredentialsProvider>,
+    policy: CallPolicy,
+) -> Result<String, PollError> {
+    let mut builder = aws_sdk_sts::config::Builder::from(shared)
+        .region(Region::new(region.to_string()))
+        .retry_config(RetryConfig::standard().with_max_attempts(policy.max_attempts.max(1)))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(policy.timeout)
+                .operation_attempt_timeout(policy.attempt_timeout())
+                .build(),
+        );
+    if let Some(credentials) = credentials {
+        builder = builder.credentials_provider(credentials);
+    }
+    let client = aws_sdk_sts::Client::from_conf(builder.build());
+    let out = client
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(classify)?;
+    out.account
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| PollError::Response("GetCallerIdentity named no 12-digit account".into()))
+}
+
+impl SdkClient {
+    /// A client for one target in one region, on top of the shared
+    /// configuration. `credentials` (an assumed role) override the shared
+    /// ones; targets on a loopback endpoint get `local_endpoint_credentials`
+    /// unless credentials were given some other way.
     pub fn new(
         shared: &SdkConfig,
         target: &Target,
-        max_attempts: u32,
+        region: &str,
+        credentials: Option<SharedCredentialsProvider>,
         options: &ClientOptions,
+        attempt: Duration,
     ) -> Self {
-        let attempt = attempt_timeout(target.request_timeout, max_attempts);
         let timeouts = TimeoutConfig::builder()
-            .operation_timeout(target.request_timeout)
-            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt)
             .connect_timeout(attempt.min(Duration::from_millis(3100)))
             .build();
         let mut builder = aws_sdk_dynamodb::config::Builder::from(shared)
-            .region(Region::new(target.region.clone()))
-            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+            .region(Region::new(region.to_string()))
+            // One attempt per call: retries go through the budget (see `call`).
+            .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts);
+        let has_credentials = credentials.is_some() || options.static_credentials.is_some();
+        if let Some(credentials) = credentials {
+            builder = builder.credentials_provider(credentials);
+        }
         if let Some(url) = &target.endpoint_url {
             builder = builder.endpoint_url(url);
-            if options.static_credentials.is_none() && is_loopback_endpoint(url) {
+            if !has_credentials && is_loopback_endpoint(url) {
                 tracing::info!(endpoint = %url, "loopback endpoint: credentials from the environment or profile, else a placeholder");
                 builder = builder.credentials_provider(local_endpoint_credentials());
             }
         }
-        SdkSource {
+        SdkClient {
             client: aws_sdk_dynamodb::Client::from_conf(builder.build()),
         }
     }
 }
 
-impl DestinationSource for SdkSource {
+impl DynamoDbApi for SdkClient {
     async fn describe(&self, table: &TableRef) -> Result<Vec<Destination>, PollError> {
         let out = self
             .client
@@ -201,6 +438,45 @@ impl DestinationSource for SdkSource {
             .await
             .map_err(classify)?;
         Ok(destinations_from(out))
+    }
+
+    async fn list_tables(&self, start: Option<String>) -> Result<Page<String>, PollError> {
+        let out = self
+            .client
+            .list_tables()
+            .set_exclusive_start_table_name(start)
+            .limit(100)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Page {
+            items: out.table_names.unwrap_or_default(),
+            next: out.last_evaluated_table_name,
+        })
+    }
+
+    async fn list_tags(
+        &self,
+        table_arn: &str,
+        token: Option<String>,
+    ) -> Result<Page<(String, String)>, PollError> {
+        let out = self
+            .client
+            .list_tags_of_resource()
+            .resource_arn(table_arn)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(Page {
+            items: out
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(|tag| (tag.key, tag.value))
+                .collect(),
+            next: out.next_token,
+        })
     }
 }
 
@@ -246,10 +522,15 @@ where
             let message = inner.message().unwrap_or("").to_string();
             match inner.code() {
                 Some(NOT_FOUND_CODE) => PollError::NotFound(message),
-                Some(code) if !code.is_empty() => PollError::Service {
-                    code: code.to_string(),
-                    message,
-                },
+                Some(code) if !code.is_empty() => {
+                    if !KNOWN_CODES.contains(&code) {
+                        tracing::warn!(code, %message, "AWS answered with an error code this exporter does not know; it is counted as code \"other\"");
+                    }
+                    PollError::Service {
+                        code: code.to_string(),
+                        message,
+                    }
+                }
                 // No code at all: the body was not an AWS error document.
                 _ => PollError::Response(detail),
             }
@@ -290,10 +571,133 @@ mod tests {
             (PollError::Dispatch("d".into()), "dispatch"),
             (PollError::Response("r".into()), "response"),
             (PollError::Credentials("c".into()), "credentials"),
+            (
+                PollError::Service {
+                    code: "SomethingNewException".into(),
+                    message: String::new(),
+                },
+                "other",
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code);
         }
+    }
+
+    fn service(code: &str) -> PollError {
+        PollError::Service {
+            code: code.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn throttling_and_retryable_errors_are_told_apart() {
+        for code in THROTTLING_CODES {
+            assert!(service(code).is_throttling(), "{code}");
+            assert!(service(code).is_retryable(), "{code}");
+            assert!(
+                KNOWN_CODES.contains(code),
+                "{code} must be exported as itself"
+            );
+        }
+        for code in TRANSIENT_CODES {
+            assert!(!service(code).is_throttling() && service(code).is_retryable());
+        }
+        for final_error in [
+            service("AccessDeniedException"),
+            service("ValidationException"),
+            PollError::NotFound("t".into()),
+            PollError::Credentials("c".into()),
+            PollError::Response("r".into()),
+        ] {
+            assert!(!final_error.is_retryable(), "{final_error}");
+        }
+        assert!(PollError::Timeout("t".into()).is_retryable());
+        assert!(PollError::Dispatch("d".into()).is_retryable());
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_under_a_ceiling() {
+        assert_eq!(
+            backoff(1, 0.999_999_999),
+            Duration::from_millis(100).mul_f64(0.999_999_999)
+        );
+        assert_eq!(backoff(2, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(4, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(30, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(3, 0.0), Duration::ZERO);
+    }
+
+    /// An attempt function that fails with the given errors in turn, then
+    /// succeeds; counts attempts.
+    fn scripted(
+        errors: Vec<PollError>,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicU32>,
+        impl FnMut() -> std::future::Ready<Result<u32, PollError>>,
+    ) {
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = std::sync::Arc::clone(&count);
+        let f = move || {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(match errors.get(n as usize) {
+                Some(err) => Err(err.clone()),
+                None => Ok(n + 1),
+            })
+        };
+        (count, f)
+    }
+
+    const POLICY: CallPolicy = CallPolicy {
+        max_attempts: 3,
+        timeout: Duration::from_secs(30),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn call_retries_throttling_and_tells_the_budget() {
+        let budget = Budget::new(10.0, 2);
+        let (count, f) = scripted(vec![service("ThrottlingException")]);
+        assert_eq!(call(&budget, POLICY, f).await, Ok(2));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(budget.throttled_total(), 1);
+        assert!(budget.rate() < 10.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_gives_up_after_max_attempts_and_on_final_errors() {
+        let budget = Budget::new(100.0, 2);
+        let (count, f) = scripted(vec![service("InternalServerError"); 5]);
+        assert_eq!(
+            call(&budget, POLICY, f).await,
+            Err(service("InternalServerError"))
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let (count, f) = scripted(vec![service("AccessDeniedException")]);
+        assert_eq!(
+            call(&budget, POLICY, f).await,
+            Err(service("AccessDeniedException"))
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(budget.throttled_total(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_bounds_a_hung_attempt_and_the_whole_call() {
+        let budget = Budget::new(100.0, 2);
+        let policy = CallPolicy {
+            max_attempts: 2,
+            timeout: Duration::from_secs(4),
+        };
+        let started = tokio::time::Instant::now();
+        let outcome: Result<(), PollError> = call(&budget, policy, std::future::pending).await;
+        assert!(matches!(outcome, Err(PollError::Timeout(_))), "{outcome:?}");
+        // Two attempts of 2 s each, plus at most one backoff.
+        assert!(
+            started.elapsed() <= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -409,13 +813,14 @@ mod tests {
             .credentials_provider(NoCredentials)
             .retry_config(RetryConfig::disabled())
             .build();
-        let source = SdkSource {
+        let source = SdkClient {
             client: aws_sdk_dynamodb::Client::from_conf(conf),
         };
         let table = TableRef {
             identifier: "orders".into(),
             name: "orders".into(),
             account_id: None,
+            region: None,
         };
         let err = source.describe(&table).await.unwrap_err();
         assert_eq!(err.code(), "credentials", "{err}");

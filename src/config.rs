@@ -12,8 +12,14 @@
 //!
 //! `serde_yaml::Value` keeps no positions, so lines come from a second read of the text by
 //! yaml-rust2's event parser (`Positions`), which marks where each key and item starts, in flow
-//! style as in block style. That read happens only once there is a problem to place. Table ARNs
-//! are parsed here too ([`parse_table_arn`]).
+//! style as in block style. That read happens only once there is a problem to place. Table and
+//! role ARNs are parsed here too ([`parse_table_arn`], [`parse_role_arn`]), and discovery's
+//! regular expressions are compiled here ([`Pattern`]), so a running exporter never meets a bad
+//! one.
+//!
+//! A target names one or more regions and, optionally, an IAM role to assume. Everything the
+//! exporter budgets (calls in flight, requests per second) is per *scope*, an (account, region)
+//! pair: the role's account, or the default credentials' for a target without a role.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,8 +34,19 @@ use yaml_rust2::scanner::{ScanError, TScalarStyle};
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Bound on one API call, retries included, unless the file says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// API calls in flight across all targets unless the file says otherwise.
+/// API calls in flight per (account, region) scope unless the file says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Request rate per (account, region) scope unless the file or the target says otherwise.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 10.0;
+/// Highest accepted `max_requests_per_second`: far above what DynamoDB's control plane grants,
+/// so anything larger is a typo.
+pub const MAX_REQUESTS_PER_SECOND: f64 = 10_000.0;
+/// How often discovery lists and re-tags tables unless the target says otherwise.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// How often CDC metrics are fetched unless the target says otherwise.
+pub const DEFAULT_CDC_INTERVAL: Duration = Duration::from_secs(300);
+/// Shortest accepted `cdc_metrics.interval`.
+pub const MIN_CDC_INTERVAL: Duration = Duration::from_secs(1);
 /// SDK attempts per poll unless the file says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Longest accepted duration. Timer arithmetic on far-future instants can overflow, and polling
@@ -48,26 +65,86 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Default bound on one API call, retries included.
     pub request_timeout: Duration,
-    /// Maximum API calls in flight overall.
+    /// Maximum API calls in flight per (account, region) scope.
     pub concurrency: usize,
     /// SDK attempts per poll (1 = no retries).
     pub max_attempts: u32,
+    /// Default request rate per (account, region) scope; targets may override it.
+    pub max_requests_per_second: f64,
     /// Never empty once validated.
     pub targets: Vec<Target>,
 }
 
-/// One region (or endpoint) and the tables polled there.
+/// One or more regions (or an endpoint), the credentials to use there, and the tables polled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    pub region: String,
+    /// Never empty once validated, without duplicates, in the order written (from `region` or
+    /// `regions`).
+    pub regions: Vec<String>,
     /// Overrides the SDK's endpoint, e.g. a local simulator.
     pub endpoint_url: Option<String>,
+    /// The role to assume; `None` uses the default credentials.
+    pub role: Option<Role>,
+    /// The target's override if it has one, else the global value. Applies to each of the
+    /// target's (account, region) scopes.
+    pub max_requests_per_second: f64,
+    /// Tables found by listing, in addition to `tables`.
+    pub discovery: Option<Discovery>,
+    /// `Some` only when enabled.
+    pub cdc_metrics: Option<CdcMetrics>,
     /// The target's override if it has one, else the global value.
     pub poll_interval: Duration,
     /// The target's override if it has one, else the global value.
     pub request_timeout: Duration,
-    /// Never empty once validated.
+    /// Tables listed explicitly; empty only when `discovery` is set. See [`Target::tables_in`]
+    /// for the region each applies in.
     pub tables: Vec<TableRef>,
+}
+
+/// An IAM role assumed for a target's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// As written; a valid role ARN.
+    pub arn: String,
+    /// From the ARN: the account whose scopes the target's calls count against.
+    pub account_id: String,
+    pub external_id: Option<String>,
+    /// `None` leaves the session name to the exporter.
+    pub session_name: Option<String>,
+}
+
+/// Which tables a target finds by listing them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    /// A table is a candidate if any of these matches its name; all tables if empty.
+    pub include: Vec<Pattern>,
+    /// A candidate is dropped if any of these matches its name.
+    pub exclude: Vec<Pattern>,
+    /// Every tag listed must be present on the table with a matching value, in the order
+    /// written.
+    pub tags: Vec<(String, TagMatch)>,
+    /// Time between two listings.
+    pub refresh_interval: Duration,
+}
+
+/// CDC metrics for a target's tables (present only when enabled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdcMetrics {
+    pub interval: Duration,
+}
+
+/// A compiled regex that compares equal by its source text (so [`Config`] can derive
+/// `PartialEq`, which reload uses to tell whether anything changed).
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+/// How a discovery tag's value must look.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagMatch {
+    /// The value is exactly this string.
+    Exact(String),
+    /// The regex (written `/.../`) matches the *whole* value: it is compiled as `^(?:...)$`.
+    Regex(Pattern),
 }
 
 /// A table as configured.
@@ -80,6 +157,126 @@ pub struct TableRef {
     pub name: String,
     /// The account from the ARN; `None` for plain names.
     pub account_id: Option<String>,
+    /// The region from the ARN; `None` for plain names, which apply in each of the target's
+    /// regions.
+    pub region: Option<String>,
+}
+
+impl TableRef {
+    /// The ARN's region, if the table was given as an ARN.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+}
+
+impl Target {
+    /// The explicit tables polled in `region`: an ARN only in its own region, a plain name in
+    /// every region of the target.
+    pub fn tables_in(&self, region: &str) -> impl Iterator<Item = &TableRef> {
+        let region = region.to_owned();
+        (self.tables.iter()).filter(move |t| t.region().is_none_or(|r| r == region))
+    }
+}
+
+impl Pattern {
+    /// Compiles `source` (regex crate syntax), unanchored: it matches anywhere in a name unless
+    /// it says `^` or `$`.
+    pub fn new(source: &str) -> Result<Pattern, regex::Error> {
+        regex::Regex::new(source).map(Pattern)
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// The source text compiled (for a [`TagMatch::Regex`], with its anchoring group).
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Wraps a tag regex so that it must match the whole value.
+const WHOLE_PREFIX: &str = "^(?:";
+const WHOLE_SUFFIX: &str = ")$";
+/// For a regex whose `(?x)` comment runs to its end and would swallow `WHOLE_SUFFIX`; in `x`
+/// mode the line break is whitespace, which is ignored.
+const WHOLE_SUFFIX_AFTER_COMMENT: &str = "\n)$";
+
+impl TagMatch {
+    /// Reads a tag value as written in the file: `/.../` is a regex that must match the whole
+    /// value, anything else an exact string.
+    pub fn new(written: &str) -> Result<TagMatch, regex::Error> {
+        let Some(inner) = (written.len() >= 2)
+            .then(|| written.strip_prefix('/')?.strip_suffix('/'))
+            .flatten()
+        else {
+            return Ok(TagMatch::Exact(written.to_owned()));
+        };
+        // Alone first: wrapped, `a)|(b` would compile and match far more than a whole value.
+        regex::Regex::new(inner)?;
+        Pattern::new(&format!("{WHOLE_PREFIX}{inner}{WHOLE_SUFFIX}"))
+            .or_else(|_| {
+                Pattern::new(&format!(
+                    "{WHOLE_PREFIX}{inner}{WHOLE_SUFFIX_AFTER_COMMENT}"
+                ))
+            })
+            .map(TagMatch::Regex)
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            TagMatch::Exact(exact) => exact == value,
+            TagMatch::Regex(pattern) => pattern.is_match(value),
+        }
+    }
+}
+
+impl fmt::Display for TagMatch {
+    /// As written: a quoted string, or `/.../`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagMatch::Exact(exact) => write!(f, "{exact:?}"),
+            TagMatch::Regex(pattern) => {
+                let source = pattern.as_str();
+                let inner = (source.strip_prefix(WHOLE_PREFIX))
+                    .and_then(|s| {
+                        (s.strip_suffix(WHOLE_SUFFIX_AFTER_COMMENT))
+                            .or_else(|| s.strip_suffix(WHOLE_SUFFIX))
+                    })
+                    .unwrap_or(source);
+                write!(f, "/{inner}/")
+            }
+        }
+    }
+}
+
+impl Discovery {
+    /// Whether a table of this name is a candidate: some `include` matches (or there is none)
+    /// and no `exclude` does.
+    pub fn matches_name(&self, table: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.is_match(table)))
+            && !self.exclude.iter().any(|p| p.is_match(table))
+    }
+
+    /// Whether a table with these tags qualifies: every configured tag is present with a
+    /// matching value. Vacuously true when no tags are configured.
+    pub fn matches_tags(&self, tags: &[(String, String)]) -> bool {
+        self.tags
+            .iter()
+            .all(|(key, wanted)| (tags.iter()).any(|(k, value)| k == key && wanted.matches(value)))
+    }
 }
 
 /// The parts of a DynamoDB table ARN.
@@ -109,10 +306,41 @@ pub enum ArnError {
     /// The ARN is well formed but names a table DynamoDB would not accept.
     #[error("{0:?} {TABLE_NAME_RULE}")]
     TableName(String),
+    #[error("{0:?} is not an IAM role ARN (expected arn:PARTITION:iam::ACCOUNT_ID:role/NAME or role/PATH/NAME)")]
+    MalformedRole(String),
+    /// The role ARN is well formed but names a role IAM would not accept.
+    #[error("{0:?} {ROLE_NAME_RULE}")]
+    RoleName(String),
+}
+
+/// The parts of an IAM role ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleArn {
+    pub partition: String,
+    pub account_id: String,
+    /// `/` unless the role has a path, which then starts and ends with `/`: `/service/`.
+    pub path: String,
+    pub name: String,
+}
+
+impl fmt::Display for RoleArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arn:{}:iam::{}:role{}{}",
+            self.partition, self.account_id, self.path, self.name
+        )
+    }
 }
 
 const TABLE_NAME_RULE: &str =
     "is not a valid table name (3 to 255 characters: letters, digits, '_', '-', '.')";
+const ROLE_NAME_RULE: &str =
+    "is not a valid role name (1 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')";
+const EXTERNAL_ID_RULE: &str =
+    "is not a valid external ID (2 to 1224 characters: letters, digits, '+', '=', ',', '.', '@', ':', '/', '_', '-')";
+const SESSION_NAME_RULE: &str =
+    "is not a valid session name (2 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')";
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +389,12 @@ impl fmt::Display for Problem {
 }
 
 impl Config {
-    /// Tables across all targets.
+    /// Explicitly listed tables, counted once per region they apply in: the (target, region,
+    /// table) entries polled before any discovery.
     pub fn table_count(&self) -> usize {
-        self.targets.iter().map(|t| t.tables.len()).sum()
+        (self.targets.iter())
+            .flat_map(|t| t.regions.iter().map(move |r| t.tables_in(r).count()))
+            .sum()
     }
 
     /// A human-readable account of the effective configuration (defaults and overrides
@@ -174,6 +405,7 @@ impl Config {
             format!("request_timeout: {}", format_duration(self.request_timeout)),
             format!("concurrency: {}", self.concurrency),
             format!("max_attempts: {}", self.max_attempts),
+            format!("max_requests_per_second: {}", self.max_requests_per_second),
             format!(
                 "targets: {} ({})",
                 self.targets.len(),
@@ -181,30 +413,98 @@ impl Config {
             ),
         ];
         for target in &self.targets {
-            let tables: Vec<String> = target
-                .tables
-                .iter()
-                .map(|t| match &t.account_id {
-                    Some(account) => format!("{} (account {account})", t.name),
-                    None => t.name.clone(),
-                })
-                .collect();
-            out.push(format!("  - region: {}", target.region));
-            out.push(format!(
-                "    endpoint_url: {}",
-                target.endpoint_url.as_deref().unwrap_or("(AWS default)")
-            ));
-            out.push(format!(
-                "    poll_interval: {}",
-                format_duration(target.poll_interval)
-            ));
-            out.push(format!(
-                "    request_timeout: {}",
-                format_duration(target.request_timeout)
-            ));
-            out.push(format!("    tables: {}", tables.join(", ")));
+            target.summarise(&mut out);
         }
         out.join("\n")
+    }
+}
+
+impl Target {
+    fn summarise(&self, out: &mut Vec<String>) {
+        let several = self.regions.len() > 1;
+        let tables: Vec<String> = (self.tables.iter())
+            .map(|t| match (&t.account_id, t.region()) {
+                (Some(account), Some(region)) if several => {
+                    format!("{} (account {account}, region {region})", t.name)
+                }
+                (Some(account), _) => format!("{} (account {account})", t.name),
+                (None, _) => t.name.clone(),
+            })
+            .collect();
+        if several {
+            out.push(format!("  - regions: {}", self.regions.join(", ")));
+        } else {
+            out.push(format!("  - region: {}", self.regions.join(", ")));
+        }
+        out.push(format!(
+            "    endpoint_url: {}",
+            self.endpoint_url.as_deref().unwrap_or("(AWS default)")
+        ));
+        if let Some(role) = &self.role {
+            out.push(format!(
+                "    role_arn: {} (account {})",
+                role.arn, role.account_id
+            ));
+            if role.external_id.is_some() {
+                // Not a secret, but not the summary's to print either.
+                out.push("    external_id: (set)".to_owned());
+            }
+            if let Some(name) = &role.session_name {
+                out.push(format!("    session_name: {name}"));
+            }
+        }
+        out.push(format!(
+            "    poll_interval: {}",
+            format_duration(self.poll_interval)
+        ));
+        out.push(format!(
+            "    request_timeout: {}",
+            format_duration(self.request_timeout)
+        ));
+        out.push(format!(
+            "    max_requests_per_second: {}",
+            self.max_requests_per_second
+        ));
+        if let Some(discovery) = &self.discovery {
+            let list = |patterns: &[Pattern], none: &str| {
+                let all: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+                if all.is_empty() {
+                    none.to_owned()
+                } else {
+                    all.join(", ")
+                }
+            };
+            let tags: Vec<String> = (discovery.tags.iter())
+                .map(|(key, wanted)| format!("{key}={wanted}"))
+                .collect();
+            out.push("    discovery:".to_owned());
+            out.push(format!(
+                "      include: {}",
+                list(&discovery.include, "(every table)")
+            ));
+            out.push(format!(
+                "      exclude: {}",
+                list(&discovery.exclude, "(none)")
+            ));
+            if !tags.is_empty() {
+                out.push(format!("      tags: {}", tags.join(", ")));
+            }
+            out.push(format!(
+                "      refresh_interval: {}",
+                format_duration(discovery.refresh_interval)
+            ));
+        }
+        if tables.is_empty() {
+            out.push("    tables: (discovered only)".to_owned());
+        } else {
+            out.push(format!("    tables: {}", tables.join(", ")));
+        }
+        if let Some(cdc) = &self.cdc_metrics {
+            out.push(format!(
+                "    cdc_metrics: every {}",
+                format_duration(cdc.interval)
+            ));
+        }
     }
 }
 
@@ -309,6 +609,64 @@ pub fn parse_table_arn(s: &str) -> Result<TableArn, ArnError> {
         account_id: account_id.to_owned(),
         table: table.to_owned(),
     })
+}
+
+/// Parses an IAM role ARN: `arn:PARTITION:iam::ACCOUNT_ID:role/NAME`, or with a path,
+/// `role/PATH/NAME`. IAM is global, so the region field is empty.
+///
+/// Path segments follow the role-name rule; IAM would accept any printable ASCII there, but a
+/// path with `:` or spaces in an exporter's config is far likelier a paste error.
+pub fn parse_role_arn(s: &str) -> Result<RoleArn, ArnError> {
+    let malformed = || ArnError::MalformedRole(s.to_owned());
+    let mut parts = s.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account_id), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(malformed());
+    };
+    let rest = resource.strip_prefix("role/").ok_or_else(malformed)?;
+    let (dirs, name) = match rest.rsplit_once('/') {
+        Some((dirs, name)) => (Some(dirs), name),
+        None => (None, rest),
+    };
+    let path_ok = dirs.is_none_or(|dirs| {
+        dirs.len() <= 510
+            && (dirs.split('/')).all(|dir| !dir.is_empty() && dir.bytes().all(is_iam_name_byte))
+    });
+    let account_ok = account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit());
+    if !is_aws_name(partition) || !account_ok || !path_ok || name.is_empty() {
+        return Err(malformed());
+    }
+    if name.len() > 64 || !name.bytes().all(is_iam_name_byte) {
+        return Err(ArnError::RoleName(name.to_owned()));
+    }
+    Ok(RoleArn {
+        partition: partition.to_owned(),
+        account_id: account_id.to_owned(),
+        path: dirs.map_or_else(|| "/".to_owned(), |dirs| format!("/{dirs}/")),
+        name: name.to_owned(),
+    })
+}
+
+/// IAM's `[\w+=,.@-]`, ASCII only: role names, path segments and session names.
+fn is_iam_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-')
+}
+
+/// STS's rule for `ExternalId`.
+fn is_external_id(s: &str) -> bool {
+    (2..=1224).contains(&s.len())
+        && (s.bytes()).all(|b| is_iam_name_byte(b) || matches!(b, b':' | b'/'))
+}
+
+/// STS's rule for `RoleSessionName`.
+fn is_session_name(s: &str) -> bool {
+    (2..=64).contains(&s.len()) && s.bytes().all(is_iam_name_byte)
 }
 
 /// Region and partition names: lowercase letters, digits and hyphens, 1 to 32 characters.
@@ -546,9 +904,12 @@ impl<'a> Validator<'a> {
             max_attempts: m
                 .check(self, "max_attempts", |v, p, x| v.count(p, x, MAX_ATTEMPTS))
                 .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            max_requests_per_second: m
+                .check(self, "max_requests_per_second", Self::rate)
+                .unwrap_or(DEFAULT_MAX_REQUESTS_PER_SECOND),
             targets: Vec::new(),
         };
-        // Targets last: they inherit the global intervals wherever those were written.
+        // Targets last: they inherit the global values wherever those were written.
         if let Some((path, value)) = m.require(self, "targets", TARGETS_MISSING) {
             config.targets = self.targets(&path, value, &config);
         }
@@ -557,8 +918,7 @@ impl<'a> Validator<'a> {
     }
 
     fn targets(&mut self, path: &FieldPath, value: &Value, globals: &Config) -> Vec<Target> {
-        // (region, table name) -> where first listed: such twins would export colliding series.
-        let mut seen = HashMap::new();
+        let mut seen = Seen::default();
         let items = self.list(path, value, TARGETS_MISSING);
         (items.iter().enumerate())
             .filter_map(|(i, item)| self.target(&path.index(i), item, globals, &mut seen))
@@ -570,29 +930,76 @@ impl<'a> Validator<'a> {
         path: &FieldPath,
         value: &Value,
         globals: &Config,
-        seen: &mut HashMap<(String, String), String>,
+        seen: &mut Seen,
     ) -> Option<Target> {
         let mut m = self.mapping(path, value)?;
-        // The region first, whatever the key order: table ARNs are checked against it.
-        let region = m
-            .require(self, "region", "is required")
-            .and_then(|(path, value)| self.region(&path, value));
-        let target = Target {
-            region: region.clone().unwrap_or_default(),
-            endpoint_url: m.check(self, "endpoint_url", Self::endpoint),
-            poll_interval: m
-                .check(self, "poll_interval", Self::duration)
-                .unwrap_or(globals.poll_interval),
-            request_timeout: m
-                .check(self, "request_timeout", Self::duration)
-                .unwrap_or(globals.request_timeout),
-            tables: m
-                .require(self, "tables", TABLES_MISSING)
-                .map(|(path, value)| self.tables(&path, value, region.as_deref(), seen))
-                .unwrap_or_default(),
+        // Regions and role first, whatever the key order: table ARNs are checked against the
+        // regions, and the role's account tells tables of the same name apart.
+        let regions = self.target_regions(&mut m);
+        let endpoint_url = m.check(self, "endpoint_url", Self::endpoint);
+        let role = self.role(&mut m);
+        let max_requests_per_second = m
+            .check(self, "max_requests_per_second", Self::rate)
+            .unwrap_or(globals.max_requests_per_second);
+        let poll_interval = m
+            .check(self, "poll_interval", Self::duration)
+            .unwrap_or(globals.poll_interval);
+        let request_timeout = m
+            .check(self, "request_timeout", Self::duration)
+            .unwrap_or(globals.request_timeout);
+        let discovery_entry = m.take("discovery");
+        let discovery = (discovery_entry.as_ref()).and_then(|(p, v)| self.discovery(p, v));
+        let scope = TableScope {
+            regions: regions.as_deref(),
+            role_account: role.as_ref().map(|r| r.account_id.as_str()),
         };
+        // With discovery, explicit tables are optional; written, they must still be valid.
+        let tables = if discovery_entry.is_some() {
+            m.take("tables").and_then(|(path, value)| match value {
+                Value::Null => None,
+                Value::Sequence(items) if items.is_empty() => None,
+                _ => Some(self.tables(&path, value, &scope, seen)),
+            })
+        } else {
+            m.require(self, "tables", TABLES_MISSING)
+                .map(|(path, value)| self.tables(&path, value, &scope, seen))
+        };
+        let cdc_metrics = m.check(self, "cdc_metrics", Self::cdc_metrics).flatten();
         m.finish(self);
-        Some(target)
+        Some(Target {
+            regions: regions.unwrap_or_default(),
+            endpoint_url,
+            role,
+            max_requests_per_second,
+            discovery,
+            cdc_metrics,
+            poll_interval,
+            request_timeout,
+            tables: tables.unwrap_or_default(),
+        })
+    }
+
+    /// `region` or `regions`, exactly one of them; `None` (reported) unless all are valid.
+    fn target_regions(&mut self, m: &mut Fields) -> Option<Vec<String>> {
+        let single = m.take("region");
+        let several = m.take("regions");
+        match (single, several) {
+            (Some((path, value)), None) => self.region(&path, value).map(|r| vec![r]),
+            (None, Some((path, value))) => self.regions(&path, value),
+            (Some((path, value)), Some((several_path, several_value))) => {
+                self.region(&path, value);
+                self.regions(&several_path, several_value);
+                self.report(
+                    &several_path,
+                    "cannot be combined with region: give one or the other",
+                );
+                None
+            }
+            (None, None) => {
+                m.missing(self, "region", "is required");
+                None
+            }
+        }
     }
 
     fn region(&mut self, path: &FieldPath, value: &Value) -> Option<String> {
@@ -609,6 +1016,36 @@ impl<'a> Validator<'a> {
         None
     }
 
+    fn regions(&mut self, path: &FieldPath, value: &Value) -> Option<Vec<String>> {
+        let items = self.list(path, value, "must list at least one region");
+        let mut regions: Vec<String> = Vec::new();
+        let mut valid = !items.is_empty();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
+            let region = match item {
+                Value::Null => {
+                    let message = "expected an AWS region name, found an empty value";
+                    self.report(&item_path, message);
+                    None
+                }
+                other => self.region(&item_path, other),
+            };
+            let Some(region) = region else {
+                valid = false;
+                continue;
+            };
+            match regions.iter().position(|r| *r == region) {
+                Some(first) => {
+                    let message =
+                        format!("region {region} is already listed at {}", path.index(first));
+                    self.report(&item_path, message);
+                }
+                None => regions.push(region),
+            }
+        }
+        valid.then_some(regions)
+    }
+
     fn endpoint(&mut self, path: &FieldPath, value: &Value) -> Option<String> {
         match value {
             Value::String(s) if is_http_url(s) => return Some(s.clone()),
@@ -621,38 +1058,204 @@ impl<'a> Validator<'a> {
         None
     }
 
+    /// `role_arn` and the settings that only make sense with it.
+    fn role(&mut self, m: &mut Fields) -> Option<Role> {
+        let arn_entry = m.take("role_arn");
+        let arn = (arn_entry.as_ref()).and_then(|(path, value)| {
+            let text = self.string(path, value, "an IAM role ARN")?;
+            match parse_role_arn(text) {
+                Ok(arn) => Some((text.to_owned(), arn)),
+                Err(err) => {
+                    self.report(path, err.to_string());
+                    None
+                }
+            }
+        });
+        // An invalid role_arn is reported once; its companions are not "without" it.
+        let with_role = arn_entry.is_some();
+        let mut option = |v: &mut Self, key, valid: fn(&str) -> bool, rule: &str| {
+            m.check(v, key, |v, path, value| {
+                if !with_role {
+                    v.report(path, "is only used with role_arn, which is not given");
+                    return None;
+                }
+                let text = v.string(path, value, "a string")?;
+                if !valid(text) {
+                    v.report(path, format!("{text:?} {rule}"));
+                    return None;
+                }
+                Some(text.to_owned())
+            })
+        };
+        let external_id = option(self, "external_id", is_external_id, EXTERNAL_ID_RULE);
+        let session_name = option(self, "session_name", is_session_name, SESSION_NAME_RULE);
+        arn.map(|(text, arn)| Role {
+            arn: text,
+            account_id: arn.account_id,
+            external_id,
+            session_name,
+        })
+    }
+
+    /// A string, or `None` (reported). A number or boolean where a string belongs gets a hint:
+    /// YAML reads `external_id: 12345` as a number.
+    fn string<'v>(&mut self, path: &FieldPath, value: &'v Value, what: &str) -> Option<&'v str> {
+        let hint = match value {
+            Value::String(s) => return Some(s),
+            Value::Bool(_) | Value::Number(_) => {
+                format!(" (quote it: \"{}\")", describe(value))
+            }
+            _ => String::new(),
+        };
+        let message = format!("expected {what}, found {}{hint}", describe(value));
+        self.report(path, message);
+        None
+    }
+
+    /// A rate: a number (integer or not) above zero and at most `MAX_REQUESTS_PER_SECOND`.
+    fn rate(&mut self, path: &FieldPath, value: &Value) -> Option<f64> {
+        let rate = match value {
+            Value::Number(n) => n.as_f64().filter(|r| !r.is_nan()),
+            _ => None,
+        };
+        match rate {
+            Some(r) if r > 0.0 && r <= MAX_REQUESTS_PER_SECOND => return Some(r),
+            Some(r) if r <= 0.0 => self.report(path, "must be greater than zero"),
+            Some(_) => self.report(path, format!("must be at most {MAX_REQUESTS_PER_SECOND}")),
+            None => {
+                let message = format!("expected a positive number, found {}", describe(value));
+                self.report(path, message);
+            }
+        }
+        None
+    }
+
+    fn discovery(&mut self, path: &FieldPath, value: &Value) -> Option<Discovery> {
+        let mut m = self.mapping(path, value)?;
+        let discovery = Discovery {
+            include: m.check(self, "include", Self::patterns).unwrap_or_default(),
+            exclude: m.check(self, "exclude", Self::patterns).unwrap_or_default(),
+            tags: m.check(self, "tags", Self::tags).unwrap_or_default(),
+            refresh_interval: m
+                .check(self, "refresh_interval", Self::duration)
+                .unwrap_or(DEFAULT_REFRESH_INTERVAL),
+        };
+        m.finish(self);
+        Some(discovery)
+    }
+
+    /// A list of regexes, possibly empty.
+    fn patterns(&mut self, path: &FieldPath, value: &Value) -> Option<Vec<Pattern>> {
+        let Value::Sequence(items) = value else {
+            let message = format!(
+                "expected a list of regular expressions, found {}",
+                describe(value)
+            );
+            self.report(path, message);
+            return None;
+        };
+        let mut patterns = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path.index(i);
+            let Some(source) = self.string(&item_path, item, "a regular expression") else {
+                continue;
+            };
+            match Pattern::new(source) {
+                Ok(pattern) => patterns.push(pattern),
+                Err(err) => self.report(&item_path, regex_problem(source, &err)),
+            }
+        }
+        Some(patterns)
+    }
+
+    fn tags(&mut self, path: &FieldPath, value: &Value) -> Option<Vec<(String, TagMatch)>> {
+        let Value::Mapping(map) = value else {
+            let message = format!(
+                "expected a mapping of tag keys to values, found {}",
+                describe(value)
+            );
+            self.report(path, message);
+            return None;
+        };
+        let mut tags = Vec::new();
+        for (key, wanted) in map {
+            let tag_path = path.key(&key_label(key));
+            let Some(key) = self.string(&tag_path, key, "a tag key") else {
+                continue;
+            };
+            let what = "a tag value (a string, or a regular expression written /.../)";
+            let Some(written) = self.string(&tag_path, wanted, what) else {
+                continue;
+            };
+            match TagMatch::new(written) {
+                Ok(matcher) => tags.push((key.to_owned(), matcher)),
+                Err(err) => self.report(&tag_path, regex_problem(written, &err)),
+            }
+        }
+        Some(tags)
+    }
+
+    /// `Some` when enabled; `enabled` defaults to true once the block is written.
+    fn cdc_metrics(&mut self, path: &FieldPath, value: &Value) -> Option<Option<CdcMetrics>> {
+        let mut m = self.mapping(path, value)?;
+        let enabled = m.check(self, "enabled", Self::boolean);
+        let interval = m
+            .check(self, "interval", |v, p, x| {
+                let d = v.duration(p, x)?;
+                if d < MIN_CDC_INTERVAL {
+                    let message = format!("must be at least {}", format_duration(MIN_CDC_INTERVAL));
+                    v.report(p, message);
+                    return None;
+                }
+                Some(d)
+            })
+            .unwrap_or(DEFAULT_CDC_INTERVAL);
+        m.finish(self);
+        Some(enabled.unwrap_or(true).then_some(CdcMetrics { interval }))
+    }
+
+    fn boolean(&mut self, path: &FieldPath, value: &Value) -> Option<bool> {
+        if let Value::Bool(b) = value {
+            return Some(*b);
+        }
+        self.report(
+            path,
+            format!("expected true or false, found {}", describe(value)),
+        );
+        None
+    }
+
     fn tables(
         &mut self,
         path: &FieldPath,
         value: &Value,
-        region: Option<&str>,
-        seen: &mut HashMap<(String, String), String>,
+        scope: &TableScope,
+        seen: &mut Seen,
     ) -> Vec<TableRef> {
         let mut tables = Vec::new();
         for (i, item) in self.list(path, value, TABLES_MISSING).iter().enumerate() {
             let item_path = path.index(i);
-            let Some(table) = self.table(&item_path, item, region) else {
+            let Some(table) = self.table(&item_path, item, scope.regions) else {
                 continue;
             };
-            if let Some(region) = region {
-                let key = (region.to_owned(), table.name.clone());
-                if let Some(first) = seen.get(&key) {
-                    let message = format!(
-                        "table {:?} in region {region} is already listed at {first}",
-                        table.name
-                    );
+            if let Some(regions) = scope.regions {
+                if let Err(message) = seen.insert(&table, regions, scope.role_account, &item_path) {
                     self.report(&item_path, message);
                     continue;
                 }
-                seen.insert(key, item_path.to_string());
             }
             tables.push(table);
         }
         tables
     }
 
-    /// One entry of `tables`: a table name, or an ARN in the target's region.
-    fn table(&mut self, path: &FieldPath, value: &Value, region: Option<&str>) -> Option<TableRef> {
+    /// One entry of `tables`: a table name, or an ARN in one of the target's regions.
+    fn table(
+        &mut self,
+        path: &FieldPath,
+        value: &Value,
+        regions: Option<&[String]>,
+    ) -> Option<TableRef> {
         let Value::String(identifier) = value else {
             let message = format!("expected a table name or ARN, found {}", describe(value));
             self.report(path, message);
@@ -667,6 +1270,7 @@ impl<'a> Validator<'a> {
                 identifier: identifier.clone(),
                 name: identifier.clone(),
                 account_id: None,
+                region: None,
             });
         }
         let arn = match parse_table_arn(identifier) {
@@ -676,18 +1280,31 @@ impl<'a> Validator<'a> {
                 return None;
             }
         };
-        if let Some(region) = region.filter(|r| *r != arn.region) {
-            let message = format!(
-                "ARN region {} does not match the target's region {region}",
-                arn.region
-            );
-            self.report(path, message);
-            return None;
+        match regions {
+            Some([region]) if *region != arn.region => {
+                let message = format!(
+                    "ARN region {} does not match the target's region {region}",
+                    arn.region
+                );
+                self.report(path, message);
+                return None;
+            }
+            Some(regions) if !regions.contains(&arn.region) => {
+                let message = format!(
+                    "ARN region {} is not one of the target's regions ({})",
+                    arn.region,
+                    regions.join(", ")
+                );
+                self.report(path, message);
+                return None;
+            }
+            _ => {}
         }
         Some(TableRef {
             identifier: identifier.clone(),
             name: arn.table,
             account_id: Some(arn.account_id),
+            region: Some(arn.region),
         })
     }
 
@@ -742,6 +1359,103 @@ impl<'a> Validator<'a> {
 const TARGETS_MISSING: &str = "must list at least one target";
 const TABLES_MISSING: &str = "must list at least one table";
 
+/// A regex compile error on one line: the regex crate's syntax errors span several, with the
+/// pattern and a caret above the `error: ...` line that says what is wrong.
+fn regex_problem(source: &str, err: &regex::Error) -> String {
+    let reason = match err {
+        regex::Error::Syntax(text) => (text.lines().rev())
+            .find_map(|line| line.trim().strip_prefix("error: "))
+            .unwrap_or(text.trim())
+            .to_owned(),
+        other => other.to_string(),
+    };
+    format!("{source:?} is not a valid regular expression: {reason}")
+}
+
+/// What `tables` needs to know of its target.
+struct TableScope<'a> {
+    /// `None` when they are not known (missing or invalid): then nothing is checked against them.
+    regions: Option<&'a [String]>,
+    role_account: Option<&'a str>,
+}
+
+/// Which account a listed table is taken to be in, for telling duplicates apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Account {
+    /// Known: the table ARN's, or the role's for a plain name.
+    Id(String),
+    /// A plain name read with the default credentials, whose account is not known here.
+    Default,
+    /// An ARN read with the default credentials.
+    DefaultArn,
+}
+
+/// Every table listed so far, by (account, region, name), with where it was first listed and
+/// whether that target had a role; such twins would be polled twice and export colliding series.
+#[derive(Default)]
+struct Seen(HashMap<(Account, String, String), (String, bool)>);
+
+impl Seen {
+    /// Records `table` in each region it applies in, or says where it is already listed.
+    ///
+    /// The default credentials' account is unknown, so a plain name read with them is taken to
+    /// be the same table as an ARN read with them (as before roles existed), while two ARNs are
+    /// the same only with the same account, and tables under roles are told apart by account.
+    fn insert(
+        &mut self,
+        table: &TableRef,
+        regions: &[String],
+        role_account: Option<&str>,
+        at: &FieldPath,
+    ) -> Result<(), String> {
+        let (probe, store) = match (&table.account_id, role_account) {
+            (Some(id), Some(_)) => (vec![Account::Id(id.clone())], vec![Account::Id(id.clone())]),
+            (Some(id), None) => (
+                vec![Account::Default, Account::Id(id.clone())],
+                vec![Account::Id(id.clone()), Account::DefaultArn],
+            ),
+            (None, Some(id)) => (
+                vec![Account::Id(id.to_owned())],
+                vec![Account::Id(id.to_owned())],
+            ),
+            (None, None) => (
+                vec![Account::Default, Account::DefaultArn],
+                vec![Account::Default],
+            ),
+        };
+        let applies_in: Vec<&String> = match table.region() {
+            Some(region) => regions.iter().filter(|r| *r == region).collect(),
+            None => regions.iter().collect(),
+        };
+        for region in &applies_in {
+            for account in &probe {
+                let key = (account.clone(), (*region).clone(), table.name.clone());
+                let Some((first, first_had_role)) = self.0.get(&key) else {
+                    continue;
+                };
+                let name = &table.name;
+                // Accounts are named only where roles make them matter: without roles the
+                // message stays what it always was.
+                return Err(match account {
+                    Account::Id(id) if role_account.is_some() || *first_had_role => format!(
+                        "table {name:?} of account {id} in region {region} is already listed at {first}"
+                    ),
+                    _ => format!("table {name:?} in region {region} is already listed at {first}"),
+                });
+            }
+        }
+        for region in applies_in {
+            for account in &store {
+                let key = (account.clone(), region.clone(), table.name.clone());
+                self.0
+                    .entry(key)
+                    .or_insert_with(|| (at.to_string(), role_account.is_some()));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// What an empty file would give, before its missing targets are reported.
     fn defaults() -> Config {
@@ -750,6 +1464,7 @@ impl Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
             targets: Vec::new(),
         }
     }
@@ -804,9 +1519,14 @@ impl<'v> Fields<'v> {
     ) -> Option<(FieldPath, &'v Value)> {
         let found = self.take(key);
         if found.is_none() {
-            validator.report_at(&self.path.key(key), &self.path, missing);
+            self.missing(validator, key, missing);
         }
         found
+    }
+
+    /// Reports `key` as missing, on the line of this mapping.
+    fn missing(&self, validator: &mut Validator, key: &str, message: &str) {
+        validator.report_at(&self.path.key(key), &self.path, message);
     }
 
     /// Reports every key that was not asked for.
@@ -1019,6 +1739,7 @@ mod tests {
             identifier: name.to_owned(),
             name: name.to_owned(),
             account_id: None,
+            region: None,
         }
     }
 
@@ -1038,9 +1759,10 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.concurrency, 8);
         assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.max_requests_per_second, 10.0);
         assert_eq!(config.targets.len(), 1);
         let target = &config.targets[0];
-        assert_eq!(target.region, "us-east-1");
+        assert_eq!(target.regions, ["us-east-1"]);
         assert_eq!(target.endpoint_url, None);
         assert_eq!(
             target.tables,
@@ -1051,9 +1773,67 @@ mod tests {
                     identifier: "arn:aws:dynamodb:us-east-1:123456789012:table/payments".to_owned(),
                     name: "payments".to_owned(),
                     account_id: Some("123456789012".to_owned()),
+                    region: Some("us-east-1".to_owned()),
                 },
             ]
         );
+    }
+
+    /// The shipped file with its commented-out target settings switched on; with `regions`,
+    /// in place of the target's `region`.
+    fn shipped_with_every_setting(regions: bool) -> String {
+        let mut text = String::new();
+        for line in SHIPPED.lines() {
+            let setting = line.strip_prefix("    # ").filter(|rest| {
+                let key = rest.trim_start().split(':').next().unwrap_or_default();
+                rest.contains(':')
+                    && !key.is_empty()
+                    && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+            match setting {
+                Some(rest) if rest.starts_with("regions:") && !regions => text.push_str(line),
+                Some(rest) => text.push_str(&format!("    {rest}")),
+                None if regions && line == "  - region: us-east-1" => text.push_str("  -"),
+                None => text.push_str(line),
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn shipped_config_documents_valid_settings() {
+        let config = ok(&shipped_with_every_setting(false));
+        let target = &config.targets[0];
+        assert_eq!(target.regions, ["us-east-1"]);
+        assert_eq!(
+            target.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert_eq!(target.poll_interval, Duration::from_secs(30));
+        assert_eq!(target.request_timeout, Duration::from_secs(5));
+        assert_eq!(target.max_requests_per_second, 5.0);
+        let role = target.role.as_ref().expect("a role");
+        assert_eq!(role.account_id, "222222222222");
+        assert_eq!(role.session_name.as_deref(), Some("dke-exporter"));
+        assert!(role.external_id.is_some());
+        let discovery = target.discovery.as_ref().expect("discovery");
+        assert!(discovery.matches_name("orders-eu") && !discovery.matches_name("orders-eu-test"));
+        let tags = [("cdc", "true"), ("env", "staging")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert!(discovery.matches_tags(&tags));
+        assert_eq!(discovery.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert_eq!(
+            target.cdc_metrics,
+            Some(CdcMetrics {
+                interval: DEFAULT_CDC_INTERVAL
+            })
+        );
+        assert_eq!(target.tables, ok(SHIPPED).targets[0].tables);
+
+        let config = ok(&shipped_with_every_setting(true));
+        assert_eq!(config.targets[0].regions, ["us-east-1", "eu-west-1"]);
+        // orders and customers in both regions, payments only in us-east-1.
+        assert_eq!(config.table_count(), 5);
     }
 
     #[test]
@@ -1099,9 +1879,14 @@ mod tests {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 concurrency: 8,
                 max_attempts: 3,
+                max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
                 targets: vec![Target {
-                    region: "eu-west-1".to_owned(),
+                    regions: vec!["eu-west-1".to_owned()],
                     endpoint_url: None,
+                    role: None,
+                    max_requests_per_second: 10.0,
+                    discovery: None,
+                    cdc_metrics: None,
                     poll_interval: Duration::from_secs(60),
                     request_timeout: Duration::from_secs(10),
                     tables: vec![table("orders")],
@@ -1175,16 +1960,19 @@ poll_interval: 1m30s
 request_timeout: 10s
 concurrency: 8
 max_attempts: 3
+max_requests_per_second: 10
 targets: 2 (3 tables)
   - region: us-east-1
     endpoint_url: http://127.0.0.1:8000
     poll_interval: 1m30s
     request_timeout: 2s500ms
+    max_requests_per_second: 10
     tables: orders, payments (account 123456789012)
   - region: eu-west-1
     endpoint_url: (AWS default)
     poll_interval: 1m30s
     request_timeout: 10s
+    max_requests_per_second: 10
     tables: audit"
         );
     }
@@ -1521,9 +2309,9 @@ targets:
         assert_eq!(
             problems(text),
             [
-                "exporter.yaml:1: pol_interval: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, targets)",
-                "exporter.yaml:4: targets[0].regoin: unknown key (expected one of: region, endpoint_url, poll_interval, request_timeout, tables)",
-                "exporter.yaml:6: 5: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, targets)",
+                "exporter.yaml:1: pol_interval: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)",
+                "exporter.yaml:4: targets[0].regoin: unknown key (expected one of: region, regions, endpoint_url, role_arn, external_id, session_name, max_requests_per_second, poll_interval, request_timeout, discovery, tables, cdc_metrics)",
+                "exporter.yaml:6: 5: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)",
             ]
         );
     }
@@ -1628,7 +2416,7 @@ x: &r eu-west-1
             [
                 format!("exporter.yaml:2: targets[0].tables[0]: \"ab\" {rule}"),
                 format!("exporter.yaml: targets[1].tables[0]: \"ab\" {rule}"),
-                "exporter.yaml:4: x: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, targets)".to_owned(),
+                "exporter.yaml:4: x: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)".to_owned(),
             ]
         );
     }
@@ -2056,14 +2844,14 @@ targets:
     tables: [audit, \"events\"]
 ";
 
-    fn mutated() -> impl Strategy<Value = String> {
+    fn mutated(base: &'static str) -> impl Strategy<Value = String> {
         let op = (
             0usize..4,
             any::<prop::sample::Index>(),
             "[-:#\\[\\]{}'\" \n\ta-z0-9&*!|>.]{0,6}",
         );
         prop::collection::vec(op, 1..6).prop_map(|ops| {
-            let mut text = VALID.to_owned();
+            let mut text = base.to_owned();
             for (kind, at, insert) in ops {
                 let mut at = at.index(text.len() + 1);
                 while !text.is_char_boundary(at) {
@@ -2097,8 +2885,10 @@ targets:
                 assert!((1..=MAX_CONCURRENCY).contains(&config.concurrency));
                 assert!((1..=MAX_ATTEMPTS).contains(&config.max_attempts));
                 for target in &config.targets {
-                    assert!(is_aws_name(&target.region));
-                    assert!(!target.tables.is_empty());
+                    assert!(!target.regions.is_empty());
+                    assert!(target.regions.iter().all(|r| is_aws_name(r)));
+                    assert!(target.discovery.is_some() || !target.tables.is_empty());
+                    assert!(target.max_requests_per_second > 0.0);
                     assert!(!target.poll_interval.is_zero());
                     assert!(!target.request_timeout.is_zero());
                     assert!(target.tables.iter().all(|t| is_table_name(&t.name)));
@@ -2119,6 +2909,709 @@ targets:
         }
     }
 
+    /// Every new key at once, in both styles.
+    const FULL: &str = "\
+max_requests_per_second: 2.5
+targets:
+  - regions: [us-east-1, eu-west-1]
+    role_arn: arn:aws:iam::222222222222:role/ops/dynamodb-kinesis-exporter
+    external_id: \"12345\"
+    session_name: dke@prod
+    max_requests_per_second: 5
+    discovery:
+      include: [\"^orders-\"]
+      exclude: [\"-test$\"]
+      tags: {cdc: \"true\", env: \"/prod|staging/\"}
+      refresh_interval: 10m
+    tables:
+      - legacy-table
+      - arn:aws:dynamodb:eu-west-1:333333333333:table/shared
+    cdc_metrics: {enabled: true, interval: 1m}
+  - region: us-east-1
+    discovery: {}
+    cdc_metrics:
+      enabled: false
+";
+
+    fn pattern(source: &str) -> Pattern {
+        Pattern::new(source).unwrap()
+    }
+
+    #[test]
+    fn a_file_with_every_new_key_parses_to_the_expected_config() {
+        let config = ok(FULL);
+        let expected = Config {
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            concurrency: DEFAULT_CONCURRENCY,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_requests_per_second: 2.5,
+            targets: vec![
+                Target {
+                    regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
+                    endpoint_url: None,
+                    role: Some(Role {
+                        arn: "arn:aws:iam::222222222222:role/ops/dynamodb-kinesis-exporter"
+                            .to_owned(),
+                        account_id: "222222222222".to_owned(),
+                        external_id: Some("12345".to_owned()),
+                        session_name: Some("dke@prod".to_owned()),
+                    }),
+                    max_requests_per_second: 5.0,
+                    discovery: Some(Discovery {
+                        include: vec![pattern("^orders-")],
+                        exclude: vec![pattern("-test$")],
+                        tags: vec![
+                            ("cdc".to_owned(), TagMatch::Exact("true".to_owned())),
+                            ("env".to_owned(), TagMatch::new("/prod|staging/").unwrap()),
+                        ],
+                        refresh_interval: Duration::from_secs(600),
+                    }),
+                    cdc_metrics: Some(CdcMetrics {
+                        interval: Duration::from_secs(60),
+                    }),
+                    poll_interval: DEFAULT_POLL_INTERVAL,
+                    request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                    tables: vec![
+                        table("legacy-table"),
+                        TableRef {
+                            identifier: "arn:aws:dynamodb:eu-west-1:333333333333:table/shared"
+                                .to_owned(),
+                            name: "shared".to_owned(),
+                            account_id: Some("333333333333".to_owned()),
+                            region: Some("eu-west-1".to_owned()),
+                        },
+                    ],
+                },
+                Target {
+                    regions: vec!["us-east-1".to_owned()],
+                    endpoint_url: None,
+                    role: None,
+                    // The global value, not the default.
+                    max_requests_per_second: 2.5,
+                    discovery: Some(Discovery {
+                        include: Vec::new(),
+                        exclude: Vec::new(),
+                        tags: Vec::new(),
+                        refresh_interval: DEFAULT_REFRESH_INTERVAL,
+                    }),
+                    cdc_metrics: None,
+                    poll_interval: DEFAULT_POLL_INTERVAL,
+                    request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                    tables: Vec::new(),
+                },
+            ],
+        };
+        assert_eq!(config, expected);
+        // legacy-table in both regions, shared only in eu-west-1.
+        assert_eq!(config.table_count(), 3);
+        let names = |region| -> Vec<&str> {
+            (config.targets[0].tables_in(region))
+                .map(|t| t.name.as_str())
+                .collect()
+        };
+        assert_eq!(names("us-east-1"), ["legacy-table"]);
+        assert_eq!(names("eu-west-1"), ["legacy-table", "shared"]);
+        assert_eq!(names("ap-south-1"), ["legacy-table"]);
+        assert_eq!(config.targets[0].tables[1].region(), Some("eu-west-1"));
+        assert_eq!(config.targets[0].tables[0].region(), None);
+    }
+
+    #[test]
+    fn summary_shows_the_new_settings() {
+        assert_eq!(
+            ok(FULL).summary(),
+            "\
+poll_interval: 1m
+request_timeout: 10s
+concurrency: 8
+max_attempts: 3
+max_requests_per_second: 2.5
+targets: 2 (3 tables)
+  - regions: us-east-1, eu-west-1
+    endpoint_url: (AWS default)
+    role_arn: arn:aws:iam::222222222222:role/ops/dynamodb-kinesis-exporter (account 222222222222)
+    external_id: (set)
+    session_name: dke@prod
+    poll_interval: 1m
+    request_timeout: 10s
+    max_requests_per_second: 5
+    discovery:
+      include: ^orders-
+      exclude: -test$
+      tags: cdc=\"true\", env=/prod|staging/
+      refresh_interval: 10m
+    tables: legacy-table, shared (account 333333333333, region eu-west-1)
+    cdc_metrics: every 1m
+  - region: us-east-1
+    endpoint_url: (AWS default)
+    poll_interval: 1m
+    request_timeout: 10s
+    max_requests_per_second: 2.5
+    discovery:
+      include: (every table)
+      exclude: (none)
+      refresh_interval: 5m
+    tables: (discovered only)"
+        );
+    }
+
+    #[test]
+    fn regions_are_read_in_block_and_flow_style() {
+        let block = ok("\
+targets:
+  - regions:
+      - us-east-1
+      - eu-west-1
+    tables: [orders]
+");
+        let flow = ok("targets: [{regions: [us-east-1, eu-west-1], tables: [orders]}]\n");
+        assert_eq!(block, flow);
+        assert_eq!(block.targets[0].regions, ["us-east-1", "eu-west-1"]);
+        assert_eq!(block.table_count(), 2);
+        // One region in a list is a single-region target.
+        let one = ok("targets:\n  - regions: [eu-west-1]\n    tables: [orders]\n");
+        assert_eq!(
+            one,
+            ok("targets:\n  - region: eu-west-1\n    tables: [orders]\n")
+        );
+    }
+
+    #[test]
+    fn regions_problems() {
+        let cases = [
+            (
+                "    region: us-east-1\n    regions: [eu-west-1]\n",
+                vec!["exporter.yaml:4: targets[0].regions: cannot be combined with region: give one or the other"],
+            ),
+            (
+                "    regions: []\n",
+                vec!["exporter.yaml:3: targets[0].regions: must list at least one region"],
+            ),
+            (
+                "    regions:\n",
+                vec!["exporter.yaml:3: targets[0].regions: must list at least one region"],
+            ),
+            (
+                "    regions: us-east-1\n",
+                vec!["exporter.yaml:3: targets[0].regions: expected a list, found \"us-east-1\""],
+            ),
+            (
+                "    regions: [us-east-1, US East, 5]\n",
+                vec![
+                    "exporter.yaml:3: targets[0].regions[1]: \"US East\" is not a valid AWS region name",
+                    "exporter.yaml:3: targets[0].regions[2]: expected an AWS region name, found 5",
+                ],
+            ),
+            (
+                "    regions:\n      - us-east-1\n      -\n      - eu-west-1\n      - us-east-1\n",
+                vec![
+                    // An empty item has no line of its own; it sorts by its list.
+                    "exporter.yaml: targets[0].regions[1]: expected an AWS region name, found an empty value",
+                    "exporter.yaml:7: targets[0].regions[3]: region us-east-1 is already listed at targets[0].regions[0]",
+                ],
+            ),
+        ];
+        for (lines, expected) in cases {
+            let text = format!("targets:\n  - tables: [orders]\n{lines}");
+            assert_eq!(problems(&text), expected, "{lines}");
+        }
+        // Both given, both checked.
+        assert_eq!(
+            problems("targets:\n  - region: x y\n    regions: [eu-west-1]\n    tables: [orders]\n"),
+            [
+                "exporter.yaml:2: targets[0].region: \"x y\" is not a valid AWS region name",
+                "exporter.yaml:3: targets[0].regions: cannot be combined with region: give one or the other",
+            ]
+        );
+    }
+
+    #[test]
+    fn table_arns_must_be_in_one_of_the_targets_regions() {
+        let text = "\
+targets:
+  - regions: [us-east-1, eu-west-1]
+    tables:
+      - arn:aws:dynamodb:eu-west-1:123456789012:table/orders
+      - arn:aws:dynamodb:ap-south-1:123456789012:table/orders
+  - region: us-east-1
+    tables:
+      - arn:aws:dynamodb:eu-west-1:123456789012:table/payments
+";
+        assert_eq!(
+            problems(text),
+            [
+                "exporter.yaml:5: targets[0].tables[1]: ARN region ap-south-1 is not one of the target's regions (us-east-1, eu-west-1)",
+                "exporter.yaml:8: targets[1].tables[0]: ARN region eu-west-1 does not match the target's region us-east-1",
+            ]
+        );
+    }
+
+    #[test]
+    fn tables_may_be_left_out_only_with_discovery() {
+        for tables in ["", "    tables: []\n", "    tables:\n"] {
+            let config = ok(&format!(
+                "targets:\n  - region: us-east-1\n    discovery: {{include: [x]}}\n{tables}"
+            ));
+            assert_eq!(config.targets[0].tables, []);
+            assert_eq!(config.table_count(), 0);
+        }
+        // Written, they are still checked.
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    discovery: {}\n    tables: [ab]\n"),
+            [format!(
+                "exporter.yaml:4: targets[0].tables[0]: \"ab\" {TABLE_NAME_RULE}"
+            )]
+        );
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    discovery: {}\n    tables: orders\n"),
+            ["exporter.yaml:4: targets[0].tables: expected a list, found \"orders\""]
+        );
+        // An invalid discovery still excuses the missing tables: one problem, not two.
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    discovery: yes\n"),
+            ["exporter.yaml:3: targets[0].discovery: expected a mapping, found \"yes\""]
+        );
+    }
+
+    #[test]
+    fn the_same_name_in_different_accounts_is_not_a_duplicate() {
+        let config = ok("\
+targets:
+  - region: us-east-1
+    tables: [orders]
+  - region: us-east-1
+    role_arn: arn:aws:iam::222222222222:role/exporter
+    tables: [orders]
+  - region: us-east-1
+    role_arn: arn:aws:iam::333333333333:role/exporter
+    tables:
+      - orders
+      - arn:aws:dynamodb:us-east-1:444444444444:table/orders
+  - regions: [us-east-1, eu-west-1]
+    tables:
+      - arn:aws:dynamodb:eu-west-1:555555555555:table/orders
+      - arn:aws:dynamodb:eu-west-1:666666666666:table/orders
+");
+        assert_eq!(config.table_count(), 6);
+    }
+
+    #[test]
+    fn the_same_table_in_one_account_is_a_duplicate() {
+        let text = "\
+targets:
+  - region: us-east-1
+    role_arn: arn:aws:iam::222222222222:role/exporter
+    tables: [orders, audit]
+  - region: us-east-1
+    role_arn: arn:aws:iam::222222222222:role/other
+    tables: [orders]
+  - region: us-east-1
+    tables:
+      - arn:aws:dynamodb:us-east-1:222222222222:table/audit
+      - arn:aws:dynamodb:us-east-1:777777777777:table/audit
+      - arn:aws:dynamodb:us-east-1:777777777777:table/audit
+  - regions: [eu-west-1, us-east-1]
+    role_arn: arn:aws:iam::333333333333:role/exporter
+    tables:
+      - arn:aws:dynamodb:us-east-1:333333333333:table/orders
+      - orders
+";
+        assert_eq!(
+            problems(text),
+            [
+                "exporter.yaml:7: targets[1].tables[0]: table \"orders\" of account 222222222222 in region us-east-1 is already listed at targets[0].tables[0]",
+                "exporter.yaml:10: targets[2].tables[0]: table \"audit\" of account 222222222222 in region us-east-1 is already listed at targets[0].tables[1]",
+                // Without roles on either side, the message is the one it always was.
+                "exporter.yaml:12: targets[2].tables[2]: table \"audit\" in region us-east-1 is already listed at targets[2].tables[1]",
+                "exporter.yaml:17: targets[3].tables[1]: table \"orders\" of account 333333333333 in region us-east-1 is already listed at targets[3].tables[0]",
+            ]
+        );
+        // A plain name and an ARN under the default credentials are taken to be one table,
+        // whichever comes first (the default account is unknown here).
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    tables:\n      - arn:aws:dynamodb:us-east-1:123456789012:table/orders\n      - orders\n"),
+            ["exporter.yaml:5: targets[0].tables[1]: table \"orders\" in region us-east-1 is already listed at targets[0].tables[0]"]
+        );
+        // A plain name listed in two multi-region targets collides in the region they share.
+        assert_eq!(
+            problems("targets:\n  - regions: [us-east-1, eu-west-1]\n    tables: [orders]\n  - regions: [ap-south-1, eu-west-1]\n    tables: [orders]\n"),
+            ["exporter.yaml:5: targets[1].tables[0]: table \"orders\" in region eu-west-1 is already listed at targets[0].tables[0]"]
+        );
+    }
+
+    #[test]
+    fn role_problems() {
+        let cases = [
+            (
+                "    role_arn: arn:aws:iam::123:role/x\n",
+                "targets[0].role_arn: \"arn:aws:iam::123:role/x\" is not an IAM role ARN (expected arn:PARTITION:iam::ACCOUNT_ID:role/NAME or role/PATH/NAME)",
+            ),
+            (
+                "    role_arn: arn:aws:iam::123456789012:role/has space\n",
+                "targets[0].role_arn: \"has space\" is not a valid role name (1 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')",
+            ),
+            (
+                "    role_arn: 5\n",
+                "targets[0].role_arn: expected an IAM role ARN, found 5 (quote it: \"5\")",
+            ),
+            (
+                "    role_arn:\n",
+                "targets[0].role_arn: expected an IAM role ARN, found an empty value",
+            ),
+            (
+                "    external_id: abc\n",
+                "targets[0].external_id: is only used with role_arn, which is not given",
+            ),
+            (
+                "    session_name: abc\n",
+                "targets[0].session_name: is only used with role_arn, which is not given",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                problems(&target_with(line)),
+                [format!("exporter.yaml:3: {expected}")],
+                "{line}"
+            );
+        }
+        let role = "    role_arn: arn:aws:iam::123456789012:role/exporter\n";
+        let cases = [
+            (
+                "    external_id: x\n",
+                "targets[0].external_id: \"x\" is not a valid external ID (2 to 1224 characters: letters, digits, '+', '=', ',', '.', '@', ':', '/', '_', '-')",
+            ),
+            (
+                "    external_id: 12345\n",
+                "targets[0].external_id: expected a string, found 12345 (quote it: \"12345\")",
+            ),
+            (
+                "    session_name: a\n",
+                "targets[0].session_name: \"a\" is not a valid session name (2 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')",
+            ),
+            (
+                "    session_name: a/b\n",
+                "targets[0].session_name: \"a/b\" is not a valid session name (2 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                problems(&target_with(&format!("{role}{line}"))),
+                [format!("exporter.yaml:4: {expected}")],
+                "{line}"
+            );
+        }
+        // An invalid role_arn is reported once; its companions are not "without" it.
+        assert_eq!(
+            problems(&target_with("    role_arn: nope\n    external_id: abc\n")),
+            ["exporter.yaml:3: targets[0].role_arn: \"nope\" is not an IAM role ARN (expected arn:PARTITION:iam::ACCOUNT_ID:role/NAME or role/PATH/NAME)"]
+        );
+        let session = "s".repeat(64);
+        let config = ok(&target_with(&format!(
+            "{role}    session_name: {session}\n    external_id: a:b/c\n"
+        )));
+        let role = config.targets[0].role.as_ref().unwrap();
+        assert_eq!(role.session_name.as_deref(), Some(session.as_str()));
+        assert_eq!(role.external_id.as_deref(), Some("a:b/c"));
+        assert_eq!(role.account_id, "123456789012");
+        assert_eq!(
+            problems(&target_with(&format!(
+                "    role_arn: arn:aws:iam::123456789012:role/x\n    session_name: {session}s\n"
+            ))),
+            [format!(
+                "exporter.yaml:4: targets[0].session_name: \"{session}s\" {SESSION_NAME_RULE}"
+            )]
+        );
+    }
+
+    #[test]
+    fn role_arns_parse() {
+        assert_eq!(
+            parse_role_arn("arn:aws:iam::123456789012:role/exporter"),
+            Ok(RoleArn {
+                partition: "aws".to_owned(),
+                account_id: "123456789012".to_owned(),
+                path: "/".to_owned(),
+                name: "exporter".to_owned(),
+            })
+        );
+        assert_eq!(
+            parse_role_arn("arn:aws-cn:iam::123456789012:role/a/b.c/Role+=,.@_-1"),
+            Ok(RoleArn {
+                partition: "aws-cn".to_owned(),
+                account_id: "123456789012".to_owned(),
+                path: "/a/b.c/".to_owned(),
+                name: "Role+=,.@_-1".to_owned(),
+            })
+        );
+        for text in [
+            "",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role",
+            "arn:aws:iam::123456789012:user/exporter",
+            "arn:aws:iam:us-east-1:123456789012:role/exporter",
+            "arn:aws:sts::123456789012:role/exporter",
+            "arn:aws:iam::12345678901:role/exporter",
+            "arn:aws:iam::12345678901x:role/exporter",
+            "arn:aws:iam::123456789012:role//exporter",
+            "arn:aws:iam::123456789012:role/a//exporter",
+            "arn:aws:iam::123456789012:role/a b/exporter",
+            "arn:aws:iam::123456789012:role/exporter/",
+            "arn:AWS:iam::123456789012:role/exporter",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/orders",
+        ] {
+            assert_eq!(
+                parse_role_arn(text),
+                Err(ArnError::MalformedRole(text.to_owned())),
+                "{text}"
+            );
+        }
+        for name in ["a:b", "é", &"r".repeat(65)] {
+            let text = format!("arn:aws:iam::123456789012:role/{name}");
+            assert_eq!(
+                parse_role_arn(&text),
+                Err(ArnError::RoleName(name.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn rate_problems() {
+        let cases = [
+            ("0", "must be greater than zero"),
+            ("0.0", "must be greater than zero"),
+            ("-1", "must be greater than zero"),
+            ("-.inf", "must be greater than zero"),
+            ("10001", "must be at most 10000"),
+            ("10000.5", "must be at most 10000"),
+            (".inf", "must be at most 10000"),
+            (".nan", "expected a positive number, found .nan"),
+            ("ten", "expected a positive number, found \"ten\""),
+            ("\"5\"", "expected a positive number, found \"5\""),
+            ("true", "expected a positive number, found true"),
+            ("", "expected a positive number, found an empty value"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                problems(&format!(
+                    "max_requests_per_second: {value}\n{}",
+                    target_with("")
+                )),
+                [format!(
+                    "exporter.yaml:1: max_requests_per_second: {expected}"
+                )],
+                "{value}"
+            );
+            assert_eq!(
+                problems(&target_with(&format!(
+                    "    max_requests_per_second: {value}\n"
+                ))),
+                [format!(
+                    "exporter.yaml:3: targets[0].max_requests_per_second: {expected}"
+                )],
+                "{value}"
+            );
+        }
+        for (value, rate) in [("1", 1.0), ("0.25", 0.25), ("10000", 10_000.0)] {
+            let config = ok(&target_with(&format!(
+                "    max_requests_per_second: {value}\n"
+            )));
+            assert_eq!(config.targets[0].max_requests_per_second, rate);
+            assert_eq!(
+                config.max_requests_per_second,
+                DEFAULT_MAX_REQUESTS_PER_SECOND
+            );
+        }
+    }
+
+    #[test]
+    fn discovery_problems() {
+        let text = "\
+targets:
+  - region: us-east-1
+    discovery:
+      include: [\"^ok\", \"(\", 5]
+      exclude: \"-test$\"
+      tags:
+        cdc: true
+        env: \"/prod(/\"
+        7: x
+        team: \"/a)|(b/\"
+      refresh_interval: 0s
+      refresh: 5m
+";
+        assert_eq!(
+            problems(text),
+            [
+                "exporter.yaml:4: targets[0].discovery.include[1]: \"(\" is not a valid regular expression: unclosed group",
+                "exporter.yaml:4: targets[0].discovery.include[2]: expected a regular expression, found 5 (quote it: \"5\")",
+                "exporter.yaml:5: targets[0].discovery.exclude: expected a list of regular expressions, found \"-test$\"",
+                "exporter.yaml:7: targets[0].discovery.tags.cdc: expected a tag value (a string, or a regular expression written /.../), found true (quote it: \"true\")",
+                "exporter.yaml:8: targets[0].discovery.tags.env: \"/prod(/\" is not a valid regular expression: unclosed group",
+                "exporter.yaml:9: targets[0].discovery.tags.7: expected a tag key, found 7 (quote it: \"7\")",
+                "exporter.yaml:10: targets[0].discovery.tags.team: \"/a)|(b/\" is not a valid regular expression: unopened group",
+                "exporter.yaml:11: targets[0].discovery.refresh_interval: must be greater than zero",
+                "exporter.yaml:12: targets[0].discovery.refresh: unknown key (expected one of: include, exclude, tags, refresh_interval)",
+            ]
+        );
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    discovery: {tags: [cdc]}\n"),
+            ["exporter.yaml:3: targets[0].discovery.tags: expected a mapping of tag keys to values, found a list"]
+        );
+        assert_eq!(
+            problems("targets:\n  - region: us-east-1\n    discovery:\n"),
+            ["exporter.yaml:3: targets[0].discovery: expected a mapping, found an empty value"]
+        );
+    }
+
+    #[test]
+    fn cdc_metrics_settings() {
+        let cdc = |block: &str| ok(&target_with(block)).targets[0].cdc_metrics.clone();
+        assert_eq!(cdc(""), None);
+        // Writing the block turns it on.
+        assert_eq!(
+            cdc("    cdc_metrics: {}\n"),
+            Some(CdcMetrics {
+                interval: DEFAULT_CDC_INTERVAL
+            })
+        );
+        assert_eq!(
+            cdc("    cdc_metrics:\n      interval: 1s\n"),
+            Some(CdcMetrics {
+                interval: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(
+            cdc("    cdc_metrics: {enabled: false, interval: 1m}\n"),
+            None
+        );
+        let cases = [
+            (
+                "    cdc_metrics: {interval: 999ms}\n",
+                "targets[0].cdc_metrics.interval: must be at least 1s",
+            ),
+            (
+                "    cdc_metrics: {interval: 25h}\n",
+                "targets[0].cdc_metrics.interval: must be at most 24h",
+            ),
+            (
+                "    cdc_metrics: {enabled: \"yes\"}\n",
+                "targets[0].cdc_metrics.enabled: expected true or false, found \"yes\"",
+            ),
+            (
+                "    cdc_metrics: {enable: true}\n",
+                "targets[0].cdc_metrics.enable: unknown key (expected one of: enabled, interval)",
+            ),
+            (
+                "    cdc_metrics: true\n",
+                "targets[0].cdc_metrics: expected a mapping, found true",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                problems(&target_with(line)),
+                [format!("exporter.yaml:3: {expected}")],
+                "{line}"
+            );
+        }
+    }
+
+    fn discovery(include: &[&str], exclude: &[&str], tags: &[(&str, &str)]) -> Discovery {
+        Discovery {
+            include: include.iter().map(|s| pattern(s)).collect(),
+            exclude: exclude.iter().map(|s| pattern(s)).collect(),
+            tags: (tags.iter())
+                .map(|(k, v)| ((*k).to_owned(), TagMatch::new(v).unwrap()))
+                .collect(),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+
+    #[test]
+    fn discovery_matches_names() {
+        let all = discovery(&[], &[], &[]);
+        assert!(all.matches_name("anything"));
+        let d = discovery(&["^orders-", "audit"], &["-test$"], &[]);
+        assert!(d.matches_name("orders-eu"));
+        // Unanchored patterns match anywhere; anchored ones only where they say.
+        assert!(d.matches_name("team-audit-log"));
+        assert!(!d.matches_name("old-orders-eu"));
+        assert!(!d.matches_name("orders-eu-test"));
+        assert!(d.matches_name("orders-test-eu"));
+        assert!(!d.matches_name("customers"));
+        let only_exclude = discovery(&[], &["tmp"], &[]);
+        assert!(only_exclude.matches_name("orders"));
+        assert!(!only_exclude.matches_name("orders-tmp"));
+    }
+
+    #[test]
+    fn discovery_matches_tags() {
+        let tags = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            (pairs.iter())
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let d = discovery(&[], &[], &[("cdc", "true"), ("env", "/prod|staging/")]);
+        assert!(d.matches_tags(&tags(&[("env", "prod"), ("cdc", "true"), ("x", "y")])));
+        assert!(d.matches_tags(&tags(&[("cdc", "true"), ("env", "staging")])));
+        // Exact values are exact; a /regex/ must match the whole value.
+        assert!(!d.matches_tags(&tags(&[("cdc", "True"), ("env", "prod")])));
+        assert!(!d.matches_tags(&tags(&[("cdc", "true "), ("env", "prod")])));
+        assert!(!d.matches_tags(&tags(&[("cdc", "true"), ("env", "preprod")])));
+        assert!(!d.matches_tags(&tags(&[("cdc", "true"), ("env", "production")])));
+        // Every listed tag must be present.
+        assert!(!d.matches_tags(&tags(&[("cdc", "true")])));
+        assert!(!d.matches_tags(&[]));
+        // Tag keys are case-sensitive, as in AWS.
+        assert!(!d.matches_tags(&tags(&[("CDC", "true"), ("env", "prod")])));
+        // No tags configured: every table qualifies.
+        assert!(discovery(&[], &[], &[]).matches_tags(&[]));
+    }
+
+    #[test]
+    fn tag_values_read_as_exact_or_whole_value_regex() {
+        assert_eq!(
+            TagMatch::new("true").unwrap(),
+            TagMatch::Exact("true".to_owned())
+        );
+        for exact in ["/", "", "/a", "a/"] {
+            assert_eq!(
+                TagMatch::new(exact).unwrap(),
+                TagMatch::Exact(exact.to_owned())
+            );
+        }
+        let empty = TagMatch::new("//").unwrap();
+        assert!(empty.matches(""));
+        assert!(!empty.matches("x"));
+        let alternation = TagMatch::new("/a|b/").unwrap();
+        assert!(alternation.matches("a") && alternation.matches("b"));
+        assert!(!alternation.matches("ab"));
+        // Compiled alone first: wrapped in the anchoring group this would compile, and match
+        // anything that starts with "a".
+        assert!(TagMatch::new("/a)|(b/").is_err());
+        // A (?x) comment running to the end does not swallow the anchoring group.
+        let commented = TagMatch::new("/(?x) pro d # the env/").unwrap();
+        assert!(commented.matches("prod"));
+        assert!(!commented.matches("prods"));
+        assert_eq!(commented.to_string(), "/(?x) pro d # the env/");
+        assert_eq!(alternation.to_string(), "/a|b/");
+        assert_eq!(TagMatch::Exact("x\"y".to_owned()).to_string(), "\"x\\\"y\"");
+        // Equal by source text.
+        assert_eq!(pattern("a+"), pattern("a+"));
+        assert_ne!(pattern("a+"), pattern("a{1,}"));
+    }
+
+    #[test]
+    fn regex_problems_are_one_line() {
+        for source in ["(", "[z-a]", "a{2,1}", "\\p{Nope}", "(?z)", "\\"] {
+            let err = Pattern::new(source).unwrap_err();
+            let message = regex_problem(source, &err);
+            assert!(!message.contains('\n'), "{message}");
+            assert!(message.starts_with(&format!("{source:?} is not a valid regular expression: ")));
+            assert!(!message.ends_with(": "), "{message}");
+        }
+    }
+
     #[test]
     fn the_mutation_base_is_valid() {
         assert_eq!(ok(VALID).table_count(), 4);
@@ -2136,7 +3629,12 @@ targets:
         }
 
         #[test]
-        fn parse_never_panics_on_mutated_configs(text in mutated()) {
+        fn parse_never_panics_on_mutated_configs(text in mutated(VALID)) {
+            check_outcome(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_mutated_configs_with_every_key(text in mutated(FULL)) {
             check_outcome(&text);
         }
 
@@ -2154,6 +3652,30 @@ targets:
             prop_assert_eq!(&arn.account_id, &account);
             prop_assert_eq!(&arn.table, &table);
             prop_assert_eq!(arn.to_string(), text);
+        }
+
+        #[test]
+        fn role_arns_round_trip(
+            partition in "aws|aws-cn|aws-us-gov|[a-z0-9-]{1,32}",
+            account in "[0-9]{12}",
+            dirs in prop::collection::vec("[A-Za-z0-9+=,.@_-]{1,12}", 0..4),
+            name in "[A-Za-z0-9+=,.@_-]{1,64}",
+        ) {
+            let path = if dirs.is_empty() { "/".to_owned() } else { format!("/{}/", dirs.join("/")) };
+            let text = format!("arn:{partition}:iam::{account}:role{path}{name}");
+            let arn = parse_role_arn(&text).unwrap();
+            prop_assert_eq!(&arn.partition, &partition);
+            prop_assert_eq!(&arn.account_id, &account);
+            prop_assert_eq!(&arn.path, &path);
+            prop_assert_eq!(&arn.name, &name);
+            prop_assert_eq!(arn.to_string(), text);
+        }
+
+        #[test]
+        fn role_arn_parsing_never_panics(text in "arn:[a-z]{0,4}:iam:[a-z-]{0,3}:[0-9]{0,13}:role[/a-z@:]{0,12}") {
+            if let Ok(arn) = parse_role_arn(&text) {
+                prop_assert_eq!(arn.to_string(), text);
+            }
         }
 
         #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use dke_simulator::{Scenario, ScenarioError, Simulator};
 
 use crate::aws::ClientOptions;
-use crate::config::{Config, TableRef, Target};
+use crate::config::{self, Config};
 
 /// The shipped demo scenario.
 pub const SCENARIO: &str = include_str!("../config/demo-scenario.yaml");
@@ -57,28 +57,21 @@ pub async fn start() -> Result<Demo, DemoError> {
 
 /// An exporter config polling every table of `scenario` at `endpoint_url`.
 pub fn config_for(scenario: &Scenario, endpoint_url: &str) -> Config {
-    let tables = scenario
+    // Written as a config file and parsed like one, so the demo goes
+    // through the same validation and defaults as any user's file.
+    let tables: Vec<String> = scenario
         .table_names()
-        .into_iter()
-        .map(|name| TableRef {
-            identifier: name.clone(),
-            name,
-            account_id: None,
-        })
+        .iter()
+        .map(|name| format!("      - {name}\n"))
         .collect();
-    Config {
-        poll_interval: POLL_INTERVAL,
-        request_timeout: Duration::from_secs(5),
-        concurrency: 4,
-        max_attempts: 2,
-        targets: vec![Target {
-            region: scenario.region.clone(),
-            endpoint_url: Some(endpoint_url.to_string()),
-            poll_interval: POLL_INTERVAL,
-            request_timeout: Duration::from_secs(5),
-            tables,
-        }],
-    }
+    let text = format!(
+        "poll_interval: {poll}ms\nrequest_timeout: 5s\nconcurrency: 4\nmax_attempts: 2\n\
+         targets:\n  - region: {region}\n    endpoint_url: {endpoint_url}\n    tables:\n{tables}",
+        poll = POLL_INTERVAL.as_millis(),
+        region = scenario.region,
+        tables = tables.concat(),
+    );
+    config::parse(&text, "(demo)").expect("the demo scenario makes a valid config")
 }
 
 #[cfg(test)]

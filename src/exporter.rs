@@ -1,12 +1,13 @@
-//! Wiring: a validated [`Config`] becomes AWS clients, poll jobs, a state
-//! store and an HTTP listener ([`Exporter::bind`]); [`Exporter::serve`] runs
-//! the scheduler and the server until shutdown and drains both. A reload
+//! Wiring: a validated [`Config`] becomes the shared AWS configuration, a
+//! state store and an HTTP listener ([`Exporter::bind`]);
+//! [`Exporter::serve`] runs the fleet (accounts, discovery, one poller per
+//! scope) and the server until shutdown and drains both. A reload
 //! ([`Exporter::serve_with_reloads`]) validates the file first and only then
-//! replaces the scheduler generation; the server and the store live on.
+//! hands the new config to the fleet; the server and the store live on.
 //!
 //! Cancellation is one `tokio_util` token tree: the root is cancelled on
-//! shutdown and stops the server; each scheduler generation runs under a
-//! child token, cancelled on reload (or with the root).
+//! shutdown and stops the server and the fleet; each config generation's
+//! background work runs under a child token, cancelled on reload.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,12 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{self, ClientOptions, SdkSource};
-use crate::config::{self, Config};
+use crate::aws::{self, ClientOptions};
+use crate::config::Config;
+use crate::fleet::{Fleet, FleetSettings};
 use crate::http::App;
 use crate::metrics::Telemetry;
-use crate::scheduler::{Job, Scheduler};
-use crate::state::TableKey;
+use crate::state::Shard;
 use crate::store::Store;
 
 /// Everything the exporter needs besides the shutdown signal.
@@ -43,6 +44,8 @@ pub struct Settings {
     /// The file `config` came from; a reload (SIGHUP) reads it again.
     /// `None` (as in `--demo`) turns reloads into a logged no-op.
     pub config_path: Option<PathBuf>,
+    /// This replica's share of the tables (`--shard`, `--total-shards`).
+    pub shard: Shard,
 }
 
 impl Settings {
@@ -56,6 +59,7 @@ impl Settings {
             grace: Duration::from_secs(10),
             process_metrics: true,
             config_path: None,
+            shard: Shard::ALL,
         }
     }
 }
@@ -100,7 +104,10 @@ impl Exporter {
                     addr: settings.listen,
                     source,
                 })?;
-        let store = Arc::new(Store::new(table_keys(&settings.config)));
+        // The fleet fills the store once it knows the accounts and what
+        // discovery finds; until then readiness waits.
+        let store = Arc::new(Store::new([]));
+        store.set_pending(settings.config.targets.len().max(1));
         let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
         Ok(Exporter {
             settings,
@@ -153,7 +160,9 @@ impl Exporter {
             async move { Ok(app.respond(req.method(), req.uri().path())) }
         };
         tracing::info!(address = %self.local_addr(),
-            tables = self.settings.config.table_count(), "serving metrics");
+            tables = self.settings.config.table_count(),
+            shard = self.settings.shard.index, total_shards = self.settings.shard.total,
+            "serving metrics");
         let server = crate::serve::serve(
             self.listener,
             handler,
@@ -161,16 +170,16 @@ impl Exporter {
             grace,
             crate::serve::DEFAULT_MAX_CONNECTIONS,
         );
-        let polls = Polls {
-            config: self.settings.config,
-            config_path: self.settings.config_path,
-            client: self.settings.client,
+        let fleet = FleetSettings {
             shared: self.shared,
+            options: self.settings.client,
+            shard: self.settings.shard,
             store: self.store,
             telemetry: self.telemetry,
             grace,
-        }
-        .run(root, reloads);
+            config_path: self.settings.config_path,
+        };
+        let polls = Fleet::run(fleet, self.settings.config, root, reloads);
         let (open_connections, aborted_polls) = tokio::join!(server, polls);
         if open_connections > 0 {
             tracing::warn!(
@@ -182,111 +191,10 @@ impl Exporter {
     }
 }
 
-/// The polling side of a running exporter, across config reloads.
-struct Polls {
-    config: Config,
-    config_path: Option<PathBuf>,
-    client: ClientOptions,
-    shared: SdkConfig,
-    store: Arc<Store>,
-    telemetry: Arc<Telemetry>,
-    grace: Duration,
-}
-
-impl Polls {
-    /// Run one scheduler generation per config until `root` is cancelled.
-    /// Returns the number of polls aborted at the end.
-    async fn run(mut self, root: CancellationToken, mut reloads: mpsc::Receiver<()>) -> usize {
-        loop {
-            let generation = root.child_token();
-            let scheduler = Scheduler {
-                store: Arc::clone(&self.store),
-                telemetry: Arc::clone(&self.telemetry),
-                concurrency: self.config.concurrency,
-            };
-            let task = tokio::spawn(scheduler.run(self.jobs(), generation.clone(), self.grace));
-            let next = loop {
-                tokio::select! {
-                    () = root.cancelled() => break None,
-                    Some(()) = reloads.recv() => {
-                        if let Some(next) = self.reload() {
-                            break Some(next);
-                        }
-                    }
-                }
-            };
-            generation.cancel();
-            let aborted = task.await.unwrap_or(0);
-            let Some(config) = next else {
-                return aborted;
-            };
-            self.store.reconcile(table_keys(&config));
-            self.config = config;
-        }
-    }
-
-    /// One job per configured table, each holding its target's client.
-    fn jobs(&self) -> Vec<Job<SdkSource>> {
-        let mut jobs = Vec::with_capacity(self.config.table_count());
-        for target in &self.config.targets {
-            let source = Arc::new(SdkSource::new(
-                &self.shared,
-                target,
-                self.config.max_attempts,
-                &self.client,
-            ));
-            jobs.extend(target.tables.iter().map(|table| Job {
-                key: TableKey {
-                    region: target.region.clone(),
-                    table: table.name.clone(),
-                },
-                table: table.clone(),
-                source: Arc::clone(&source),
-                interval: target.poll_interval,
-                timeout: target.request_timeout,
-            }));
-        }
-        jobs
-    }
-
-    /// Read and validate the config file again; `None` keeps the running one.
-    fn reload(&self) -> Option<Config> {
-        let Some(path) = &self.config_path else {
-            tracing::warn!("reload requested, but this exporter has no config file to reload");
-            return None;
-        };
-        match config::load(path) {
-            Ok(config) => {
-                tracing::info!(path = %path.display(), tables = config.table_count(), "configuration reloaded");
-                self.telemetry.record_reload(true);
-                Some(config)
-            }
-            Err(err) => {
-                tracing::error!(path = %path.display(), "reload failed; keeping the running configuration:\n{err}");
-                self.telemetry.record_reload(false);
-                None
-            }
-        }
-    }
-}
-
-/// The store key of every configured table.
-fn table_keys(config: &Config) -> Vec<TableKey> {
-    config
-        .targets
-        .iter()
-        .flat_map(|target| {
-            target.tables.iter().map(|table| TableKey {
-                region: target.region.clone(),
-                table: table.name.clone(),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config;
 
     #[tokio::test]
     async fn bind_errors_name_the_cause_once() {

@@ -76,8 +76,13 @@ impl App {
     }
 
     fn metrics(&self) -> Response<Body> {
-        let fragments = self.store.fragments();
-        let body = metrics::render_exposition(fragments.iter().map(|f| &**f), &self.telemetry);
+        let tables = self.store.fragments();
+        let scopes = self.store.scope_fragments();
+        let body = metrics::render_exposition(
+            tables.iter().map(|f| &**f),
+            scopes.iter().map(|f| &**f),
+            &self.telemetry,
+        );
         let mut resp = Response::new(Body::new(Bytes::from(body)));
         let headers = resp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
@@ -127,6 +132,7 @@ mod tests {
 
     fn app(path: &str) -> App {
         let key = TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "orders".into(),
         };
@@ -174,6 +180,7 @@ mod tests {
             "not ready: 0 of 1 tables polled\n"
         );
         let key = TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "orders".into(),
         };

@@ -10,32 +10,40 @@
 //! Layers, lowest first. A module uses only modules listed above it (the
 //! utilities `serve` and `shutdown` use none of the others).
 //! 1. [`config`]: the YAML config file: decoding, defaults, validation with
-//!    file:line messages, table ARN parsing.
-//! 2. [`aws`]: the seam around AWS: the [`aws::DestinationSource`] trait, its
-//!    aws-sdk-dynamodb implementation and the classification of SDK errors.
-//! 3. [`state`]: the domain: per-table state and status-change bookkeeping,
-//!    folded from poll outcomes with the clock passed in.
-//! 4. [`metrics`]: every metric family (name, help, type, labels) and the
-//!    functions that turn table state into exposition text; the process-wide
+//!    file:line messages, table and role ARN parsing.
+//! 2. [`budget`]: one (account, region) scope's request budget: an adaptive
+//!    token bucket and a concurrency bound.
+//! 3. [`aws`]: the seam around AWS: the [`aws::DynamoDbApi`] trait, its
+//!    aws-sdk-dynamodb implementation, budgeted calls with retries, assumed
+//!    roles, STS account lookups and the classification of SDK errors.
+//! 4. [`state`]: the domain: per-table and per-scope state, status-change
+//!    bookkeeping, shards; folded from outcomes with the clock passed in.
+//! 5. [`metrics`]: every metric family (name, help, type, labels) and the
+//!    functions that turn state into exposition text; the process-wide
 //!    registry.
-//! 5. [`store`]: the rendered-page store: each table's state with its
-//!    pre-rendered metric text, and readiness.
-//! 6. [`scheduler`]: the poll loop: one task per table, jitter, the
-//!    concurrency semaphore, per-call timeouts.
+//! 6. [`store`]: the rendered-page store: each table's and scope's state
+//!    with its pre-rendered metric text, and readiness.
+//! 7. [`scheduler`]: one scope's poll loop: the schedule, spreading, jitter,
+//!    concurrency. [`discovery`]: finding tables by name and tag.
 //!    [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`, over
 //!    [`serve`], the HTTP/1.1 accept loop with its graceful drain.
-//! 7. [`exporter`]: wires config, AWS clients, scheduler and server together
-//!    ([`Exporter::bind`], [`Exporter::serve`]) and swaps in a reloaded
-//!    config. [`demo`] (feature `demo`, on by default) sets up `--demo`: the
-//!    `dke-simulator` crate playing a shipped scenario.
-//! 8. `main.rs`: flags, logging, and [`shutdown`]'s signals.
+//! 8. [`fleet`]: which tables are polled, by which client, in which scope:
+//!    accounts, discovery refreshes, sharding, reloads.
+//! 9. [`exporter`]: wires config, store, fleet and server together
+//!    ([`Exporter::bind`], [`Exporter::serve`]). [`demo`] (feature `demo`,
+//!    on by default) sets up `--demo`: the `dke-simulator` crate playing a
+//!    shipped scenario.
+//! 10. `main.rs`: flags, logging, and [`shutdown`]'s signals.
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod budget;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod discovery;
 pub mod exporter;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;

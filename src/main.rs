@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
+use dynamodb_kinesis_exporter::state::Shard;
 use dynamodb_kinesis_exporter::{config, shutdown, Exporter, Settings};
 
 /// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
@@ -47,6 +48,19 @@ struct Flags {
     /// Run against a built-in DynamoDB simulator with a demo scenario (no AWS account needed).
     #[arg(long)]
     demo: bool,
+    /// This replica's shard, 0 to M-1: it polls only the tables whose stable hash falls in it.
+    #[arg(long, value_name = "N", requires = "total_shards")]
+    shard: Option<u32>,
+    /// How many replicas share the tables (M); with --shard or --shard-from-hostname.
+    #[arg(long = "total-shards", value_name = "M")]
+    total_shards: Option<u32>,
+    /// Take the shard from the ordinal at the end of the host name (a StatefulSet pod such as `exporter-2`).
+    #[arg(
+        long = "shard-from-hostname",
+        conflicts_with = "shard",
+        requires = "total_shards"
+    )]
+    shard_from_hostname: bool,
     /// Print version information and exit.
     #[arg(long)]
     version: bool,
@@ -105,6 +119,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         Some(config::load(&flags.config_file)?)
     };
     let listen = parse_listen_address(&flags.listen_address)?;
+    let shard = shard_from_flags(&flags, host_name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,6 +139,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         #[cfg(not(feature = "demo"))]
         let settings = Settings::new(config.expect("checked above: --demo is refused"), listen);
         let settings = Settings {
+            shard,
             telemetry_path: flags.telemetry_path,
             config_path: (!flags.demo).then_some(flags.config_file),
             ..settings
@@ -158,6 +174,56 @@ fn report(err: &anyhow::Error) {
     } else {
         eprintln!("error: {err:#}");
     }
+}
+
+/// The replica's shard from `--shard`/`--shard-from-hostname` and
+/// `--total-shards`; `host_name` is asked only for the latter.
+fn shard_from_flags(
+    flags: &Flags,
+    host_name: impl FnOnce() -> Option<String>,
+) -> anyhow::Result<Shard> {
+    let Some(total) = flags.total_shards else {
+        return Ok(Shard::ALL);
+    };
+    if total == 0 {
+        anyhow::bail!("--total-shards must be at least 1");
+    }
+    let index = if flags.shard_from_hostname {
+        let name = host_name().ok_or_else(|| anyhow!("--shard-from-hostname: cannot read the host name (HOSTNAME or /proc/sys/kernel/hostname)"))?;
+        ordinal(&name).ok_or_else(|| {
+            anyhow!("--shard-from-hostname: host name {name:?} does not end in -N (a StatefulSet pod name such as exporter-2)")
+        })?
+    } else {
+        flags
+            .shard
+            .ok_or_else(|| anyhow!("--total-shards needs --shard N or --shard-from-hostname"))?
+    };
+    if index >= total {
+        anyhow::bail!(
+            "shard {index} is out of range: --total-shards {total} allows 0 to {}",
+            total - 1
+        );
+    }
+    Ok(Shard { index, total })
+}
+
+/// The number after the last `-` of a StatefulSet pod name.
+fn ordinal(name: &str) -> Option<u32> {
+    let (_, digits) = name.trim().rsplit_once('-')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The host name: `HOSTNAME` (set in every Kubernetes pod), else the kernel's.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 /// Accepts `:PORT` (all interfaces), `HOST:PORT` and `[V6]:PORT`.
@@ -234,6 +300,77 @@ mod tests {
             let err = parse_listen_address(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
+    }
+
+    fn shard_of(args: &[&str], host: &str) -> anyhow::Result<Shard> {
+        let mut all = vec!["dynamodb-kinesis-exporter"];
+        all.extend_from_slice(args);
+        let flags = Flags::try_parse_from(all)?;
+        shard_from_flags(&flags, || Some(host.to_string()))
+    }
+
+    #[test]
+    fn shards_come_from_flags_or_the_host_name() {
+        assert_eq!(shard_of(&[], "x").unwrap(), Shard::ALL);
+        assert_eq!(
+            shard_of(&["--shard", "2", "--total-shards", "3"], "x").unwrap(),
+            Shard { index: 2, total: 3 }
+        );
+        assert_eq!(
+            shard_of(
+                &["--shard-from-hostname", "--total-shards", "3"],
+                "exporter-1"
+            )
+            .unwrap(),
+            Shard { index: 1, total: 3 }
+        );
+        let errors = [
+            (
+                &["--shard", "3", "--total-shards", "3"][..],
+                "x",
+                "shard 3 is out of range: --total-shards 3 allows 0 to 2",
+            ),
+            (
+                &["--total-shards", "0", "--shard", "0"][..],
+                "x",
+                "--total-shards must be at least 1",
+            ),
+            (
+                &["--total-shards", "2"][..],
+                "x",
+                "--total-shards needs --shard N or --shard-from-hostname",
+            ),
+            (
+                &["--shard-from-hostname", "--total-shards", "2"][..],
+                "exporter",
+                "does not end in -N",
+            ),
+            (
+                &["--shard-from-hostname", "--total-shards", "2"][..],
+                "exporter-7",
+                "shard 7 is out of range",
+            ),
+        ];
+        for (args, host, message) in errors {
+            let err = format!("{:#}", shard_of(args, host).unwrap_err());
+            assert!(err.contains(message), "{args:?}: {err}");
+        }
+        // clap refuses these combinations itself.
+        assert!(shard_of(&["--shard", "1"], "x").is_err());
+        assert!(shard_of(
+            &[
+                "--shard",
+                "1",
+                "--shard-from-hostname",
+                "--total-shards",
+                "2"
+            ],
+            "x"
+        )
+        .is_err());
+        assert_eq!(ordinal("dke-10"), Some(10));
+        assert_eq!(ordinal("dke-"), None);
+        assert_eq!(ordinal("dke-1a"), None);
     }
 
     #[test]

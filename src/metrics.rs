@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
-use crate::state::{unix_now, TableState, KNOWN_STATUSES};
+use crate::state::{unix_now, ScopeKey, ScopeState, TableState, KNOWN_STATUSES};
 
 /// The Prometheus metric type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,18 +33,19 @@ impl Kind {
     }
 }
 
-/// One per-table metric family: its identity and how table state becomes
-/// samples. The identity labels (`table`, `region`) are added by
+/// One metric family: its identity and how a table's (or a scope's) state
+/// becomes samples. The identity labels (`table`, `region`, `account_id`
+/// for tables; `account_id`, `region` for scopes) are added by
 /// [`Samples::push`]; `samples` only names the extra labels.
-pub struct Family {
+pub struct Family<S> {
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
-    pub samples: fn(&TableState, &mut Samples<'_>),
+    pub samples: fn(&S, &mut Samples<'_>),
 }
 
 /// Per-table families, in exposition order.
-pub const TABLE_FAMILIES: [Family; 7] = [
+pub const TABLE_FAMILIES: [Family<TableState>; 7] = [
     Family {
         name: "dynamodb_kinesis_destination_status",
         help: "Status of a Kinesis streaming destination as of the last successful background poll: one series per status, 1 for the current one.",
@@ -103,12 +104,12 @@ fn destination_status(t: &TableState, s: &mut Samples<'_>) {
 
 fn destination_info(t: &TableState, s: &mut Samples<'_>) {
     for d in &t.destinations {
-        let (account_id, stream_name) = split_stream_arn(&d.stream_arn);
+        let (stream_account_id, stream_name) = split_stream_arn(&d.stream_arn);
         s.push(
             &[
                 ("stream_arn", &d.stream_arn),
                 ("stream_name", stream_name),
-                ("account_id", account_id),
+                ("stream_account_id", stream_account_id),
                 ("status_description", d.description.as_deref().unwrap_or("")),
                 (
                     "creation_date_time_precision",
@@ -147,6 +148,87 @@ fn table_last_success(t: &TableState, s: &mut Samples<'_>) {
 fn api_errors(t: &TableState, s: &mut Samples<'_>) {
     for (code, count) in &t.errors {
         s.push(&[("code", code)], *count as f64);
+    }
+}
+
+/// Per-scope families, in exposition order; identity labels `account_id`,
+/// `region`.
+pub const SCOPE_FAMILIES: [Family<ScopeState>; 7] = [
+    Family {
+        name: "dynamodb_kinesis_scope_tables",
+        help: "Tables this exporter polls in the (account, region) scope.",
+        kind: Kind::Gauge,
+        samples: scope_tables,
+    },
+    Family {
+        name: "dynamodb_kinesis_scope_effective_poll_interval_seconds",
+        help: "Average time between two polls of one table in the scope; above the configured poll_interval when the request budget cannot keep up.",
+        kind: Kind::Gauge,
+        samples: scope_effective_interval,
+    },
+    Family {
+        name: "dynamodb_kinesis_scope_request_rate_limit",
+        help: "Current adaptive request budget of the scope, requests per second: max_requests_per_second, halved on each throttling answer and recovering linearly.",
+        kind: Kind::Gauge,
+        samples: scope_rate_limit,
+    },
+    Family {
+        name: "dynamodb_kinesis_scope_throttled_total",
+        help: "Throttling answers AWS gave to calls in the scope.",
+        kind: Kind::Counter,
+        samples: scope_throttled,
+    },
+    Family {
+        name: "dynamodb_kinesis_discovery_tables",
+        help: "Tables that matched the discovery filters at the last successful refresh (before sharding).",
+        kind: Kind::Gauge,
+        samples: discovery_tables,
+    },
+    Family {
+        name: "dynamodb_kinesis_discovery_last_success_timestamp_seconds",
+        help: "Unix time of the last successful table discovery refresh.",
+        kind: Kind::Gauge,
+        samples: discovery_last_success,
+    },
+    Family {
+        name: "dynamodb_kinesis_discovery_errors_total",
+        help: "Failed table discovery refreshes by error code; the last known table list stays in use.",
+        kind: Kind::Counter,
+        samples: discovery_errors,
+    },
+];
+
+fn scope_tables(s: &ScopeState, out: &mut Samples<'_>) {
+    out.push(&[], s.tables as f64);
+}
+
+fn scope_effective_interval(s: &ScopeState, out: &mut Samples<'_>) {
+    out.push(&[], s.effective_interval.unwrap_or(s.poll_interval));
+}
+
+fn scope_rate_limit(s: &ScopeState, out: &mut Samples<'_>) {
+    out.push(&[], s.rate_limit);
+}
+
+fn scope_throttled(s: &ScopeState, out: &mut Samples<'_>) {
+    out.push(&[], s.throttled as f64);
+}
+
+fn discovery_tables(s: &ScopeState, out: &mut Samples<'_>) {
+    if let Some(count) = s.discovery.as_ref().and_then(|d| d.tables) {
+        out.push(&[], count as f64);
+    }
+}
+
+fn discovery_last_success(s: &ScopeState, out: &mut Samples<'_>) {
+    if let Some(at) = s.discovery.as_ref().and_then(|d| d.last_success) {
+        out.push(&[], at);
+    }
+}
+
+fn discovery_errors(s: &ScopeState, out: &mut Samples<'_>) {
+    for (code, count) in s.discovery.iter().flat_map(|d| &d.errors) {
+        out.push(&[("code", code)], *count as f64);
     }
 }
 
@@ -190,14 +272,19 @@ impl Samples<'_> {
     }
 }
 
-/// The identity labels every per-table sample carries, rendered once.
-pub fn identity_labels(table: &str, region: &str) -> String {
-    let mut out = String::with_capacity(table.len() + region.len() + 20);
-    out.push_str("table=\"");
-    escape_label_value(&mut out, table);
-    out.push_str("\",region=\"");
-    escape_label_value(&mut out, region);
-    out.push('"');
+/// Identity labels rendered once per table or scope: `name="value"` pairs
+/// joined by commas.
+pub fn identity_labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_label_value(&mut out, value);
+        out.push('"');
+    }
     out
 }
 
@@ -225,16 +312,15 @@ fn write_value(out: &mut String, value: f64) {
     }
 }
 
-/// The pre-rendered sample text of one table, one string per entry of
-/// [`TABLE_FAMILIES`].
+/// The pre-rendered sample text of one table (or scope), one string per
+/// entry of [`TABLE_FAMILIES`] (or [`SCOPE_FAMILIES`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Fragments(pub Vec<String>);
 
-/// Render every per-table family for one table.
-pub fn render_table(state: &TableState) -> Fragments {
-    let identity = identity_labels(&state.table, &state.region);
+/// Render every family of `families` for one state with its identity labels.
+fn render<S>(families: &[Family<S>], state: &S, identity: &str) -> Fragments {
     Fragments(
-        TABLE_FAMILIES
+        families
             .iter()
             .map(|family| {
                 let mut out = String::new();
@@ -243,7 +329,7 @@ pub fn render_table(state: &TableState) -> Fragments {
                     &mut Samples {
                         out: &mut out,
                         name: family.name,
-                        identity: &identity,
+                        identity,
                     },
                 );
                 out
@@ -252,26 +338,54 @@ pub fn render_table(state: &TableState) -> Fragments {
     )
 }
 
-/// Assemble the whole exposition: each per-table family's header followed
-/// by every table's fragment for it, then the process-wide registry.
-pub fn render_exposition<'a, I>(tables: I, telemetry: &Telemetry) -> String
+/// Render every per-table family for one table.
+pub fn render_table(state: &TableState) -> Fragments {
+    let identity = identity_labels(&[
+        ("table", &state.table),
+        ("region", &state.region),
+        ("account_id", &state.account_id),
+    ]);
+    render(&TABLE_FAMILIES, state, &identity)
+}
+
+/// Render every per-scope family for one scope.
+pub fn render_scope(state: &ScopeState) -> Fragments {
+    let identity = identity_labels(&[("account_id", &state.account_id), ("region", &state.region)]);
+    render(&SCOPE_FAMILIES, state, &identity)
+}
+
+/// Write each family's header followed by every fragment for it.
+fn write_families<'a, S, I>(out: &mut String, families: &[Family<S>], fragments: I)
 where
     I: Iterator<Item = &'a Fragments> + Clone,
 {
-    let size: usize = tables
-        .clone()
-        .map(|f| f.0.iter().map(String::len).sum::<usize>())
-        .sum();
-    let mut out = String::with_capacity(size + 4096);
-    for (i, family) in TABLE_FAMILIES.iter().enumerate() {
+    for (i, family) in families.iter().enumerate() {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.as_str());
-        for fragments in tables.clone() {
+        for fragments in fragments.clone() {
             if let Some(text) = fragments.0.get(i) {
                 out.push_str(text);
             }
         }
     }
+}
+
+/// Assemble the whole exposition: each per-table family's header followed
+/// by every table's fragment for it, the same for the per-scope families,
+/// then the process-wide registry.
+pub fn render_exposition<'a, T, S>(tables: T, scopes: S, telemetry: &Telemetry) -> String
+where
+    T: Iterator<Item = &'a Fragments> + Clone,
+    S: Iterator<Item = &'a Fragments> + Clone,
+{
+    let size: usize = tables
+        .clone()
+        .chain(scopes.clone())
+        .map(|f| f.0.iter().map(String::len).sum::<usize>())
+        .sum();
+    let mut out = String::with_capacity(size + 4096);
+    write_families(&mut out, &TABLE_FAMILIES, tables);
+    write_families(&mut out, &SCOPE_FAMILIES, scopes);
     telemetry.encode_into(&mut out);
     out
 }
@@ -280,6 +394,7 @@ where
 pub struct Telemetry {
     registry: Registry,
     poll_duration: HistogramVec,
+    shard_tables: GaugeVec,
     reload_successful: Gauge,
     reload_success_time: Gauge,
 }
@@ -294,7 +409,7 @@ impl Telemetry {
                 "dynamodb_kinesis_poll_duration_seconds",
                 "Wall time of one background poll of a table, SDK retries included.",
             ),
-            &["region"],
+            &["account_id", "region"],
         )
         .expect("static histogram options are valid");
         let build_info = GaugeVec::new(
@@ -324,6 +439,17 @@ impl Telemetry {
             "Unix time of the last successful configuration load (start or reload).",
         )
         .expect("static gauge options are valid");
+        let shard_tables = GaugeVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_shard_tables",
+                "Tables this replica polls: its share of the tables under --shard N --total-shards M (all of them without sharding).",
+            ),
+            &["shard", "total_shards"],
+        )
+        .expect("static gauge options are valid");
+        registry
+            .register(Box::new(shard_tables.clone()))
+            .expect("first registration of shard_tables");
         reload_successful.set(1.0);
         reload_success_time.set(unix_now());
         for gauge in [&reload_successful, &reload_success_time] {
@@ -343,6 +469,7 @@ impl Telemetry {
         Telemetry {
             registry,
             poll_duration,
+            shard_tables,
             reload_successful,
             reload_success_time,
         }
@@ -357,10 +484,25 @@ impl Telemetry {
     }
 
     /// Record the wall time of one poll.
-    pub fn observe_poll(&self, region: &str, seconds: f64) {
+    pub fn observe_poll(&self, scope: &ScopeKey, seconds: f64) {
         self.poll_duration
-            .with_label_values(&[region])
+            .with_label_values(&[scope.account_id.as_str(), scope.region.as_str()])
             .observe(seconds);
+    }
+
+    /// Drop the series of a scope no longer polled.
+    pub fn remove_scope(&self, scope: &ScopeKey) {
+        let _ = self
+            .poll_duration
+            .remove_label_values(&[scope.account_id.as_str(), scope.region.as_str()]);
+    }
+
+    /// Record how many tables this replica polls.
+    pub fn set_shard_tables(&self, shard: u32, total_shards: u32, tables: usize) {
+        self.shard_tables.reset();
+        self.shard_tables
+            .with_label_values(&[shard.to_string(), total_shards.to_string()])
+            .set(tables as f64);
     }
 
     fn encode_into(&self, out: &mut String) {
@@ -383,6 +525,7 @@ mod tests {
         TableState {
             table: "orders".into(),
             region: "us-east-1".into(),
+            account_id: "123456789012".into(),
             last_poll_ok: Some(true),
             last_success: Some(1_764_435_181.5),
             destination_count: Some(2),
@@ -444,7 +587,7 @@ mod tests {
         escape_label_value(&mut out, "a\\b\"c\nd");
         assert_eq!(out, "a\\\\b\\\"c\\nd");
         assert_eq!(
-            identity_labels("t\"x", "r"),
+            identity_labels(&[("table", "t\"x"), ("region", "r")]),
             "table=\"t\\\"x\",region=\"r\""
         );
     }
@@ -486,8 +629,15 @@ mod tests {
         other.table = "payments".into();
         let b = render_table(&other);
         let telemetry = Telemetry::new(false);
-        telemetry.observe_poll("us-east-1", 0.2);
-        let text = render_exposition([&a, &b].into_iter(), &telemetry);
+        let scope = ScopeKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+        };
+        telemetry.observe_poll(&scope, 0.2);
+        let mut scope_state = ScopeState::new(&scope);
+        scope_state.tables = 2;
+        let scopes = render_scope(&scope_state);
+        let text = render_exposition([&a, &b].into_iter(), [&scopes].into_iter(), &telemetry);
         // Each family header appears once, and all its samples follow it
         // before the next header.
         for family in &TABLE_FAMILIES {
@@ -506,8 +656,22 @@ mod tests {
             .collect();
         assert_eq!(status_lines.len(), 2 * (6 + 7));
         assert!(
-            text.contains("dynamodb_kinesis_poll_duration_seconds_count{region=\"us-east-1\"} 1\n")
+            text.contains("dynamodb_kinesis_poll_duration_seconds_count{account_id=\"123456789012\",region=\"us-east-1\"} 1\n")
         );
+        assert!(text.contains(
+            "dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 2\n"
+        ));
+        for family in &SCOPE_FAMILIES {
+            assert_eq!(text.matches(&format!("# TYPE {} ", family.name)).count(), 1);
+        }
+        // A scope without discovery has no discovery series.
+        assert!(
+            !text.contains("dynamodb_kinesis_discovery_tables{"),
+            "{text}"
+        );
+        telemetry.remove_scope(&scope);
+        let text = render_exposition([&a].into_iter(), std::iter::empty(), &telemetry);
+        assert!(!text.contains("poll_duration_seconds_count{"), "{text}");
         assert!(text.contains(&format!(
             "dynamodb_kinesis_exporter_build_info{{revision=\"{}\",rustc_version=\"{}\",version=\"{}\"}} 1\n",
             crate::REVISION,

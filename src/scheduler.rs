@@ -1,133 +1,260 @@
-//! The poll loop. Every table gets its own task: first poll right at start,
-//! then one every `poll_interval` (±10 % jitter per cycle, so tables that
-//! start together drift apart instead of firing in lockstep). A semaphore
-//! shared by all tasks bounds the calls in flight to `concurrency`, and each
-//! call is bounded by its target's `request_timeout`, so a slow or failing
-//! table costs other tables at most one permit for one timeout.
+//! The poll loop of one (account, region) scope. A scope runner owns the
+//! schedule of its tables: when each is next due, which are in flight. It
+//! starts a poll when one is due and fewer than `concurrency` run, and each
+//! poll takes its requests from the scope's [`Budget`] (through
+//! [`aws::call`]), so the scope never exceeds its rate however many tables
+//! it has: when they cannot all be polled within `poll_interval`, the cycle
+//! stretches, which the scope's effective-interval gauge shows.
 //!
-//! On shutdown, tasks stop between polls; a poll in flight finishes (it is
-//! bounded by its timeout) unless the grace period runs out first.
+//! - New tables (at start, after a reload or a discovery refresh) are spread
+//!   evenly over the first cycle, at no more than half the scope's rate, so
+//!   there is no burst; tables that stay keep their place in the schedule.
+//! - After a poll, the table is due again one `poll_interval` (±10 %
+//!   jitter) after that poll started.
+//! - Scopes are independent: a hung or throttled region only slows its own
+//!   tables.
+//!
+//! On shutdown the runner stops starting polls; polls in flight finish
+//! (each is bounded by its timeout) unless the grace period runs out first.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{Destination, DestinationSource, PollError};
+use crate::aws::{self, CallPolicy, Destination, DynamoDbApi, PollError};
+use crate::budget::Budget;
 use crate::config::TableRef;
 use crate::metrics::Telemetry;
-use crate::state::{unix_now, TableKey};
+use crate::state::{unix_now, ScopeKey, TableKey};
 use crate::store::Store;
 
 /// Share of the poll interval by which each cycle is randomly stretched or
 /// shortened.
 const JITTER: f64 = 0.1;
 
-/// The SDK enforces `request_timeout` itself; this outer bound only catches
-/// what the SDK might not (and fake sources in tests), so it trails a little
-/// to let the SDK's more precise error win.
-const OUTER_TIMEOUT_SLACK: Duration = Duration::from_secs(1);
+/// Share of the scope's rate that newly added tables may use while they are
+/// spread over their first cycle.
+const FIRST_CYCLE_SHARE: f64 = 0.5;
 
 /// One table to poll, with the client that polls it.
 #[derive(Debug)]
-pub struct Job<S> {
+pub struct PollJob<C> {
     pub key: TableKey,
     pub table: TableRef,
-    pub source: Arc<S>,
+    pub client: Arc<C>,
     pub interval: Duration,
-    pub timeout: Duration,
+    pub policy: CallPolicy,
 }
 
-/// Everything the poll tasks share.
-pub struct Scheduler {
+impl<C> Clone for PollJob<C> {
+    fn clone(&self) -> Self {
+        PollJob {
+            key: self.key.clone(),
+            table: self.table.clone(),
+            client: Arc::clone(&self.client),
+            interval: self.interval,
+            policy: self.policy,
+        }
+    }
+}
+
+/// What a scope runner shares with the rest of the exporter.
+pub struct ScopeRunner {
+    pub key: ScopeKey,
+    pub budget: Arc<Budget>,
     pub store: Arc<Store>,
     pub telemetry: Arc<Telemetry>,
+    /// Polls in flight at most.
     pub concurrency: usize,
+    /// How long polls in flight may take to finish on shutdown.
+    pub grace: Duration,
 }
 
-impl Scheduler {
-    /// Poll every job until `shutdown` is cancelled, then wait up to `grace`
-    /// for polls in flight. Returns the number of tasks that had to be
-    /// aborted.
-    pub async fn run<S: DestinationSource>(
+struct Slot<C> {
+    job: PollJob<C>,
+    due: Instant,
+    last_start: Option<Instant>,
+    running: bool,
+}
+
+/// A finished poll: which table, when it started, what it got.
+type Finished = (TableKey, Instant, Result<Vec<Destination>, PollError>);
+
+impl ScopeRunner {
+    /// Poll the jobs `jobs` holds (and whatever it is changed to) until
+    /// `shutdown` is cancelled or the sender is dropped. Returns the number of
+    /// polls aborted at the end.
+    pub async fn run<C: DynamoDbApi>(
         self,
-        jobs: Vec<Job<S>>,
+        mut jobs: watch::Receiver<Vec<PollJob<C>>>,
         shutdown: CancellationToken,
-        grace: Duration,
     ) -> usize {
-        let semaphore = Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut tasks = JoinSet::new();
-        for job in jobs {
-            tasks.spawn(poll_loop(
-                job,
-                Arc::clone(&self.store),
-                Arc::clone(&self.telemetry),
-                Arc::clone(&semaphore),
-                shutdown.clone(),
-            ));
+        let mut schedule: HashMap<TableKey, Slot<C>> = HashMap::new();
+        let mut queue: BTreeSet<(Instant, TableKey)> = BTreeSet::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut warned_stretch = false;
+        let initial = jobs.borrow_and_update().clone();
+        self.merge(initial, &mut schedule, &mut queue, &mut warned_stretch);
+        loop {
+            let next = if running.len() < self.concurrency.max(1) {
+                queue.first().map(|(due, _)| *due)
+            } else {
+                None
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(finished) = running.join_next(), if !running.is_empty() => {
+                    if let Ok(finished) = finished {
+                        self.finish(finished, &mut schedule, &mut queue);
+                    }
+                }
+                changed = jobs.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let update = jobs.borrow_and_update().clone();
+                    self.merge(update, &mut schedule, &mut queue, &mut warned_stretch);
+                }
+                () = sleep_until_some(next) => {
+                    let Some((_, key)) = queue.pop_first() else { continue };
+                    let Some(slot) = schedule.get_mut(&key) else { continue };
+                    slot.running = true;
+                    let job = slot.job.clone();
+                    let budget = Arc::clone(&self.budget);
+                    running.spawn(async move {
+                        let started = Instant::now();
+                        let outcome = aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
+                        (job.key, started, outcome)
+                    });
+                }
+            }
         }
-        shutdown.cancelled().await;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(self.grace, async {
+            while let Some(finished) = running.join_next().await {
+                if let Ok(finished) = finished {
+                    self.finish(finished, &mut schedule, &mut queue);
+                }
+            }
+        })
+        .await;
         if drained.is_ok() {
             return 0;
         }
-        let left = tasks.len();
-        tracing::warn!(
-            tasks = left,
-            "polls still running after the grace period; aborting them"
-        );
-        tasks.shutdown().await;
+        let left = running.len();
+        tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, polls = left,
+            "polls still running after the grace period; aborting them");
+        running.shutdown().await;
         left
     }
-}
 
-async fn poll_loop<S: DestinationSource>(
-    job: Job<S>,
-    store: Arc<Store>,
-    telemetry: Arc<Telemetry>,
-    semaphore: Arc<Semaphore>,
-    shutdown: CancellationToken,
-) {
-    let mut next = Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(next) => {}
+    /// Make the schedule hold exactly `jobs`: tables that stay keep their
+    /// due time, new ones are spread over their first cycle.
+    fn merge<C>(
+        &self,
+        jobs: Vec<PollJob<C>>,
+        schedule: &mut HashMap<TableKey, Slot<C>>,
+        queue: &mut BTreeSet<(Instant, TableKey)>,
+        warned_stretch: &mut bool,
+    ) {
+        let wanted: std::collections::HashSet<TableKey> =
+            jobs.iter().map(|j| j.key.clone()).collect();
+        schedule.retain(|key, slot| {
+            let keep = wanted.contains(key);
+            if !keep && !slot.running {
+                queue.remove(&(slot.due, key.clone()));
+            }
+            keep
+        });
+        let now = Instant::now();
+        let fresh: Vec<PollJob<C>> = jobs
+            .into_iter()
+            .filter_map(|job| match schedule.get_mut(&job.key) {
+                Some(slot) => {
+                    slot.job = job;
+                    None
+                }
+                None => Some(job),
+            })
+            .collect();
+        let rate = self.budget.max_rate() * FIRST_CYCLE_SHARE;
+        let count = fresh.len();
+        for (i, job) in fresh.into_iter().enumerate() {
+            let window = job
+                .interval
+                .min(Duration::from_secs_f64(count as f64 / rate));
+            let due = now + window.mul_f64(i as f64 / count as f64);
+            queue.insert((due, job.key.clone()));
+            schedule.insert(
+                job.key.clone(),
+                Slot {
+                    job,
+                    due,
+                    last_start: None,
+                    running: false,
+                },
+            );
         }
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            permit = Arc::clone(&semaphore).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return, // closed: the scheduler is gone
-            },
-        };
-        let started = Instant::now();
-        let outcome = poll_once(&job).await;
-        drop(permit);
-        telemetry.observe_poll(&job.key.region, started.elapsed().as_secs_f64());
-        store.record(&job.key, &outcome, unix_now());
-        next = started + jittered(job.interval, fastrand::f64());
+        let tables = schedule.len();
+        let interval = schedule
+            .values()
+            .map(|s| s.job.interval)
+            .min()
+            .unwrap_or_default();
+        let cycle = tables as f64 / self.budget.max_rate();
+        if !*warned_stretch && cycle > interval.as_secs_f64() && tables > 0 {
+            *warned_stretch = true;
+            tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, tables,
+                poll_interval = ?interval, max_requests_per_second = self.budget.max_rate(),
+                cycle_seconds = cycle,
+                "the request budget cannot poll every table of this scope within poll_interval; each cycle stretches (see dynamodb_kinesis_scope_effective_poll_interval_seconds)");
+        }
+        self.store.update_scope(&self.key, |scope| {
+            scope.tables = tables;
+            scope.poll_interval = interval.as_secs_f64();
+            scope.rate_limit = self.budget.rate();
+            scope.throttled = self.budget.throttled_total();
+        });
+    }
+
+    /// Record a finished poll and put its table back in the queue.
+    fn finish<C>(
+        &self,
+        (key, started, outcome): Finished,
+        schedule: &mut HashMap<TableKey, Slot<C>>,
+        queue: &mut BTreeSet<(Instant, TableKey)>,
+    ) {
+        self.telemetry
+            .observe_poll(&self.key, started.elapsed().as_secs_f64());
+        self.store.record(&key, &outcome, unix_now());
+        let gap = schedule.get_mut(&key).and_then(|slot| {
+            slot.running = false;
+            let gap = slot.last_start.map(|last| (started - last).as_secs_f64());
+            slot.last_start = Some(started);
+            slot.due = started + jittered(slot.job.interval, fastrand::f64());
+            queue.insert((slot.due, key.clone()));
+            gap
+        });
+        self.store.update_scope(&self.key, |scope| {
+            if let Some(gap) = gap {
+                scope.record_gap(gap);
+            }
+            scope.rate_limit = self.budget.rate();
+            scope.throttled = self.budget.throttled_total();
+        });
     }
 }
 
-async fn poll_once<S: DestinationSource>(job: &Job<S>) -> Result<Vec<Destination>, PollError> {
-    match tokio::time::timeout(
-        job.timeout + OUTER_TIMEOUT_SLACK,
-        job.source.describe(&job.table),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(_) => Err(PollError::Timeout(format!(
-            "no answer within {:?}",
-            job.timeout + OUTER_TIMEOUT_SLACK
-        ))),
+/// Sleep until `at`, or forever for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -140,20 +267,45 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::aws::Page;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    /// A source backed by a map: per-table delay and result, and counters.
+    /// A client backed by a map: per-table delay and failure, and counters.
     #[derive(Default)]
-    struct FakeSource {
+    struct FakeClient {
         delays: HashMap<String, Duration>,
+        throttle: Mutex<bool>,
         calls: Mutex<HashMap<String, Vec<Instant>>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
     }
 
-    impl DestinationSource for FakeSource {
+    impl FakeClient {
+        fn calls(&self, table: &str) -> Vec<Instant> {
+            self.calls
+                .lock()
+                .unwrap()
+                .get(table)
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        fn all_calls(&self) -> Vec<Instant> {
+            let mut all: Vec<Instant> = self
+                .calls
+                .lock()
+                .unwrap()
+                .values()
+                .flatten()
+                .copied()
+                .collect();
+            all.sort();
+            all
+        }
+    }
+
+    impl DynamoDbApi for FakeClient {
         async fn describe(&self, table: &TableRef) -> Result<Vec<Destination>, PollError> {
             self.calls
                 .lock()
@@ -167,6 +319,12 @@ mod tests {
                 tokio::time::sleep(*delay).await;
             }
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if *self.throttle.lock().unwrap() {
+                return Err(PollError::Service {
+                    code: "ThrottlingException".into(),
+                    message: "slow down".into(),
+                });
+            }
             Ok(vec![Destination {
                 stream_arn: format!("arn:aws:kinesis:us-east-1:1:stream/{}", table.name),
                 status: "ACTIVE".into(),
@@ -174,11 +332,38 @@ mod tests {
                 precision: None,
             }])
         }
+
+        async fn list_tables(&self, _start: Option<String>) -> Result<Page<String>, PollError> {
+            unreachable!("the scope runner never lists tables")
+        }
+
+        async fn list_tags(
+            &self,
+            _arn: &str,
+            _token: Option<String>,
+        ) -> Result<Page<(String, String)>, PollError> {
+            unreachable!("the scope runner never lists tags")
+        }
     }
 
-    fn job(source: &Arc<FakeSource>, name: &str, interval: u64, timeout: u64) -> Job<FakeSource> {
-        Job {
+    const ACCOUNT: &str = "123456789012";
+
+    fn scope() -> ScopeKey {
+        ScopeKey {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    fn job(
+        client: &Arc<FakeClient>,
+        name: &str,
+        interval: u64,
+        timeout: u64,
+    ) -> PollJob<FakeClient> {
+        PollJob {
             key: TableKey {
+                account_id: ACCOUNT.into(),
                 region: "us-east-1".into(),
                 table: name.into(),
             },
@@ -186,45 +371,75 @@ mod tests {
                 identifier: name.into(),
                 name: name.into(),
                 account_id: None,
+                region: None,
             },
-            source: Arc::clone(source),
+            client: Arc::clone(client),
             interval: Duration::from_secs(interval),
-            timeout: Duration::from_secs(timeout),
+            policy: CallPolicy {
+                max_attempts: 1,
+                timeout: Duration::from_secs(timeout),
+            },
         }
     }
 
-    /// Run the scheduler on paused time for `run_for`, then shut it down.
-    async fn run_jobs(
-        jobs: Vec<Job<FakeSource>>,
-        concurrency: usize,
-        run_for: Duration,
-    ) -> Arc<Store> {
+    struct Harness {
+        store: Arc<Store>,
+        budget: Arc<Budget>,
+        jobs: watch::Sender<Vec<PollJob<FakeClient>>>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<usize>,
+    }
+
+    fn start(jobs: Vec<PollJob<FakeClient>>, rate: f64, concurrency: usize) -> Harness {
         let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
-        let scheduler = Scheduler {
+        let budget = Budget::new(rate, concurrency);
+        let runner = ScopeRunner {
+            key: scope(),
+            budget: Arc::clone(&budget),
             store: Arc::clone(&store),
             telemetry: Arc::new(Telemetry::new(false)),
             concurrency,
+            grace: Duration::from_secs(30),
         };
+        let (tx, rx) = watch::channel(jobs);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(scheduler.run(jobs, shutdown.clone(), Duration::from_secs(30)));
-        tokio::time::sleep(run_for).await;
-        shutdown.cancel();
-        assert_eq!(handle.await.unwrap(), 0, "no task should need aborting");
-        store
+        let task = tokio::spawn(runner.run(rx, shutdown.clone()));
+        Harness {
+            store,
+            budget,
+            jobs: tx,
+            shutdown,
+            task,
+        }
+    }
+
+    impl Harness {
+        async fn stop(self) -> Arc<Store> {
+            self.shutdown.cancel();
+            assert_eq!(self.task.await.unwrap(), 0, "no poll should need aborting");
+            self.store
+        }
+    }
+
+    /// The most calls in any half-open window of `window` length.
+    fn max_in_window(starts: &[Instant], window: Duration) -> usize {
+        starts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| starts[i..].iter().take_while(|s| **s < *t + window).count())
+            .max()
+            .unwrap_or(0)
     }
 
     #[tokio::test(start_paused = true)]
     async fn polls_at_start_then_every_interval_within_jitter() {
-        let source = Arc::new(FakeSource::default());
+        let client = Arc::new(FakeClient::default());
         let start = Instant::now();
-        run_jobs(
-            vec![job(&source, "orders", 60, 10)],
-            8,
-            Duration::from_secs(605),
-        )
-        .await;
-        let calls = source.calls.lock().unwrap()["orders"].clone();
-        assert_eq!(calls[0], start, "first poll must be immediate");
+        let h = start_one(&client);
+        tokio::time::sleep(Duration::from_secs(605)).await;
+        h.stop().await;
+        let calls = client.calls("orders");
+        assert_eq!(calls[0], start, "a lone table is polled at once");
         // 605 s at 60 s ± 10 %: between 9 (gaps of 66 s) and 11 (54 s) more polls.
         assert!(
             (9..=11).contains(&(calls.len() - 1)),
@@ -240,43 +455,151 @@ mod tests {
         }
     }
 
+    fn start_one(client: &Arc<FakeClient>) -> Harness {
+        start(vec![job(client, "orders", 60, 10)], 10.0, 8)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded_and_every_table_gets_polled() {
         let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
-        let mut fake = FakeSource::default();
+        let mut fake = FakeClient::default();
         for name in &names {
             fake.delays.insert(name.clone(), Duration::from_secs(2));
         }
-        let source = Arc::new(fake);
-        let jobs = names.iter().map(|n| job(&source, n, 60, 10)).collect();
-        let store = run_jobs(jobs, 3, Duration::from_secs(30)).await;
-        assert_eq!(source.max_in_flight.load(Ordering::SeqCst), 3);
+        let client = Arc::new(fake);
+        let jobs = names.iter().map(|n| job(&client, n, 60, 10)).collect();
+        let h = start(jobs, 1000.0, 3);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let store = h.stop().await;
+        assert_eq!(client.max_in_flight.load(Ordering::SeqCst), 3);
         assert_eq!(store.readiness(), (20, 20));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_table_times_out_and_delays_no_other_table() {
-        let mut fake = FakeSource::default();
+        let mut fake = FakeClient::default();
         fake.delays
             .insert("stuck".into(), Duration::from_secs(3600));
-        let source = Arc::new(fake);
-        let store = run_jobs(
-            vec![job(&source, "stuck", 10, 5), job(&source, "fine", 10, 5)],
+        let client = Arc::new(fake);
+        let h = start(
+            vec![job(&client, "stuck", 10, 5), job(&client, "fine", 10, 5)],
+            10.0,
             2,
-            Duration::from_secs(61),
-        )
-        .await;
-        let calls = source.calls.lock().unwrap().clone();
+        );
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let store = h.stop().await;
         // "fine" keeps its cadence: ~6 polls in 61 s at 10 s ± 10 %.
-        assert!(calls["fine"].len() >= 6, "{:?}", calls["fine"].len());
+        assert!(
+            client.calls("fine").len() >= 6,
+            "{}",
+            client.calls("fine").len()
+        );
         let stuck = store
             .state(&TableKey {
+                account_id: ACCOUNT.into(),
                 region: "us-east-1".into(),
                 table: "stuck".into(),
             })
             .unwrap();
         assert_eq!(stuck.last_poll_ok, Some(false));
         assert!(stuck.errors["timeout"] >= 3, "{:?}", stuck.errors);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_holds_and_the_cycle_stretches() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
+        let jobs = names.iter().map(|n| job(&client, n, 10, 5)).collect();
+        // 100 tables every 10 s would need 10 req/s; the budget gives 2.
+        let h = start(jobs, 2.0, 8);
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let store = h.stop().await;
+        let calls = client.all_calls();
+        assert!(
+            max_in_window(&calls, Duration::from_secs(1)) <= 2,
+            "the budget was exceeded"
+        );
+        assert!(
+            calls.len() >= 390,
+            "the budget should be used: {} calls",
+            calls.len()
+        );
+        let scope = store.scope_state(&scope()).unwrap();
+        let effective = scope.effective_interval.expect("tables were polled twice");
+        assert!(
+            (45.0..=55.0).contains(&effective),
+            "100 tables at 2 req/s: a 50 s cycle, got {effective}"
+        );
+        assert_eq!(scope.tables, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_tables_are_spread_over_the_first_cycle() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..60).map(|i| format!("t{i:02}")).collect();
+        let jobs = names.iter().map(|n| job(&client, n, 60, 5)).collect();
+        let start_at = Instant::now();
+        let h = start(jobs, 100.0, 8);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let calls = client.all_calls();
+        assert_eq!(calls.len(), 60, "each table once in the first cycle");
+        // 60 tables over at most 60 s at no more than half of 100 req/s:
+        // spread over 1.2 s, never a burst at the full rate.
+        assert!(
+            max_in_window(&calls, Duration::from_secs(1)) <= 50,
+            "{calls:?}"
+        );
+        assert!(*calls.last().unwrap() - start_at >= Duration::from_secs(1));
+        // A reload with the same tables and one more: no burst, the old
+        // ones keep their place, the new one is polled.
+        let mut jobs: Vec<_> = names.iter().map(|n| job(&client, n, 60, 5)).collect();
+        jobs.push(job(&client, "added", 60, 5));
+        h.jobs.send(jobs).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(client.calls("added").len(), 1);
+        assert_eq!(client.all_calls().len(), 61, "no table polled again early");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_slows_the_scope_and_it_recovers() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..50).map(|i| format!("t{i:02}")).collect();
+        let jobs = names.iter().map(|n| job(&client, n, 5, 5)).collect();
+        *client.throttle.lock().unwrap() = true;
+        let h = start(jobs, 10.0, 8);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        // Halved on every throttle, recovering 1 req/s per second: the storm
+        // keeps the scope far below its 10 req/s.
+        let storm_calls = client.all_calls().len();
+        assert!(storm_calls <= 60, "{storm_calls} calls in 20 s of storm; 200 at the full rate");
+        assert!(h.budget.rate() < 5.0, "{}", h.budget.rate());
+        *client.throttle.lock().unwrap() = false;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(h.budget.rate(), 10.0, "recovered to the configured rate");
+        let before = client.all_calls().len();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = client.all_calls().len() - before;
+        assert!(after >= 95, "{after} calls in 10 s after recovery");
+        let store = h.stop().await;
+        assert!(store.scope_state(&scope()).unwrap().throttled > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_tables_stop_being_polled() {
+        let client = Arc::new(FakeClient::default());
+        let h = start(
+            vec![job(&client, "stays", 10, 5), job(&client, "goes", 10, 5)],
+            10.0,
+            2,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        h.jobs.send(vec![job(&client, "stays", 10, 5)]).unwrap();
+        let before = client.calls("goes").len();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(client.calls("goes").len(), before);
+        assert!(client.calls("stays").len() >= 6);
+        h.stop().await;
     }
 
     #[test]

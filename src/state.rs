@@ -29,9 +29,19 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Identifies a table in the store and in the metrics (`region`, `table`).
+/// An (account, region) pair: the unit of request budgets and of the
+/// scope-level metrics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopeKey {
+    pub account_id: String,
+    pub region: String,
+}
+
+/// Identifies a table in the store and in the metrics (`account_id`,
+/// `region`, `table`): same-named tables of two accounts are distinct.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableKey {
+    pub account_id: String,
     pub region: String,
     pub table: String,
 }
@@ -52,6 +62,7 @@ pub struct DestinationState {
 pub struct TableState {
     pub table: String,
     pub region: String,
+    pub account_id: String,
     /// `None` until the first poll finished; then whether the last one worked.
     pub last_poll_ok: Option<bool>,
     /// Unix time of the last successful poll.
@@ -72,6 +83,7 @@ impl TableState {
         TableState {
             table: key.table.clone(),
             region: key.region.clone(),
+            account_id: key.account_id.clone(),
             ..TableState::default()
         }
     }
@@ -82,7 +94,7 @@ impl TableState {
         for d in destinations {
             if fresh.iter().any(|f| f.stream_arn == d.stream_arn) {
                 // Two entries for one stream would be duplicate series.
-                tracing::warn!(table = %self.table, region = %self.region, stream_arn = %d.stream_arn,
+                tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %d.stream_arn,
                     "AWS listed the same stream twice; keeping the first entry");
                 continue;
             }
@@ -107,13 +119,13 @@ impl TableState {
         }
         for gone in &self.destinations {
             if !fresh.iter().any(|f| f.stream_arn == gone.stream_arn) {
-                tracing::info!(table = %self.table, region = %self.region, stream_arn = %gone.stream_arn,
+                tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %gone.stream_arn,
                     "destination no longer listed");
             }
         }
         fresh.sort_by(|a, b| a.stream_arn.cmp(&b.stream_arn));
         if let Some(code) = self.failing_with.take() {
-            tracing::info!(table = %self.table, region = %self.region, previous_error = %code,
+            tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id, previous_error = %code,
                 "poll succeeded again");
         }
         self.destination_count = Some(fresh.len());
@@ -133,9 +145,9 @@ impl TableState {
             self.destination_count = Some(0);
         }
         if self.failing_with.as_deref() == Some(code.as_str()) {
-            tracing::debug!(table = %self.table, region = %self.region, code = %code, error = %err, "poll failed again");
+            tracing::debug!(table = %self.table, region = %self.region, account_id = %self.account_id, code = %code, error = %err, "poll failed again");
         } else {
-            tracing::warn!(table = %self.table, region = %self.region, code = %code, error = %err, "poll failed");
+            tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id, code = %code, error = %err, "poll failed");
         }
         self.failing_with = Some(code);
         self.last_poll_ok = Some(false);
@@ -145,15 +157,123 @@ impl TableState {
         let from = from.unwrap_or("(new)");
         let description = to.status_description.as_deref().unwrap_or("");
         if !KNOWN_STATUSES.contains(&to.status.as_str()) {
-            tracing::warn!(table = %self.table, region = %self.region, stream_arn = %to.stream_arn,
+            tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %to.stream_arn,
                 status = %to.status, "destination reports a status this exporter does not know; exporting it as its own series");
         }
         if to.status == "ENABLE_FAILED" {
-            tracing::warn!(table = %self.table, region = %self.region, stream_arn = %to.stream_arn,
+            tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %to.stream_arn,
                 from, to = %to.status, description, "destination status changed");
         } else {
-            tracing::info!(table = %self.table, region = %self.region, stream_arn = %to.stream_arn,
+            tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %to.stream_arn,
                 from, to = %to.status, description, "destination status changed");
+        }
+    }
+}
+
+impl TableKey {
+    /// The scope the table belongs to.
+    pub fn scope(&self) -> ScopeKey {
+        ScopeKey {
+            account_id: self.account_id.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+/// This replica's part of the tables under `--shard N --total-shards M`:
+/// the keys whose stable hash modulo `total` is `index`. The hash (FNV-1a
+/// over account, region and table name) is fixed, so every replica, of any
+/// version, agrees on who owns a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub total: u32,
+}
+
+impl Shard {
+    /// No sharding: one replica owns everything.
+    pub const ALL: Shard = Shard { index: 0, total: 1 };
+
+    /// Whether this replica polls `key`.
+    pub fn owns(&self, key: &TableKey) -> bool {
+        self.total <= 1 || stable_hash(key) % u64::from(self.total) == u64::from(self.index)
+    }
+}
+
+fn stable_hash(key: &TableKey) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for part in [&key.account_id, &key.region, &key.table] {
+        for byte in part.bytes().chain(std::iter::once(0)) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(PRIME);
+        }
+    }
+    hash
+}
+
+/// What table discovery last found in a scope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiscoveryState {
+    /// Tables that matched the filters at the last successful refresh.
+    pub tables: Option<usize>,
+    /// Unix time of the last successful refresh.
+    pub last_success: Option<f64>,
+    /// Failed refreshes by error code (a counter).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Everything the metrics say about one (account, region) scope.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScopeState {
+    pub account_id: String,
+    pub region: String,
+    /// Tables this process polls in the scope.
+    pub tables: usize,
+    /// The configured poll interval, seconds.
+    pub poll_interval: f64,
+    /// Average time between two polls of one table, seconds; `None` until a
+    /// table has been polled twice.
+    pub effective_interval: Option<f64>,
+    /// The budget's current adaptive rate, requests per second.
+    pub rate_limit: f64,
+    /// Throttling answers in the scope (a counter).
+    pub throttled: u64,
+    /// `None` when no target discovers tables in the scope.
+    pub discovery: Option<DiscoveryState>,
+}
+
+impl ScopeState {
+    /// A scope with nothing recorded yet.
+    pub fn new(key: &ScopeKey) -> Self {
+        ScopeState {
+            account_id: key.account_id.clone(),
+            region: key.region.clone(),
+            ..ScopeState::default()
+        }
+    }
+
+    /// Fold in the gap between two polls of one table: an exponentially
+    /// weighted average that follows a stretched cycle within a few dozen
+    /// polls.
+    pub fn record_gap(&mut self, seconds: f64) {
+        const WEIGHT: f64 = 0.1;
+        self.effective_interval = Some(match self.effective_interval {
+            Some(average) => average + WEIGHT * (seconds - average),
+            None => seconds,
+        });
+    }
+
+    /// Fold in a discovery refresh: the number of matching tables, or the
+    /// error code of a failure (the last known list stays in use).
+    pub fn record_discovery(&mut self, outcome: Result<usize, &str>, now: f64) {
+        let discovery = self.discovery.get_or_insert_with(DiscoveryState::default);
+        match outcome {
+            Ok(tables) => {
+                discovery.tables = Some(tables);
+                discovery.last_success = Some(now);
+            }
+            Err(code) => *discovery.errors.entry(code.to_string()).or_insert(0) += 1,
         }
     }
 }
@@ -164,6 +284,7 @@ mod tests {
 
     fn fresh() -> TableState {
         TableState::new(&TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "orders".into(),
         })
@@ -244,6 +365,66 @@ mod tests {
         state.record_success(&[dest("s1", "ACTIVE"), dest("s1", "DISABLED")], 1.0);
         assert_eq!(state.destinations.len(), 1);
         assert_eq!(state.destinations[0].status, "ACTIVE");
+    }
+
+    #[test]
+    fn effective_interval_follows_the_gaps() {
+        let mut scope = ScopeState::new(&ScopeKey {
+            account_id: "1".into(),
+            region: "r".into(),
+        });
+        assert_eq!(scope.effective_interval, None);
+        scope.record_gap(60.0);
+        assert_eq!(scope.effective_interval, Some(60.0));
+        for _ in 0..100 {
+            scope.record_gap(120.0);
+        }
+        assert!((scope.effective_interval.unwrap() - 120.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn discovery_keeps_the_last_count_through_failures() {
+        let mut scope = ScopeState::new(&ScopeKey {
+            account_id: "1".into(),
+            region: "r".into(),
+        });
+        scope.record_discovery(Ok(7), 10.0);
+        scope.record_discovery(Err("ThrottlingException"), 20.0);
+        scope.record_discovery(Err("ThrottlingException"), 30.0);
+        let discovery = scope.discovery.unwrap();
+        assert_eq!(discovery.tables, Some(7));
+        assert_eq!(discovery.last_success, Some(10.0));
+        assert_eq!(discovery.errors["ThrottlingException"], 2);
+    }
+
+    #[test]
+    fn shards_are_disjoint_complete_and_stable() {
+        let keys: Vec<TableKey> = (0..1000)
+            .map(|i| TableKey {
+                account_id: ["111111111111", "222222222222"][i % 2].into(),
+                region: "us-east-1".into(),
+                table: format!("table-{i}"),
+            })
+            .collect();
+        let shards: Vec<Shard> = (0..3).map(|index| Shard { index, total: 3 }).collect();
+        let mut sizes = [0; 3];
+        for key in &keys {
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(key)).collect();
+            assert_eq!(owners.len(), 1, "{key:?}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|n| (250..=420).contains(n)), "{sizes:?}");
+        assert!(keys.iter().all(|k| Shard::ALL.owns(k)));
+        // Pinned: the hash must never change between versions.
+        assert_eq!(stable_hash(&keys[0]), stable_hash(&keys[0].clone()));
+        assert_eq!(
+            stable_hash(&TableKey {
+                account_id: "a".into(),
+                region: "b".into(),
+                table: "c".into()
+            }),
+            0xcec6_4e15_5111_225d
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The rendered-page store: one entry per table, holding its
-//! [`TableState`] and the metric text rendered from it whenever a poll is
-//! recorded, plus readiness. The scheduler is its only writer and the HTTP
-//! server its only reader. Its lock is held for map updates and for cloning
-//! `Arc`s, never across an `.await` and never while a scrape copies bytes.
+//! The rendered-page store: one entry per table and one per (account,
+//! region) scope, each holding its state and the metric text rendered from
+//! it whenever it changes, plus readiness. The scheduler is its only writer
+//! and the HTTP server its only reader. Its locks are held for map updates
+//! and for cloning `Arc`s, never across an `.await` and never while a scrape
+//! copies bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,17 +11,21 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError};
 use crate::metrics::{self, Fragments};
-use crate::state::{TableKey, TableState};
+use crate::state::{ScopeKey, ScopeState, TableKey, TableState};
 
-struct Entry {
-    state: TableState,
+struct Entry<S> {
+    state: S,
     fragments: Arc<Fragments>,
 }
 
-/// The shared state of all tables.
+/// The shared state of all tables and scopes.
 pub struct Store {
-    tables: RwLock<BTreeMap<TableKey, Entry>>,
+    tables: RwLock<BTreeMap<TableKey, Entry<TableState>>>,
+    scopes: RwLock<BTreeMap<ScopeKey, Entry<ScopeState>>>,
     polled: AtomicUsize,
+    /// Work that must finish before the table list is known (account
+    /// lookups, first discovery refreshes); readiness waits for it.
+    pending: AtomicUsize,
     /// Set the first time every table had been polled; readiness does not
     /// drop again when a reload adds tables.
     was_ready: AtomicBool,
@@ -31,7 +36,9 @@ impl Store {
     pub fn new(keys: impl IntoIterator<Item = TableKey>) -> Self {
         let store = Store {
             tables: RwLock::new(BTreeMap::new()),
+            scopes: RwLock::new(BTreeMap::new()),
             polled: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
         };
         store.reconcile(keys);
@@ -76,6 +83,43 @@ impl Store {
         entry.fragments = Arc::new(metrics::render_table(&entry.state));
     }
 
+    /// Change one scope's state (creating it if new) and re-render it.
+    pub fn update_scope(&self, key: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
+        let mut scopes = self.scopes.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = scopes.entry(key.clone()).or_insert_with(|| Entry {
+            state: ScopeState::new(key),
+            fragments: Arc::default(),
+        });
+        change(&mut entry.state);
+        entry.fragments = Arc::new(metrics::render_scope(&entry.state));
+    }
+
+    /// Keep only the scopes in `keys`; the others' series go.
+    pub fn retain_scopes(&self, keys: &BTreeSet<ScopeKey>) {
+        self.scopes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| keys.contains(key));
+    }
+
+    /// A copy of one scope's state.
+    pub fn scope_state(&self, key: &ScopeKey) -> Option<ScopeState> {
+        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
+        scopes.get(key).map(|e| e.state.clone())
+    }
+
+    /// The rendered fragments of every scope, in key order.
+    pub fn scope_fragments(&self) -> Vec<Arc<Fragments>> {
+        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
+        scopes.values().map(|e| Arc::clone(&e.fragments)).collect()
+    }
+
+    /// Set how many start-up steps (account lookups, first discovery
+    /// refreshes) are still running.
+    pub fn set_pending(&self, pending: usize) {
+        self.pending.store(pending, Ordering::Relaxed);
+    }
+
     /// The rendered fragments of every table, in key order.
     pub fn fragments(&self) -> Vec<Arc<Fragments>> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
@@ -104,7 +148,7 @@ impl Store {
             return true;
         }
         let (polled, total) = self.readiness();
-        let ready = polled >= total;
+        let ready = polled >= total && self.pending.load(Ordering::Relaxed) == 0;
         if ready {
             self.was_ready.store(true, Ordering::Relaxed);
         }
@@ -118,6 +162,7 @@ mod tests {
 
     fn key() -> TableKey {
         TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "orders".into(),
         }
@@ -159,6 +204,7 @@ mod tests {
     #[test]
     fn readiness_counts_each_table_once() {
         let other = TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "payments".into(),
         };
@@ -174,6 +220,7 @@ mod tests {
     #[test]
     fn reconcile_keeps_staying_tables_and_readiness_latches() {
         let other = TableKey {
+            account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "payments".into(),
         };
@@ -183,6 +230,7 @@ mod tests {
         store.record(&other, &Ok(vec![]), 10.0);
         assert!(store.is_ready());
         let added = TableKey {
+            account_id: "123456789012".into(),
             region: "eu-west-1".into(),
             table: "orders".into(),
         };
@@ -199,16 +247,40 @@ mod tests {
     }
 
     #[test]
+    fn readiness_waits_for_pending_start_up_work() {
+        let store = Store::new([key()]);
+        store.set_pending(1);
+        store.record(&key(), &Ok(vec![]), 1.0);
+        assert!(!store.is_ready());
+        store.set_pending(0);
+        assert!(store.is_ready());
+    }
+
+    #[test]
+    fn scopes_render_and_go() {
+        let store = Store::new([]);
+        let scope = key().scope();
+        store.update_scope(&scope, |s| s.tables = 3);
+        store.update_scope(&scope, |s| s.rate_limit = 2.5);
+        let text = store.scope_fragments()[0].0.concat();
+        assert!(text.contains("dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 3\n"), "{text}");
+        assert!(text.contains("dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\"} 2.5\n"), "{text}");
+        assert_eq!(store.scope_state(&scope).unwrap().tables, 3);
+        store.retain_scopes(&BTreeSet::new());
+        assert!(store.scope_fragments().is_empty());
+    }
+
+    #[test]
     fn record_rerenders_fragments() {
         let store = Store::new([key()]);
         assert!(store.fragments()[0].0.iter().all(String::is_empty));
         store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
         let text = store.fragments()[0].0.concat();
         assert!(text.contains(
-            "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"
+            "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"
         ), "{text}");
         assert!(text.contains(
-            "dynamodb_kinesis_table_poll_success{table=\"orders\",region=\"us-east-1\"} 1\n"
+            "dynamodb_kinesis_table_poll_success{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"
         ));
     }
 }

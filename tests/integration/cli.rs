@@ -302,7 +302,11 @@ async fn loopback_endpoint_works_without_any_credentials() {
         value(
             &page,
             "dynamodb_kinesis_table_poll_success",
-            &[("table", "orders"), ("region", "us-east-1")]
+            &[
+                ("table", "orders"),
+                ("region", "us-east-1"),
+                ("account_id", "123456789012")
+            ]
         ),
         Some(1.0),
         "{page}"
@@ -314,6 +318,7 @@ async fn loopback_endpoint_works_without_any_credentials() {
             &[
                 ("table", "orders"),
                 ("region", "us-east-1"),
+                ("account_id", "123456789012"),
                 (
                     "stream_arn",
                     "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc"
@@ -364,7 +369,11 @@ async fn sighup_reloads_the_config_file() {
         value(
             page,
             "dynamodb_kinesis_table_poll_success",
-            &[("table", table), ("region", "us-east-1")],
+            &[
+                ("table", table),
+                ("region", "us-east-1"),
+                ("account_id", "123456789012"),
+            ],
         )
     };
     let reload_ok = "dynamodb_kinesis_exporter_config_last_reload_successful";

@@ -588,9 +588,10 @@ fn configmap_holds_a_valid_exporter_config() {
         .targets
         .iter()
         .flat_map(|t| {
-            t.tables
-                .iter()
-                .map(|table| (t.region.clone(), table.name.clone()))
+            t.regions.iter().flat_map(move |region| {
+                t.tables_in(region)
+                    .map(move |table| (region.clone(), table.name.clone()))
+            })
         })
         .collect();
     assert_eq!(

@@ -441,6 +441,7 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
         ("stream_arn", STREAM_ARN),
         ("stream_name", "orders-cdc"),
         ("account_id", "123456789012"),
+        ("stream_account_id", "123456789012"),
         ("status", "ENABLE_FAILED"),
         ("status_description", FAILURE),
         ("job", "dynamodb-kinesis-exporter"),

@@ -36,6 +36,7 @@ fn status_of(page: &str, table: &str, stream_arn: &str, status: &str) -> Option<
         &[
             ("table", table),
             ("region", "us-east-1"),
+            ("account_id", ACCOUNT),
             ("stream_arn", stream_arn),
             ("status", status),
         ],
@@ -43,14 +44,27 @@ fn status_of(page: &str, table: &str, stream_arn: &str, status: &str) -> Option<
 }
 
 fn table_value(page: &str, name: &str, table: &str) -> Option<f64> {
-    value(page, name, &[("table", table), ("region", "us-east-1")])
+    value(
+        page,
+        name,
+        &[
+            ("table", table),
+            ("region", "us-east-1"),
+            ("account_id", ACCOUNT),
+        ],
+    )
 }
 
 fn errors(page: &str, table: &str, code: &str) -> f64 {
     value(
         page,
         ERRORS,
-        &[("table", table), ("region", "us-east-1"), ("code", code)],
+        &[
+            ("table", table),
+            ("region", "us-east-1"),
+            ("account_id", ACCOUNT),
+            ("code", code),
+        ],
     )
     .unwrap_or(0.0)
 }
@@ -127,9 +141,10 @@ async fn info_labels_carry_arn_parts_description_and_precision() {
             &[
                 ("table", "orders"),
                 ("region", "us-east-1"),
+                ("account_id", ACCOUNT),
                 ("stream_arn", &stream("orders-cdc")),
                 ("stream_name", "orders-cdc"),
-                ("account_id", ACCOUNT),
+                ("stream_account_id", ACCOUNT),
                 ("status_description", "KMS key is disabled"),
                 ("creation_date_time_precision", "MICROSECOND"),
             ]
@@ -144,9 +159,10 @@ async fn info_labels_carry_arn_parts_description_and_precision() {
             &[
                 ("table", "orders"),
                 ("region", "us-east-1"),
+                ("account_id", ACCOUNT),
                 ("stream_arn", &stream("orders-audit")),
                 ("stream_name", "orders-audit"),
-                ("account_id", ACCOUNT),
+                ("stream_account_id", ACCOUNT),
                 ("status_description", ""),
                 ("creation_date_time_precision", ""),
             ]
@@ -339,6 +355,7 @@ async fn status_transitions_over_time_move_the_change_timestamp() {
     let labels = [
         ("table", "orders"),
         ("region", "us-east-1"),
+        ("account_id", ACCOUNT),
         ("stream_arn", arn.as_str()),
     ];
     let enabling_since = value(&page, SINCE, &labels).unwrap();
@@ -522,6 +539,12 @@ async fn golden_exposition() {
         }
         let line = if !line.starts_with('#') && line.contains("_timestamp_seconds{") {
             format!("{} <ts>", line.rsplit_once(' ').unwrap().0)
+        } else if line.starts_with("dynamodb_kinesis_scope_")
+            && !line.starts_with("dynamodb_kinesis_scope_tables{")
+            && !line.starts_with('#')
+        {
+            // The adaptive rate and the measured interval depend on timing.
+            format!("{} <value>", line.rsplit_once(' ').unwrap().0)
         } else if line.starts_with("dynamodb_kinesis_api_errors_total{") {
             // At least one throttled poll happened; how many depends on timing.
             let (series, value) = line.rsplit_once(' ').unwrap();
@@ -568,6 +591,7 @@ async fn reload_swaps_tables_keeps_state_and_survives_a_bad_file() {
     let labels = [
         ("table", "orders"),
         ("region", "us-east-1"),
+        ("account_id", ACCOUNT),
         ("stream_arn", &*stream("orders")),
     ];
     let orders_since = value(&page, SINCE, &labels).unwrap();

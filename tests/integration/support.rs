@@ -76,25 +76,38 @@ impl Drop for Running {
 pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
     let text = config_yaml.replace("{endpoint}", &sim.endpoint_url());
     let config = config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
-    start_exporter(config, None).await.0
+    start_exporter(config, None, |_| {}).await.0
+}
+
+/// [`exporter`], with `adjust` applied to the settings first (a shard, say).
+pub async fn exporter_with(
+    config_yaml: &str,
+    sim: &Simulator,
+    adjust: impl FnOnce(&mut Settings),
+) -> Running {
+    let text = config_yaml.replace("{endpoint}", &sim.endpoint_url());
+    let config = config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
+    start_exporter(config, None, adjust).await.0
 }
 
 /// Start the exporter from a config file, with reloads driven by the
 /// returned sender (what SIGHUP does in the binary).
 pub async fn exporter_from_file(path: &Path) -> (Running, tokio::sync::mpsc::Sender<()>) {
     let config = config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
-    start_exporter(config, Some(path.to_path_buf())).await
+    start_exporter(config, Some(path.to_path_buf()), |_| {}).await
 }
 
 /// The one exporter builder: test credentials, a short grace period, port 0.
 async fn start_exporter(
     config: Config,
     config_path: Option<PathBuf>,
+    adjust: impl FnOnce(&mut Settings),
 ) -> (Running, tokio::sync::mpsc::Sender<()>) {
     let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
     settings.client = test_credentials();
     settings.grace = Duration::from_secs(5);
     settings.config_path = config_path;
+    adjust(&mut settings);
     let exporter = Exporter::bind(settings).await.expect("exporter must bind");
     let addr = exporter.local_addr();
     let store = exporter.store();

@@ -1,0 +1,278 @@
+//! The request budget of one (account, region) scope: a token bucket whose
+//! rate adapts to throttling (AIMD), and a semaphore bounding the calls in
+//! flight. Every AWS call the exporter makes in a scope first takes a token
+//! with [`Budget::acquire`], so the scope's rate is data held here, not a
+//! consequence of sleeps scattered through the pollers.
+//!
+//! - The bucket holds at most one token: calls are spaced at least
+//!   `1 / rate` apart (at the rate in force when each call goes), so no
+//!   window of any length sees more than the rate allows (plus the one call
+//!   at its edge). Waiting callers look again every [`RECHECK`], so a rate
+//!   that recovers lets them go sooner than it promised when they arrived.
+//! - [`Budget::throttled`] halves the current rate (never below
+//!   [`MIN_RATE_FRACTION`] of the configured one); it then climbs back
+//!   linearly, by [`RECOVERY_PER_SECOND`] of the configured rate each
+//!   second, up to the configured rate.
+//!
+//! Time comes from `tokio::time`, so tests run it on paused time.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// The lowest the adaptive rate goes, as a share of the configured rate.
+pub const MIN_RATE_FRACTION: f64 = 1.0 / 64.0;
+/// How fast the rate recovers after throttling: this share of the
+/// configured rate per second (from the floor to full in about 10 s).
+pub const RECOVERY_PER_SECOND: f64 = 0.1;
+/// How often a waiting caller re-reads the rate.
+pub const RECHECK: Duration = Duration::from_millis(100);
+
+/// One scope's budget. Cheap to share: clone the `Arc`.
+#[derive(Debug)]
+pub struct Budget {
+    bucket: Mutex<Bucket>,
+    in_flight: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// The configured rate, requests per second.
+    max_rate: f64,
+    /// The current adaptive rate.
+    rate: f64,
+    /// When the rate was last brought up to date.
+    rate_at: Instant,
+    /// When the last call was let go (`None` before the first).
+    last_call: Option<Instant>,
+    throttled: u64,
+}
+
+/// What a call holds while it runs: its concurrency permit.
+#[derive(Debug)]
+pub struct Ticket {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    /// A budget of `max_rate` requests per second and `concurrency` calls in
+    /// flight. Both are clamped to at least a minimal positive value.
+    pub fn new(max_rate: f64, concurrency: usize) -> Arc<Self> {
+        let max_rate = if max_rate.is_finite() && max_rate > 0.0 {
+            max_rate
+        } else {
+            1.0
+        };
+        let now = Instant::now();
+        Arc::new(Budget {
+            bucket: Mutex::new(Bucket {
+                max_rate,
+                rate: max_rate,
+                rate_at: now,
+                last_call: None,
+                throttled: 0,
+            }),
+            in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    /// Wait for a concurrency permit, then for the next token. The permit is
+    /// taken first so that a call waiting for a slot does not also hold a
+    /// token it cannot use.
+    pub async fn acquire(&self) -> Ticket {
+        let permit = Arc::clone(&self.in_flight)
+            .acquire_owned()
+            .await
+            .expect("the budget's semaphore is never closed");
+        loop {
+            let wait = self.lock().try_take(Instant::now());
+            match wait {
+                None => return Ticket { _permit: permit },
+                Some(wait) => tokio::time::sleep(wait.min(RECHECK)).await,
+            }
+        }
+    }
+
+    /// AWS answered with a throttling error: halve the rate.
+    pub fn throttled(&self) {
+        let mut bucket = self.lock();
+        let now = Instant::now();
+        bucket.recover(now);
+        let floor = bucket.max_rate * MIN_RATE_FRACTION;
+        bucket.rate = (bucket.rate / 2.0).max(floor);
+        bucket.throttled += 1;
+        // The next call waits a whole spacing at the new rate.
+        bucket.last_call = Some(bucket.last_call.map_or(now, |last| last.max(now)));
+    }
+
+    /// The current adaptive rate, requests per second.
+    pub fn rate(&self) -> f64 {
+        let mut bucket = self.lock();
+        bucket.recover(Instant::now());
+        bucket.rate
+    }
+
+    /// The configured rate.
+    pub fn max_rate(&self) -> f64 {
+        self.lock().max_rate
+    }
+
+    /// Throttling answers seen so far (a counter).
+    pub fn throttled_total(&self) -> u64 {
+        self.lock().throttled
+    }
+
+    /// Change the configured rate (a reload); the current rate is capped to it.
+    pub fn set_max_rate(&self, max_rate: f64) {
+        if !(max_rate.is_finite() && max_rate > 0.0) {
+            return;
+        }
+        let mut bucket = self.lock();
+        bucket.recover(Instant::now());
+        bucket.max_rate = max_rate;
+        bucket.rate = bucket.rate.min(max_rate);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.bucket.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Bucket {
+    /// Let a call go now (`None`) or say how long until it may.
+    fn try_take(&mut self, now: Instant) -> Option<Duration> {
+        self.recover(now);
+        let spacing = Duration::from_secs_f64(1.0 / self.rate);
+        let allowed = self.last_call.map_or(now, |last| last + spacing);
+        if allowed > now {
+            return Some(allowed - now);
+        }
+        // Back-to-back calls keep exact spacing; after an idle spell the
+        // clock restarts at now, so no credit builds up for a burst.
+        self.last_call = Some(if allowed + spacing > now { allowed } else { now });
+        None
+    }
+
+    /// Additive increase since the last update, capped at the configured rate.
+    fn recover(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.rate_at).as_secs_f64();
+        self.rate = (self.rate + elapsed * RECOVERY_PER_SECOND * self.max_rate).min(self.max_rate);
+        self.rate_at = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Start instants of `calls` sequential acquisitions.
+    async fn starts(budget: &Budget, calls: usize) -> Vec<Instant> {
+        let mut out = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let _ticket = budget.acquire().await;
+            out.push(Instant::now());
+        }
+        out
+    }
+
+    /// The most calls in any half-open window of `window` length.
+    fn max_in_window(starts: &[Instant], window: Duration) -> usize {
+        starts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| starts[i..].iter().take_while(|s| **s < *t + window).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_spaced_by_the_rate() {
+        let budget = Budget::new(10.0, 4);
+        let begin = Instant::now();
+        let starts = starts(&budget, 31).await;
+        assert_eq!(starts[0], begin, "the first call goes at once");
+        assert_eq!(starts[30] - begin, Duration::from_secs(3));
+        assert_eq!(max_in_window(&starts, Duration::from_secs(1)), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_the_rate() {
+        let budget = Budget::new(5.0, 100);
+        let begin = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let budget = Arc::clone(&budget);
+            tasks.spawn(async move {
+                let _ticket = budget.acquire().await;
+                Instant::now()
+            });
+        }
+        let mut starts = tasks.join_all().await;
+        starts.sort();
+        assert_eq!(*starts.last().unwrap() - begin, Duration::from_millis(3800));
+        assert_eq!(max_in_window(&starts, Duration::from_secs(1)), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_bounded_by_the_permits() {
+        let budget = Budget::new(1000.0, 2);
+        let first = budget.acquire().await;
+        let _second = budget.acquire().await;
+        let third = tokio::time::timeout(Duration::from_secs(60), budget.acquire()).await;
+        assert!(third.is_err(), "a third call must wait for a permit");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), budget.acquire())
+            .await
+            .expect("a freed permit lets the next call go");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_halves_the_rate_down_to_a_floor_and_it_recovers_linearly() {
+        let budget = Budget::new(64.0, 4);
+        budget.throttled();
+        assert_eq!(budget.rate(), 32.0);
+        for _ in 0..20 {
+            budget.throttled();
+        }
+        assert_eq!(budget.rate(), 1.0, "floor: 1/64 of the configured rate");
+        assert_eq!(budget.throttled_total(), 21);
+        // Recovery: 10 % of 64 per second.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!((budget.rate() - 33.0).abs() < 1e-9, "{}", budget.rate());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(budget.rate(), 64.0, "capped at the configured rate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_scope_slows_its_calls() {
+        let budget = Budget::new(10.0, 4);
+        budget.throttled();
+        budget.throttled();
+        // 2.5 req/s right after; it recovers by 1 req/s each second.
+        let begin = Instant::now();
+        let starts = starts(&budget, 6).await;
+        let first_second = starts
+            .iter()
+            .filter(|s| **s < begin + Duration::from_secs(1))
+            .count();
+        assert!(first_second <= 3, "{starts:?}");
+        assert!(
+            starts[0] - begin >= Duration::from_millis(300),
+            "the first call waits"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_changes_the_configured_rate() {
+        let budget = Budget::new(10.0, 1);
+        budget.set_max_rate(2.0);
+        assert_eq!(budget.rate(), 2.0);
+        assert_eq!(budget.max_rate(), 2.0);
+        budget.set_max_rate(f64::NAN);
+        assert_eq!(budget.max_rate(), 2.0, "nonsense is ignored");
+        let starts = starts(&budget, 5).await;
+        assert_eq!(starts[4] - starts[0], Duration::from_secs(2));
+    }
+}

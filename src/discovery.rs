@@ -1,0 +1,292 @@
+//! Table discovery for one target in one region: `ListTables` (every page),
+//! the name filters, this replica's shard, then `ListTagsOfResource` (every
+//! page) for the tables still in the running, and the tag filters. Every
+//! call goes through the scope's budget like the polls do.
+//!
+//! Tags are read only for tables that pass the name filters and belong to
+//! this replica's shard, so replicas share the cost of the tag reads.
+
+use crate::aws::{self, CallPolicy, DynamoDbApi, PollError};
+use crate::budget::Budget;
+use crate::config::Discovery;
+use crate::state::{ScopeKey, Shard, TableKey};
+
+/// The tables of `scope` that match `filters` and belong to `shard`, sorted.
+pub async fn discover<C: DynamoDbApi>(
+    client: &C,
+    budget: &Budget,
+    policy: CallPolicy,
+    filters: &Discovery,
+    scope: &ScopeKey,
+    shard: &Shard,
+) -> Result<Vec<String>, PollError> {
+    let mut names = Vec::new();
+    let mut start = None;
+    loop {
+        let page = aws::call(budget, policy, || client.list_tables(start.clone())).await?;
+        names.extend(page.items);
+        match page.next {
+            // A page that names itself as the next start would loop forever.
+            Some(next) if Some(&next) != start.as_ref() => start = Some(next),
+            _ => break,
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut matched = Vec::new();
+    for name in names {
+        let key = TableKey {
+            account_id: scope.account_id.clone(),
+            region: scope.region.clone(),
+            table: name,
+        };
+        if !filters.matches_name(&key.table) || !shard.owns(&key) {
+            continue;
+        }
+        if !filters.tags.is_empty() {
+            let tags = tags_of(client, budget, policy, &table_arn(&key)).await?;
+            if !filters.matches_tags(&tags) {
+                continue;
+            }
+        }
+        matched.push(key.table);
+    }
+    Ok(matched)
+}
+
+/// Every tag of one table.
+async fn tags_of<C: DynamoDbApi>(
+    client: &C,
+    budget: &Budget,
+    policy: CallPolicy,
+    arn: &str,
+) -> Result<Vec<(String, String)>, PollError> {
+    let mut tags = Vec::new();
+    let mut token = None;
+    loop {
+        let page = aws::call(budget, policy, || client.list_tags(arn, token.clone())).await?;
+        tags.extend(page.items);
+        match page.next {
+            Some(next) if Some(&next) != token.as_ref() => token = Some(next),
+            _ => return Ok(tags),
+        }
+    }
+}
+
+/// The ARN of a table, in the partition its region belongs to.
+pub fn table_arn(key: &TableKey) -> String {
+    let partition = if key.region.starts_with("cn-") {
+        "aws-cn"
+    } else if key.region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    format!(
+        "arn:{partition}:dynamodb:{}:{}:table/{}",
+        key.region, key.account_id, key.table
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::{Destination, Page};
+    use crate::config::TableRef;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A fake account: table names with tags, pages of `page` items, and a
+    /// log of calls.
+    struct FakeAccount {
+        tables: Vec<(String, Vec<(String, String)>)>,
+        page: usize,
+        fail_listing: bool,
+        tag_reads: Mutex<Vec<String>>,
+    }
+
+    impl DynamoDbApi for FakeAccount {
+        async fn describe(&self, _table: &TableRef) -> Result<Vec<Destination>, PollError> {
+            unreachable!("discovery never describes")
+        }
+
+        async fn list_tables(&self, start: Option<String>) -> Result<Page<String>, PollError> {
+            if self.fail_listing {
+                return Err(PollError::Service {
+                    code: "AccessDeniedException".into(),
+                    message: "no".into(),
+                });
+            }
+            let mut names: Vec<String> = self.tables.iter().map(|(n, _)| n.clone()).collect();
+            names.sort();
+            let from = start.map_or(0, |s| {
+                names.iter().position(|n| *n > s).unwrap_or(names.len())
+            });
+            let items: Vec<String> = names[from..].iter().take(self.page).cloned().collect();
+            let next = (from + items.len() < names.len())
+                .then(|| items.last().cloned())
+                .flatten();
+            Ok(Page { items, next })
+        }
+
+        async fn list_tags(
+            &self,
+            arn: &str,
+            token: Option<String>,
+        ) -> Result<Page<(String, String)>, PollError> {
+            self.tag_reads.lock().unwrap().push(arn.to_string());
+            let name = arn.rsplit('/').next().unwrap();
+            let tags = &self.tables.iter().find(|(n, _)| n == name).unwrap().1;
+            let from: usize = token.map_or(0, |t| t.parse().unwrap());
+            let items: Vec<_> = tags[from..].iter().take(1).cloned().collect();
+            let next = (from + 1 < tags.len()).then(|| (from + 1).to_string());
+            Ok(Page { items, next })
+        }
+    }
+
+    fn account(names: &[(&str, &[(&str, &str)])]) -> FakeAccount {
+        FakeAccount {
+            tables: names
+                .iter()
+                .map(|(n, tags)| {
+                    (
+                        n.to_string(),
+                        tags.iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    )
+                })
+                .collect(),
+            page: 2,
+            fail_listing: false,
+            tag_reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn filters(yaml: &str) -> Discovery {
+        let text = format!("targets:\n  - region: us-east-1\n    discovery:\n{yaml}");
+        crate::config::parse(&text, "t.yaml")
+            .unwrap()
+            .targets
+            .remove(0)
+            .discovery
+            .unwrap()
+    }
+
+    const POLICY: CallPolicy = CallPolicy {
+        max_attempts: 1,
+        timeout: Duration::from_secs(5),
+    };
+
+    fn scope() -> ScopeKey {
+        ScopeKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pages_names_and_tags_are_all_followed() {
+        let fake = account(&[
+            ("orders-eu", &[("team", "a"), ("cdc", "true")]),
+            ("orders-test", &[("cdc", "true")]),
+            ("orders-us", &[("cdc", "false")]),
+            ("payments", &[("cdc", "true")]),
+            ("zebra", &[]),
+        ]);
+        let discovery = filters(
+            "      include: [\"^orders-\", \"^payments$\"]\n      exclude: [\"-test$\"]\n      tags: {cdc: \"true\"}\n",
+        );
+        let budget = Budget::new(100.0, 4);
+        let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
+            .await
+            .unwrap();
+        assert_eq!(found, ["orders-eu", "payments"]);
+        // Tags were read only for tables that passed the name filters, and
+        // the two-tag table needed two pages.
+        let reads = fake.tag_reads.lock().unwrap().clone();
+        assert!(reads
+            .iter()
+            .all(|arn| !arn.ends_with("orders-test") && !arn.ends_with("zebra")));
+        assert_eq!(
+            reads.iter().filter(|a| a.ends_with("/orders-eu")).count(),
+            2
+        );
+        assert_eq!(
+            reads[0],
+            "arn:aws:dynamodb:us-east-1:123456789012:table/orders-eu"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_filters_find_every_table_and_no_tags_are_read() {
+        let names: Vec<String> = (0..7).map(|i| format!("t{i}")).collect();
+        let entries: Vec<(&str, &[(&str, &str)])> =
+            names.iter().map(|n| (n.as_str(), &[][..])).collect();
+        let fake = account(&entries);
+        let discovery = filters("      refresh_interval: 1m\n");
+        let budget = Budget::new(100.0, 4);
+        let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
+            .await
+            .unwrap();
+        assert_eq!(found, names);
+        assert!(fake.tag_reads.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_listing_is_an_error() {
+        let mut fake = account(&[("orders", &[])]);
+        fake.fail_listing = true;
+        let budget = Budget::new(100.0, 4);
+        let err = discover(
+            &fake,
+            &budget,
+            POLICY,
+            &filters("      tags: {}\n"),
+            &scope(),
+            &Shard::ALL,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "AccessDeniedException");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shards_split_the_tables() {
+        let names: Vec<String> = (0..300).map(|i| format!("table-{i:03}")).collect();
+        let entries: Vec<(&str, &[(&str, &str)])> =
+            names.iter().map(|n| (n.as_str(), &[][..])).collect();
+        let mut fake = account(&entries);
+        fake.page = 100;
+        let budget = Budget::new(1000.0, 4);
+        let discovery = filters("      refresh_interval: 1m\n");
+        let mut seen = HashMap::new();
+        for index in 0..3 {
+            let shard = Shard { index, total: 3 };
+            for name in discover(&fake, &budget, POLICY, &discovery, &scope(), &shard)
+                .await
+                .unwrap()
+            {
+                *seen.entry(name).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(seen.len(), 300);
+        assert!(seen.values().all(|n| *n == 1));
+    }
+
+    #[test]
+    fn arns_use_the_region_partition() {
+        let key = |region: &str| TableKey {
+            account_id: "123456789012".into(),
+            region: region.into(),
+            table: "t".into(),
+        };
+        assert_eq!(
+            table_arn(&key("eu-west-1")),
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/t"
+        );
+        assert!(table_arn(&key("cn-north-1")).starts_with("arn:aws-cn:"));
+        assert!(table_arn(&key("us-gov-west-1")).starts_with("arn:aws-us-gov:"));
+    }
+}

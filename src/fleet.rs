@@ -1,0 +1,591 @@
+//! The fleet: which tables are polled, by which client, in which (account,
+//! region) scope. A *unit* is one config target in one of its regions; it
+//! has a client, an account, the target's explicit tables for that region,
+//! and, with `discovery`, the tables its last refresh found. The fleet
+//! merges every unit's tables into one job list per scope, keeps one
+//! [`ScopeRunner`] per scope, and recomputes the lists whenever something
+//! changes: a reload (SIGHUP), a discovery refresh, an account lookup that
+//! finished late.
+//!
+//! - Accounts: from the role ARN when the target assumes a role (the role's
+//!   credentials come from aws-config's assume-role provider and are
+//!   refreshed before they expire), else from STS `GetCallerIdentity`,
+//!   asked once per target and remembered across reloads. A table given as
+//!   an ARN is labelled with the ARN's account.
+//! - Scopes live across reloads: a reload that keeps a table keeps its
+//!   schedule and its budget; a scope that no longer has tables stops and
+//!   its series go.
+//! - A failed discovery refresh keeps the last known list and is counted;
+//!   one that finds a table gone drops its series.
+//! - Sharding: a unit only keeps the tables this replica owns.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::{self, CallPolicy, ClientOptions, PollError, SdkClient};
+use crate::budget::Budget;
+use crate::config::{self, Config, Role, Target};
+use crate::discovery;
+use crate::metrics::Telemetry;
+use crate::scheduler::{PollJob, ScopeRunner};
+use crate::state::{unix_now, ScopeKey, Shard, TableKey};
+use crate::store::Store;
+
+/// The account used for a loopback endpoint (DynamoDB Local, a simulator)
+/// when it cannot tell one: such endpoints have no real account.
+pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
+
+/// How long to wait before asking STS again after a failed lookup.
+const ACCOUNT_RETRY: Duration = Duration::from_secs(30);
+
+/// Everything the fleet needs that does not change with the config file.
+pub struct FleetSettings {
+    pub shared: SdkConfig,
+    pub options: ClientOptions,
+    pub shard: Shard,
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    /// How long polls in flight may take to finish on shutdown.
+    pub grace: Duration,
+    /// The file the config came from; `None` turns reloads into a logged no-op.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Which credentials a target signs with: they decide its account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Identity {
+    role: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+struct Unit {
+    target: Target,
+    region: String,
+    client: Arc<SdkClient>,
+    /// `None` until the account is known.
+    account: Option<String>,
+    /// `None` until the first discovery refresh succeeded (or without discovery).
+    discovered: Option<Vec<String>>,
+    /// Whether the first refresh has finished, successfully or not.
+    refreshed: bool,
+    /// When the last refresh finished; a reload that keeps the unit waits
+    /// out its refresh interval from there instead of listing again at once.
+    refreshed_at: Option<tokio::time::Instant>,
+}
+
+/// What a unit's discovery found and when, keyed across a reload by
+/// (identity, region, filters).
+type Carried = (Option<Vec<String>>, Option<tokio::time::Instant>);
+
+struct ScopeHandle {
+    jobs: watch::Sender<Vec<PollJob<SdkClient>>>,
+    budget: Arc<Budget>,
+    shutdown: CancellationToken,
+    task: JoinHandle<usize>,
+}
+
+/// What the fleet's background tasks report.
+enum Event {
+    Account {
+        generation: u64,
+        identity: Identity,
+        account: String,
+    },
+    Discovered {
+        generation: u64,
+        unit: usize,
+        outcome: Result<Vec<String>, PollError>,
+    },
+}
+
+/// The running fleet.
+pub struct Fleet {
+    settings: FleetSettings,
+    config: Config,
+    units: Vec<Unit>,
+    scopes: HashMap<ScopeKey, ScopeHandle>,
+    accounts: HashMap<Identity, String>,
+    credentials: HashMap<(String, String), SharedCredentialsProvider>,
+    generation: u64,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Fleet {
+    /// Run the fleet for `config` and every valid reload until `root` is
+    /// cancelled. Returns the number of polls aborted at the end.
+    pub async fn run(
+        settings: FleetSettings,
+        config: Config,
+        root: CancellationToken,
+        mut reloads: mpsc::Receiver<()>,
+    ) -> usize {
+        let (events, mut inbox) = mpsc::unbounded_channel();
+        let mut fleet = Fleet {
+            settings,
+            config: config.clone(),
+            units: Vec::new(),
+            scopes: HashMap::new(),
+            accounts: HashMap::new(),
+            credentials: HashMap::new(),
+            generation: 0,
+            events,
+        };
+        let mut generation = root.child_token();
+        fleet.start(config, &generation).await;
+        loop {
+            tokio::select! {
+                () = root.cancelled() => break,
+                Some(()) = reloads.recv() => {
+                    if let Some(config) = fleet.reload() {
+                        generation.cancel();
+                        generation = root.child_token();
+                        fleet.start(config, &generation).await;
+                    }
+                }
+                Some(event) = inbox.recv() => fleet.handle(event, &generation),
+            }
+        }
+        generation.cancel();
+        let mut aborted = 0;
+        for (_, scope) in fleet.scopes.drain() {
+            scope.shutdown.cancel();
+            aborted += scope.task.await.unwrap_or(0);
+        }
+        aborted
+    }
+
+    /// Set up the units of `config` and start whatever they need.
+    async fn start(&mut self, config: Config, generation: &CancellationToken) {
+        self.generation += 1;
+        self.config = config;
+        // What discovery found survives a reload of the same unit, so its
+        // tables keep their state and no listing burst follows a SIGHUP.
+        let previous: HashMap<(Identity, String, String), Carried> = self
+            .units
+            .drain(..)
+            .filter_map(|u| {
+                let filters = format!("{:?}", u.target.discovery.as_ref()?);
+                Some((
+                    (identity_of(&u.target), u.region, filters),
+                    (u.discovered, u.refreshed_at),
+                ))
+            })
+            .collect();
+        let targets = self.config.targets.clone();
+        for target in &targets {
+            let credentials = self.role_credentials(target).await;
+            let identity = identity_of(target);
+            let known = match &target.role {
+                Some(role) => Some(role.account_id.clone()),
+                None => self.accounts.get(&identity).cloned(),
+            };
+            if known.is_none() && !self.accounts.contains_key(&identity) {
+                self.lookup_account(target, identity.clone(), generation);
+            }
+            for region in &target.regions {
+                let policy = self.policy(target);
+                let client = Arc::new(SdkClient::new(
+                    &self.settings.shared,
+                    target,
+                    region,
+                    credentials.clone(),
+                    &self.settings.options,
+                    policy.attempt_timeout(),
+                ));
+                let carried = target.discovery.as_ref().and_then(|d| {
+                    previous.get(&(identity.clone(), region.clone(), format!("{d:?}")))
+                });
+                let (discovered, refreshed_at) = carried.cloned().unwrap_or((None, None));
+                self.units.push(Unit {
+                    target: target.clone(),
+                    region: region.clone(),
+                    client,
+                    account: known.clone(),
+                    refreshed: target.discovery.is_none() || refreshed_at.is_some(),
+                    discovered,
+                    refreshed_at,
+                });
+            }
+        }
+        // Units whose account was already known start discovering now;
+        // the others when their lookup reports.
+        for index in 0..self.units.len() {
+            if self.units[index].account.is_some() {
+                self.start_discovery(index, generation);
+            }
+        }
+        self.rebuild();
+    }
+
+    fn policy(&self, target: &Target) -> CallPolicy {
+        CallPolicy {
+            max_attempts: self.config.max_attempts,
+            timeout: target.request_timeout,
+        }
+    }
+
+    /// The assumed-role credentials of a target (one provider per role and
+    /// region, kept across reloads so its cache survives), or `None`.
+    async fn role_credentials(&mut self, target: &Target) -> Option<SharedCredentialsProvider> {
+        let role = target.role.as_ref()?;
+        let region = target.regions.first()?.clone();
+        let key = (format!("{role:?}"), region.clone());
+        if let Some(provider) = self.credentials.get(&key) {
+            return Some(provider.clone());
+        }
+        let shared = sts_config(&self.settings.shared, target);
+        let provider = aws::role_credentials(&shared, role, &region).await;
+        self.credentials.insert(key, provider.clone());
+        Some(provider)
+    }
+
+    /// Ask STS which account a role-less target's credentials belong to, in
+    /// the background, until it answers.
+    fn lookup_account(&self, target: &Target, identity: Identity, generation: &CancellationToken) {
+        let shared = sts_config(&self.settings.shared, target);
+        let region = target.regions.first().cloned().unwrap_or_default();
+        let local = target
+            .endpoint_url
+            .as_deref()
+            .is_some_and(aws::is_loopback_endpoint);
+        let policy = self.policy(target);
+        let events = self.events.clone();
+        let generation_id = self.generation;
+        let cancel = generation.clone();
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            let account = loop {
+                match aws::caller_account(&shared, &region, None, policy).await {
+                    Ok(account) => break account,
+                    Err(err) if local => {
+                        tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,
+                            "the loopback endpoint's account is unknown (STS GetCallerIdentity failed); using a placeholder");
+                        break LOCAL_ACCOUNT_ID.to_string();
+                    }
+                    Err(err) => {
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::error!(region = %region, code = err.code(), error = %err,
+                                "cannot tell the account of a target (STS GetCallerIdentity); its tables wait until it answers");
+                        } else {
+                            tracing::debug!(error = %err, "STS GetCallerIdentity failed again");
+                        }
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(ACCOUNT_RETRY) => {}
+                        }
+                    }
+                }
+            };
+            let _ = events.send(Event::Account {
+                generation: generation_id,
+                identity,
+                account,
+            });
+        });
+    }
+
+    /// Start the refresh loop of a unit with discovery, once its account is known.
+    fn start_discovery(&mut self, index: usize, generation: &CancellationToken) {
+        let unit = &self.units[index];
+        let (Some(filters), Some(account)) = (unit.target.discovery.clone(), unit.account.clone())
+        else {
+            return;
+        };
+        let scope = ScopeKey {
+            account_id: account,
+            region: unit.region.clone(),
+        };
+        let rate = unit.target.max_requests_per_second;
+        let client = Arc::clone(&unit.client);
+        let policy = self.policy(&unit.target);
+        let first_wait = unit
+            .refreshed_at
+            .map(|at| filters.refresh_interval.saturating_sub(at.elapsed()))
+            .unwrap_or_default();
+        let budget = self.budget(&scope, rate);
+        let shard = self.settings.shard;
+        let events = self.events.clone();
+        let generation_id = self.generation;
+        let cancel = generation.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(first_wait) => {}
+            }
+            loop {
+                let outcome = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    outcome = discovery::discover(&*client, &budget, policy, &filters, &scope, &shard) => outcome,
+                };
+                let sent = events.send(Event::Discovered {
+                    generation: generation_id,
+                    unit: index,
+                    outcome,
+                });
+                if sent.is_err() {
+                    return;
+                }
+                let pause = filters
+                    .refresh_interval
+                    .mul_f64(0.9 + 0.2 * fastrand::f64());
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        });
+    }
+
+    /// The budget of a scope, created on first use; its rate is the lowest
+    /// any target using the scope allows.
+    fn budget(&mut self, scope: &ScopeKey, rate: f64) -> Arc<Budget> {
+        let concurrency = self.config.concurrency;
+        let handle = self.scope_handle(scope, rate, concurrency);
+        Arc::clone(&handle.budget)
+    }
+
+    fn scope_handle(&mut self, scope: &ScopeKey, rate: f64, concurrency: usize) -> &ScopeHandle {
+        let settings = &self.settings;
+        self.scopes.entry(scope.clone()).or_insert_with(|| {
+            let budget = Budget::new(rate, concurrency);
+            let (jobs, receiver) = watch::channel(Vec::new());
+            let shutdown = CancellationToken::new();
+            let runner = ScopeRunner {
+                key: scope.clone(),
+                budget: Arc::clone(&budget),
+                store: Arc::clone(&settings.store),
+                telemetry: Arc::clone(&settings.telemetry),
+                concurrency,
+                grace: settings.grace,
+            };
+            let task = tokio::spawn(runner.run(receiver, shutdown.clone()));
+            ScopeHandle {
+                jobs,
+                budget,
+                shutdown,
+                task,
+            }
+        })
+    }
+
+    fn handle(&mut self, event: Event, generation: &CancellationToken) {
+        match event {
+            Event::Account {
+                generation: id,
+                identity,
+                account,
+            } => {
+                tracing::info!(account_id = %account, endpoint = ?identity.endpoint_url, "target account resolved");
+                self.accounts.insert(identity.clone(), account.clone());
+                if id != self.generation {
+                    return;
+                }
+                for index in 0..self.units.len() {
+                    let unit = &mut self.units[index];
+                    if unit.account.is_some() || identity_of(&unit.target) != identity {
+                        continue;
+                    }
+                    unit.account = Some(account.clone());
+                    self.start_discovery(index, generation);
+                }
+                self.rebuild();
+            }
+            Event::Discovered {
+                generation: id,
+                unit,
+                outcome,
+            } => {
+                if id != self.generation {
+                    return;
+                }
+                let Some(state) = self.units.get_mut(unit) else {
+                    return;
+                };
+                state.refreshed = true;
+                state.refreshed_at = Some(tokio::time::Instant::now());
+                let scope = ScopeKey {
+                    account_id: state.account.clone().unwrap_or_default(),
+                    region: state.region.clone(),
+                };
+                let now = unix_now();
+                match outcome {
+                    Ok(tables) => {
+                        let count = tables.len();
+                        if state.discovered.as_ref() != Some(&tables) {
+                            tracing::info!(account_id = %scope.account_id, region = %scope.region, tables = count, "discovery refreshed the table list");
+                        }
+                        state.discovered = Some(tables);
+                        self.settings
+                            .store
+                            .update_scope(&scope, |s| s.record_discovery(Ok(count), now));
+                    }
+                    Err(err) => {
+                        tracing::warn!(account_id = %scope.account_id, region = %scope.region, code = err.code(), error = %err,
+                            "table discovery failed; keeping the last known table list");
+                        self.settings
+                            .store
+                            .update_scope(&scope, |s| s.record_discovery(Err(err.code()), now));
+                    }
+                }
+                self.rebuild();
+            }
+        }
+    }
+
+    /// Recompute every scope's job list from the units, start and stop
+    /// scope runners, and make the store hold exactly the polled tables.
+    fn rebuild(&mut self) {
+        let mut by_scope: BTreeMap<ScopeKey, Vec<PollJob<SdkClient>>> = BTreeMap::new();
+        let mut rates: HashMap<ScopeKey, f64> = HashMap::new();
+        let mut seen: BTreeSet<TableKey> = BTreeSet::new();
+        let shard = self.settings.shard;
+        let mut pending = 0;
+        for unit in &self.units {
+            let Some(account) = &unit.account else {
+                pending += 1;
+                continue;
+            };
+            if !unit.refreshed {
+                pending += 1;
+            }
+            let policy = CallPolicy {
+                max_attempts: self.config.max_attempts,
+                timeout: unit.target.request_timeout,
+            };
+            let explicit = unit.target.tables_in(&unit.region).map(|table| {
+                let account = table.account_id.clone().unwrap_or_else(|| account.clone());
+                (account, table.clone())
+            });
+            let discovered = unit.discovered.iter().flatten().map(|name| {
+                (
+                    account.clone(),
+                    config::TableRef {
+                        identifier: name.clone(),
+                        name: name.clone(),
+                        account_id: None,
+                        region: None,
+                    },
+                )
+            });
+            for (account, table) in explicit.chain(discovered) {
+                let key = TableKey {
+                    account_id: account,
+                    region: unit.region.clone(),
+                    table: table.name.clone(),
+                };
+                if !shard.owns(&key) || !seen.insert(key.clone()) {
+                    continue;
+                }
+                let scope = key.scope();
+                let rate = rates.entry(scope.clone()).or_insert(f64::INFINITY);
+                *rate = rate.min(unit.target.max_requests_per_second);
+                by_scope.entry(scope).or_default().push(PollJob {
+                    key,
+                    table,
+                    client: Arc::clone(&unit.client),
+                    interval: unit.target.poll_interval,
+                    policy,
+                });
+            }
+        }
+        // Scopes that only discover (no table yet) keep their budget and series.
+        for unit in &self.units {
+            if let (Some(account), Some(_)) = (&unit.account, &unit.target.discovery) {
+                let scope = ScopeKey {
+                    account_id: account.clone(),
+                    region: unit.region.clone(),
+                };
+                let rate = rates.entry(scope.clone()).or_insert(f64::INFINITY);
+                *rate = rate.min(unit.target.max_requests_per_second);
+                by_scope.entry(scope).or_default();
+            }
+        }
+        let keys: Vec<TableKey> = seen.into_iter().collect();
+        self.settings.store.reconcile(keys.iter().cloned());
+        self.settings.store.set_pending(pending);
+        self.settings.telemetry.set_shard_tables(
+            self.settings.shard.index,
+            self.settings.shard.total,
+            keys.len(),
+        );
+        let wanted: BTreeSet<ScopeKey> = by_scope.keys().cloned().collect();
+        let gone: Vec<ScopeKey> = self
+            .scopes
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for scope in gone {
+            if let Some(handle) = self.scopes.remove(&scope) {
+                handle.shutdown.cancel();
+                tracing::info!(account_id = %scope.account_id, region = %scope.region, "scope no longer polled; its series go");
+            }
+            self.settings.telemetry.remove_scope(&scope);
+        }
+        self.settings.store.retain_scopes(&wanted);
+        let concurrency = self.config.concurrency;
+        for (scope, jobs) in by_scope {
+            let rate = rates
+                .get(&scope)
+                .copied()
+                .unwrap_or(self.config.max_requests_per_second);
+            let handle = self.scope_handle(&scope, rate, concurrency);
+            handle.budget.set_max_rate(rate);
+            handle.jobs.send_replace(jobs);
+        }
+    }
+
+    /// Read and validate the config file again; `None` keeps the running one.
+    fn reload(&self) -> Option<Config> {
+        let Some(path) = &self.settings.config_path else {
+            tracing::warn!("reload requested, but this exporter has no config file to reload");
+            return None;
+        };
+        match config::load(path) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), tables = config.table_count(), "configuration reloaded");
+                self.settings.telemetry.record_reload(true);
+                Some(config)
+            }
+            Err(err) => {
+                tracing::error!(path = %path.display(), "reload failed; keeping the running configuration:\n{err}");
+                self.settings.telemetry.record_reload(false);
+                None
+            }
+        }
+    }
+}
+
+fn identity_of(target: &Target) -> Identity {
+    Identity {
+        role: target.role.as_ref().map(|r: &Role| r.arn.clone()),
+        endpoint_url: target.endpoint_url.clone(),
+    }
+}
+
+/// The SDK configuration STS calls of `target` use: the shared one, except
+/// that a target on a loopback endpoint sends them to that endpoint too
+/// unless `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` says otherwise, so a
+/// local setup never reaches out to AWS's STS.
+fn sts_config(shared: &SdkConfig, target: &Target) -> SdkConfig {
+    let local = target
+        .endpoint_url
+        .as_deref()
+        .filter(|url| aws::is_loopback_endpoint(url));
+    let env_set = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    match local {
+        Some(url) if !env_set => shared.to_builder().endpoint_url(url).build(),
+        _ => shared.clone(),
+    }
+}
