@@ -2,11 +2,13 @@
 //! every YAML and JSON file parses, the Kubernetes manifests fit together
 //! (labels, ports, probes, security context, config mount), the
 //! PrometheusRule carries exactly the rule file's groups, every runbook link
-//! lands on a heading, the IAM policy grants one action, and the dashboard
-//! uses its datasource variable everywhere. The real tools run where they
-//! are installed: `promtool check rules` / `promtool test rules`,
-//! `amtool check-config` (both required when `CI` is set) and
-//! `systemd-analyze verify` (skipped when it cannot run here).
+//! lands on a heading, the IAM policies grant least privilege (reads on
+//! tables, ListTables, and the hub's AssumeRole onto member roles that trust
+//! it with an external id), and the dashboard uses its datasource variable
+//! everywhere. The real tools run where they are installed: `promtool check
+//! rules` / `promtool test rules`, `amtool check-config`,
+//! `kubernetes-validate` (all required when `CI` is set) and `systemd-analyze
+//! verify` (skipped when it cannot run here).
 
 use crate::support::{expand_grafana_variables, on_path, required_tool, scratch};
 
@@ -148,6 +150,8 @@ fn every_yaml_and_json_file_in_the_bundle_parses() {
         "deploy/alertmanager/alertmanager.yml",
         "deploy/grafana/dynamodb-kinesis.json",
         "deploy/iam/irsa-trust-policy.json",
+        "deploy/iam/member-role-policy.json",
+        "deploy/iam/member-role-trust-policy.json",
         "deploy/iam/policy.json",
         "deploy/kubernetes/configmap.yaml",
         "deploy/kubernetes/deployment.yaml",
@@ -653,51 +657,146 @@ fn prometheus_rule_generator_reproduces_the_rule_file() {
 
 // ---------------------------------------------------------------------- IAM
 
-fn policy_resources() -> BTreeSet<String> {
-    let policy = json("deploy/iam/policy.json");
-    let mut out = BTreeSet::new();
-    for st in policy["Statement"].as_array().unwrap() {
-        match &st["Resource"] {
-            Json::String(r) => {
-                out.insert(r.clone());
-            }
-            Json::Array(rs) => out.extend(rs.iter().map(|r| r.as_str().unwrap().to_string())),
-            other => panic!("Resource: {other}"),
+/// (actions, resources) of every statement of an IAM policy, after checking
+/// the shape every statement must have: Allow, no `Not*`, no principal, and
+/// no wildcard in an action.
+fn policy_statements(rel: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    fn strings(v: &Json, what: &str) -> Vec<String> {
+        match v {
+            Json::String(s) => vec![s.clone()],
+            Json::Array(list) => list
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect(),
+            other => panic!("{what}: {other}"),
         }
+    }
+    let policy = json(rel);
+    assert_eq!(policy["Version"], "2012-10-17", "{rel}");
+    let mut out = Vec::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow", "{rel}");
+        for key in ["NotAction", "NotResource", "Principal"] {
+            assert!(st.get(key).is_none(), "{rel}: {key} in the policy");
+        }
+        let actions = strings(&st["Action"], "Action");
+        for a in &actions {
+            assert!(!a.contains(['*', '?']), "{rel}: wildcard action {a}");
+        }
+        out.push((actions, strings(&st["Resource"], "Resource")));
     }
     out
 }
 
+/// Resources granted to one action, over all statements.
+fn resources_of(statements: &[(Vec<String>, Vec<String>)], action: &str) -> BTreeSet<String> {
+    statements
+        .iter()
+        .filter(|(actions, _)| actions.iter().any(|a| a == action))
+        .flat_map(|(_, resources)| resources.iter().cloned())
+        .collect()
+}
+
+/// The tables the exporter's own (hub) policy lets it describe.
+fn policy_resources() -> BTreeSet<String> {
+    resources_of(
+        &policy_statements("deploy/iam/policy.json"),
+        "dynamodb:DescribeKinesisStreamingDestination",
+    )
+}
+
+const DESCRIBE: &str = "dynamodb:DescribeKinesisStreamingDestination";
+const LIST_TAGS: &str = "dynamodb:ListTagsOfResource";
+const LIST_TABLES: &str = "dynamodb:ListTables";
+const ASSUME_ROLE: &str = "sts:AssumeRole";
+/// The member roles' name, which the hub policy may assume in any account.
+const MEMBER_ROLE: &str = "arn:aws:iam::*:role/dynamodb-kinesis-exporter";
+
+/// Checks shared by the hub and member policies: exactly `expected` actions;
+/// ListTables, which takes no resource, is the only action on `*`; every
+/// other action is on something narrower.
+fn check_least_privilege(rel: &str, expected: &[&str]) -> Vec<(Vec<String>, Vec<String>)> {
+    let statements = policy_statements(rel);
+    let actions: BTreeSet<&str> = statements
+        .iter()
+        .flat_map(|(a, _)| a.iter().map(String::as_str))
+        .collect();
+    assert_eq!(actions, expected.iter().copied().collect(), "{rel}");
+    assert_eq!(
+        resources_of(&statements, LIST_TABLES),
+        BTreeSet::from(["*".to_string()]),
+        "{rel}"
+    );
+    for (actions, resources) in &statements {
+        if actions.iter().any(|a| a != LIST_TABLES) {
+            assert!(
+                resources.iter().all(|r| r != "*"),
+                "{rel}: {actions:?} on every resource"
+            );
+        }
+    }
+    statements
+}
+
 #[test]
-fn iam_policy_grants_only_describe_on_named_tables() {
-    let policy = json("deploy/iam/policy.json");
-    assert_eq!(policy["Version"], "2012-10-17");
-    let mut actions = Vec::new();
-    for st in policy["Statement"].as_array().unwrap() {
-        assert_eq!(st["Effect"], "Allow");
-        for key in ["NotAction", "NotResource", "Principal"] {
-            assert!(st.get(key).is_none(), "{key} in the policy");
-        }
-        match &st["Action"] {
-            Json::String(a) => actions.push(a.clone()),
-            Json::Array(list) => {
-                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
-            }
-            other => panic!("Action: {other}"),
+fn iam_policy_grants_reads_on_named_tables_discovery_and_member_roles() {
+    let rel = "deploy/iam/policy.json";
+    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES, ASSUME_ROLE]);
+    for action in [DESCRIBE, LIST_TAGS] {
+        let resources = resources_of(&statements, action);
+        assert!(!resources.is_empty(), "{action}");
+        for r in &resources {
+            let table = r
+                .strip_prefix("arn:aws:dynamodb:*:ACCOUNT_ID:table/")
+                .unwrap_or_else(|| panic!("{action}: {r} is not a table ARN placeholder"));
+            assert!(
+                !table.is_empty() && !table.contains(['*', '?', '/']),
+                "{action}: {r} is not one table"
+            );
         }
     }
-    assert_eq!(actions, ["dynamodb:DescribeKinesisStreamingDestination"]);
-    let resources = policy_resources();
-    assert!(!resources.is_empty());
-    for r in &resources {
-        let table = r
-            .strip_prefix("arn:aws:dynamodb:*:ACCOUNT_ID:table/")
-            .unwrap_or_else(|| panic!("resource {r} is not a table ARN placeholder"));
-        assert!(
-            !table.is_empty() && !table.contains(['*', '?', '/']),
-            "resource {r} is not one table"
-        );
+    assert_eq!(
+        resources_of(&statements, ASSUME_ROLE),
+        BTreeSet::from([MEMBER_ROLE.to_string()])
+    );
+}
+
+#[test]
+fn member_role_policy_grants_only_reads_in_its_own_account() {
+    let rel = "deploy/iam/member-role-policy.json";
+    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES]);
+    for action in [DESCRIBE, LIST_TAGS] {
+        let resources = resources_of(&statements, action);
+        assert!(!resources.is_empty(), "{action}");
+        for r in &resources {
+            assert!(
+                r.starts_with("arn:aws:dynamodb:*:MEMBER_ACCOUNT_ID:table/"),
+                "{action}: {r} is not a table of the member account"
+            );
+        }
     }
+}
+
+#[test]
+fn member_role_trusts_only_the_hub_role_with_an_external_id() {
+    let trust = json("deploy/iam/member-role-trust-policy.json");
+    let statements = trust["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    let st = &statements[0];
+    assert_eq!(st["Effect"], "Allow");
+    assert_eq!(st["Action"], ASSUME_ROLE);
+    // The hub role is the IRSA role the service account names.
+    let sa = manifest("serviceaccount.yaml");
+    let hub = string_map(at(&sa, "metadata.annotations"))["eks.amazonaws.com/role-arn"]
+        .replace("ACCOUNT_ID", "HUB_ACCOUNT_ID");
+    assert_eq!(st["Principal"], serde_json::json!({ "AWS": hub }));
+    // The member role has the name the hub policy may assume.
+    let name = MEMBER_ROLE.rsplit_once('/').unwrap().1;
+    assert!(hub.ends_with(&format!(":role/{name}")), "{hub}");
+    let external_id = st["Condition"]["StringEquals"]["sts:ExternalId"]
+        .as_str()
+        .expect("an sts:ExternalId condition");
+    assert!(!external_id.is_empty());
 }
 
 #[test]
