@@ -153,6 +153,10 @@ fn every_yaml_and_json_file_in_the_bundle_parses() {
         "deploy/iam/member-role-policy.json",
         "deploy/iam/member-role-trust-policy.json",
         "deploy/iam/policy.json",
+        "deploy/kubernetes-sharded/configmap.yaml",
+        "deploy/kubernetes-sharded/headless-service.yaml",
+        "deploy/kubernetes-sharded/kustomization.yaml",
+        "deploy/kubernetes-sharded/statefulset.yaml",
         "deploy/kubernetes/configmap.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/kustomization.yaml",
@@ -429,6 +433,151 @@ fn kustomization_lists_every_manifest() {
     }
     assert_eq!(listed, present);
     assert_eq!(at(&k, "images.0.name").as_str(), Some(NAME));
+}
+
+const SHARDED: &str = "deploy/kubernetes-sharded";
+
+fn sharded(file: &str) -> Yaml {
+    yaml(&format!("{SHARDED}/{file}"))
+}
+
+/// The sharded overlay builds on the base, lists every file of its own as a
+/// resource or a patch, and deletes the base's Deployment.
+#[test]
+fn sharded_kustomization_lists_every_manifest_and_replaces_the_deployment() {
+    let k = sharded("kustomization.yaml");
+    assert_eq!(s(&k, "apiVersion"), "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(s(&k, "kind"), "Kustomization");
+    assert_eq!(
+        s(&k, "namespace"),
+        s(&manifest("kustomization.yaml"), "namespace")
+    );
+    assert_eq!(at(&k, "images.0.name").as_str(), Some(NAME));
+    let mut listed = BTreeSet::new();
+    for r in at(&k, "resources").as_sequence().unwrap() {
+        listed.insert(r.as_str().unwrap().to_string());
+    }
+    assert!(listed.remove("../kubernetes"), "the base is not a resource");
+    let mut deletes_deployment = false;
+    for p in at(&k, "patches").as_sequence().unwrap() {
+        if let Some(path) = p.get("path") {
+            listed.insert(path.as_str().unwrap().to_string());
+        } else {
+            let patch: Yaml = serde_yaml::from_str(s(p, "patch")).unwrap();
+            deletes_deployment |= s(&patch, "$patch") == "delete"
+                && s(&patch, "kind") == "Deployment"
+                && s(&patch, "metadata.name") == NAME;
+        }
+    }
+    assert!(deletes_deployment, "the base Deployment is not deleted");
+    let mut present = BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join(SHARDED)).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            present.insert(name);
+        }
+    }
+    assert_eq!(listed, present);
+}
+
+/// The StatefulSet is the Deployment's pod, unchanged but for the two shard
+/// flags, with as many shards as replicas; its headless Service is not
+/// scraped (the base Service already is, one target per pod).
+#[test]
+fn sharded_statefulset_is_the_deployment_split_into_shards() {
+    let d = manifest("deployment.yaml");
+    let st = sharded("statefulset.yaml");
+    assert_eq!(
+        (s(&st, "apiVersion"), s(&st, "kind")),
+        ("apps/v1", "StatefulSet")
+    );
+    assert_eq!(s(&st, "metadata.name"), NAME);
+    assert_eq!(at(&st, "spec.selector"), at(&d, "spec.selector"));
+    let replicas = at(&st, "spec.replicas").as_u64().unwrap();
+    assert!(replicas >= 2, "{replicas} shards");
+
+    let mut expected = at(&d, "spec.template").clone();
+    let args = expected["spec"]["containers"][0]["args"]
+        .as_sequence_mut()
+        .unwrap();
+    args.push("--shard-from-hostname".into());
+    args.push(format!("--total-shards={replicas}").into());
+    assert_eq!(at(&st, "spec.template"), &expected);
+
+    let headless = sharded("headless-service.yaml");
+    assert_eq!(s(&st, "spec.serviceName"), s(&headless, "metadata.name"));
+    assert_eq!(s(&headless, "spec.clusterIP"), "None");
+    assert!(is_subset(
+        &string_map(at(&headless, "spec.selector")),
+        &string_map(at(&st, "spec.template.metadata.labels"))
+    ));
+    let sm = manifest("servicemonitor.yaml");
+    assert!(
+        !is_subset(
+            &string_map(at(&sm, "spec.selector.matchLabels")),
+            &string_map(at(&headless, "metadata.labels"))
+        ),
+        "the ServiceMonitor would scrape every shard twice"
+    );
+}
+
+/// The shards share each account's AWS quota, so their config is the base
+/// config with the default budget of 10 requests per second divided among
+/// them. (Apart from that line the text is the base's, which the exporter's
+/// parser checks in `configmap_holds_a_valid_exporter_config`.)
+#[test]
+fn sharded_config_divides_the_request_budget_among_the_shards() {
+    let replicas = at(&sharded("statefulset.yaml"), "spec.replicas")
+        .as_u64()
+        .unwrap();
+    let text = |m: &Yaml| {
+        at(m, "data")
+            .get("exporter.yaml")
+            .and_then(Yaml::as_str)
+            .expect("data.exporter.yaml")
+            .to_string()
+    };
+    let patch = sharded("configmap.yaml");
+    assert_eq!(s(&patch, "metadata.name"), NAME);
+    let base = text(&manifest("configmap.yaml"));
+    let budget = format!("max_requests_per_second: {}", 10 / replicas);
+    let sharded_text = text(&patch);
+    assert!(sharded_text.lines().any(|l| l == budget), "{sharded_text}");
+    let without: Vec<&str> = sharded_text.lines().filter(|l| *l != budget).collect();
+    assert_eq!(without, base.lines().collect::<Vec<_>>());
+}
+
+/// `kubectl kustomize` (offline) builds both bundles.
+#[test]
+fn kustomize_builds_the_base_and_the_sharded_bundle() {
+    let Some(kubectl) = on_path("kubectl") else {
+        loud!("kubectl is not on PATH: kustomize build skipped");
+        return;
+    };
+    for (dir, workload) in [(K8S, "Deployment"), (SHARDED, "StatefulSet")] {
+        let (ok, out) = run_tool(&kubectl, &["kustomize", dir], &repo());
+        assert!(ok, "kubectl kustomize {dir}:\n{out}");
+        let mut kinds = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&out) {
+            let doc = Yaml::deserialize(doc).unwrap();
+            assert_eq!(s(&doc, "metadata.namespace"), "monitoring", "{dir}");
+            kinds.push(s(&doc, "kind").to_string());
+        }
+        kinds.sort();
+        let mut expected = vec![
+            "ConfigMap",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+            workload,
+        ];
+        if dir == SHARDED {
+            expected.push("Service");
+        }
+        expected.sort();
+        assert_eq!(kinds, expected, "{dir}");
+    }
 }
 
 #[test]
@@ -1018,6 +1167,9 @@ fn kubernetes_manifests_match_the_api_schemas() {
         "deploy/kubernetes/configmap.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/service.yaml",
+        "deploy/kubernetes-sharded/configmap.yaml",
+        "deploy/kubernetes-sharded/statefulset.yaml",
+        "deploy/kubernetes-sharded/headless-service.yaml",
     ];
     // The oldest Kubernetes version still commonly run, and the newest
     // the tool knows.
