@@ -24,11 +24,13 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 8] = [
     "DynamoDBKinesisDestinationEnableFailed",
     "DynamoDBKinesisDestinationStuckInTransition",
     "DynamoDBKinesisExporterPollsFailing",
     "DynamoDBKinesisExporterDataStale",
+    "DynamoDBKinesisExporterDiscoveryFailing",
+    "DynamoDBKinesisExporterPollCycleStretched",
     "DynamoDBKinesisExporterDown",
     "DynamoDBKinesisExporterAbsent",
 ];
@@ -215,14 +217,36 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
             "{name}"
         );
         let text = format!("{} {}", annotations["summary"], annotations["description"]);
-        let per_table = !matches!(
+        let per_exporter = matches!(
             name,
             "DynamoDBKinesisExporterDown" | "DynamoDBKinesisExporterAbsent"
         );
-        if per_table {
-            for label in ["$labels.table", "$labels.region"] {
+        let per_scope = matches!(
+            name,
+            "DynamoDBKinesisExporterDiscoveryFailing" | "DynamoDBKinesisExporterPollCycleStretched"
+        );
+        // Same-named tables in two accounts are two tables: every alert about
+        // a table or a scope says which account it is in.
+        if !per_exporter {
+            for label in ["$labels.account_id", "$labels.region"] {
                 assert!(text.contains(label), "{name} does not name {label}");
             }
+        }
+        if !per_exporter && !per_scope {
+            assert!(
+                text.contains("$labels.table"),
+                "{name} does not name the table"
+            );
+        }
+        // Every join matches on the table's account too, or the same table
+        // name in two accounts would match the wrong series.
+        let expr = s(r, "expr");
+        for on in expr.split(" on(").skip(1) {
+            let labels = &on[..on.find(')').expect("closing parenthesis")];
+            assert!(
+                labels.split(", ").any(|l| l == "account_id"),
+                "{name}: a join without account_id: on({labels})"
+            );
         }
         if name.starts_with("DynamoDBKinesisDestination") {
             for label in [
@@ -233,7 +257,8 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
                 assert!(text.contains(label), "{name} does not name {label}");
             }
             assert!(
-                s(r, "expr").contains("group_left(stream_name, account_id, status_description)"),
+                s(r, "expr")
+                    .contains("group_left(stream_name, stream_account_id, status_description)"),
                 "{name} must join the info metric"
             );
         }
@@ -246,6 +271,17 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
     let polls = s(rule(&rules, "DynamoDBKinesisExporterPollsFailing"), "expr");
     assert!(polls.contains("increase(dynamodb_kinesis_api_errors_total[5m])"));
     assert!(polls.contains("dynamodb_kinesis_table_poll_success == 0"));
+    let discovery = rule(&rules, "DynamoDBKinesisExporterDiscoveryFailing");
+    let expr = s(discovery, "expr");
+    assert!(expr.contains("increase(dynamodb_kinesis_discovery_errors_total[15m]) > 0"));
+    assert!(expr.contains("time() - dynamodb_kinesis_discovery_last_success_timestamp_seconds"));
+    assert_eq!(s(discovery, "for"), "5m");
+    let stretched = rule(&rules, "DynamoDBKinesisExporterPollCycleStretched");
+    assert_eq!(
+        s(stretched, "expr").trim(),
+        "dynamodb_kinesis_scope_effective_poll_interval_seconds > 2 * 60"
+    );
+    assert_eq!(s(stretched, "for"), "15m");
     assert_eq!(
         s(rule(&rules, "DynamoDBKinesisExporterDown"), "expr").trim(),
         format!("up{{job=\"{JOB}\"}} == 0")
@@ -380,7 +416,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     let dir = repo().join("deploy/prometheus");
     let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
     let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
     assert!(ok, "promtool test rules failed:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
