@@ -1035,11 +1035,11 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
         .collect();
     assert_eq!(
         vars.keys().copied().collect::<Vec<_>>(),
-        ["datasource", "region", "table"]
+        ["account_id", "datasource", "region", "table"]
     );
     assert_eq!(vars["datasource"]["type"], "datasource");
     assert_eq!(vars["datasource"]["query"], "prometheus");
-    for name in ["region", "table"] {
+    for name in ["account_id", "region", "table"] {
         let v = vars[name];
         assert_eq!(v["type"], "query", "{name}");
         assert_eq!(v["multi"], true, "{name}");
@@ -1078,6 +1078,21 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
                 assert!(expr.contains("table=~\"$table\""), "{title}: {expr}");
             }
             assert!(expr.contains("region=~\"$region\""), "{title}: {expr}");
+            // Same-named tables in two accounts are two tables: every query
+            // selects the account, and keeps it when it aggregates or joins.
+            assert!(
+                expr.contains("account_id=~\"$account_id\""),
+                "{title}: {expr}"
+            );
+            for clause in [" by (", " on("] {
+                for rest in expr.split(clause).skip(1) {
+                    let labels = &rest[..rest.find(')').unwrap()];
+                    assert!(
+                        labels == "status" || labels.split(", ").any(|l| l == "account_id"),
+                        "{title}: {clause}{labels}) drops account_id"
+                    );
+                }
+            }
         }
     }
     let expected: BTreeSet<String> = ["stat", "table", "state-timeline", "timeseries"]
@@ -1093,7 +1108,12 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
             .find(|(_, e)| e.contains(needle))
             .unwrap_or_else(|| panic!("no panel queries {needle}"))
     };
-    find("histogram_quantile(0.99, sum by (le, region) (rate(dynamodb_kinesis_poll_duration_seconds_bucket");
+    find("histogram_quantile(0.99, sum by (le, account_id, region) (rate(dynamodb_kinesis_poll_duration_seconds_bucket");
+    find("dynamodb_kinesis_scope_effective_poll_interval_seconds");
+    find("dynamodb_kinesis_scope_request_rate_limit");
+    find("rate(dynamodb_kinesis_scope_throttled_total");
+    find("dynamodb_kinesis_discovery_tables");
+    find("rate(dynamodb_kinesis_discovery_errors_total");
     find("time() - dynamodb_kinesis_table_last_success_timestamp_seconds");
     find("rate(dynamodb_kinesis_api_errors_total");
     find("dynamodb_kinesis_table_poll_success");
