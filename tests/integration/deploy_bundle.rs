@@ -2,11 +2,13 @@
 //! every YAML and JSON file parses, the Kubernetes manifests fit together
 //! (labels, ports, probes, security context, config mount), the
 //! PrometheusRule carries exactly the rule file's groups, every runbook link
-//! lands on a heading, the IAM policy grants one action, and the dashboard
-//! uses its datasource variable everywhere. The real tools run where they
-//! are installed: `promtool check rules` / `promtool test rules`,
-//! `amtool check-config` (both required when `CI` is set) and
-//! `systemd-analyze verify` (skipped when it cannot run here).
+//! lands on a heading, the IAM policies grant least privilege (reads on
+//! tables, ListTables, and the hub's AssumeRole onto member roles that trust
+//! it with an external id), and the dashboard uses its datasource variable
+//! everywhere. The real tools run where they are installed: `promtool check
+//! rules` / `promtool test rules`, `amtool check-config`,
+//! `kubernetes-validate` (all required when `CI` is set) and `systemd-analyze
+//! verify` (skipped when it cannot run here).
 
 use crate::support::{expand_grafana_variables, on_path, required_tool, scratch};
 
@@ -22,11 +24,13 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 8] = [
     "DynamoDBKinesisDestinationEnableFailed",
     "DynamoDBKinesisDestinationStuckInTransition",
     "DynamoDBKinesisExporterPollsFailing",
     "DynamoDBKinesisExporterDataStale",
+    "DynamoDBKinesisExporterDiscoveryFailing",
+    "DynamoDBKinesisExporterPollCycleStretched",
     "DynamoDBKinesisExporterDown",
     "DynamoDBKinesisExporterAbsent",
 ];
@@ -148,7 +152,13 @@ fn every_yaml_and_json_file_in_the_bundle_parses() {
         "deploy/alertmanager/alertmanager.yml",
         "deploy/grafana/dynamodb-kinesis.json",
         "deploy/iam/irsa-trust-policy.json",
+        "deploy/iam/member-role-policy.json",
+        "deploy/iam/member-role-trust-policy.json",
         "deploy/iam/policy.json",
+        "deploy/kubernetes-sharded/configmap.yaml",
+        "deploy/kubernetes-sharded/headless-service.yaml",
+        "deploy/kubernetes-sharded/kustomization.yaml",
+        "deploy/kubernetes-sharded/statefulset.yaml",
         "deploy/kubernetes/configmap.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/kustomization.yaml",
@@ -207,14 +217,36 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
             "{name}"
         );
         let text = format!("{} {}", annotations["summary"], annotations["description"]);
-        let per_table = !matches!(
+        let per_exporter = matches!(
             name,
             "DynamoDBKinesisExporterDown" | "DynamoDBKinesisExporterAbsent"
         );
-        if per_table {
-            for label in ["$labels.table", "$labels.region"] {
+        let per_scope = matches!(
+            name,
+            "DynamoDBKinesisExporterDiscoveryFailing" | "DynamoDBKinesisExporterPollCycleStretched"
+        );
+        // Same-named tables in two accounts are two tables: every alert about
+        // a table or a scope says which account it is in.
+        if !per_exporter {
+            for label in ["$labels.account_id", "$labels.region"] {
                 assert!(text.contains(label), "{name} does not name {label}");
             }
+        }
+        if !per_exporter && !per_scope {
+            assert!(
+                text.contains("$labels.table"),
+                "{name} does not name the table"
+            );
+        }
+        // Every join matches on the table's account too, or the same table
+        // name in two accounts would match the wrong series.
+        let expr = s(r, "expr");
+        for on in expr.split(" on(").skip(1) {
+            let labels = &on[..on.find(')').expect("closing parenthesis")];
+            assert!(
+                labels.split(", ").any(|l| l == "account_id"),
+                "{name}: a join without account_id: on({labels})"
+            );
         }
         if name.starts_with("DynamoDBKinesisDestination") {
             for label in [
@@ -225,7 +257,8 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
                 assert!(text.contains(label), "{name} does not name {label}");
             }
             assert!(
-                s(r, "expr").contains("group_left(stream_name, account_id, status_description)"),
+                s(r, "expr")
+                    .contains("group_left(stream_name, stream_account_id, status_description)"),
                 "{name} must join the info metric"
             );
         }
@@ -238,6 +271,17 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
     let polls = s(rule(&rules, "DynamoDBKinesisExporterPollsFailing"), "expr");
     assert!(polls.contains("increase(dynamodb_kinesis_api_errors_total[5m])"));
     assert!(polls.contains("dynamodb_kinesis_table_poll_success == 0"));
+    let discovery = rule(&rules, "DynamoDBKinesisExporterDiscoveryFailing");
+    let expr = s(discovery, "expr");
+    assert!(expr.contains("increase(dynamodb_kinesis_discovery_errors_total[15m]) > 0"));
+    assert!(expr.contains("time() - dynamodb_kinesis_discovery_last_success_timestamp_seconds"));
+    assert_eq!(s(discovery, "for"), "5m");
+    let stretched = rule(&rules, "DynamoDBKinesisExporterPollCycleStretched");
+    assert_eq!(
+        s(stretched, "expr").trim(),
+        "dynamodb_kinesis_scope_effective_poll_interval_seconds > 2 * 60"
+    );
+    assert_eq!(s(stretched, "for"), "15m");
     assert_eq!(
         s(rule(&rules, "DynamoDBKinesisExporterDown"), "expr").trim(),
         format!("up{{job=\"{JOB}\"}} == 0")
@@ -372,7 +416,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     let dir = repo().join("deploy/prometheus");
     let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
     let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
     assert!(ok, "promtool test rules failed:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
@@ -425,6 +469,151 @@ fn kustomization_lists_every_manifest() {
     }
     assert_eq!(listed, present);
     assert_eq!(at(&k, "images.0.name").as_str(), Some(NAME));
+}
+
+const SHARDED: &str = "deploy/kubernetes-sharded";
+
+fn sharded(file: &str) -> Yaml {
+    yaml(&format!("{SHARDED}/{file}"))
+}
+
+/// The sharded overlay builds on the base, lists every file of its own as a
+/// resource or a patch, and deletes the base's Deployment.
+#[test]
+fn sharded_kustomization_lists_every_manifest_and_replaces_the_deployment() {
+    let k = sharded("kustomization.yaml");
+    assert_eq!(s(&k, "apiVersion"), "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(s(&k, "kind"), "Kustomization");
+    assert_eq!(
+        s(&k, "namespace"),
+        s(&manifest("kustomization.yaml"), "namespace")
+    );
+    assert_eq!(at(&k, "images.0.name").as_str(), Some(NAME));
+    let mut listed = BTreeSet::new();
+    for r in at(&k, "resources").as_sequence().unwrap() {
+        listed.insert(r.as_str().unwrap().to_string());
+    }
+    assert!(listed.remove("../kubernetes"), "the base is not a resource");
+    let mut deletes_deployment = false;
+    for p in at(&k, "patches").as_sequence().unwrap() {
+        if let Some(path) = p.get("path") {
+            listed.insert(path.as_str().unwrap().to_string());
+        } else {
+            let patch: Yaml = serde_yaml::from_str(s(p, "patch")).unwrap();
+            deletes_deployment |= s(&patch, "$patch") == "delete"
+                && s(&patch, "kind") == "Deployment"
+                && s(&patch, "metadata.name") == NAME;
+        }
+    }
+    assert!(deletes_deployment, "the base Deployment is not deleted");
+    let mut present = BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join(SHARDED)).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && name != "kustomization.yaml" {
+            present.insert(name);
+        }
+    }
+    assert_eq!(listed, present);
+}
+
+/// The StatefulSet is the Deployment's pod, unchanged but for the two shard
+/// flags, with as many shards as replicas; its headless Service is not
+/// scraped (the base Service already is, one target per pod).
+#[test]
+fn sharded_statefulset_is_the_deployment_split_into_shards() {
+    let d = manifest("deployment.yaml");
+    let st = sharded("statefulset.yaml");
+    assert_eq!(
+        (s(&st, "apiVersion"), s(&st, "kind")),
+        ("apps/v1", "StatefulSet")
+    );
+    assert_eq!(s(&st, "metadata.name"), NAME);
+    assert_eq!(at(&st, "spec.selector"), at(&d, "spec.selector"));
+    let replicas = at(&st, "spec.replicas").as_u64().unwrap();
+    assert!(replicas >= 2, "{replicas} shards");
+
+    let mut expected = at(&d, "spec.template").clone();
+    let args = expected["spec"]["containers"][0]["args"]
+        .as_sequence_mut()
+        .unwrap();
+    args.push("--shard-from-hostname".into());
+    args.push(format!("--total-shards={replicas}").into());
+    assert_eq!(at(&st, "spec.template"), &expected);
+
+    let headless = sharded("headless-service.yaml");
+    assert_eq!(s(&st, "spec.serviceName"), s(&headless, "metadata.name"));
+    assert_eq!(s(&headless, "spec.clusterIP"), "None");
+    assert!(is_subset(
+        &string_map(at(&headless, "spec.selector")),
+        &string_map(at(&st, "spec.template.metadata.labels"))
+    ));
+    let sm = manifest("servicemonitor.yaml");
+    assert!(
+        !is_subset(
+            &string_map(at(&sm, "spec.selector.matchLabels")),
+            &string_map(at(&headless, "metadata.labels"))
+        ),
+        "the ServiceMonitor would scrape every shard twice"
+    );
+}
+
+/// The shards share each account's AWS quota, so their config is the base
+/// config with the default budget of 10 requests per second divided among
+/// them. (Apart from that line the text is the base's, which the exporter's
+/// parser checks in `configmap_holds_a_valid_exporter_config`.)
+#[test]
+fn sharded_config_divides_the_request_budget_among_the_shards() {
+    let replicas = at(&sharded("statefulset.yaml"), "spec.replicas")
+        .as_u64()
+        .unwrap();
+    let text = |m: &Yaml| {
+        at(m, "data")
+            .get("exporter.yaml")
+            .and_then(Yaml::as_str)
+            .expect("data.exporter.yaml")
+            .to_string()
+    };
+    let patch = sharded("configmap.yaml");
+    assert_eq!(s(&patch, "metadata.name"), NAME);
+    let base = text(&manifest("configmap.yaml"));
+    let budget = format!("max_requests_per_second: {}", 10 / replicas);
+    let sharded_text = text(&patch);
+    assert!(sharded_text.lines().any(|l| l == budget), "{sharded_text}");
+    let without: Vec<&str> = sharded_text.lines().filter(|l| *l != budget).collect();
+    assert_eq!(without, base.lines().collect::<Vec<_>>());
+}
+
+/// `kubectl kustomize` (offline) builds both bundles.
+#[test]
+fn kustomize_builds_the_base_and_the_sharded_bundle() {
+    let Some(kubectl) = on_path("kubectl") else {
+        loud!("kubectl is not on PATH: kustomize build skipped");
+        return;
+    };
+    for (dir, workload) in [(K8S, "Deployment"), (SHARDED, "StatefulSet")] {
+        let (ok, out) = run_tool(&kubectl, &["kustomize", dir], &repo());
+        assert!(ok, "kubectl kustomize {dir}:\n{out}");
+        let mut kinds = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&out) {
+            let doc = Yaml::deserialize(doc).unwrap();
+            assert_eq!(s(&doc, "metadata.namespace"), "monitoring", "{dir}");
+            kinds.push(s(&doc, "kind").to_string());
+        }
+        kinds.sort();
+        let mut expected = vec![
+            "ConfigMap",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+            workload,
+        ];
+        if dir == SHARDED {
+            expected.push("Service");
+        }
+        expected.sort();
+        assert_eq!(kinds, expected, "{dir}");
+    }
 }
 
 #[test]
@@ -654,51 +843,146 @@ fn prometheus_rule_generator_reproduces_the_rule_file() {
 
 // ---------------------------------------------------------------------- IAM
 
-fn policy_resources() -> BTreeSet<String> {
-    let policy = json("deploy/iam/policy.json");
-    let mut out = BTreeSet::new();
-    for st in policy["Statement"].as_array().unwrap() {
-        match &st["Resource"] {
-            Json::String(r) => {
-                out.insert(r.clone());
-            }
-            Json::Array(rs) => out.extend(rs.iter().map(|r| r.as_str().unwrap().to_string())),
-            other => panic!("Resource: {other}"),
+/// (actions, resources) of every statement of an IAM policy, after checking
+/// the shape every statement must have: Allow, no `Not*`, no principal, and
+/// no wildcard in an action.
+fn policy_statements(rel: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    fn strings(v: &Json, what: &str) -> Vec<String> {
+        match v {
+            Json::String(s) => vec![s.clone()],
+            Json::Array(list) => list
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect(),
+            other => panic!("{what}: {other}"),
         }
+    }
+    let policy = json(rel);
+    assert_eq!(policy["Version"], "2012-10-17", "{rel}");
+    let mut out = Vec::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow", "{rel}");
+        for key in ["NotAction", "NotResource", "Principal"] {
+            assert!(st.get(key).is_none(), "{rel}: {key} in the policy");
+        }
+        let actions = strings(&st["Action"], "Action");
+        for a in &actions {
+            assert!(!a.contains(['*', '?']), "{rel}: wildcard action {a}");
+        }
+        out.push((actions, strings(&st["Resource"], "Resource")));
     }
     out
 }
 
+/// Resources granted to one action, over all statements.
+fn resources_of(statements: &[(Vec<String>, Vec<String>)], action: &str) -> BTreeSet<String> {
+    statements
+        .iter()
+        .filter(|(actions, _)| actions.iter().any(|a| a == action))
+        .flat_map(|(_, resources)| resources.iter().cloned())
+        .collect()
+}
+
+/// The tables the exporter's own (hub) policy lets it describe.
+fn policy_resources() -> BTreeSet<String> {
+    resources_of(
+        &policy_statements("deploy/iam/policy.json"),
+        "dynamodb:DescribeKinesisStreamingDestination",
+    )
+}
+
+const DESCRIBE: &str = "dynamodb:DescribeKinesisStreamingDestination";
+const LIST_TAGS: &str = "dynamodb:ListTagsOfResource";
+const LIST_TABLES: &str = "dynamodb:ListTables";
+const ASSUME_ROLE: &str = "sts:AssumeRole";
+/// The member roles' name, which the hub policy may assume in any account.
+const MEMBER_ROLE: &str = "arn:aws:iam::*:role/dynamodb-kinesis-exporter";
+
+/// Checks shared by the hub and member policies: exactly `expected` actions;
+/// ListTables, which takes no resource, is the only action on `*`; every
+/// other action is on something narrower.
+fn check_least_privilege(rel: &str, expected: &[&str]) -> Vec<(Vec<String>, Vec<String>)> {
+    let statements = policy_statements(rel);
+    let actions: BTreeSet<&str> = statements
+        .iter()
+        .flat_map(|(a, _)| a.iter().map(String::as_str))
+        .collect();
+    assert_eq!(actions, expected.iter().copied().collect(), "{rel}");
+    assert_eq!(
+        resources_of(&statements, LIST_TABLES),
+        BTreeSet::from(["*".to_string()]),
+        "{rel}"
+    );
+    for (actions, resources) in &statements {
+        if actions.iter().any(|a| a != LIST_TABLES) {
+            assert!(
+                resources.iter().all(|r| r != "*"),
+                "{rel}: {actions:?} on every resource"
+            );
+        }
+    }
+    statements
+}
+
 #[test]
-fn iam_policy_grants_only_describe_on_named_tables() {
-    let policy = json("deploy/iam/policy.json");
-    assert_eq!(policy["Version"], "2012-10-17");
-    let mut actions = Vec::new();
-    for st in policy["Statement"].as_array().unwrap() {
-        assert_eq!(st["Effect"], "Allow");
-        for key in ["NotAction", "NotResource", "Principal"] {
-            assert!(st.get(key).is_none(), "{key} in the policy");
-        }
-        match &st["Action"] {
-            Json::String(a) => actions.push(a.clone()),
-            Json::Array(list) => {
-                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string()))
-            }
-            other => panic!("Action: {other}"),
+fn iam_policy_grants_reads_on_named_tables_discovery_and_member_roles() {
+    let rel = "deploy/iam/policy.json";
+    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES, ASSUME_ROLE]);
+    for action in [DESCRIBE, LIST_TAGS] {
+        let resources = resources_of(&statements, action);
+        assert!(!resources.is_empty(), "{action}");
+        for r in &resources {
+            let table = r
+                .strip_prefix("arn:aws:dynamodb:*:ACCOUNT_ID:table/")
+                .unwrap_or_else(|| panic!("{action}: {r} is not a table ARN placeholder"));
+            assert!(
+                !table.is_empty() && !table.contains(['*', '?', '/']),
+                "{action}: {r} is not one table"
+            );
         }
     }
-    assert_eq!(actions, ["dynamodb:DescribeKinesisStreamingDestination"]);
-    let resources = policy_resources();
-    assert!(!resources.is_empty());
-    for r in &resources {
-        let table = r
-            .strip_prefix("arn:aws:dynamodb:*:ACCOUNT_ID:table/")
-            .unwrap_or_else(|| panic!("resource {r} is not a table ARN placeholder"));
-        assert!(
-            !table.is_empty() && !table.contains(['*', '?', '/']),
-            "resource {r} is not one table"
-        );
+    assert_eq!(
+        resources_of(&statements, ASSUME_ROLE),
+        BTreeSet::from([MEMBER_ROLE.to_string()])
+    );
+}
+
+#[test]
+fn member_role_policy_grants_only_reads_in_its_own_account() {
+    let rel = "deploy/iam/member-role-policy.json";
+    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES]);
+    for action in [DESCRIBE, LIST_TAGS] {
+        let resources = resources_of(&statements, action);
+        assert!(!resources.is_empty(), "{action}");
+        for r in &resources {
+            assert!(
+                r.starts_with("arn:aws:dynamodb:*:MEMBER_ACCOUNT_ID:table/"),
+                "{action}: {r} is not a table of the member account"
+            );
+        }
     }
+}
+
+#[test]
+fn member_role_trusts_only_the_hub_role_with_an_external_id() {
+    let trust = json("deploy/iam/member-role-trust-policy.json");
+    let statements = trust["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    let st = &statements[0];
+    assert_eq!(st["Effect"], "Allow");
+    assert_eq!(st["Action"], ASSUME_ROLE);
+    // The hub role is the IRSA role the service account names.
+    let sa = manifest("serviceaccount.yaml");
+    let hub = string_map(at(&sa, "metadata.annotations"))["eks.amazonaws.com/role-arn"]
+        .replace("ACCOUNT_ID", "HUB_ACCOUNT_ID");
+    assert_eq!(st["Principal"], serde_json::json!({ "AWS": hub }));
+    // The member role has the name the hub policy may assume.
+    let name = MEMBER_ROLE.rsplit_once('/').unwrap().1;
+    assert!(hub.ends_with(&format!(":role/{name}")), "{hub}");
+    let external_id = st["Condition"]["StringEquals"]["sts:ExternalId"]
+        .as_str()
+        .expect("an sts:ExternalId condition");
+    assert!(!external_id.is_empty());
 }
 
 #[test]
@@ -752,11 +1036,11 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
         .collect();
     assert_eq!(
         vars.keys().copied().collect::<Vec<_>>(),
-        ["datasource", "region", "table"]
+        ["account_id", "datasource", "region", "table"]
     );
     assert_eq!(vars["datasource"]["type"], "datasource");
     assert_eq!(vars["datasource"]["query"], "prometheus");
-    for name in ["region", "table"] {
+    for name in ["account_id", "region", "table"] {
         let v = vars[name];
         assert_eq!(v["type"], "query", "{name}");
         assert_eq!(v["multi"], true, "{name}");
@@ -795,6 +1079,21 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
                 assert!(expr.contains("table=~\"$table\""), "{title}: {expr}");
             }
             assert!(expr.contains("region=~\"$region\""), "{title}: {expr}");
+            // Same-named tables in two accounts are two tables: every query
+            // selects the account, and keeps it when it aggregates or joins.
+            assert!(
+                expr.contains("account_id=~\"$account_id\""),
+                "{title}: {expr}"
+            );
+            for clause in [" by (", " on("] {
+                for rest in expr.split(clause).skip(1) {
+                    let labels = &rest[..rest.find(')').unwrap()];
+                    assert!(
+                        labels == "status" || labels.split(", ").any(|l| l == "account_id"),
+                        "{title}: {clause}{labels}) drops account_id"
+                    );
+                }
+            }
         }
     }
     let expected: BTreeSet<String> = ["stat", "table", "state-timeline", "timeseries"]
@@ -810,7 +1109,12 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
             .find(|(_, e)| e.contains(needle))
             .unwrap_or_else(|| panic!("no panel queries {needle}"))
     };
-    find("histogram_quantile(0.99, sum by (le, region) (rate(dynamodb_kinesis_poll_duration_seconds_bucket");
+    find("histogram_quantile(0.99, sum by (le, account_id, region) (rate(dynamodb_kinesis_poll_duration_seconds_bucket");
+    find("dynamodb_kinesis_scope_effective_poll_interval_seconds");
+    find("dynamodb_kinesis_scope_request_rate_limit");
+    find("rate(dynamodb_kinesis_scope_throttled_total");
+    find("dynamodb_kinesis_discovery_tables");
+    find("rate(dynamodb_kinesis_discovery_errors_total");
     find("time() - dynamodb_kinesis_table_last_success_timestamp_seconds");
     find("rate(dynamodb_kinesis_api_errors_total");
     find("dynamodb_kinesis_table_poll_success");
@@ -920,6 +1224,9 @@ fn kubernetes_manifests_match_the_api_schemas() {
         "deploy/kubernetes/configmap.yaml",
         "deploy/kubernetes/deployment.yaml",
         "deploy/kubernetes/service.yaml",
+        "deploy/kubernetes-sharded/configmap.yaml",
+        "deploy/kubernetes-sharded/statefulset.yaml",
+        "deploy/kubernetes-sharded/headless-service.yaml",
     ];
     // The oldest Kubernetes version still commonly run, and the newest
     // the tool knows.

@@ -371,6 +371,8 @@ pub fn expand_grafana_variables(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
+        .replace("${account_id}", ".*")
+        .replace("$account_id", ".*")
         .replace("${region}", ".*")
         .replace("${table}", ".*")
         .replace("$region", ".*")
