@@ -1,29 +1,42 @@
-//! A local simulator of the DynamoDB control plane, speaking the JSON 1.0
-//! wire protocol closely enough that the real `aws-sdk-dynamodb` client can
-//! be pointed at it. Tests use it to drive the real wire path, and the
+//! A local simulator of the AWS APIs the exporter calls, speaking each
+//! service's wire protocol closely enough that the real AWS SDK clients can be
+//! pointed at it. Tests use it to drive the real wire path, and the
 //! exporter's `--demo` mode polls it instead of AWS.
 //!
-//! - `scenario`: what the simulated account holds (tables, destinations,
-//!   status timelines, faults) and its YAML format.
-//! - `wire`: HTTP request handling, authentication checks, operation dispatch
-//!   and AWS-shaped errors.
+//! One endpoint serves several (account, region) scopes: a request's region
+//! is the one its SigV4 credential scope names, its account that of the role
+//! whose STS-issued keys signed it (else the scenario's default account).
+//!
+//! # Layout
+//! - `scenario`: what the simulated accounts hold (scopes, tables, tags,
+//!   destinations, status timelines, faults, roles) and its YAML format.
+//! - `wire`: the front door: tells services apart on the one endpoint, checks
+//!   the SigV4 `Authorization` form, resolves the caller's scope, records
+//!   request stats and applies scope faults.
+//! - `dynamodb`: the DynamoDB JSON 1.0 operations and AWS-shaped errors.
+//! - `sts`: STS over the query protocol (`AssumeRole`, `GetCallerIdentity`).
 //! - `serve`: the accept loop.
-//! - this file: the running [`Simulator`] handle, its shared state and stats.
+//! - this file: the running [`Simulator`] handle, its shared state, the
+//!   control API tests use, and stats.
 //!
 //! The whole crate is a test double: the exporter depends on it only as a
 //! dev-dependency and, behind its default-on `demo` feature, for `--demo`.
 #![forbid(unsafe_code)]
 
+mod dynamodb;
 mod scenario;
 mod serve;
+mod sts;
+#[cfg(test)]
+mod testing;
 mod wire;
 
 pub use scenario::{
-    DestinationSpec, Fault, Scenario, ScenarioError, Step, TableSpec, DEFAULT_ACCOUNT_ID,
-    DEFAULT_REGION,
+    role_account, DestinationSpec, Fault, RoleSpec, Scenario, ScenarioError, ScopeSpec, Step,
+    TableSpec, DEFAULT_ACCOUNT_ID, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE,
 };
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,15 +71,94 @@ impl Drop for Handle {
     }
 }
 
-/// State shared between the handle and every request.
-struct Shared {
+/// An (account, region) pair: where a request acts and where tables live.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Scope {
     account_id: String,
     region: String,
-    tables: Mutex<HashMap<String, InstalledTable>>,
+}
+
+impl Scope {
+    fn new(account_id: &str, region: &str) -> Self {
+        Scope {
+            account_id: account_id.to_string(),
+            region: region.to_string(),
+        }
+    }
+}
+
+/// Which simulated service a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    DynamoDb,
+    Sts,
+}
+
+/// One request as the stats saw it, once its caller and operation were known
+/// (requests rejected before that only count in [`Simulator::total_requests`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When it arrived, on tokio's clock (so paused-time tests can use it).
+    pub at: Instant,
+    /// The caller's account: its role's for STS-issued keys, else the default.
+    pub account_id: String,
+    /// The region of the request's SigV4 credential scope.
+    pub region: String,
+    pub service: Service,
+    pub operation: String,
+    /// The table named by the request (its name, also when given as an ARN).
+    pub table: Option<String>,
+    pub access_key_id: String,
+}
+
+/// An access key STS issued, as [`Simulator::issued_keys`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    pub access_key_id: String,
+    pub account_id: String,
+    pub role_arn: String,
+}
+
+/// State shared between the handle and every request.
+struct Shared {
+    default_scope: Scope,
+    /// `None`: any well-formed role ARN may be assumed.
+    roles: Option<Vec<RoleSpec>>,
+    credential_lifetime: Option<Duration>,
+    world: Mutex<World>,
     stats: Stats,
     /// Flips to `true` once; hung and sleeping requests watch it.
     stopping: watch::Sender<bool>,
     request_seq: AtomicU64,
+}
+
+/// Everything requests read and the control API changes, under one lock.
+struct World {
+    scopes: HashMap<Scope, ScopeState>,
+    /// STS-issued credentials by access key id.
+    credentials: HashMap<String, IssuedCredential>,
+    tags_page_size: usize,
+}
+
+#[derive(Default)]
+struct ScopeState {
+    /// Sorted, as `ListTables` answers.
+    tables: BTreeMap<String, InstalledTable>,
+    /// Applies to every request of the scope, before any table fault.
+    fault: Option<Fault>,
+}
+
+/// Credentials STS handed out, remembered so later requests signed with
+/// them land in the role's account.
+#[derive(Debug, Clone)]
+struct IssuedCredential {
+    account_id: String,
+    role_arn: String,
+    /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    assumed_role_arn: String,
+    /// `AROA…:SESSION`.
+    assumed_role_id: String,
+    session_token: String,
 }
 
 struct InstalledTable {
@@ -81,12 +173,17 @@ struct TableSnapshot {
     elapsed: Duration,
 }
 
+/// Oldest request records are dropped past this many, to bound memory in
+/// long demo runs.
+const MAX_RECORDS: usize = 1 << 20;
+
 #[derive(Default)]
 struct Stats {
     total: AtomicU64,
     per_table: Mutex<HashMap<String, u64>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    records: Mutex<VecDeque<RequestRecord>>,
 }
 
 /// Counts one request as in flight until dropped, which also covers requests
@@ -116,6 +213,28 @@ impl Stats {
     fn count_table(&self, table: &str) {
         *lock(&self.per_table).entry(table.to_string()).or_insert(0) += 1;
     }
+
+    fn record(&self, record: RequestRecord) {
+        let mut records = lock(&self.records);
+        if records.len() >= MAX_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+}
+
+/// What a fault makes the service layer do; each service shapes the error
+/// its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultOutcome {
+    /// Answer normally but with a truncated body.
+    Garble,
+    Throttle,
+    InternalError,
+    NotFound,
+    AccessDenied,
+    /// Close the connection without answering.
+    Reset,
 }
 
 impl Shared {
@@ -130,39 +249,93 @@ impl Shared {
         let _ = stopping.wait_for(|stop| *stop).await;
     }
 
-    fn snapshot(&self, table: &str) -> Option<TableSnapshot> {
-        lock(&self.tables).get(table).map(|t| TableSnapshot {
+    /// Carry out `fault`: `Hang` waits here until the simulator stops (or the
+    /// client gives up, when hyper drops this future), the rest are mapped.
+    async fn enact(&self, fault: Fault) -> FaultOutcome {
+        match fault {
+            Fault::Malformed => FaultOutcome::Garble,
+            Fault::Throttle => FaultOutcome::Throttle,
+            Fault::InternalError => FaultOutcome::InternalError,
+            Fault::NotFound => FaultOutcome::NotFound,
+            Fault::AccessDenied => FaultOutcome::AccessDenied,
+            Fault::Reset => FaultOutcome::Reset,
+            Fault::Hang => {
+                self.stopped().await;
+                FaultOutcome::Reset
+            }
+        }
+    }
+
+    /// Sleep `latency`, or return `false` if the simulator stops first.
+    async fn delay(&self, latency: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(latency) => true,
+            () = self.stopped() => false,
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    fn snapshot(&self, scope: &Scope, table: &str) -> Option<TableSnapshot> {
+        let world = self.world();
+        let t = world.scopes.get(scope)?.tables.get(table)?;
+        Some(TableSnapshot {
             spec: t.spec.clone(),
             elapsed: t.since.elapsed(),
         })
     }
 
-    fn table_arn(&self, table: &str) -> String {
+    /// Sorted table names of `scope`.
+    fn table_names(&self, scope: &Scope) -> Vec<String> {
+        self.world()
+            .scopes
+            .get(scope)
+            .map(|s| s.tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn scope_fault(&self, scope: &Scope) -> Option<Fault> {
+        self.world().scopes.get(scope).and_then(|s| s.fault)
+    }
+
+    fn table_arn(&self, scope: &Scope, table: &str) -> String {
         format!(
             "arn:{}:dynamodb:{}:{}:table/{}",
-            partition(&self.region),
-            self.region,
-            self.account_id,
+            partition(&scope.region),
+            scope.region,
+            scope.account_id,
             table
         )
+    }
+
+    fn issued(&self, access_key_id: &str) -> Option<IssuedCredential> {
+        self.world().credentials.get(access_key_id).cloned()
     }
 
     /// A fresh id in the style of AWS's (52 upper-case letters and digits);
     /// the sequence number in front keeps ids unique within one simulator.
     fn next_request_id(&self) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let mut seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
-        let mut id = Vec::with_capacity(52);
-        for _ in 0..13 {
-            id.push(ALPHABET[(seq % 36) as usize]);
-            seq /= 36;
-        }
-        id.reverse();
-        while id.len() < 52 {
-            id.push(ALPHABET[fastrand::usize(..ALPHABET.len())]);
-        }
-        String::from_utf8_lossy(&id).into_owned()
+        let seq = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        unique_id(seq, 52)
     }
+}
+
+/// `len` upper-case letters and digits: `seq` in base 36 (13 digits, so
+/// unique per sequence number), then random ones.
+fn unique_id(mut seq: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut id = Vec::with_capacity(len.max(13));
+    for _ in 0..13 {
+        id.push(ALPHABET[(seq % 36) as usize]);
+        seq /= 36;
+    }
+    id.reverse();
+    while id.len() < len {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())]);
+    }
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// The ARN partition a region belongs to.
@@ -174,6 +347,27 @@ fn partition(region: &str) -> &'static str {
     } else {
         "aws"
     }
+}
+
+/// The most entries of sorted `times` within any window of length `window`
+/// (a window starting at `t` holds the times in `[t, t + window)`).
+fn max_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end].duration_since(times[start]) >= window {
+            start += 1;
+        }
+        best = best.max(end + 1 - start);
+    }
+    best
+}
+
+fn install(tables: Vec<TableSpec>, since: Instant) -> BTreeMap<String, InstalledTable> {
+    tables
+        .into_iter()
+        .map(|spec| (spec.name.clone(), InstalledTable { spec, since }))
+        .collect()
 }
 
 impl Simulator {
@@ -191,20 +385,34 @@ impl Simulator {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let started = Instant::now();
-        let tables = scenario
-            .tables
-            .into_iter()
-            .map(|spec| {
-                let name = spec.name.clone();
-                let since = started;
-                (name, InstalledTable { spec, since })
-            })
-            .collect();
+        let default_scope = Scope::new(&scenario.account_id, &scenario.region);
+        let mut scopes = HashMap::new();
+        scopes.insert(
+            default_scope.clone(),
+            ScopeState {
+                tables: install(scenario.tables, started),
+                fault: None,
+            },
+        );
+        for scope in scenario.scopes {
+            scopes.insert(
+                Scope::new(&scope.account_id, &scope.region),
+                ScopeState {
+                    tables: install(scope.tables, started),
+                    fault: None,
+                },
+            );
+        }
         let (stopping, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            account_id: scenario.account_id,
-            region: scenario.region,
-            tables: Mutex::new(tables),
+            default_scope,
+            roles: scenario.roles,
+            credential_lifetime: scenario.credential_lifetime,
+            world: Mutex::new(World {
+                scopes,
+                credentials: HashMap::new(),
+                tags_page_size: scenario.tags_page_size,
+            }),
             stats: Stats::default(),
             stopping,
             request_seq: AtomicU64::new(0),
@@ -215,7 +423,7 @@ impl Simulator {
         let for_shutdown = Arc::clone(&shared);
         let shutdown = async move { for_shutdown.stopped().await };
         let server = tokio::spawn(serve::serve(listener, handler, shutdown, SHUTDOWN_GRACE));
-        tracing::debug!(%addr, "DynamoDB simulator listening");
+        tracing::debug!(%addr, "AWS simulator listening");
         Ok(Simulator {
             handle: Arc::new(Handle {
                 addr,
@@ -234,63 +442,243 @@ impl Simulator {
         format!("http://{}", self.handle.addr)
     }
 
+    /// Region of the default scope.
     pub fn region(&self) -> String {
-        self.handle.shared.region.clone()
+        self.handle.shared.default_scope.region.clone()
     }
 
+    /// Account of the default scope.
     pub fn account_id(&self) -> String {
-        self.handle.shared.account_id.clone()
+        self.handle.shared.default_scope.account_id.clone()
     }
 
-    /// The ARN the simulator accepts in place of `table`'s name.
+    /// The ARN the simulator accepts in place of `table`'s name (default scope).
     pub fn table_arn(&self, table: &str) -> String {
-        self.handle.shared.table_arn(table)
+        let shared = &self.handle.shared;
+        shared.table_arn(&shared.default_scope, table)
     }
 
-    /// Add or replace a table; its timelines restart now.
+    /// The ARN of `table` in the scope (`account_id`, `region`).
+    pub fn table_arn_in(&self, account_id: &str, region: &str, table: &str) -> String {
+        self.handle
+            .shared
+            .table_arn(&Scope::new(account_id, region), table)
+    }
+
+    /// Add or replace a table of the default scope; its timelines restart now.
     pub fn put_table(&self, spec: TableSpec) {
-        let since = Instant::now();
-        lock(&self.handle.shared.tables).insert(spec.name.clone(), InstalledTable { spec, since });
+        self.put_table_at(self.handle.shared.default_scope.clone(), spec);
     }
 
-    /// Remove a table; later requests for it get `ResourceNotFoundException`.
+    /// Add or replace a table of (`account_id`, `region`), creating the scope
+    /// if needed; its timelines restart now.
+    pub fn put_table_in(&self, account_id: &str, region: &str, spec: TableSpec) {
+        self.put_table_at(Scope::new(account_id, region), spec);
+    }
+
+    fn put_table_at(&self, scope: Scope, spec: TableSpec) {
+        let since = Instant::now();
+        self.handle
+            .shared
+            .world()
+            .scopes
+            .entry(scope)
+            .or_default()
+            .tables
+            .insert(spec.name.clone(), InstalledTable { spec, since });
+    }
+
+    /// Remove a table of the default scope; later requests for it get
+    /// `ResourceNotFoundException`.
     pub fn remove_table(&self, name: &str) {
-        lock(&self.handle.shared.tables).remove(name);
+        self.remove_table_at(&self.handle.shared.default_scope.clone(), name);
+    }
+
+    /// Remove a table of (`account_id`, `region`).
+    pub fn remove_table_in(&self, account_id: &str, region: &str, name: &str) {
+        self.remove_table_at(&Scope::new(account_id, region), name);
+    }
+
+    fn remove_table_at(&self, scope: &Scope, name: &str) {
+        if let Some(state) = self.handle.shared.world().scopes.get_mut(scope) {
+            state.tables.remove(name);
+        }
     }
 
     /// Set or clear a table's fault. Does nothing for an unknown table.
     pub fn set_fault(&self, table: &str, fault: Option<Fault>) {
-        self.modify(table, |t| t.spec.fault = fault);
+        self.modify(None, table, |t| t.spec.fault = fault);
+    }
+
+    /// [`Simulator::set_fault`] for a table of (`account_id`, `region`).
+    pub fn set_fault_in(&self, account_id: &str, region: &str, table: &str, fault: Option<Fault>) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.fault = fault
+        });
+    }
+
+    /// Set or clear a fault for every DynamoDB request of the scope
+    /// (`account_id`, `region`), whatever table it names: `Hang` blackholes
+    /// the region, `Throttle` is a throttle storm. While set it replaces
+    /// table faults and latency. STS is not affected.
+    pub fn set_scope_fault(&self, account_id: &str, region: &str, fault: Option<Fault>) {
+        self.handle
+            .shared
+            .world()
+            .scopes
+            .entry(Scope::new(account_id, region))
+            .or_default()
+            .fault = fault;
     }
 
     /// Set or clear a table's added latency. Does nothing for an unknown table.
     pub fn set_latency(&self, table: &str, latency: Option<Duration>) {
-        self.modify(table, |t| t.spec.latency = latency);
+        self.modify(None, table, |t| t.spec.latency = latency);
+    }
+
+    /// [`Simulator::set_latency`] for a table of (`account_id`, `region`).
+    pub fn set_latency_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        latency: Option<Duration>,
+    ) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.latency = latency
+        });
     }
 
     /// Replace a table's destinations; their timelines start now. Does
     /// nothing for an unknown table.
     pub fn set_destinations(&self, table: &str, destinations: Vec<DestinationSpec>) {
-        self.modify(table, |t| {
+        self.modify(None, table, |t| {
             t.spec.destinations = destinations;
             t.since = Instant::now();
         });
     }
 
-    fn modify(&self, table: &str, change: impl FnOnce(&mut InstalledTable)) {
-        match lock(&self.handle.shared.tables).get_mut(table) {
+    /// [`Simulator::set_destinations`] for a table of (`account_id`, `region`).
+    pub fn set_destinations_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        destinations: Vec<DestinationSpec>,
+    ) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.destinations = destinations;
+            t.since = Instant::now();
+        });
+    }
+
+    /// Replace a table's tags. Does nothing for an unknown table.
+    pub fn set_tags_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        tags: Vec<(String, String)>,
+    ) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.tags = tags
+        });
+    }
+
+    /// Tags per `ListTagsOfResource` page from now on (at least 1).
+    pub fn set_tags_page_size(&self, size: usize) {
+        self.handle.shared.world().tags_page_size = size.max(1);
+    }
+
+    fn modify(&self, scope: Option<Scope>, table: &str, change: impl FnOnce(&mut InstalledTable)) {
+        let shared = &self.handle.shared;
+        let scope = scope.unwrap_or_else(|| shared.default_scope.clone());
+        let mut world = shared.world();
+        match world
+            .scopes
+            .get_mut(&scope)
+            .and_then(|s| s.tables.get_mut(table))
+        {
             Some(installed) => change(installed),
             None => tracing::warn!(table, "simulator has no such table; change ignored"),
         }
     }
 
-    /// `DescribeKinesisStreamingDestination` requests for `table` (by name,
-    /// or by ARN resolved to the name), faulted ones included.
+    /// `DescribeKinesisStreamingDestination` requests for `table` of the
+    /// default scope (by name, or by ARN resolved to the name), faulted ones
+    /// included; a table elsewhere counts under its full ARN.
     pub fn requests_for(&self, table: &str) -> u64 {
         lock(&self.handle.shared.stats.per_table)
             .get(table)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Access keys STS has issued so far, in no particular order.
+    pub fn issued_keys(&self) -> Vec<IssuedKey> {
+        self.handle
+            .shared
+            .world()
+            .credentials
+            .iter()
+            .map(|(key, issued)| IssuedKey {
+                access_key_id: key.clone(),
+                account_id: issued.account_id.clone(),
+                role_arn: issued.role_arn.clone(),
+            })
+            .collect()
+    }
+
+    /// Every request whose caller and operation were recognised, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.handle.shared.stats.records)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Recorded requests of the scope (`account_id`, `region`), all services.
+    pub fn requests_in(&self, account_id: &str, region: &str) -> u64 {
+        lock(&self.handle.shared.stats.records)
+            .iter()
+            .filter(|r| r.account_id == account_id && r.region == region)
+            .count() as u64
+    }
+
+    /// The most requests of the scope (`account_id`, `region`) that arrived
+    /// within any `window`-long stretch: what a rate budget must bound.
+    pub fn max_requests_in_window(
+        &self,
+        account_id: &str,
+        region: &str,
+        window: Duration,
+    ) -> usize {
+        let mut times: Vec<Instant> = lock(&self.handle.shared.stats.records)
+            .iter()
+            .filter(|r| r.account_id == account_id && r.region == region)
+            .map(|r| r.at)
+            .collect();
+        times.sort_unstable();
+        max_in_window(&times, window)
+    }
+
+    /// Recorded requests of one operation, all scopes.
+    pub fn operation_requests(&self, service: Service, operation: &str) -> u64 {
+        lock(&self.handle.shared.stats.records)
+            .iter()
+            .filter(|r| r.service == service && r.operation == operation)
+            .count() as u64
+    }
+
+    /// Recorded requests per (service, operation), all scopes.
+    pub fn operation_counts(&self) -> BTreeMap<(Service, String), u64> {
+        let mut counts = BTreeMap::new();
+        for record in lock(&self.handle.shared.stats.records).iter() {
+            *counts
+                .entry((record.service, record.operation.clone()))
+                .or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Every HTTP request received, rejected ones included.
@@ -312,12 +700,14 @@ impl Simulator {
             .load(Ordering::SeqCst)
     }
 
-    /// Zero the counters. The maximum restarts from the current in-flight
-    /// count, since those requests are still in flight.
+    /// Zero the counters and forget recorded requests. The maximum restarts
+    /// from the current in-flight count, since those requests are still in
+    /// flight.
     pub fn reset_stats(&self) {
         let stats = &self.handle.shared.stats;
         stats.total.store(0, Ordering::SeqCst);
         lock(&stats.per_table).clear();
+        lock(&stats.records).clear();
         stats
             .max_in_flight
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -336,5 +726,44 @@ impl Simulator {
                 server.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window_counts_the_busiest_stretch() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let times = [
+            at(0),
+            at(100),
+            at(900),
+            at(1000),
+            at(1050),
+            at(1999),
+            at(3000),
+        ];
+        let second = Duration::from_secs(1);
+        // [100, 1100) holds 100, 900, 1000 and 1050; no second holds five.
+        assert_eq!(max_in_window(&times, second), 4);
+        assert_eq!(max_in_window(&times, Duration::from_millis(1100)), 5);
+        assert_eq!(max_in_window(&times, Duration::from_secs(10)), 7);
+        assert_eq!(max_in_window(&times, Duration::from_nanos(1)), 1);
+        assert_eq!(max_in_window(&[], second), 0);
+    }
+
+    #[test]
+    fn unique_ids_have_the_requested_shape() {
+        let a = unique_id(0, 52);
+        let b = unique_id(1, 52);
+        assert_eq!((a.len(), b.len()), (52, 52));
+        assert_ne!(a[..13], b[..13]);
+        assert_eq!(unique_id(35, 16).len(), 16);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()));
     }
 }

@@ -1,7 +1,9 @@
-//! The simulator's scenario: which tables exist, which Kinesis streaming
-//! destinations each one has, how their statuses move over time, and which
-//! faults and latency a table injects. Owns the YAML format, its validation,
-//! and the pure timeline evaluation the wire layer calls on every request.
+//! The simulator's scenario: which (account, region) scopes exist, which
+//! tables each holds, their tags and Kinesis streaming destinations, how
+//! statuses move over time, which faults and latency a table injects, and
+//! which IAM roles STS lets callers assume. Owns the YAML format, its
+//! validation, and the pure timeline evaluation the service modules call on
+//! every request.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,14 +16,50 @@ pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
 /// Region used when a scenario does not name one.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// Everything the simulated DynamoDB endpoint knows about.
+/// How many tags one `ListTagsOfResource` page holds unless a scenario says
+/// otherwise: small, so that every client's paging is exercised.
+pub const DEFAULT_TAGS_PAGE_SIZE: usize = 2;
+
+/// Everything the simulated endpoint knows about.
+///
+/// `account_id`, `region` and `tables` form the default scope: requests
+/// signed with keys STS did not issue belong to `account_id`, and the
+/// control methods without an `_in` suffix act on this scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
     /// Twelve-digit account id, used in table ARNs and error messages.
     pub account_id: String,
-    /// Region the endpoint pretends to be in; table ARNs must name it.
+    /// Region of the default scope.
     pub region: String,
     pub tables: Vec<TableSpec>,
+    /// Further (account, region) scopes. A request's region is the one its
+    /// SigV4 credential scope names; its account is that of the role whose
+    /// STS credentials signed it, else `account_id`.
+    pub scopes: Vec<ScopeSpec>,
+    /// Roles STS lets callers assume; `None` allows any well-formed role ARN.
+    pub roles: Option<Vec<RoleSpec>>,
+    /// Lifetime of credentials STS issues, overriding `DurationSeconds`
+    /// (so tests can watch a refresh).
+    pub credential_lifetime: Option<Duration>,
+    /// Tags per `ListTagsOfResource` page.
+    pub tags_page_size: usize,
+}
+
+/// One (account, region) scope besides the default one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeSpec {
+    pub account_id: String,
+    pub region: String,
+    pub tables: Vec<TableSpec>,
+}
+
+/// An IAM role STS lets callers assume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    /// `arn:aws:iam::ACCOUNT:role/NAME`; credentials issued for it act in ACCOUNT.
+    pub arn: String,
+    /// When set, `AssumeRole` must pass exactly this `ExternalId`.
+    pub external_id: Option<String>,
 }
 
 /// One table and what requests naming it get back.
@@ -33,6 +71,8 @@ pub struct TableSpec {
     pub fault: Option<Fault>,
     /// Added before answering (or before applying the fault).
     pub latency: Option<Duration>,
+    /// Resource tags in order, as `ListTagsOfResource` pages them.
+    pub tags: Vec<(String, String)>,
 }
 
 /// One Kinesis streaming destination of a table.
@@ -107,6 +147,10 @@ impl Default for Scenario {
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
             region: DEFAULT_REGION.to_string(),
             tables: Vec::new(),
+            scopes: Vec::new(),
+            roles: None,
+            credential_lifetime: None,
+            tags_page_size: DEFAULT_TAGS_PAGE_SIZE,
         }
     }
 }
@@ -135,26 +179,65 @@ impl Scenario {
         self.tables.iter().map(|t| t.name.clone()).collect()
     }
 
-    /// Add a table (builder style, for tests).
+    /// Add a table to the default scope (builder style, for tests).
     pub fn with_table(mut self, table: TableSpec) -> Self {
         self.tables.push(table);
+        self
+    }
+
+    /// Add a further scope (builder style, for tests).
+    pub fn with_scope(mut self, scope: ScopeSpec) -> Self {
+        self.scopes.push(scope);
+        self
+    }
+
+    /// Allow only the roles given so far and `role` (builder style).
+    pub fn with_role(mut self, role: RoleSpec) -> Self {
+        self.roles.get_or_insert_with(Vec::new).push(role);
         self
     }
 
     /// Apply the same rules as [`Scenario::from_yaml`] to a scenario built in code.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let mut problems = Vec::new();
-        check_account_and_region(&self.account_id, &self.region, &mut problems);
-        let mut first_seen: HashMap<&str, usize> = HashMap::new();
-        for (t, table) in self.tables.iter().enumerate() {
-            check_table_name(t, &table.name, &mut first_seen, &mut problems);
-            for (d, dest) in table.destinations.iter().enumerate() {
-                let at = format!("tables[{t}].destinations[{d}]");
-                if dest.stream_arn.is_empty() {
-                    problems.push(format!("{at}.stream_arn: must not be empty"));
+        check_account_and_region("", &self.account_id, &self.region, &mut problems);
+        check_tables("", &self.tables, &mut problems);
+        let mut seen: HashMap<(&str, &str), Option<usize>> = HashMap::new();
+        seen.insert((&self.account_id, &self.region), None);
+        for (i, scope) in self.scopes.iter().enumerate() {
+            let at = format!("scopes[{i}]");
+            check_account_and_region(
+                &format!("{at}."),
+                &scope.account_id,
+                &scope.region,
+                &mut problems,
+            );
+            match seen.get(&(scope.account_id.as_str(), scope.region.as_str())) {
+                Some(first) => problems.push(format!(
+                    "{at}: duplicate scope {}/{} (first at {})",
+                    scope.account_id,
+                    scope.region,
+                    first.map_or("the top level".to_string(), |f| format!("scopes[{f}]"))
+                )),
+                None => {
+                    seen.insert((&scope.account_id, &scope.region), Some(i));
                 }
-                check_timeline(&at, &dest.timeline, dest.repeat, &mut problems);
             }
+            check_tables(&format!("{at}."), &scope.tables, &mut problems);
+        }
+        for (r, role) in self.roles.iter().flatten().enumerate() {
+            if role_account(&role.arn).is_none() {
+                problems.push(format!(
+                    "roles[{r}].arn: {:?} is not a role ARN like \"arn:aws:iam::123456789012:role/NAME\"",
+                    role.arn
+                ));
+            }
+        }
+        if self.credential_lifetime.is_some_and(|d| d.is_zero()) {
+            problems.push("credential_lifetime: must be greater than zero".to_string());
+        }
+        if self.tags_page_size == 0 {
+            problems.push("tags_page_size: must be at least 1".to_string());
         }
         if problems.is_empty() {
             Ok(())
@@ -172,7 +255,14 @@ impl TableSpec {
             destinations: Vec::new(),
             fault: None,
             latency: None,
+            tags: Vec::new(),
         }
+    }
+
+    /// Append a tag.
+    pub fn with_tag(mut self, key: &str, value: &str) -> Self {
+        self.tags.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn with_destination(mut self, destination: DestinationSpec) -> Self {
@@ -284,9 +374,92 @@ fn cycle_length(steps: &[Step]) -> Option<Duration> {
     (!total.is_zero()).then_some(total)
 }
 
-fn check_account_and_region(account_id: &str, region: &str, problems: &mut Vec<String>) {
-    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-        problems.push(format!("account_id: {account_id:?} is not 12 digits"));
+impl ScopeSpec {
+    /// An empty scope.
+    pub fn new(account_id: &str, region: &str) -> Self {
+        ScopeSpec {
+            account_id: account_id.to_string(),
+            region: region.to_string(),
+            tables: Vec::new(),
+        }
+    }
+
+    pub fn with_table(mut self, table: TableSpec) -> Self {
+        self.tables.push(table);
+        self
+    }
+}
+
+impl RoleSpec {
+    /// A role anyone may assume.
+    pub fn new(arn: &str) -> Self {
+        RoleSpec {
+            arn: arn.to_string(),
+            external_id: None,
+        }
+    }
+
+    pub fn with_external_id(mut self, external_id: &str) -> Self {
+        self.external_id = Some(external_id.to_string());
+        self
+    }
+}
+
+/// The account of a role ARN `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`;
+/// `None` unless it has exactly that form with a 12-digit account.
+pub fn role_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let ("arn", partition, "iam", "", account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ) else {
+        return None;
+    };
+    let name = resource.strip_prefix("role/")?;
+    let ok =
+        !partition.is_empty() && is_account_id(account) && !name.is_empty() && !name.ends_with('/');
+    ok.then_some(account)
+}
+
+fn is_account_id(account_id: &str) -> bool {
+    account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn check_tables(prefix: &str, tables: &[TableSpec], problems: &mut Vec<String>) {
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    for (t, table) in tables.iter().enumerate() {
+        check_table_name(prefix, t, &table.name, &mut first_seen, problems);
+        for (d, dest) in table.destinations.iter().enumerate() {
+            let at = format!("{prefix}tables[{t}].destinations[{d}]");
+            if dest.stream_arn.is_empty() {
+                problems.push(format!("{at}.stream_arn: must not be empty"));
+            }
+            check_timeline(&at, &dest.timeline, dest.repeat, problems);
+        }
+        for (k, (key, _)) in table.tags.iter().enumerate() {
+            if key.is_empty() {
+                problems.push(format!(
+                    "{prefix}tables[{t}].tags[{k}]: key must not be empty"
+                ));
+            }
+        }
+    }
+}
+
+fn check_account_and_region(
+    prefix: &str,
+    account_id: &str,
+    region: &str,
+    problems: &mut Vec<String>,
+) {
+    if !is_account_id(account_id) {
+        problems.push(format!(
+            "{prefix}account_id: {account_id:?} is not 12 digits"
+        ));
     }
     let region_ok = !region.is_empty()
         && region
@@ -294,22 +467,23 @@ fn check_account_and_region(account_id: &str, region: &str, problems: &mut Vec<S
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !region_ok {
         problems.push(format!(
-            "region: {region:?} is not a region name like \"us-east-1\""
+            "{prefix}region: {region:?} is not a region name like \"us-east-1\""
         ));
     }
 }
 
 fn check_table_name<'a>(
+    prefix: &str,
     index: usize,
     name: &'a str,
     first_seen: &mut HashMap<&'a str, usize>,
     problems: &mut Vec<String>,
 ) {
     if name.is_empty() {
-        problems.push(format!("tables[{index}].name: must not be empty"));
+        problems.push(format!("{prefix}tables[{index}].name: must not be empty"));
     } else if let Some(first) = first_seen.get(name) {
         problems.push(format!(
-            "tables[{index}].name: duplicate table {name:?} (first at tables[{first}])"
+            "{prefix}tables[{index}].name: duplicate table {name:?} (first at {prefix}tables[{first}])"
         ));
     } else {
         first_seen.insert(name, index);
@@ -353,6 +527,46 @@ struct RawScenario {
     region: String,
     #[serde(default)]
     tables: Vec<RawTable>,
+    #[serde(default)]
+    scopes: Vec<RawScope>,
+    #[serde(default)]
+    roles: Option<Vec<RawRole>>,
+    #[serde(default)]
+    credential_lifetime: Option<String>,
+    #[serde(default = "default_tags_page_size")]
+    tags_page_size: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    account_id: String,
+    region: String,
+    #[serde(default)]
+    tables: Vec<RawTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    arn: String,
+    #[serde(default)]
+    external_id: Option<String>,
+}
+
+/// `tags: {cdc: "true"}` or `tags: [{key: cdc, value: "true"}]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTags {
+    Map(serde_yaml::Mapping),
+    List(Vec<RawTag>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTag {
+    key: serde_yaml::Value,
+    value: serde_yaml::Value,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +579,8 @@ struct RawTable {
     fault: Option<Fault>,
     #[serde(default)]
     destinations: Vec<RawDestination>,
+    #[serde(default)]
+    tags: Option<RawTags>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +617,59 @@ fn default_region() -> String {
     DEFAULT_REGION.to_string()
 }
 
+fn default_tags_page_size() -> usize {
+    DEFAULT_TAGS_PAGE_SIZE
+}
+
+/// A tag key or value: YAML scalars are taken as text (`true` is "true").
+fn scalar_text(at: &str, value: serde_yaml::Value, problems: &mut Vec<String>) -> String {
+    match value {
+        serde_yaml::Value::String(s) => s,
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        _ => {
+            problems.push(format!("{at}: must be a string"));
+            String::new()
+        }
+    }
+}
+
+fn decode_tables(prefix: &str, raw: Vec<RawTable>, problems: &mut Vec<String>) -> Vec<TableSpec> {
+    let mut tables = Vec::with_capacity(raw.len());
+    for (t, raw) in raw.into_iter().enumerate() {
+        let at = format!("{prefix}tables[{t}]");
+        let latency = raw
+            .latency
+            .and_then(|text| parse_duration(&format!("{at}.latency"), &text, problems));
+        let mut destinations = Vec::with_capacity(raw.destinations.len());
+        for (d, dest) in raw.destinations.into_iter().enumerate() {
+            destinations.push(dest.into_spec(&format!("{at}.destinations[{d}]"), problems));
+        }
+        let pairs: Vec<(serde_yaml::Value, serde_yaml::Value)> = match raw.tags {
+            None => Vec::new(),
+            Some(RawTags::Map(map)) => map.into_iter().collect(),
+            Some(RawTags::List(list)) => list.into_iter().map(|t| (t.key, t.value)).collect(),
+        };
+        let tags = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(k, (key, value))| {
+                let key = scalar_text(&format!("{at}.tags[{k}].key"), key, problems);
+                let value = scalar_text(&format!("{at}.tags[{k}].value"), value, problems);
+                (key, value)
+            })
+            .collect();
+        tables.push(TableSpec {
+            name: raw.name,
+            destinations,
+            fault: raw.fault,
+            latency,
+            tags,
+        });
+    }
+    tables
+}
+
 fn parse_duration(at: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
     match humantime::parse_duration(text.trim()) {
         Ok(duration) => Some(duration),
@@ -416,28 +685,37 @@ fn parse_duration(at: &str, text: &str, problems: &mut Vec<String>) -> Option<Du
 impl RawScenario {
     fn into_scenario(self) -> Result<Scenario, Vec<String>> {
         let mut problems = Vec::new();
-        let mut tables = Vec::with_capacity(self.tables.len());
-        for (t, raw) in self.tables.into_iter().enumerate() {
-            let at = format!("tables[{t}]");
-            let latency = raw
-                .latency
-                .and_then(|text| parse_duration(&format!("{at}.latency"), &text, &mut problems));
-            let mut destinations = Vec::with_capacity(raw.destinations.len());
-            for (d, dest) in raw.destinations.into_iter().enumerate() {
-                destinations
-                    .push(dest.into_spec(&format!("{at}.destinations[{d}]"), &mut problems));
-            }
-            tables.push(TableSpec {
-                name: raw.name,
-                destinations,
-                fault: raw.fault,
-                latency,
-            });
-        }
+        let tables = decode_tables("", self.tables, &mut problems);
+        let scopes = self
+            .scopes
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| ScopeSpec {
+                account_id: raw.account_id,
+                region: raw.region,
+                tables: decode_tables(&format!("scopes[{i}]."), raw.tables, &mut problems),
+            })
+            .collect();
+        let roles = self.roles.map(|roles| {
+            roles
+                .into_iter()
+                .map(|raw| RoleSpec {
+                    arn: raw.arn,
+                    external_id: raw.external_id,
+                })
+                .collect()
+        });
+        let credential_lifetime = self
+            .credential_lifetime
+            .and_then(|text| parse_duration("credential_lifetime", &text, &mut problems));
         let scenario = Scenario {
             account_id: self.account_id,
             region: self.region,
             tables,
+            scopes,
+            roles,
+            credential_lifetime,
+            tags_page_size: self.tags_page_size,
         };
         // Shape problems found while decoding come first, then the rules that
         // also apply to scenarios built in code, minus those that only echo a
@@ -594,12 +872,97 @@ tables:
                     ],
                     fault: Some(Fault::Throttle),
                     latency: Some(Duration::from_millis(200)),
+                    tags: Vec::new(),
                 },
                 TableSpec::new("payments"),
             ],
+            ..Scenario::default()
         };
         assert_eq!(Scenario::from_yaml(yaml).unwrap(), expected);
         assert_eq!(expected.table_names(), vec!["orders", "payments"]);
+    }
+
+    #[test]
+    fn parses_scopes_tags_and_roles() {
+        let yaml = r#"
+tables:
+  - name: orders
+    tags: {cdc: "true", team: payments, tier: 1, on: true}
+scopes:
+  - account_id: "222222222222"
+    region: eu-west-1
+    tables:
+      - name: eu-orders
+        tags: [{key: cdc, value: "false"}]
+  - account_id: "222222222222"
+    region: us-east-1
+roles:
+  - arn: arn:aws:iam::222222222222:role/exporter
+    external_id: s3cret
+  - arn: arn:aws:iam::333333333333:role/path/open
+credential_lifetime: 20s
+tags_page_size: 3
+"#;
+        let expected = Scenario::default()
+            .with_table(
+                TableSpec::new("orders")
+                    .with_tag("cdc", "true")
+                    .with_tag("team", "payments")
+                    .with_tag("tier", "1")
+                    .with_tag("on", "true"),
+            )
+            .with_scope(
+                ScopeSpec::new("222222222222", "eu-west-1")
+                    .with_table(TableSpec::new("eu-orders").with_tag("cdc", "false")),
+            )
+            .with_scope(ScopeSpec::new("222222222222", "us-east-1"))
+            .with_role(
+                RoleSpec::new("arn:aws:iam::222222222222:role/exporter").with_external_id("s3cret"),
+            )
+            .with_role(RoleSpec::new("arn:aws:iam::333333333333:role/path/open"));
+        let expected = Scenario {
+            credential_lifetime: Some(secs(20)),
+            tags_page_size: 3,
+            ..expected
+        };
+        assert_eq!(Scenario::from_yaml(yaml).unwrap(), expected);
+        assert_eq!(Scenario::from_yaml("{}").unwrap().roles, None);
+    }
+
+    #[test]
+    fn scope_role_and_lifetime_problems_are_reported_together() {
+        let yaml = r#"
+scopes:
+  - {account_id: "123456789012", region: us-east-1}
+  - account_id: "22"
+    region: eu-west-1
+    tables: [{name: a}, {name: a}]
+  - {account_id: "222222222222", region: eu-west-1}
+  - {account_id: "222222222222", region: eu-west-1}
+roles:
+  - arn: arn:aws:iam::1:role/x
+  - arn: arn:aws:iam::123456789012:user/x
+credential_lifetime: soon
+tags_page_size: 0
+tables:
+  - name: t
+    tags: {"": x, k: [1]}
+"#;
+        assert_eq!(
+            problems(yaml),
+            [
+                "tables[0].tags[1].value: must be a string",
+                r#"credential_lifetime: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+                "tables[0].tags[0]: key must not be empty",
+                "scopes[0]: duplicate scope 123456789012/us-east-1 (first at the top level)",
+                r#"scopes[1].account_id: "22" is not 12 digits"#,
+                r#"scopes[1].tables[1].name: duplicate table "a" (first at scopes[1].tables[0])"#,
+                "scopes[3]: duplicate scope 222222222222/eu-west-1 (first at scopes[2])",
+                r#"roles[0].arn: "arn:aws:iam::1:role/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
+                r#"roles[1].arn: "arn:aws:iam::123456789012:user/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
+                "tags_page_size: must be at least 1",
+            ]
+        );
     }
 
     #[test]
@@ -642,7 +1005,7 @@ tables:
         assert_eq!(
             syntax_message("tables:\n  - name: t\n    colour: red\n"),
             "tables[0]: unknown field `colour`, expected one of `name`, `latency`, `fault`, \
-             `destinations` at line 3 column 5"
+             `destinations`, `tags` at line 3 column 5"
         );
 
         let message = syntax_message("regoin: us-east-1\n");
