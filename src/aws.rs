@@ -184,7 +184,8 @@ pub trait DynamoDbApi: Send + Sync + 'static {
 pub struct CallPolicy {
     /// Attempts at most (1 = no retries).
     pub max_attempts: u32,
-    /// Bound on the whole call, waits for the budget and retries included.
+    /// Bound on the attempts of one call together, retries and backoff
+    /// included, waits for the budget not.
     pub timeout: Duration,
 }
 
@@ -199,7 +200,9 @@ impl CallPolicy {
 
 /// Run `attempt` under `budget`: a token per attempt, throttling reported
 /// to the budget, retryable failures retried with exponential backoff and
-/// full jitter, everything bounded by `policy.timeout`.
+/// full jitter. The attempts together are bounded by `policy.timeout`,
+/// counted from the first one; waiting for the budget is not part of it
+/// (a scope slowed by throttling is not a timing-out AWS).
 pub async fn call<T, F, Fut>(
     budget: &Budget,
     policy: CallPolicy,
@@ -210,38 +213,32 @@ where
     Fut: Future<Output = Result<T, PollError>>,
 {
     let per_attempt = policy.attempt_timeout();
-    let attempts = async {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let ticket = budget.acquire().await;
-            let outcome = match tokio::time::timeout(per_attempt, attempt()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(PollError::Timeout(format!(
-                    "no answer within {per_attempt:?}"
-                ))),
-            };
-            drop(ticket);
-            match outcome {
-                Ok(value) => return Ok(value),
-                Err(err) => {
-                    if err.is_throttling() {
-                        budget.throttled();
-                    }
-                    if !err.is_retryable() || tries >= policy.max_attempts.max(1) {
-                        return Err(err);
-                    }
-                    tokio::time::sleep(backoff(tries, fastrand::f64())).await;
-                }
-            }
+    let mut deadline = None;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let ticket = budget.acquire().await;
+        let now = tokio::time::Instant::now();
+        let deadline = *deadline.get_or_insert(now + policy.timeout);
+        let limit = per_attempt.min(deadline.saturating_duration_since(now));
+        let outcome = match tokio::time::timeout(limit, attempt()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(PollError::Timeout(format!("no answer within {limit:?}"))),
+        };
+        drop(ticket);
+        let err = match outcome {
+            Ok(value) => return Ok(value),
+            Err(err) => err,
+        };
+        if err.is_throttling() {
+            budget.throttled();
         }
-    };
-    match tokio::time::timeout(policy.timeout, attempts).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(PollError::Timeout(format!(
-            "no answer within {:?}, retries included",
-            policy.timeout
-        ))),
+        let pause = backoff(tries, fastrand::f64());
+        let out_of_time = tokio::time::Instant::now() + pause >= deadline;
+        if !err.is_retryable() || tries >= policy.max_attempts.max(1) || out_of_time {
+            return Err(err);
+        }
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -314,7 +311,11 @@ pub fn is_loopback_endpoint(url: &str) -> bool {
 /// profile files, then a placeholder. Local DynamoDB implementations accept
 /// any signature, and walking the full default chain there would only send
 /// instance-metadata and STS requests off the machine for nothing.
-fn local_endpoint_credentials() -> CredentialsProviderChain {
+pub fn local_endpoint_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(local_endpoint_chain())
+}
+
+fn local_endpoint_chain() -> CredentialsProviderChain {
     CredentialsProviderChain::first_try(
         "Environment",
         aws_config::environment::EnvironmentVariableCredentialsProvider::new(),

@@ -151,7 +151,11 @@ impl Bucket {
         }
         // Back-to-back calls keep exact spacing; after an idle spell the
         // clock restarts at now, so no credit builds up for a burst.
-        self.last_call = Some(if allowed + spacing > now { allowed } else { now });
+        self.last_call = Some(if allowed + spacing > now {
+            allowed
+        } else {
+            now
+        });
         None
     }
 

@@ -257,13 +257,17 @@ impl Fleet {
             .as_deref()
             .is_some_and(aws::is_loopback_endpoint);
         let policy = self.policy(target);
+        // Like the DynamoDB client of such a target: a loopback endpoint
+        // gets local credentials unless the caller gave some.
+        let credentials = (local && self.settings.options.static_credentials.is_none())
+            .then(aws::local_endpoint_credentials);
         let events = self.events.clone();
         let generation_id = self.generation;
         let cancel = generation.clone();
         tokio::spawn(async move {
             let mut failures = 0u32;
             let account = loop {
-                match aws::caller_account(&shared, &region, None, policy).await {
+                match aws::caller_account(&shared, &region, credentials.clone(), policy).await {
                     Ok(account) => break account,
                     Err(err) if local => {
                         tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,

@@ -180,7 +180,7 @@ pub const SCOPE_FAMILIES: [Family<ScopeState>; 7] = [
     },
     Family {
         name: "dynamodb_kinesis_discovery_tables",
-        help: "Tables that matched the discovery filters at the last successful refresh (before sharding).",
+        help: "Tables of this replica's shard that matched the discovery filters at the last successful refresh.",
         kind: Kind::Gauge,
         samples: discovery_tables,
     },

@@ -572,7 +572,10 @@ mod tests {
         // Halved on every throttle, recovering 1 req/s per second: the storm
         // keeps the scope far below its 10 req/s.
         let storm_calls = client.all_calls().len();
-        assert!(storm_calls <= 60, "{storm_calls} calls in 20 s of storm; 200 at the full rate");
+        assert!(
+            storm_calls <= 60,
+            "{storm_calls} calls in 20 s of storm; 200 at the full rate"
+        );
         assert!(h.budget.rate() < 5.0, "{}", h.budget.rate());
         *client.throttle.lock().unwrap() = false;
         tokio::time::sleep(Duration::from_secs(30)).await;

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dke_simulator::{Scenario, Simulator};
+use dke_simulator::{Fault, Scenario, Simulator};
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -399,6 +399,8 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     // The simulated account starts its clock now, with everything else up.
     let scenario = Scenario::from_yaml(&fixture("scenario.yaml")).expect("scenario parses");
     let sim = Simulator::start(scenario).await.expect("simulator starts");
+    // Listings in eu-west-1 fail, so discovery errors have series.
+    sim.set_scope_fault("123456789012", "eu-west-1", Some(Fault::AccessDenied));
     let exporter_config = scratch.write(
         "exporter.yaml",
         &fixture("exporter.yaml").replace("@ENDPOINT@", &sim.endpoint_url()),
@@ -453,11 +455,18 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     assert_eq!(
         annotations["summary"],
         format!(
-            "DynamoDB table orders (us-east-1): Kinesis streaming destination orders-cdc is ENABLE_FAILED: {FAILURE}"
+            "DynamoDB table orders (account 123456789012, us-east-1): Kinesis streaming destination orders-cdc is ENABLE_FAILED: {FAILURE}"
         )
     );
     let description = annotations["description"].as_str().expect("description");
-    for part in ["orders", "us-east-1", STREAM_ARN, "orders-cdc", FAILURE] {
+    for part in [
+        "orders",
+        "123456789012",
+        "us-east-1",
+        STREAM_ARN,
+        "orders-cdc",
+        FAILURE,
+    ] {
         assert!(
             description.contains(part),
             "description lacks {part:?}: {description}"
@@ -501,7 +510,7 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
             evaluated.insert(name);
         }
     }
-    assert_eq!(evaluated.len(), 6, "rules loaded: {evaluated:?}");
+    assert_eq!(evaluated.len(), 8, "rules loaded: {evaluated:?}");
 
     // 4. Every dashboard query, as Grafana would send it with "All" selected.
     dashboard_queries_have_the_expected_series(prom_addr).await;

@@ -20,7 +20,11 @@ fn success(page: &str, account: &str, region: &str, table: &str) -> Option<f64> 
     value(
         page,
         SUCCESS,
-        &[("table", table), ("region", region), ("account_id", account)],
+        &[
+            ("table", table),
+            ("region", region),
+            ("account_id", account),
+        ],
     )
 }
 
@@ -38,10 +42,22 @@ fn polled(page: &str) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// Scenario YAML for tables with one ACTIVE destination each, as items of
+/// the top-level `tables:` list.
 fn tables(names: &[&str]) -> String {
+    tables_at(2, names)
+}
+
+/// The same, indented for a list `indent` columns deep (a scope's tables).
+fn tables_at(indent: usize, names: &[&str]) -> String {
+    let pad = " ".repeat(indent);
     names
         .iter()
-        .map(|n| format!("  - name: {n}\n    destinations:\n      - stream_arn: arn:aws:kinesis:us-east-1:{DEFAULT_ACCOUNT}:stream/{n}\n        status: ACTIVE\n"))
+        .map(|n| {
+            format!(
+                "{pad}- name: {n}\n{pad}  destinations:\n{pad}    - stream_arn: arn:aws:kinesis:us-east-1:{DEFAULT_ACCOUNT}:stream/{n}\n{pad}      status: ACTIVE\n"
+            )
+        })
         .collect()
 }
 
@@ -74,7 +90,9 @@ async fn discovery_pages_filters_and_follows_churn() {
     let names: BTreeSet<String> = polled(&page).into_iter().map(|(_, _, t)| t).collect();
     assert_eq!(
         names,
-        ["orders-eu", "orders-us", "payments"].map(String::from).into()
+        ["orders-eu", "orders-us", "payments"]
+            .map(String::from)
+            .into()
     );
     let scope = [("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")];
     assert_eq!(value(&page, DISCOVERED, &scope), Some(3.0));
@@ -87,18 +105,26 @@ async fn discovery_pages_filters_and_follows_churn() {
         .filter(|r| r.operation == "ListTagsOfResource")
         .filter_map(|r| r.table)
         .collect();
-    assert!(tagged.iter().all(|t| t.starts_with("orders-") || t == "payments"), "{tagged:?}");
+    assert!(
+        tagged
+            .iter()
+            .all(|t| t.starts_with("orders-") || t == "payments"),
+        "{tagged:?}"
+    );
     assert!(!tagged.contains("orders-test"));
 
     // Churn: a new matching table appears, a polled one is deleted.
-    sim.put_table(TableSpec::new("orders-new").with_tags(&[("cdc", "true")]));
+    sim.put_table(TableSpec::new("orders-new").with_tag("cdc", "true"));
     sim.remove_table("orders-us");
     let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
         success(p, DEFAULT_ACCOUNT, "us-east-1", "orders-new") == Some(1.0)
             && success(p, DEFAULT_ACCOUNT, "us-east-1", "orders-us").is_none()
     })
     .await;
-    assert!(!page.contains("table=\"orders-us\""), "a deleted table's series go");
+    assert!(
+        !page.contains("table=\"orders-us\""),
+        "a deleted table's series go"
+    );
     exp.stop().await;
     sim.shutdown().await;
 }
@@ -128,9 +154,16 @@ async fn a_failed_refresh_keeps_the_last_list_and_is_counted() {
     })
     .await;
     // The table is still polled (and failing), not forgotten.
-    assert_eq!(success(&page, DEFAULT_ACCOUNT, "us-east-1", "orders"), Some(0.0));
     assert_eq!(
-        value(&page, DISCOVERED, &[("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")]),
+        success(&page, DEFAULT_ACCOUNT, "us-east-1", "orders"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &page,
+            DISCOVERED,
+            &[("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")]
+        ),
         Some(1.0)
     );
     exp.stop().await;
@@ -142,8 +175,8 @@ async fn two_regions_and_two_accounts_through_assume_role() {
     let scenario = format!(
         "tables:\n{}scopes:\n  - account_id: \"{DEFAULT_ACCOUNT}\"\n    region: eu-west-1\n    tables:\n{}  - account_id: \"{MEMBER}\"\n    region: us-east-1\n    tables:\n{}",
         tables(&["orders"]),
-        tables(&["orders-eu"]).replace("  - name", "      - name").replace("\n    dest", "\n        dest").replace("\n      - stream", "\n          - stream").replace("\n        status", "\n            status"),
-        tables(&["orders"]).replace("  - name", "      - name").replace("\n    dest", "\n        dest").replace("\n      - stream", "\n          - stream").replace("\n        status", "\n            status"),
+        tables_at(6, &["orders-eu"]),
+        tables_at(6, &["orders"]),
     );
     let sim = simulator(&scenario).await;
     let exp = exporter(
@@ -162,7 +195,11 @@ async fn two_regions_and_two_accounts_through_assume_role() {
     .iter()
     .map(|(a, r, t)| (a.to_string(), r.to_string(), t.to_string()))
     .collect();
-    assert_eq!(polled(&page), expected, "same-named tables of two accounts are distinct");
+    assert_eq!(
+        polled(&page),
+        expected,
+        "same-named tables of two accounts are distinct"
+    );
     assert!(family(&page, SUCCESS).values().all(|v| *v == 1.0), "{page}");
     // The member account's requests were signed with the keys STS issued
     // for the role, and no other requests reached it.
@@ -179,7 +216,9 @@ async fn two_regions_and_two_accounts_through_assume_role() {
         .filter(|r| r.account_id == MEMBER && r.service == Service::DynamoDb)
         .collect();
     assert!(!member_requests.is_empty());
-    assert!(member_requests.iter().all(|r| issued.contains(&r.access_key_id)));
+    assert!(member_requests
+        .iter()
+        .all(|r| issued.contains(&r.access_key_id)));
     exp.stop().await;
     sim.shutdown().await;
 }
@@ -200,7 +239,10 @@ async fn the_budget_holds_measured_at_the_simulator() {
     let page = scrape(exp.addr).await;
     exp.stop().await;
     let busiest = sim.max_requests_in_window(DEFAULT_ACCOUNT, "us-east-1", Duration::from_secs(1));
-    assert!(busiest <= 11, "{busiest} requests in one second at a budget of 10");
+    assert!(
+        busiest <= 11,
+        "{busiest} requests in one second at a budget of 10"
+    );
     let total = sim.requests_in(DEFAULT_ACCOUNT, "us-east-1");
     assert!(total >= 40, "the budget is used: {total} requests in 6 s");
     let stretched = value(
@@ -209,7 +251,10 @@ async fn the_budget_holds_measured_at_the_simulator() {
         &[("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")],
     )
     .unwrap();
-    assert!(stretched > 1.5, "the cycle stretched to ~4 s, saw {stretched}");
+    assert!(
+        stretched > 1.5,
+        "the cycle stretched to ~4 s, saw {stretched}"
+    );
     sim.shutdown().await;
 }
 
@@ -232,19 +277,17 @@ async fn a_throttle_storm_cuts_the_rate_and_it_recovers() {
     .await;
     assert!(value(&page, "dynamodb_kinesis_scope_throttled_total", &scope).unwrap() >= 2.0);
     sim.set_scope_fault(DEFAULT_ACCOUNT, "us-east-1", None);
-    scrape_until(exp.addr, Duration::from_secs(20), |p| value(p, RATE, &scope) == Some(20.0))
-        .await;
+    scrape_until(exp.addr, Duration::from_secs(20), |p| {
+        value(p, RATE, &scope) == Some(20.0)
+    })
+    .await;
     exp.stop().await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_blackholed_region_does_not_slow_another() {
-    let eu = tables(&["orders"])
-        .replace("  - name", "      - name")
-        .replace("\n    dest", "\n        dest")
-        .replace("\n      - stream", "\n          - stream")
-        .replace("\n        status", "\n            status");
+    let eu = tables_at(6, &["orders"]);
     let sim = simulator(&format!(
         "tables:\n{}scopes:\n  - account_id: \"{DEFAULT_ACCOUNT}\"\n    region: eu-west-1\n    tables:\n{eu}",
         tables(&["orders"])
@@ -265,8 +308,14 @@ async fn a_blackholed_region_does_not_slow_another() {
     // 4 s at 300 ms ± 10 %: about 13 polls, unaffected by the hung region.
     assert!(polls >= 10, "{polls} polls of the healthy region");
     let page = scrape(exp.addr).await;
-    assert_eq!(success(&page, DEFAULT_ACCOUNT, "us-east-1", "orders"), Some(1.0));
-    assert_eq!(success(&page, DEFAULT_ACCOUNT, "eu-west-1", "orders"), Some(0.0));
+    assert_eq!(
+        success(&page, DEFAULT_ACCOUNT, "us-east-1", "orders"),
+        Some(1.0)
+    );
+    assert_eq!(
+        success(&page, DEFAULT_ACCOUNT, "eu-west-1", "orders"),
+        Some(0.0)
+    );
     exp.stop().await;
     sim.shutdown().await;
 }
@@ -285,8 +334,10 @@ async fn a_reload_causes_no_burst() {
     );
     std::fs::write(&path, &text).unwrap();
     let (exp, reload) = exporter_from_file(&path).await;
-    scrape_until(exp.addr, Duration::from_secs(10), |p| polled(p).len() == 30 && p.contains("dynamodb_kinesis_table_poll_success{") )
-        .await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        polled(p).len() == 30 && p.contains("dynamodb_kinesis_table_poll_success{")
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.reset_stats();
     for _ in 0..10 {
@@ -296,7 +347,10 @@ async fn a_reload_causes_no_burst() {
     // Ten reloads in one second: 30 tables every 3 s is 10 polls a second;
     // a burst would re-poll all 30 on each reload.
     let busiest = sim.max_requests_in_window(DEFAULT_ACCOUNT, "us-east-1", Duration::from_secs(1));
-    assert!(busiest <= 15, "{busiest} requests in one second around the reloads");
+    assert!(
+        busiest <= 15,
+        "{busiest} requests in one second around the reloads"
+    );
     exp.stop().await;
     sim.shutdown().await;
 }
@@ -321,10 +375,7 @@ async fn three_shards_over_a_thousand_tables_are_disjoint_and_complete() {
     let mut all = BTreeSet::new();
     let mut total = 0;
     for exp in &shards {
-        let page = scrape_until(exp.addr, Duration::from_secs(30), |p| {
-            request_ready(p)
-        })
-        .await;
+        let page = scrape_until(exp.addr, Duration::from_secs(30), first_cycle_done).await;
         let mine = polled(&page);
         let share = value(
             &page,
@@ -345,7 +396,7 @@ async fn three_shards_over_a_thousand_tables_are_disjoint_and_complete() {
 }
 
 /// Whether a shard's first cycle is done: every table it owns polled.
-fn request_ready(page: &str) -> bool {
+fn first_cycle_done(page: &str) -> bool {
     let share = family(page, "dynamodb_kinesis_exporter_shard_tables");
     let Some(count) = share.values().next() else {
         return false;

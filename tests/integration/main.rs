@@ -5,6 +5,8 @@
 //! - `cli`: the built binary as an operator runs it;
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
+//! - `fleet`: accounts, regions, discovery, budgets and shards against the
+//!   simulator;
 //! - `support`: the one set of helpers they share.
 
 /// Print to the real stderr: libtest captures `eprintln!` of passing tests,
@@ -20,4 +22,5 @@ mod cli;
 mod deploy_bundle;
 mod e2e_alerting;
 mod exporter;
+mod fleet;
 mod support;
