@@ -410,3 +410,85 @@ async fn sighup_reloads_the_config_file() {
     );
     sim.shutdown().await;
 }
+
+/// The SDK's standard endpoint variables reach a local implementation of
+/// every service the exporter calls: `AWS_ENDPOINT_URL_STS` for the
+/// assumed role and `AWS_ENDPOINT_URL_DYNAMODB` for the polls, with no
+/// `endpoint_url` in the config at all, as an operator would set them.
+#[tokio::test]
+async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
+    let member = "222222222222";
+    let sim = simulator(&format!(
+        "scopes:\n  - account_id: \"{member}\"\n    region: eu-west-1\n    tables:\n      - name: orders\n        destinations:\n          - stream_arn: arn:aws:kinesis:eu-west-1:{member}:stream/orders-cdc\n            status: ACTIVE\n"
+    ))
+    .await;
+    let (_dir, config) = write_config(&format!(
+        "poll_interval: 1s\ntargets:\n  - region: eu-west-1\n    role_arn: arn:aws:iam::{member}:role/dynamodb-kinesis-exporter\n    tables: [orders]\n"
+    ));
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args([
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &addr.to_string(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDHUBHUBHUB")
+        .env("AWS_SECRET_ACCESS_KEY", "hub-secret")
+        .env("AWS_ENDPOINT_URL_STS", sim.endpoint_url())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", sim.endpoint_url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut guard = Guard(Some(command.spawn().expect("spawn")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "exporter never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = scrape_until(addr, Duration::from_secs(15), |p| {
+        p.contains("dynamodb_kinesis_table_poll_success{")
+    })
+    .await;
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_table_poll_success",
+            &[
+                ("table", "orders"),
+                ("region", "eu-west-1"),
+                ("account_id", member)
+            ]
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    // The polls were signed with the role's keys, which STS issued.
+    let issued: Vec<String> = sim
+        .issued_keys()
+        .into_iter()
+        .map(|k| k.access_key_id)
+        .collect();
+    let polls: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == "DescribeKinesisStreamingDestination")
+        .collect();
+    assert!(!polls.is_empty());
+    assert!(polls
+        .iter()
+        .all(|r| r.account_id == member && issued.contains(&r.access_key_id)));
+    signal(guard.0.as_ref().unwrap(), "-TERM");
+    assert_eq!(
+        wait_exit(&mut guard, Duration::from_secs(15)).code(),
+        Some(0)
+    );
+    sim.shutdown().await;
+}

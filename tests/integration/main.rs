@@ -7,6 +7,7 @@
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
 //! - `fleet`: accounts, regions, discovery, budgets and shards against the
 //!   simulator;
+//! - `moto`: discovery and assumed roles against moto's server;
 //! - `support`: the one set of helpers they share.
 
 /// Print to the real stderr: libtest captures `eprintln!` of passing tests,
@@ -23,4 +24,5 @@ mod deploy_bundle;
 mod e2e_alerting;
 mod exporter;
 mod fleet;
+mod moto;
 mod support;
