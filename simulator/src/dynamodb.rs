@@ -1305,7 +1305,11 @@ mod tests {
         );
         let foreign = send_raw(
             &sim,
-            post(Some("Kinesis_20131202.ListStreams"), Some(VALID_AUTH), "{}"),
+            post(
+                Some("Firehose_20150804.ListDeliveryStreams"),
+                Some(VALID_AUTH),
+                "{}",
+            ),
         )
         .await;
         assert_eq!(

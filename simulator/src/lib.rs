@@ -15,6 +15,10 @@
 //!   request stats and applies scope faults.
 //! - `dynamodb`: the DynamoDB JSON 1.0 operations and AWS-shaped errors.
 //! - `sts`: STS over the query protocol (`AssumeRole`, `GetCallerIdentity`).
+//! - `kinesis`: Kinesis JSON 1.1 (`DescribeStreamSummary`), streams with
+//!   status timelines.
+//! - `cloudwatch`: CloudWatch over Smithy RPC v2 CBOR (`ListMetrics`,
+//!   `GetMetricData`), serving the tables' CDC metric timelines.
 //! - `serve`: the accept loop.
 //! - this file: the running [`Simulator`] handle, its shared state, the
 //!   control API tests use, and stats.
@@ -23,7 +27,9 @@
 //! dev-dependency and, behind its default-on `demo` feature, for `--demo`.
 #![forbid(unsafe_code)]
 
+mod cloudwatch;
 mod dynamodb;
+mod kinesis;
 mod scenario;
 mod serve;
 mod sts;
@@ -32,15 +38,16 @@ mod testing;
 mod wire;
 
 pub use scenario::{
-    role_account, DestinationSpec, Fault, RoleSpec, Scenario, ScenarioError, ScopeSpec, Step,
-    TableSpec, DEFAULT_ACCOUNT_ID, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE,
+    parse_stream_arn, role_account, CdcMetricsSpec, DestinationSpec, Fault, MetricStep, RoleSpec,
+    Scenario, ScenarioError, ScopeSpec, Step, StreamSpec, TableSpec, CDC_METRIC_NAMES,
+    DEFAULT_ACCOUNT_ID, DEFAULT_DELEGATED_OPERATION, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE,
 };
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -92,6 +99,8 @@ impl Scope {
 pub enum Service {
     DynamoDb,
     Sts,
+    Kinesis,
+    CloudWatch,
 }
 
 /// One request as the stats saw it, once its caller and operation were known
@@ -127,6 +136,11 @@ struct Shared {
     credential_lifetime: Option<Duration>,
     world: Mutex<World>,
     stats: Stats,
+    /// The simulator's start on both clocks: metric timestamps are wall
+    /// time, timelines count on tokio's clock, and this pair maps one onto
+    /// the other (so paused-time tests see consistent metrics).
+    started: Instant,
+    started_wall: SystemTime,
     /// Flips to `true` once; hung and sleeping requests watch it.
     stopping: watch::Sender<bool>,
     request_seq: AtomicU64,
@@ -138,6 +152,28 @@ struct World {
     /// STS-issued credentials by access key id.
     credentials: HashMap<String, IssuedCredential>,
     tags_page_size: usize,
+    /// Declared (or created) streams by ARN.
+    streams: HashMap<String, InstalledStream>,
+    /// Streams deleted since start: no longer implied by destinations.
+    deleted_streams: HashSet<String>,
+    list_metrics_page_size: usize,
+}
+
+struct InstalledStream {
+    spec: StreamSpec,
+    /// Status timelines count from here.
+    since: Instant,
+    /// `StreamCreationTimestamp`.
+    created: SystemTime,
+    /// While deleting: when the stream is gone for good.
+    gone_at: Option<Instant>,
+}
+
+/// A consistent copy of one stream, taken at request time.
+struct StreamSnapshot {
+    spec: StreamSpec,
+    elapsed: Duration,
+    created: SystemTime,
 }
 
 #[derive(Default)]
@@ -165,6 +201,9 @@ struct InstalledTable {
     spec: TableSpec,
     /// Timelines count from here: simulator start, or the last (re)install.
     since: Instant,
+    /// Metric timelines count from here: install, or the last
+    /// [`Simulator::set_cdc_metrics_in`].
+    metrics_since: Instant,
 }
 
 /// A consistent copy of one table, taken at request time.
@@ -172,6 +211,9 @@ struct TableSnapshot {
     spec: TableSpec,
     elapsed: Duration,
 }
+
+/// Default `ListMetrics` page size: small, so paging is exercised.
+const LIST_METRICS_PAGE_SIZE: usize = 50;
 
 /// Oldest request records are dropped past this many, to bound memory in
 /// long demo runs.
@@ -184,6 +226,8 @@ struct Stats {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     records: Mutex<VecDeque<RequestRecord>>,
+    /// `MetricDataQueries` received in `GetMetricData` calls.
+    metric_queries: AtomicU64,
 }
 
 /// Counts one request as in flight until dropped, which also covers requests
@@ -310,6 +354,70 @@ impl Shared {
         )
     }
 
+    /// Wall-clock time of tokio instant `at`.
+    fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.started) {
+            Some(after) => self.started_wall + after,
+            None => self.started_wall - self.started.duration_since(at),
+        }
+    }
+
+    /// The stream `arn` as requests see it now: declared or created (unless
+    /// its deletion finished), else implied by a destination naming it
+    /// (unless deleted); `None` when it does not exist.
+    fn stream(&self, arn: &str) -> Option<StreamSnapshot> {
+        let now = Instant::now();
+        let mut world = self.world();
+        if let Some(installed) = world.streams.get(arn) {
+            if installed.gone_at.is_some_and(|gone| now >= gone) {
+                world.streams.remove(arn);
+                world.deleted_streams.insert(arn.to_string());
+                return None;
+            }
+            return Some(StreamSnapshot {
+                spec: installed.spec.clone(),
+                elapsed: now.saturating_duration_since(installed.since),
+                created: installed.created,
+            });
+        }
+        if world.deleted_streams.contains(arn) {
+            return None;
+        }
+        let named = world.scopes.values().any(|scope| {
+            scope
+                .tables
+                .values()
+                .any(|t| t.spec.destinations.iter().any(|d| d.stream_arn == arn))
+        });
+        named.then(|| StreamSnapshot {
+            spec: StreamSpec::new(arn),
+            elapsed: now.saturating_duration_since(self.started),
+            created: self.started_wall,
+        })
+    }
+
+    /// Tables of `scope` that publish CDC metrics, with when their metric
+    /// timelines started (wall clock), sorted by name.
+    fn metric_tables(&self, scope: &Scope) -> Vec<(TableSpec, SystemTime)> {
+        let world = self.world();
+        let Some(state) = world.scopes.get(scope) else {
+            return Vec::new();
+        };
+        state
+            .tables
+            .values()
+            .filter(|t| t.spec.cdc_metrics.is_some())
+            .map(|t| {
+                let ago = t
+                    .spec
+                    .cdc_metrics
+                    .as_ref()
+                    .map_or(Duration::ZERO, |m| m.started_ago);
+                (t.spec.clone(), self.wall(t.metrics_since) - ago)
+            })
+            .collect()
+    }
+
     fn issued(&self, access_key_id: &str) -> Option<IssuedCredential> {
         self.world().credentials.get(access_key_id).cloned()
     }
@@ -340,13 +448,7 @@ fn unique_id(mut seq: u64, len: usize) -> String {
 
 /// The ARN partition a region belongs to.
 fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
+    scenario::arn_partition(region)
 }
 
 /// The most entries of sorted `times` within any window of length `window`
@@ -366,7 +468,14 @@ fn max_in_window(times: &[Instant], window: Duration) -> usize {
 fn install(tables: Vec<TableSpec>, since: Instant) -> BTreeMap<String, InstalledTable> {
     tables
         .into_iter()
-        .map(|spec| (spec.name.clone(), InstalledTable { spec, since }))
+        .map(|spec| {
+            let table = InstalledTable {
+                spec,
+                since,
+                metrics_since: since,
+            };
+            (table.spec.name.clone(), table)
+        })
         .collect()
 }
 
@@ -385,6 +494,21 @@ impl Simulator {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let mut streams = HashMap::new();
+        let declared = scenario
+            .streams
+            .into_iter()
+            .chain(scenario.scopes.iter().flat_map(|s| s.streams.clone()));
+        for spec in declared {
+            let stream = InstalledStream {
+                spec,
+                since: started,
+                created: started_wall,
+                gone_at: None,
+            };
+            streams.insert(stream.spec.arn.clone(), stream);
+        }
         let default_scope = Scope::new(&scenario.account_id, &scenario.region);
         let mut scopes = HashMap::new();
         scopes.insert(
@@ -412,8 +536,13 @@ impl Simulator {
                 scopes,
                 credentials: HashMap::new(),
                 tags_page_size: scenario.tags_page_size,
+                streams,
+                deleted_streams: HashSet::new(),
+                list_metrics_page_size: LIST_METRICS_PAGE_SIZE,
             }),
             stats: Stats::default(),
+            started,
+            started_wall,
             stopping,
             request_seq: AtomicU64::new(0),
         });
@@ -485,7 +614,14 @@ impl Simulator {
             .entry(scope)
             .or_default()
             .tables
-            .insert(spec.name.clone(), InstalledTable { spec, since });
+            .insert(
+                spec.name.clone(),
+                InstalledTable {
+                    spec,
+                    since,
+                    metrics_since: since,
+                },
+            );
     }
 
     /// Remove a table of the default scope; later requests for it get
@@ -517,10 +653,11 @@ impl Simulator {
         });
     }
 
-    /// Set or clear a fault for every DynamoDB request of the scope
-    /// (`account_id`, `region`), whatever table it names: `Hang` blackholes
-    /// the region, `Throttle` is a throttle storm. While set it replaces
-    /// table faults and latency. STS is not affected.
+    /// Set or clear a fault for every DynamoDB, Kinesis and CloudWatch
+    /// request of the scope (`account_id`, `region`), whatever it names:
+    /// `Hang` blackholes the region, `Throttle` is a throttle storm. While
+    /// set it replaces table and stream faults and latency. STS is not
+    /// affected.
     pub fn set_scope_fault(&self, account_id: &str, region: &str, fault: Option<Fault>) {
         self.handle
             .shared
@@ -583,6 +720,109 @@ impl Simulator {
         self.modify(Some(Scope::new(account_id, region)), table, |t| {
             t.spec.tags = tags
         });
+    }
+
+    /// Replace a table's CDC metrics; their timelines start now. Does
+    /// nothing for an unknown table.
+    pub fn set_cdc_metrics_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        metrics: Option<CdcMetricsSpec>,
+    ) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.cdc_metrics = metrics;
+            t.metrics_since = Instant::now();
+        });
+    }
+
+    /// [`Simulator::set_cdc_metrics_in`] for a table of the default scope.
+    pub fn set_cdc_metrics(&self, table: &str, metrics: Option<CdcMetricsSpec>) {
+        let scope = self.handle.shared.default_scope.clone();
+        self.set_cdc_metrics_in(&scope.account_id, &scope.region, table, metrics);
+    }
+
+    /// Metrics per `ListMetrics` page from now on (at least 1; default 50).
+    pub fn set_list_metrics_page_size(&self, size: usize) {
+        self.handle.shared.world().list_metrics_page_size = size.max(1);
+    }
+
+    /// The ARN of stream `name` in the default scope.
+    pub fn stream_arn(&self, name: &str) -> String {
+        let scope = &self.handle.shared.default_scope;
+        format!(
+            "arn:{}:kinesis:{}:{}:stream/{name}",
+            partition(&scope.region),
+            scope.region,
+            scope.account_id
+        )
+    }
+
+    /// Add or replace a stream (in the scope its ARN names); its status
+    /// timeline starts now, and so does its creation time.
+    pub fn create_stream(&self, spec: StreamSpec) {
+        let mut world = self.handle.shared.world();
+        world.deleted_streams.remove(&spec.arn);
+        let stream = InstalledStream {
+            since: Instant::now(),
+            created: SystemTime::now(),
+            gone_at: None,
+            spec,
+        };
+        world.streams.insert(stream.spec.arn.clone(), stream);
+    }
+
+    /// Delete a stream at once: `DescribeStreamSummary` answers
+    /// `ResourceNotFoundException` from now on, also for a stream only a
+    /// destination implied.
+    pub fn delete_stream(&self, arn: &str) {
+        let mut world = self.handle.shared.world();
+        world.streams.remove(arn);
+        world.deleted_streams.insert(arn.to_string());
+    }
+
+    /// Delete a stream the way AWS does: `DELETING` for `deleting_for`,
+    /// then gone.
+    pub fn delete_stream_after(&self, arn: &str, deleting_for: Duration) {
+        let now = Instant::now();
+        let mut world = self.handle.shared.world();
+        let spec = match world.streams.remove(arn) {
+            Some(installed) => installed.spec,
+            None => StreamSpec::new(arn),
+        };
+        let stream = InstalledStream {
+            spec: spec.with_status("DELETING"),
+            since: now,
+            created: SystemTime::now(),
+            gone_at: Some(now + deleting_for),
+        };
+        world.streams.insert(arn.to_string(), stream);
+    }
+
+    /// Set or clear a stream's fault; a stream only a destination implied
+    /// becomes a declared one first. Does nothing for a deleted stream.
+    pub fn set_stream_fault(&self, arn: &str, fault: Option<Fault>) {
+        let Some(current) = self.handle.shared.stream(arn) else {
+            tracing::warn!(arn, "simulator has no such stream; change ignored");
+            return;
+        };
+        let mut world = self.handle.shared.world();
+        match world.streams.get_mut(arn) {
+            Some(installed) => installed.spec.fault = fault,
+            None => {
+                let stream = InstalledStream {
+                    spec: StreamSpec {
+                        fault,
+                        ..current.spec
+                    },
+                    since: self.handle.shared.started,
+                    created: current.created,
+                    gone_at: None,
+                };
+                world.streams.insert(arn.to_string(), stream);
+            }
+        }
     }
 
     /// Tags per `ListTagsOfResource` page from now on (at least 1).
@@ -681,6 +921,16 @@ impl Simulator {
         counts
     }
 
+    /// `MetricDataQueries` received in `GetMetricData` calls, over all calls
+    /// (the calls themselves: [`Simulator::operation_requests`]).
+    pub fn metric_data_queries(&self) -> u64 {
+        self.handle
+            .shared
+            .stats
+            .metric_queries
+            .load(Ordering::SeqCst)
+    }
+
     /// Every HTTP request received, rejected ones included.
     pub fn total_requests(&self) -> u64 {
         self.handle.shared.stats.total.load(Ordering::SeqCst)
@@ -708,6 +958,7 @@ impl Simulator {
         stats.total.store(0, Ordering::SeqCst);
         lock(&stats.per_table).clear();
         lock(&stats.records).clear();
+        stats.metric_queries.store(0, Ordering::SeqCst);
         stats
             .max_in_flight
             .store(stats.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);

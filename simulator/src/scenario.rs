@@ -5,7 +5,7 @@
 //! validation, and the pure timeline evaluation the service modules call on
 //! every request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,7 +43,68 @@ pub struct Scenario {
     pub credential_lifetime: Option<Duration>,
     /// Tags per `ListTagsOfResource` page.
     pub tags_page_size: usize,
+    /// Kinesis streams; each lives in the scope its ARN names. A stream a
+    /// destination names but no entry declares exists as
+    /// [`StreamSpec::new`] describes it.
+    pub streams: Vec<StreamSpec>,
 }
+
+/// One Kinesis data stream, as `DescribeStreamSummary` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
+    pub arn: String,
+    /// `StreamStatus` steps (CREATING, ACTIVE, UPDATING, DELETING, or any
+    /// string); descriptions are ignored.
+    pub timeline: Vec<Step>,
+    pub repeat: bool,
+    pub open_shards: u32,
+    /// `PROVISIONED` or `ON_DEMAND`.
+    pub mode: String,
+    /// `NONE` or `KMS`.
+    pub encryption: String,
+    /// Sent as `KeyId` when `encryption` is `KMS`.
+    pub key_id: Option<String>,
+    pub retention_hours: u32,
+    pub consumer_count: u32,
+    pub fault: Option<Fault>,
+}
+
+/// The CloudWatch metrics DynamoDB publishes for a table's Kinesis
+/// streaming, as timelines of values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdcMetricsSpec {
+    /// The `DelegatedOperation` dimension value.
+    pub delegated_operation: String,
+    /// Timelines by metric name; an empty map lists every name in
+    /// [`CDC_METRIC_NAMES`] with no data.
+    pub series: BTreeMap<String, Vec<MetricStep>>,
+    /// Loop every timeline instead of holding its last step.
+    pub repeat: bool,
+    /// The timelines started this long before the table was installed, so
+    /// a fresh simulator already has history to query.
+    pub started_ago: Duration,
+}
+
+/// One step of a metric timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricStep {
+    /// `None`: no datapoint while this step lasts.
+    pub value: Option<f64>,
+    /// `None` holds for good (last step only).
+    pub duration: Option<Duration>,
+}
+
+/// The Kinesis streaming metrics of `AWS/DynamoDB` the simulator knows.
+pub const CDC_METRIC_NAMES: [&str; 4] = [
+    "AgeOfOldestUnreplicatedRecord",
+    "ConsumedChangeDataCaptureUnits",
+    "FailedToReplicateRecordCount",
+    "ThrottledPutRecordCount",
+];
+
+/// `DelegatedOperation` when a scenario names none.
+pub const DEFAULT_DELEGATED_OPERATION: &str = "PutRecords";
 
 /// One (account, region) scope besides the default one.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +112,8 @@ pub struct ScopeSpec {
     pub account_id: String,
     pub region: String,
     pub tables: Vec<TableSpec>,
+    /// Streams declared with this scope; their ARNs may name any scope.
+    pub streams: Vec<StreamSpec>,
 }
 
 /// An IAM role STS lets callers assume.
@@ -73,6 +136,8 @@ pub struct TableSpec {
     pub latency: Option<Duration>,
     /// Resource tags in order, as `ListTagsOfResource` pages them.
     pub tags: Vec<(String, String)>,
+    /// CloudWatch metrics of the table's Kinesis streaming, if published.
+    pub cdc_metrics: Option<CdcMetricsSpec>,
 }
 
 /// One Kinesis streaming destination of a table.
@@ -151,6 +216,7 @@ impl Default for Scenario {
             roles: None,
             credential_lifetime: None,
             tags_page_size: DEFAULT_TAGS_PAGE_SIZE,
+            streams: Vec::new(),
         }
     }
 }
@@ -188,6 +254,12 @@ impl Scenario {
     /// Add a further scope (builder style, for tests).
     pub fn with_scope(mut self, scope: ScopeSpec) -> Self {
         self.scopes.push(scope);
+        self
+    }
+
+    /// Declare a stream (builder style).
+    pub fn with_stream(mut self, stream: StreamSpec) -> Self {
+        self.streams.push(stream);
         self
     }
 
@@ -236,6 +308,31 @@ impl Scenario {
         if self.credential_lifetime.is_some_and(|d| d.is_zero()) {
             problems.push("credential_lifetime: must be greater than zero".to_string());
         }
+        let mut stream_seen: HashMap<&str, String> = HashMap::new();
+        let declared = self
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("streams[{i}]"), s));
+        let in_scopes = self.scopes.iter().enumerate().flat_map(|(c, scope)| {
+            scope
+                .streams
+                .iter()
+                .enumerate()
+                .map(move |(i, s)| (format!("scopes[{c}].streams[{i}]"), s))
+        });
+        for (at, stream) in declared.chain(in_scopes) {
+            check_stream(&at, stream, &mut problems);
+            match stream_seen.get(stream.arn.as_str()) {
+                Some(first) => problems.push(format!(
+                    "{at}.arn: duplicate stream {:?} (first at {first})",
+                    stream.arn
+                )),
+                None => {
+                    stream_seen.insert(&stream.arn, at);
+                }
+            }
+        }
         if self.tags_page_size == 0 {
             problems.push("tags_page_size: must be at least 1".to_string());
         }
@@ -256,7 +353,13 @@ impl TableSpec {
             fault: None,
             latency: None,
             tags: Vec::new(),
+            cdc_metrics: None,
         }
+    }
+
+    pub fn with_cdc_metrics(mut self, metrics: CdcMetricsSpec) -> Self {
+        self.cdc_metrics = Some(metrics);
+        self
     }
 
     /// Append a tag.
@@ -322,21 +425,243 @@ impl DestinationSpec {
     /// mid-timeline, so a hand-built timeline that breaks the validation
     /// rules still answers something. `None` only for an empty timeline.
     pub fn step_at(&self, elapsed: Duration) -> Option<&Step> {
-        let last = self.timeline.last()?;
-        let mut left = elapsed;
-        if self.repeat {
-            if let Some(cycle) = cycle_length(&self.timeline) {
-                let into_cycle = elapsed.as_nanos() % cycle.as_nanos();
-                left = Duration::from_nanos(u64::try_from(into_cycle).unwrap_or(u64::MAX));
-            }
+        step_at(&self.timeline, self.repeat, elapsed, |s| s.duration)
+    }
+}
+
+/// The step of `steps` in force `elapsed` after they started (see
+/// [`DestinationSpec::step_at`]); shared by every kind of timeline.
+fn step_at<T>(
+    steps: &[T],
+    repeat: bool,
+    elapsed: Duration,
+    duration: impl Fn(&T) -> Option<Duration>,
+) -> Option<&T> {
+    let last = steps.last()?;
+    let mut left = elapsed;
+    if repeat {
+        if let Some(cycle) = cycle_length(steps, &duration) {
+            let into_cycle = elapsed.as_nanos() % cycle.as_nanos();
+            left = Duration::from_nanos(u64::try_from(into_cycle).unwrap_or(u64::MAX));
         }
-        for step in &self.timeline {
-            match step.duration {
-                Some(length) if left >= length => left -= length,
-                _ => return Some(step),
-            }
+    }
+    for step in steps {
+        match duration(step) {
+            Some(length) if left >= length => left -= length,
+            _ => return Some(step),
         }
-        Some(last)
+    }
+    Some(last)
+}
+
+impl StreamSpec {
+    /// An ACTIVE provisioned stream with one open shard, no encryption,
+    /// 24 hours' retention and no consumers: what a destination's stream is
+    /// taken to be unless declared.
+    pub fn new(arn: &str) -> Self {
+        StreamSpec {
+            arn: arn.to_string(),
+            timeline: vec![Step::hold("ACTIVE")],
+            repeat: false,
+            open_shards: 1,
+            mode: "PROVISIONED".to_string(),
+            encryption: "NONE".to_string(),
+            key_id: None,
+            retention_hours: 24,
+            consumer_count: 0,
+            fault: None,
+        }
+    }
+
+    /// The part of the ARN after `stream/`.
+    pub fn name(&self) -> &str {
+        self.arn
+            .split_once(":stream/")
+            .map_or(&self.arn, |(_, name)| name)
+    }
+
+    pub fn with_status(mut self, status: &str) -> Self {
+        self.timeline = vec![Step::hold(status)];
+        self
+    }
+
+    pub fn with_timeline(mut self, steps: Vec<Step>, repeat: bool) -> Self {
+        self.timeline = steps;
+        self.repeat = repeat;
+        self
+    }
+
+    pub fn with_open_shards(mut self, shards: u32) -> Self {
+        self.open_shards = shards;
+        self
+    }
+
+    pub fn with_mode(mut self, mode: &str) -> Self {
+        self.mode = mode.to_string();
+        self
+    }
+
+    /// KMS encryption with `key_id`.
+    pub fn with_kms(mut self, key_id: &str) -> Self {
+        self.encryption = "KMS".to_string();
+        self.key_id = Some(key_id.to_string());
+        self
+    }
+
+    pub fn with_retention_hours(mut self, hours: u32) -> Self {
+        self.retention_hours = hours;
+        self
+    }
+
+    pub fn with_fault(mut self, fault: Fault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The status step in force `elapsed` after the stream was installed.
+    pub fn step_at(&self, elapsed: Duration) -> Option<&Step> {
+        step_at(&self.timeline, self.repeat, elapsed, |s| s.duration)
+    }
+}
+
+impl CdcMetricsSpec {
+    /// Metrics for `DelegatedOperation=PutRecords` with no timelines yet.
+    pub fn new() -> Self {
+        CdcMetricsSpec {
+            delegated_operation: DEFAULT_DELEGATED_OPERATION.to_string(),
+            series: BTreeMap::new(),
+            repeat: false,
+            started_ago: Duration::ZERO,
+        }
+    }
+
+    pub fn with_delegated_operation(mut self, operation: &str) -> Self {
+        self.delegated_operation = operation.to_string();
+        self
+    }
+
+    pub fn started_ago(mut self, ago: Duration) -> Self {
+        self.started_ago = ago;
+        self
+    }
+
+    /// Set the timeline of `metric`.
+    pub fn with_series(mut self, metric: &str, steps: Vec<MetricStep>) -> Self {
+        self.series.insert(metric.to_string(), steps);
+        self
+    }
+
+    /// Names ListMetrics lists for the table, sorted.
+    pub fn metric_names(&self) -> Vec<&str> {
+        if self.series.is_empty() {
+            CDC_METRIC_NAMES.to_vec()
+        } else {
+            self.series.keys().map(String::as_str).collect()
+        }
+    }
+
+    /// The value of `metric` `elapsed` after the timeline started; `None`
+    /// for no datapoint (a `none` step, or no timeline).
+    pub fn value_at(&self, metric: &str, elapsed: Duration) -> Option<f64> {
+        let steps = self.series.get(metric)?;
+        step_at(steps, self.repeat, elapsed, |s| s.duration)?.value
+    }
+}
+
+impl Default for CdcMetricsSpec {
+    fn default() -> Self {
+        CdcMetricsSpec::new()
+    }
+}
+
+impl MetricStep {
+    /// `value` for `duration`.
+    pub fn lasting(value: f64, duration: Duration) -> Self {
+        MetricStep {
+            value: Some(value),
+            duration: Some(duration),
+        }
+    }
+
+    /// No datapoint for `duration`.
+    pub fn gap(duration: Duration) -> Self {
+        MetricStep {
+            value: None,
+            duration: Some(duration),
+        }
+    }
+
+    /// `value` for good.
+    pub fn hold(value: f64) -> Self {
+        MetricStep {
+            value: Some(value),
+            duration: None,
+        }
+    }
+}
+
+/// `(account, region, name)` of `arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`.
+pub fn parse_stream_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let ("arn", partition, "kinesis", region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    ) else {
+        return None;
+    };
+    let name = resource.strip_prefix("stream/")?;
+    let ok = !partition.is_empty()
+        && !region.is_empty()
+        && is_account_id(account)
+        && !name.is_empty()
+        && !name.contains('/');
+    ok.then_some((account, region, name))
+}
+
+fn check_stream(at: &str, stream: &StreamSpec, problems: &mut Vec<String>) {
+    if parse_stream_arn(&stream.arn).is_none() {
+        problems.push(format!(
+            "{at}.arn: {:?} is not a stream ARN like \"arn:aws:kinesis:us-east-1:123456789012:stream/NAME\"",
+            stream.arn
+        ));
+    }
+    check_timeline(at, &stream.timeline, stream.repeat, problems);
+    if !["PROVISIONED", "ON_DEMAND"].contains(&stream.mode.as_str()) {
+        problems.push(format!(
+            "{at}.mode: {:?} is not PROVISIONED or ON_DEMAND",
+            stream.mode
+        ));
+    }
+    if !["NONE", "KMS"].contains(&stream.encryption.as_str()) {
+        problems.push(format!(
+            "{at}.encryption: {:?} is not NONE or KMS",
+            stream.encryption
+        ));
+    }
+}
+
+fn check_metric_steps(at: &str, steps: &[MetricStep], repeat: bool, problems: &mut Vec<String>) {
+    if steps.is_empty() {
+        problems.push(format!("{at}: must have at least one step"));
+    }
+    for (s, step) in steps.iter().enumerate() {
+        let is_last = s + 1 == steps.len();
+        match step.duration {
+            None if repeat => problems.push(format!(
+                "{at}[{s}].for: missing; with repeat: true every step needs `for`"
+            )),
+            None if !is_last => problems.push(format!(
+                "{at}[{s}].for: missing; every step but the last needs `for`"
+            )),
+            Some(d) if d.is_zero() => {
+                problems.push(format!("{at}[{s}].for: must be greater than zero"))
+            }
+            _ => {}
+        }
     }
 }
 
@@ -366,10 +691,10 @@ impl Step {
 
 /// Total length of a timeline whose steps all have a non-zero total duration;
 /// `None` if any step holds for good, the total is zero, or it overflows.
-fn cycle_length(steps: &[Step]) -> Option<Duration> {
+fn cycle_length<T>(steps: &[T], duration: impl Fn(&T) -> Option<Duration>) -> Option<Duration> {
     let mut total = Duration::ZERO;
     for step in steps {
-        total = total.checked_add(step.duration?)?;
+        total = total.checked_add(duration(step)?)?;
     }
     (!total.is_zero()).then_some(total)
 }
@@ -381,11 +706,17 @@ impl ScopeSpec {
             account_id: account_id.to_string(),
             region: region.to_string(),
             tables: Vec::new(),
+            streams: Vec::new(),
         }
     }
 
     pub fn with_table(mut self, table: TableSpec) -> Self {
         self.tables.push(table);
+        self
+    }
+
+    pub fn with_stream(mut self, stream: StreamSpec) -> Self {
+        self.streams.push(stream);
         self
     }
 }
@@ -439,6 +770,21 @@ fn check_tables(prefix: &str, tables: &[TableSpec], problems: &mut Vec<String>) 
                 problems.push(format!("{at}.stream_arn: must not be empty"));
             }
             check_timeline(&at, &dest.timeline, dest.repeat, problems);
+        }
+        if let Some(metrics) = &table.cdc_metrics {
+            let at = format!("{prefix}tables[{t}].cdc_metrics");
+            if metrics.delegated_operation.is_empty() {
+                problems.push(format!("{at}.delegated_operation: must not be empty"));
+            }
+            for (name, steps) in &metrics.series {
+                if !CDC_METRIC_NAMES.contains(&name.as_str()) {
+                    problems.push(format!(
+                        "{at}.{name}: not one of {}",
+                        CDC_METRIC_NAMES.join(", ")
+                    ));
+                }
+                check_metric_steps(&format!("{at}.{name}"), steps, metrics.repeat, problems);
+            }
         }
         for (k, (key, _)) in table.tags.iter().enumerate() {
             if key.is_empty() {
@@ -535,6 +881,65 @@ struct RawScenario {
     credential_lifetime: Option<String>,
     #[serde(default = "default_tags_page_size")]
     tags_page_size: usize,
+    #[serde(default)]
+    streams: Vec<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    #[serde(default)]
+    arn: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    timeline: Option<Vec<RawStep>>,
+    #[serde(default)]
+    repeat: bool,
+    #[serde(default)]
+    open_shards: Option<u32>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    encryption: Option<String>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    retention_hours: Option<u32>,
+    #[serde(default)]
+    consumers: Option<u32>,
+    #[serde(default)]
+    fault: Option<Fault>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCdcMetrics {
+    #[serde(default)]
+    delegated_operation: Option<String>,
+    #[serde(default)]
+    repeat: bool,
+    #[serde(default)]
+    started_ago: Option<String>,
+    #[serde(default, rename = "AgeOfOldestUnreplicatedRecord")]
+    age_of_oldest_unreplicated_record: Option<Vec<RawMetricStep>>,
+    #[serde(default, rename = "ConsumedChangeDataCaptureUnits")]
+    consumed_change_data_capture_units: Option<Vec<RawMetricStep>>,
+    #[serde(default, rename = "FailedToReplicateRecordCount")]
+    failed_to_replicate_record_count: Option<Vec<RawMetricStep>>,
+    #[serde(default, rename = "ThrottledPutRecordCount")]
+    throttled_put_record_count: Option<Vec<RawMetricStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetricStep {
+    /// A number, or `none` (or null) for no datapoint.
+    value: serde_yaml::Value,
+    #[serde(default, rename = "for")]
+    duration: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -544,6 +949,8 @@ struct RawScope {
     region: String,
     #[serde(default)]
     tables: Vec<RawTable>,
+    #[serde(default)]
+    streams: Vec<RawStream>,
 }
 
 #[derive(Deserialize)]
@@ -581,6 +988,8 @@ struct RawTable {
     destinations: Vec<RawDestination>,
     #[serde(default)]
     tags: Option<RawTags>,
+    #[serde(default)]
+    cdc_metrics: Option<RawCdcMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -659,12 +1068,16 @@ fn decode_tables(prefix: &str, raw: Vec<RawTable>, problems: &mut Vec<String>) -
                 (key, value)
             })
             .collect();
+        let cdc_metrics = raw
+            .cdc_metrics
+            .map(|m| m.into_spec(&format!("{at}.cdc_metrics"), problems));
         tables.push(TableSpec {
             name: raw.name,
             destinations,
             fault: raw.fault,
             latency,
             tags,
+            cdc_metrics,
         });
     }
     tables
@@ -686,14 +1099,26 @@ impl RawScenario {
     fn into_scenario(self) -> Result<Scenario, Vec<String>> {
         let mut problems = Vec::new();
         let tables = decode_tables("", self.tables, &mut problems);
+        let streams = decode_streams(
+            "",
+            (&self.account_id, &self.region),
+            self.streams,
+            &mut problems,
+        );
         let scopes = self
             .scopes
             .into_iter()
             .enumerate()
             .map(|(i, raw)| ScopeSpec {
+                tables: decode_tables(&format!("scopes[{i}]."), raw.tables, &mut problems),
+                streams: decode_streams(
+                    &format!("scopes[{i}]."),
+                    (&raw.account_id, &raw.region),
+                    raw.streams,
+                    &mut problems,
+                ),
                 account_id: raw.account_id,
                 region: raw.region,
-                tables: decode_tables(&format!("scopes[{i}]."), raw.tables, &mut problems),
             })
             .collect();
         let roles = self.roles.map(|roles| {
@@ -716,6 +1141,7 @@ impl RawScenario {
             roles,
             credential_lifetime,
             tags_page_size: self.tags_page_size,
+            streams,
         };
         // Shape problems found while decoding come first, then the rules that
         // also apply to scenarios built in code, minus those that only echo a
@@ -751,35 +1177,41 @@ fn within(inner: &str, outer: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
-impl RawDestination {
-    fn into_spec(mut self, at: &str, problems: &mut Vec<String>) -> DestinationSpec {
-        let timeline = match (self.status, self.timeline) {
-            (Some(_), Some(_)) => {
-                problems.push(format!("{at}: has both `status` and `timeline`; use one"));
-                Vec::new()
+/// A status given as `status` (+ `description`) or as `timeline` steps.
+/// `None` when neither is given, which the caller decides about.
+fn decode_status(
+    at: &str,
+    status: Option<String>,
+    description: Option<String>,
+    timeline: Option<Vec<RawStep>>,
+    repeat: &mut bool,
+    problems: &mut Vec<String>,
+) -> Option<Vec<Step>> {
+    match (status, timeline) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{at}: has both `status` and `timeline`; use one"));
+            Some(Vec::new())
+        }
+        (None, None) => None,
+        (Some(status), None) => {
+            if *repeat {
+                problems.push(format!("{at}.repeat: only applies to a `timeline`"));
+                // Reported; keep the rules below from reporting it again.
+                *repeat = false;
             }
-            (None, None) => {
-                problems.push(format!("{at}: needs `status` or `timeline`"));
-                Vec::new()
+            Some(vec![Step {
+                status,
+                description,
+                duration: None,
+            }])
+        }
+        (None, Some(steps)) => {
+            if description.is_some() {
+                problems.push(format!(
+                    "{at}.description: goes on a timeline step, not beside `timeline`"
+                ));
             }
-            (Some(status), None) => {
-                if self.repeat {
-                    problems.push(format!("{at}.repeat: only applies to a `timeline`"));
-                    // Reported; keep the rules below from reporting it again.
-                    self.repeat = false;
-                }
-                vec![Step {
-                    status,
-                    description: self.description,
-                    duration: None,
-                }]
-            }
-            (None, Some(steps)) => {
-                if self.description.is_some() {
-                    problems.push(format!(
-                        "{at}.description: goes on a timeline step, not beside `timeline`"
-                    ));
-                }
+            Some(
                 steps
                     .into_iter()
                     .enumerate()
@@ -790,14 +1222,153 @@ impl RawDestination {
                         status: step.status,
                         description: step.description,
                     })
-                    .collect()
-            }
-        };
+                    .collect(),
+            )
+        }
+    }
+}
+
+impl RawDestination {
+    fn into_spec(mut self, at: &str, problems: &mut Vec<String>) -> DestinationSpec {
+        let timeline = decode_status(
+            at,
+            self.status,
+            self.description,
+            self.timeline,
+            &mut self.repeat,
+            problems,
+        )
+        .unwrap_or_else(|| {
+            problems.push(format!("{at}: needs `status` or `timeline`"));
+            Vec::new()
+        });
         DestinationSpec {
             stream_arn: self.stream_arn,
             precision: self.precision,
             timeline,
             repeat: self.repeat,
+        }
+    }
+}
+
+/// Streams of one scope; a `name` becomes an ARN of that scope.
+fn decode_streams(
+    prefix: &str,
+    (account_id, region): (&str, &str),
+    raw: Vec<RawStream>,
+    problems: &mut Vec<String>,
+) -> Vec<StreamSpec> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, mut raw)| {
+            let at = format!("{prefix}streams[{i}]");
+            let arn = match (raw.arn, raw.name) {
+                (Some(arn), None) => arn,
+                (None, Some(name)) => format!(
+                    "arn:{}:kinesis:{region}:{account_id}:stream/{name}",
+                    arn_partition(region)
+                ),
+                (Some(arn), Some(_)) => {
+                    problems.push(format!("{at}: has both `arn` and `name`; use one"));
+                    arn
+                }
+                (None, None) => {
+                    problems.push(format!("{at}: needs `arn` or `name`"));
+                    String::new()
+                }
+            };
+            let timeline = decode_status(
+                &at,
+                raw.status,
+                None,
+                raw.timeline,
+                &mut raw.repeat,
+                problems,
+            )
+            .unwrap_or_else(|| vec![Step::hold("ACTIVE")]);
+            let defaults = StreamSpec::new(&arn);
+            StreamSpec {
+                timeline,
+                repeat: raw.repeat,
+                open_shards: raw.open_shards.unwrap_or(defaults.open_shards),
+                mode: raw.mode.unwrap_or(defaults.mode),
+                encryption: raw.encryption.unwrap_or(defaults.encryption),
+                key_id: raw.key_id,
+                retention_hours: raw.retention_hours.unwrap_or(defaults.retention_hours),
+                consumer_count: raw.consumers.unwrap_or(defaults.consumer_count),
+                fault: raw.fault,
+                arn,
+            }
+        })
+        .collect()
+}
+
+/// The ARN partition a region belongs to.
+pub(crate) fn arn_partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+impl RawCdcMetrics {
+    fn into_spec(self, at: &str, problems: &mut Vec<String>) -> CdcMetricsSpec {
+        let mut series = BTreeMap::new();
+        let named = [
+            (
+                "AgeOfOldestUnreplicatedRecord",
+                self.age_of_oldest_unreplicated_record,
+            ),
+            (
+                "ConsumedChangeDataCaptureUnits",
+                self.consumed_change_data_capture_units,
+            ),
+            (
+                "FailedToReplicateRecordCount",
+                self.failed_to_replicate_record_count,
+            ),
+            ("ThrottledPutRecordCount", self.throttled_put_record_count),
+        ];
+        for (name, steps) in named {
+            let Some(steps) = steps else { continue };
+            let steps = steps
+                .into_iter()
+                .enumerate()
+                .map(|(s, step)| {
+                    let here = format!("{at}.{name}[{s}]");
+                    let value = match step.value {
+                        serde_yaml::Value::Null => None,
+                        serde_yaml::Value::String(text) if text == "none" => None,
+                        serde_yaml::Value::Number(n) => n.as_f64(),
+                        other => {
+                            problems
+                                .push(format!("{here}.value: {other:?} is not a number or `none`"));
+                            None
+                        }
+                    };
+                    MetricStep {
+                        value,
+                        duration: step.duration.and_then(|text| {
+                            parse_duration(&format!("{here}.for"), &text, problems)
+                        }),
+                    }
+                })
+                .collect();
+            series.insert(name.to_string(), steps);
+        }
+        CdcMetricsSpec {
+            delegated_operation: self
+                .delegated_operation
+                .unwrap_or_else(|| DEFAULT_DELEGATED_OPERATION.to_string()),
+            series,
+            repeat: self.repeat,
+            started_ago: self
+                .started_ago
+                .and_then(|text| parse_duration(&format!("{at}.started_ago"), &text, problems))
+                .unwrap_or_default(),
         }
     }
 }
@@ -873,6 +1444,7 @@ tables:
                     fault: Some(Fault::Throttle),
                     latency: Some(Duration::from_millis(200)),
                     tags: Vec::new(),
+                    cdc_metrics: None,
                 },
                 TableSpec::new("payments"),
             ],
@@ -966,6 +1538,123 @@ tables:
     }
 
     #[test]
+    fn parses_streams_and_cdc_metrics() {
+        let yaml = r#"
+streams:
+  - name: orders-cdc
+    open_shards: 2
+    mode: ON_DEMAND
+  - arn: arn:aws:kinesis:eu-west-1:222222222222:stream/other
+    timeline: [{status: CREATING, for: 5s}, {status: ACTIVE}]
+    encryption: KMS
+    retention_hours: 168
+    fault: throttle
+scopes:
+  - account_id: "222222222222"
+    region: eu-west-1
+    streams: [{name: eu-cdc, status: UPDATING}]
+tables:
+  - name: orders
+    cdc_metrics:
+      delegated_operation: PutRecordBatch
+      repeat: true
+      started_ago: 10m
+      AgeOfOldestUnreplicatedRecord:
+        - {value: 1200, for: 60s}
+        - {value: none, for: 30s}
+      ConsumedChangeDataCaptureUnits: [{value: 5, for: 1m}]
+"#;
+        let scenario = Scenario::from_yaml(yaml).unwrap();
+        assert_eq!(
+            scenario.streams,
+            [
+                StreamSpec::new("arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc")
+                    .with_open_shards(2)
+                    .with_mode("ON_DEMAND"),
+                StreamSpec {
+                    encryption: "KMS".into(),
+                    retention_hours: 168,
+                    fault: Some(Fault::Throttle),
+                    ..StreamSpec::new("arn:aws:kinesis:eu-west-1:222222222222:stream/other")
+                        .with_timeline(
+                            vec![Step::lasting("CREATING", secs(5)), Step::hold("ACTIVE")],
+                            false
+                        )
+                },
+            ]
+        );
+        assert_eq!(
+            scenario.scopes[0].streams,
+            [
+                StreamSpec::new("arn:aws:kinesis:eu-west-1:222222222222:stream/eu-cdc")
+                    .with_status("UPDATING")
+            ]
+        );
+        let metrics = scenario.tables[0].cdc_metrics.as_ref().unwrap();
+        let expected = CdcMetricsSpec {
+            repeat: true,
+            ..CdcMetricsSpec::new()
+                .with_delegated_operation("PutRecordBatch")
+                .started_ago(secs(600))
+                .with_series(
+                    "AgeOfOldestUnreplicatedRecord",
+                    vec![
+                        MetricStep::lasting(1200.0, secs(60)),
+                        MetricStep::gap(secs(30)),
+                    ],
+                )
+                .with_series(
+                    "ConsumedChangeDataCaptureUnits",
+                    vec![MetricStep::lasting(5.0, secs(60))],
+                )
+        };
+        assert_eq!(metrics, &expected);
+        assert_eq!(
+            metrics.metric_names(),
+            [
+                "AgeOfOldestUnreplicatedRecord",
+                "ConsumedChangeDataCaptureUnits"
+            ]
+        );
+        // Repeats: 60 s of 1200, 30 s without data, then again.
+        let age = "AgeOfOldestUnreplicatedRecord";
+        assert_eq!(metrics.value_at(age, secs(59)), Some(1200.0));
+        assert_eq!(metrics.value_at(age, secs(60)), None);
+        assert_eq!(metrics.value_at(age, secs(95)), Some(1200.0));
+        assert_eq!(metrics.value_at("ThrottledPutRecordCount", secs(1)), None);
+    }
+
+    #[test]
+    fn stream_and_metric_problems_are_reported() {
+        let yaml = r#"
+streams:
+  - {arn: "arn:aws:kinesis:us-east-1:123456789012:stream/a", mode: FAST, encryption: AES}
+  - {arn: "arn:aws:kinesis:us-east-1:123456789012:stream/a"}
+  - {arn: "arn:aws:sqs:us-east-1:123456789012:q"}
+  - {}
+tables:
+  - name: t
+    cdc_metrics:
+      AgeOfOldestUnreplicatedRecord: [{value: lots}, {value: 1, for: 0s}]
+      ThrottledPutRecordCount: []
+"#;
+        assert_eq!(
+            problems(yaml),
+            [
+                r#"tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].value: String("lots") is not a number or `none`"#,
+                "streams[3]: needs `arn` or `name`",
+                "tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].for: missing; every step but the last needs `for`",
+                "tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[1].for: must be greater than zero",
+                "tables[0].cdc_metrics.ThrottledPutRecordCount: must have at least one step",
+                r#"streams[0].mode: "FAST" is not PROVISIONED or ON_DEMAND"#,
+                r#"streams[0].encryption: "AES" is not NONE or KMS"#,
+                r#"streams[1].arn: duplicate stream "arn:aws:kinesis:us-east-1:123456789012:stream/a" (first at streams[0])"#,
+                r#"streams[2].arn: "arn:aws:sqs:us-east-1:123456789012:q" is not a stream ARN like "arn:aws:kinesis:us-east-1:123456789012:stream/NAME""#,
+            ]
+        );
+    }
+
+    #[test]
     fn account_region_and_tables_default() {
         assert_eq!(Scenario::from_yaml("{}").unwrap(), Scenario::default());
         let scenario = Scenario::from_yaml("tables: []").unwrap();
@@ -1005,7 +1694,7 @@ tables:
         assert_eq!(
             syntax_message("tables:\n  - name: t\n    colour: red\n"),
             "tables[0]: unknown field `colour`, expected one of `name`, `latency`, `fault`, \
-             `destinations`, `tags` at line 3 column 5"
+             `destinations`, `tags`, `cdc_metrics` at line 3 column 5"
         );
 
         let message = syntax_message("regoin: us-east-1\n");

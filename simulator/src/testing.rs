@@ -150,3 +150,63 @@ pub fn sts_client(
 
 /// The base (non-STS) test keys.
 pub const BASE_KEYS: (&str, &str, Option<&str>) = ("AKIDTEST", "secret", None);
+
+/// A Kinesis client for `region` signing with the given static keys.
+pub fn kinesis_client(
+    sim: &Simulator,
+    region: &str,
+    keys: (&str, &str, Option<&str>),
+) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{retry::RetryConfig, timeout::TimeoutConfig};
+    use aws_sdk_kinesis::config::{Credentials, Region};
+    let (key, secret, token) = keys;
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(region.to_string()))
+        .endpoint_url(sim.endpoint_url())
+        .credentials_provider(Credentials::new(
+            key,
+            secret,
+            token.map(str::to_string),
+            None,
+            "test",
+        ))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// A CloudWatch client for `region` signing with the given static keys.
+pub fn cloudwatch_client(
+    sim: &Simulator,
+    region: &str,
+    keys: (&str, &str, Option<&str>),
+) -> aws_sdk_cloudwatch::Client {
+    use aws_sdk_cloudwatch::config::{retry::RetryConfig, timeout::TimeoutConfig};
+    use aws_sdk_cloudwatch::config::{Credentials, Region};
+    let (key, secret, token) = keys;
+    let config = aws_sdk_cloudwatch::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(region.to_string()))
+        .endpoint_url(sim.endpoint_url())
+        .credentials_provider(Credentials::new(
+            key,
+            secret,
+            token.map(str::to_string),
+            None,
+            "test",
+        ))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(config)
+}

@@ -1,5 +1,7 @@
 //! The simulator's front door. Every service shares one endpoint, so this
-//! module tells them apart (STS: a form-encoded `POST /` without
+//! module tells them apart (CloudWatch: path
+//! `/service/GraniteServiceVersion20100801/operation/<Op>`; Kinesis:
+//! `X-Amz-Target: Kinesis_20131202.*`; STS: a form-encoded `POST /` without
 //! `X-Amz-Target`; DynamoDB: everything else), checks the SigV4
 //! `Authorization` form common to all of them, works out the caller's scope
 //! from the key that signed the request, records request stats, and stamps a
@@ -17,7 +19,7 @@ use tokio::time::Instant;
 
 use super::{partition, IssuedCredential, RequestRecord, Scope, Service, Shared};
 use crate::serve::{AbortConnection, Body};
-use crate::{dynamodb, sts};
+use crate::{cloudwatch, dynamodb, kinesis, sts};
 
 /// Far above any control-plane request; only guards memory.
 pub(crate) const MAX_BODY_BYTES: usize = 1 << 20;
@@ -34,10 +36,11 @@ pub(super) async fn handle(
 ) -> Result<Response<Body>, AbortConnection> {
     let _in_flight = shared.stats.enter();
     let request_id = shared.next_request_id();
-    let outcome = if is_sts(&request) {
-        sts::handle(&shared, request, &request_id).await
-    } else {
-        dynamodb::handle(&shared, request).await
+    let outcome = match service_of(&request) {
+        Service::CloudWatch => cloudwatch::handle(&shared, request).await,
+        Service::Kinesis => kinesis::handle(&shared, request).await,
+        Service::Sts => sts::handle(&shared, request, &request_id).await,
+        Service::DynamoDb => dynamodb::handle(&shared, request).await,
     };
     let Ok(mut response) = outcome else {
         return Err("simulated connection reset".into());
@@ -49,6 +52,25 @@ pub(super) async fn handle(
         .headers_mut()
         .insert("server", HeaderValue::from_static("Server"));
     Ok(response)
+}
+
+/// Which service a request is for. DynamoDB is the fallback, so malformed
+/// requests get its (long-standing) errors.
+fn service_of(request: &Request<Incoming>) -> Service {
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if request.uri().path().starts_with(cloudwatch::PATH_PREFIX) {
+        Service::CloudWatch
+    } else if target.starts_with(kinesis::TARGET_PREFIX) {
+        Service::Kinesis
+    } else if is_sts(request) {
+        Service::Sts
+    } else {
+        Service::DynamoDb
+    }
 }
 
 /// The query protocol: a form-encoded `POST /` that names no `X-Amz-Target`.
