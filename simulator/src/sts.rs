@@ -595,5 +595,70 @@ mod tests {
             );
             sim.shutdown().await;
         }
+
+        /// The path the exporter takes: aws-config's assume-role provider
+        /// fetches (and would refresh) credentials, and a DynamoDB client
+        /// signs with them.
+        #[tokio::test]
+        async fn aws_configs_assume_role_provider_works_against_it() {
+            use aws_config::sts::AssumeRoleProvider;
+            use aws_config::BehaviorVersion;
+            use aws_credential_types::provider::ProvideCredentials;
+            use aws_sdk_sts::config::{Credentials, Region};
+
+            let scenario = Scenario {
+                credential_lifetime: Some(Duration::from_secs(20)),
+                ..scenario().with_role(RoleSpec::new(ROLE).with_external_id("xid"))
+            };
+            let sim = Simulator::start(scenario).await.unwrap();
+            let base = aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new("eu-west-1"))
+                .endpoint_url(sim.endpoint_url())
+                .credentials_provider(Credentials::new("AKIDBASE", "secret", None, None, "test"))
+                .load()
+                .await;
+            let provider = AssumeRoleProvider::builder(ROLE)
+                .session_name("exporter")
+                .external_id("xid")
+                .configure(&base)
+                .build()
+                .await;
+            let creds = provider.provide_credentials().await.unwrap();
+            assert!(creds.access_key_id().starts_with("ASIA"));
+            let left = creds
+                .expiry()
+                .unwrap()
+                .duration_since(SystemTime::now())
+                .unwrap();
+            assert!(
+                left > Duration::from_secs(15) && left <= Duration::from_secs(20),
+                "{left:?}"
+            );
+
+            let config = aws_sdk_dynamodb::config::Builder::from(&base)
+                .credentials_provider(provider)
+                .build();
+            let ddb = aws_sdk_dynamodb::Client::from_conf(config);
+            let tables = ddb.list_tables().send().await.unwrap();
+            assert_eq!(tables.table_names(), ["theirs"]);
+            let last = sim.requests().pop().unwrap();
+            assert_eq!(
+                (
+                    last.account_id.as_str(),
+                    last.region.as_str(),
+                    last.operation.as_str()
+                ),
+                ("222222222222", "eu-west-1", "ListTables")
+            );
+            assert_eq!(
+                sim.requests()
+                    .iter()
+                    .filter(|r| r.service == Service::Sts)
+                    .map(|r| r.access_key_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["AKIDBASE", "AKIDBASE"]
+            );
+            sim.shutdown().await;
+        }
     }
 }
