@@ -61,6 +61,7 @@ async fn main() {
             account_id: account.to_string(),
             region: region.to_string(),
             tables: scope_tables(account, region),
+            streams: Vec::new(),
         });
     }
     let sim = Simulator::start(scenario).await.expect("simulator");

@@ -576,20 +576,11 @@ fn identity_of(target: &Target) -> Identity {
     }
 }
 
-/// The SDK configuration STS calls of `target` use: the shared one, except
-/// that a target on a loopback endpoint sends them to that endpoint too
-/// unless `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` says otherwise, so a
-/// local setup never reaches out to AWS's STS.
+/// The SDK configuration STS calls of `target` use: the shared one, with
+/// the loopback rule of [`aws::local_service_endpoint`].
 fn sts_config(shared: &SdkConfig, target: &Target) -> SdkConfig {
-    let local = target
-        .endpoint_url
-        .as_deref()
-        .filter(|url| aws::is_loopback_endpoint(url));
-    let env_set = ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-    match local {
-        Some(url) if !env_set => shared.to_builder().endpoint_url(url).build(),
-        _ => shared.clone(),
+    match aws::local_service_endpoint(target, "STS") {
+        Some(url) => shared.to_builder().endpoint_url(url).build(),
+        None => shared.clone(),
     }
 }

@@ -77,10 +77,14 @@ impl App {
 
     fn metrics(&self) -> Response<Body> {
         let tables = self.store.fragments();
+        let streams = self.store.stream_fragments();
         let scopes = self.store.scope_fragments();
         let body = metrics::render_exposition(
-            tables.iter().map(|f| &**f),
-            scopes.iter().map(|f| &**f),
+            &metrics::Sections {
+                tables: &tables,
+                streams: &streams,
+                scopes: &scopes,
+            },
             &self.telemetry,
         );
         let mut resp = Response::new(Body::new(Bytes::from(body)));

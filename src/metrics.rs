@@ -15,7 +15,9 @@ use std::fmt::Write as _;
 
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
-use crate::state::{unix_now, ScopeKey, ScopeState, TableState, KNOWN_STATUSES};
+use crate::state::{
+    unix_now, ScopeKey, ScopeState, StreamState, TableState, KNOWN_STATUSES, KNOWN_STREAM_STATUSES,
+};
 
 /// The Prometheus metric type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +47,7 @@ pub struct Family<S> {
 }
 
 /// Per-table families, in exposition order.
-pub const TABLE_FAMILIES: [Family<TableState>; 7] = [
+pub const TABLE_FAMILIES: [Family<TableState>; 12] = [
     Family {
         name: "dynamodb_kinesis_destination_status",
         help: "Status of a Kinesis streaming destination as of the last successful background poll: one series per status, 1 for the current one.",
@@ -88,7 +90,181 @@ pub const TABLE_FAMILIES: [Family<TableState>; 7] = [
         kind: Kind::Counter,
         samples: api_errors,
     },
+    Family {
+        name: "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds",
+        help: "CloudWatch AgeOfOldestUnreplicatedRecord (Maximum) of the latest datapoint: how far behind the table's change data is in reaching the stream. No series when CloudWatch had no datapoint, which is not zero.",
+        kind: Kind::Gauge,
+        samples: cdc_age,
+    },
+    Family {
+        name: "dynamodb_kinesis_cdc_failed_to_replicate_records",
+        help: "CloudWatch FailedToReplicateRecordCount (Sum) of the latest datapoint's period: change records that could not be written to the stream.",
+        kind: Kind::Gauge,
+        samples: cdc_failed,
+    },
+    Family {
+        name: "dynamodb_kinesis_cdc_throttled_put_records",
+        help: "CloudWatch ThrottledPutRecordCount (Sum) of the latest datapoint's period: change records the stream throttled.",
+        kind: Kind::Gauge,
+        samples: cdc_throttled,
+    },
+    Family {
+        name: "dynamodb_kinesis_cdc_consumed_units",
+        help: "CloudWatch ConsumedChangeDataCaptureUnits (Sum) of the latest datapoint's period.",
+        kind: Kind::Gauge,
+        samples: cdc_consumed,
+    },
+    Family {
+        name: "dynamodb_kinesis_cdc_datapoint_timestamp_seconds",
+        help: "Unix time of the latest CloudWatch datapoint of each CDC metric (metric label: the CloudWatch name).",
+        kind: Kind::Gauge,
+        samples: cdc_timestamps,
+    },
 ];
+
+/// The CloudWatch CDC metrics, with the statistic read and the factor
+/// that turns the value into the exported unit.
+pub const CDC_METRICS: [(&str, &str, f64); 4] = [
+    ("AgeOfOldestUnreplicatedRecord", "Maximum", 0.001),
+    ("FailedToReplicateRecordCount", "Sum", 1.0),
+    ("ThrottledPutRecordCount", "Sum", 1.0),
+    ("ConsumedChangeDataCaptureUnits", "Sum", 1.0),
+];
+
+/// One CDC metric's latest value per delegated operation, in the
+/// exported unit.
+fn cdc_values(t: &TableState, s: &mut Samples<'_>, index: usize) {
+    let (metric, _, factor) = CDC_METRICS[index];
+    for (operation, metrics) in &t.cdc {
+        if let Some((value, _)) = metrics.get(metric) {
+            s.push(&[("delegated_operation", operation)], value * factor);
+        }
+    }
+}
+
+fn cdc_age(t: &TableState, s: &mut Samples<'_>) {
+    cdc_values(t, s, 0);
+}
+
+fn cdc_failed(t: &TableState, s: &mut Samples<'_>) {
+    cdc_values(t, s, 1);
+}
+
+fn cdc_throttled(t: &TableState, s: &mut Samples<'_>) {
+    cdc_values(t, s, 2);
+}
+
+fn cdc_consumed(t: &TableState, s: &mut Samples<'_>) {
+    cdc_values(t, s, 3);
+}
+
+fn cdc_timestamps(t: &TableState, s: &mut Samples<'_>) {
+    for (operation, metrics) in &t.cdc {
+        for (metric, (_, at)) in metrics {
+            s.push(
+                &[("delegated_operation", operation), ("metric", metric)],
+                *at,
+            );
+        }
+    }
+}
+
+/// Per-stream families, in exposition order; identity labels
+/// `account_id`, `region`, `stream_arn`.
+pub const STREAM_FAMILIES: [Family<StreamState>; 6] = [
+    Family {
+        name: "dynamodb_kinesis_stream_status",
+        help: "Status of the Kinesis stream behind an ACTIVE, ENABLING or UPDATING destination, from DescribeStreamSummary: one series per status (NOT_FOUND when the stream is gone), 1 for the current one.",
+        kind: Kind::Gauge,
+        samples: stream_status,
+    },
+    Family {
+        name: "dynamodb_kinesis_stream_open_shards",
+        help: "Open shards of the stream.",
+        kind: Kind::Gauge,
+        samples: stream_open_shards,
+    },
+    Family {
+        name: "dynamodb_kinesis_stream_info",
+        help: "Descriptive labels of the stream from the last DescribeStreamSummary; always 1.",
+        kind: Kind::Gauge,
+        samples: stream_info,
+    },
+    Family {
+        name: "dynamodb_kinesis_stream_poll_success",
+        help: "Whether the last check of the stream succeeded (1; a stream found missing is a successful check) or failed (0).",
+        kind: Kind::Gauge,
+        samples: stream_poll_success,
+    },
+    Family {
+        name: "dynamodb_kinesis_stream_last_success_timestamp_seconds",
+        help: "Unix time of the last successful check of the stream.",
+        kind: Kind::Gauge,
+        samples: stream_last_success,
+    },
+    Family {
+        name: "dynamodb_kinesis_stream_api_errors_total",
+        help: "Failed stream checks by AWS error code (AccessDeniedException: the kinesis:DescribeStreamSummary permission is missing; never read as a missing stream), or timeout, dispatch, credentials, response.",
+        kind: Kind::Counter,
+        samples: stream_errors,
+    },
+];
+
+fn stream_status(st: &StreamState, s: &mut Samples<'_>) {
+    let Some(current) = &st.status else {
+        return;
+    };
+    for known in KNOWN_STREAM_STATUSES {
+        s.push(
+            &[("status", known)],
+            if current == known { 1.0 } else { 0.0 },
+        );
+    }
+    if !KNOWN_STREAM_STATUSES.contains(&current.as_str()) {
+        s.push(&[("status", current)], 1.0);
+    }
+}
+
+fn stream_open_shards(st: &StreamState, s: &mut Samples<'_>) {
+    if let Some(summary) = &st.summary {
+        s.push(&[], summary.open_shards as f64);
+    }
+}
+
+fn stream_info(st: &StreamState, s: &mut Samples<'_>) {
+    if let Some(summary) = &st.summary {
+        s.push(
+            &[
+                ("stream_name", &summary.name),
+                ("stream_mode", &summary.mode),
+                ("encryption_type", &summary.encryption),
+                (
+                    "retention_period_hours",
+                    &summary.retention_hours.to_string(),
+                ),
+            ],
+            1.0,
+        );
+    }
+}
+
+fn stream_poll_success(st: &StreamState, s: &mut Samples<'_>) {
+    if let Some(ok) = st.last_poll_ok {
+        s.push(&[], if ok { 1.0 } else { 0.0 });
+    }
+}
+
+fn stream_last_success(st: &StreamState, s: &mut Samples<'_>) {
+    if let Some(at) = st.last_success {
+        s.push(&[], at);
+    }
+}
+
+fn stream_errors(st: &StreamState, s: &mut Samples<'_>) {
+    for (code, count) in &st.errors {
+        s.push(&[("code", code)], *count as f64);
+    }
+}
 
 fn destination_status(t: &TableState, s: &mut Samples<'_>) {
     for d in &t.destinations {
@@ -153,7 +329,7 @@ fn api_errors(t: &TableState, s: &mut Samples<'_>) {
 
 /// Per-scope families, in exposition order; identity labels `account_id`,
 /// `region`.
-pub const SCOPE_FAMILIES: [Family<ScopeState>; 7] = [
+pub const SCOPE_FAMILIES: [Family<ScopeState>; 8] = [
     Family {
         name: "dynamodb_kinesis_scope_tables",
         help: "Tables this exporter polls in the (account, region) scope.",
@@ -196,7 +372,19 @@ pub const SCOPE_FAMILIES: [Family<ScopeState>; 7] = [
         kind: Kind::Counter,
         samples: discovery_errors,
     },
+    Family {
+        name: "dynamodb_kinesis_cdc_errors_total",
+        help: "Failed CloudWatch calls (ListMetrics, GetMetricData) of the CDC metrics by error code; while they fail the cdc gauges keep their last values and their timestamps age.",
+        kind: Kind::Counter,
+        samples: cdc_errors,
+    },
 ];
+
+fn cdc_errors(s: &ScopeState, out: &mut Samples<'_>) {
+    for (code, count) in &s.cdc_errors {
+        out.push(&[("code", code)], *count as f64);
+    }
+}
 
 fn scope_tables(s: &ScopeState, out: &mut Samples<'_>) {
     out.push(&[], s.tables as f64);
@@ -354,6 +542,16 @@ pub fn render_scope(state: &ScopeState) -> Fragments {
     render(&SCOPE_FAMILIES, state, &identity)
 }
 
+/// Render every per-stream family for one stream.
+pub fn render_stream(state: &StreamState) -> Fragments {
+    let identity = identity_labels(&[
+        ("account_id", &state.account_id),
+        ("region", &state.region),
+        ("stream_arn", &state.stream_arn),
+    ]);
+    render(&STREAM_FAMILIES, state, &identity)
+}
+
 /// Write each family's header followed by every fragment for it.
 fn write_families<'a, S, I>(out: &mut String, families: &[Family<S>], fragments: I)
 where
@@ -370,22 +568,43 @@ where
     }
 }
 
+/// The pre-rendered fragments of everything the store holds, by kind.
+pub struct Sections<'a> {
+    pub tables: &'a [std::sync::Arc<Fragments>],
+    pub streams: &'a [std::sync::Arc<Fragments>],
+    pub scopes: &'a [std::sync::Arc<Fragments>],
+}
+
 /// Assemble the whole exposition: each per-table family's header followed
-/// by every table's fragment for it, the same for the per-scope families,
-/// then the process-wide registry.
-pub fn render_exposition<'a, T, S>(tables: T, scopes: S, telemetry: &Telemetry) -> String
-where
-    T: Iterator<Item = &'a Fragments> + Clone,
-    S: Iterator<Item = &'a Fragments> + Clone,
-{
-    let size: usize = tables
-        .clone()
-        .chain(scopes.clone())
+/// by every table's fragment for it, the same for the per-stream and
+/// per-scope families, then the process-wide registry.
+pub fn render_exposition(sections: &Sections<'_>, telemetry: &Telemetry) -> String {
+    let all = || {
+        sections
+            .tables
+            .iter()
+            .chain(sections.streams)
+            .chain(sections.scopes)
+    };
+    let size: usize = all()
         .map(|f| f.0.iter().map(String::len).sum::<usize>())
         .sum();
     let mut out = String::with_capacity(size + 4096);
-    write_families(&mut out, &TABLE_FAMILIES, tables);
-    write_families(&mut out, &SCOPE_FAMILIES, scopes);
+    write_families(
+        &mut out,
+        &TABLE_FAMILIES,
+        sections.tables.iter().map(|f| &**f),
+    );
+    write_families(
+        &mut out,
+        &STREAM_FAMILIES,
+        sections.streams.iter().map(|f| &**f),
+    );
+    write_families(
+        &mut out,
+        &SCOPE_FAMILIES,
+        sections.scopes.iter().map(|f| &**f),
+    );
     telemetry.encode_into(&mut out);
     out
 }
@@ -636,8 +855,16 @@ mod tests {
         telemetry.observe_poll(&scope, 0.2);
         let mut scope_state = ScopeState::new(&scope);
         scope_state.tables = 2;
-        let scopes = render_scope(&scope_state);
-        let text = render_exposition([&a, &b].into_iter(), [&scopes].into_iter(), &telemetry);
+        let scopes = [std::sync::Arc::new(render_scope(&scope_state))];
+        let tables = [std::sync::Arc::new(a.clone()), std::sync::Arc::new(b)];
+        let text = render_exposition(
+            &Sections {
+                tables: &tables,
+                streams: &[],
+                scopes: &scopes,
+            },
+            &telemetry,
+        );
         // Each family header appears once, and all its samples follow it
         // before the next header.
         for family in &TABLE_FAMILIES {
@@ -670,7 +897,14 @@ mod tests {
             "{text}"
         );
         telemetry.remove_scope(&scope);
-        let text = render_exposition([&a].into_iter(), std::iter::empty(), &telemetry);
+        let text = render_exposition(
+            &Sections {
+                tables: &tables[..1],
+                streams: &[],
+                scopes: &[],
+            },
+            &telemetry,
+        );
         assert!(!text.contains("poll_duration_seconds_count{"), "{text}");
         assert!(text.contains(&format!(
             "dynamodb_kinesis_exporter_build_info{{revision=\"{}\",rustc_version=\"{}\",version=\"{}\"}} 1\n",

@@ -26,11 +26,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{self, CallPolicy, Destination, DynamoDbApi, PollError};
+use crate::aws::{
+    self, CallPolicy, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
+};
 use crate::budget::Budget;
 use crate::config::TableRef;
 use crate::metrics::Telemetry;
-use crate::state::{unix_now, ScopeKey, TableKey};
+use crate::state::{unix_now, ScopeKey, StreamKey, TableKey, STREAM_CHECKED};
 use crate::store::Store;
 
 /// Share of the poll interval by which each cycle is randomly stretched or
@@ -80,29 +82,64 @@ struct Slot<C> {
     due: Instant,
     last_start: Option<Instant>,
     running: bool,
+    /// Streams of this table's working destinations, as of its last poll.
+    streams: BTreeSet<String>,
 }
 
-/// A finished poll: which table, when it started, what it got.
-type Finished = (TableKey, Instant, Result<Vec<Destination>, PollError>);
+/// A stream to cross-check, and which tables' destinations name it.
+struct StreamSlot {
+    due: Instant,
+    running: bool,
+    tables: BTreeSet<TableKey>,
+}
+
+/// What is next in the queue: a table's poll or a stream's check.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    Table(TableKey),
+    Stream(String),
+}
+
+/// A finished call and when it started.
+enum Finished {
+    Table(TableKey, Instant, Result<Vec<Destination>, PollError>),
+    Stream(String, Instant, Result<StreamSummary, PollError>),
+}
+
+/// The runner's own state while it runs.
+struct Running<C> {
+    tables: HashMap<TableKey, Slot<C>>,
+    streams: HashMap<String, StreamSlot>,
+    queue: BTreeSet<(Instant, Due)>,
+    warned_stretch: bool,
+    /// The measured cycle (seconds between two polls of one table), which
+    /// is longer than the configured one when the budget stretches it.
+    effective: Option<f64>,
+}
 
 impl ScopeRunner {
-    /// Poll the jobs `jobs` holds (and whatever it is changed to) until
-    /// `shutdown` is cancelled or the sender is dropped. Returns the number of
-    /// polls aborted at the end.
-    pub async fn run<C: DynamoDbApi>(
+    /// Poll the jobs `jobs` holds (and whatever it is changed to), and
+    /// cross-check the streams their working destinations name, until
+    /// `shutdown` is cancelled or the sender is dropped. Returns the number
+    /// of calls aborted at the end.
+    pub async fn run<C: DynamoDbApi + KinesisApi>(
         self,
         mut jobs: watch::Receiver<Vec<PollJob<C>>>,
         shutdown: CancellationToken,
     ) -> usize {
-        let mut schedule: HashMap<TableKey, Slot<C>> = HashMap::new();
-        let mut queue: BTreeSet<(Instant, TableKey)> = BTreeSet::new();
+        let mut state = Running {
+            tables: HashMap::new(),
+            streams: HashMap::new(),
+            queue: BTreeSet::new(),
+            warned_stretch: false,
+            effective: None,
+        };
         let mut running: JoinSet<Finished> = JoinSet::new();
-        let mut warned_stretch = false;
         let initial = jobs.borrow_and_update().clone();
-        self.merge(initial, &mut schedule, &mut queue, &mut warned_stretch);
+        self.merge(initial, &mut state);
         loop {
             let next = if running.len() < self.concurrency.max(1) {
-                queue.first().map(|(due, _)| *due)
+                state.queue.first().map(|(due, _)| *due)
             } else {
                 None
             };
@@ -111,7 +148,7 @@ impl ScopeRunner {
                 () = shutdown.cancelled() => break,
                 Some(finished) = running.join_next(), if !running.is_empty() => {
                     if let Ok(finished) = finished {
-                        self.finish(finished, &mut schedule, &mut queue);
+                        self.finish(finished, &mut state);
                     }
                 }
                 changed = jobs.changed() => {
@@ -119,26 +156,19 @@ impl ScopeRunner {
                         break;
                     }
                     let update = jobs.borrow_and_update().clone();
-                    self.merge(update, &mut schedule, &mut queue, &mut warned_stretch);
+                    self.merge(update, &mut state);
                 }
                 () = sleep_until_some(next) => {
-                    let Some((_, key)) = queue.pop_first() else { continue };
-                    let Some(slot) = schedule.get_mut(&key) else { continue };
-                    slot.running = true;
-                    let job = slot.job.clone();
-                    let budget = Arc::clone(&self.budget);
-                    running.spawn(async move {
-                        let started = Instant::now();
-                        let outcome = aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
-                        (job.key, started, outcome)
-                    });
+                    if let Some(call) = self.start_next(&mut state) {
+                        running.spawn(call);
+                    }
                 }
             }
         }
         let drained = tokio::time::timeout(self.grace, async {
             while let Some(finished) = running.join_next().await {
                 if let Ok(finished) = finished {
-                    self.finish(finished, &mut schedule, &mut queue);
+                    self.finish(finished, &mut state);
                 }
             }
         })
@@ -153,28 +183,66 @@ impl ScopeRunner {
         left
     }
 
+    /// Take the first due entry off the queue and make its call.
+    fn start_next<C: DynamoDbApi + KinesisApi>(
+        &self,
+        state: &mut Running<C>,
+    ) -> Option<impl std::future::Future<Output = Finished> + Send + 'static> {
+        let (_, due) = state.queue.pop_first()?;
+        let budget = Arc::clone(&self.budget);
+        match due {
+            Due::Table(key) => {
+                let slot = state.tables.get_mut(&key)?;
+                slot.running = true;
+                let job = slot.job.clone();
+                Some(futures_boxed(async move {
+                    let started = Instant::now();
+                    let outcome =
+                        aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
+                    Finished::Table(job.key, started, outcome)
+                }))
+            }
+            Due::Stream(arn) => {
+                let slot = state.streams.get_mut(&arn)?;
+                // Any table naming the stream lends its client: they share
+                // the scope's account and region.
+                let job = slot
+                    .tables
+                    .iter()
+                    .find_map(|t| state.tables.get(t))
+                    .map(|s| s.job.clone())?;
+                slot.running = true;
+                Some(futures_boxed(async move {
+                    let started = Instant::now();
+                    let outcome =
+                        aws::call(&budget, job.policy, || job.client.describe_stream(&arn)).await;
+                    Finished::Stream(arn, started, outcome)
+                }))
+            }
+        }
+    }
+
     /// Make the schedule hold exactly `jobs`: tables that stay keep their
     /// due time, new ones are spread over their first cycle.
-    fn merge<C>(
-        &self,
-        jobs: Vec<PollJob<C>>,
-        schedule: &mut HashMap<TableKey, Slot<C>>,
-        queue: &mut BTreeSet<(Instant, TableKey)>,
-        warned_stretch: &mut bool,
-    ) {
+    fn merge<C>(&self, jobs: Vec<PollJob<C>>, state: &mut Running<C>) {
         let wanted: std::collections::HashSet<TableKey> =
             jobs.iter().map(|j| j.key.clone()).collect();
-        schedule.retain(|key, slot| {
-            let keep = wanted.contains(key);
-            if !keep && !slot.running {
-                queue.remove(&(slot.due, key.clone()));
+        let gone: Vec<TableKey> = state
+            .tables
+            .keys()
+            .filter(|k| !wanted.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(slot) = state.tables.remove(&key) {
+                state.queue.remove(&(slot.due, Due::Table(key.clone())));
+                self.set_streams(&key, BTreeSet::new(), slot.streams, state);
             }
-            keep
-        });
+        }
         let now = Instant::now();
         let fresh: Vec<PollJob<C>> = jobs
             .into_iter()
-            .filter_map(|job| match schedule.get_mut(&job.key) {
+            .filter_map(|job| match state.tables.get_mut(&job.key) {
                 Some(slot) => {
                     slot.job = job;
                     None
@@ -189,26 +257,23 @@ impl ScopeRunner {
                 .interval
                 .min(Duration::from_secs_f64(count as f64 / rate));
             let due = now + window.mul_f64(i as f64 / count as f64);
-            queue.insert((due, job.key.clone()));
-            schedule.insert(
+            state.queue.insert((due, Due::Table(job.key.clone())));
+            state.tables.insert(
                 job.key.clone(),
                 Slot {
                     job,
                     due,
                     last_start: None,
                     running: false,
+                    streams: BTreeSet::new(),
                 },
             );
         }
-        let tables = schedule.len();
-        let interval = schedule
-            .values()
-            .map(|s| s.job.interval)
-            .min()
-            .unwrap_or_default();
+        let tables = state.tables.len();
+        let interval = scope_interval(state);
         let cycle = tables as f64 / self.budget.max_rate();
-        if !*warned_stretch && cycle > interval.as_secs_f64() && tables > 0 {
-            *warned_stretch = true;
+        if !state.warned_stretch && cycle > interval.as_secs_f64() && tables > 0 {
+            state.warned_stretch = true;
             tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, tables,
                 poll_interval = ?interval, max_requests_per_second = self.budget.max_rate(),
                 cycle_seconds = cycle,
@@ -222,32 +287,126 @@ impl ScopeRunner {
         });
     }
 
-    /// Record a finished poll and put its table back in the queue.
-    fn finish<C>(
+    /// Point `table`'s stream references from `old` to `new`: streams no
+    /// table names any more go (with their series), new ones are due now.
+    fn set_streams<C>(
         &self,
-        (key, started, outcome): Finished,
-        schedule: &mut HashMap<TableKey, Slot<C>>,
-        queue: &mut BTreeSet<(Instant, TableKey)>,
+        table: &TableKey,
+        new: BTreeSet<String>,
+        old: BTreeSet<String>,
+        state: &mut Running<C>,
     ) {
-        self.telemetry
-            .observe_poll(&self.key, started.elapsed().as_secs_f64());
-        self.store.record(&key, &outcome, unix_now());
-        let gap = schedule.get_mut(&key).and_then(|slot| {
-            slot.running = false;
-            let gap = slot.last_start.map(|last| (started - last).as_secs_f64());
-            slot.last_start = Some(started);
-            slot.due = started + jittered(slot.job.interval, fastrand::f64());
-            queue.insert((slot.due, key.clone()));
-            gap
-        });
-        self.store.update_scope(&self.key, |scope| {
-            if let Some(gap) = gap {
-                scope.record_gap(gap);
+        for arn in old.difference(&new) {
+            let Some(slot) = state.streams.get_mut(arn) else {
+                continue;
+            };
+            slot.tables.remove(table);
+            if slot.tables.is_empty() {
+                state.queue.remove(&(slot.due, Due::Stream(arn.clone())));
+                state.streams.remove(arn);
+                self.store.remove_stream(&self.stream_key(arn));
             }
-            scope.rate_limit = self.budget.rate();
-            scope.throttled = self.budget.throttled_total();
-        });
+        }
+        let now = Instant::now();
+        for arn in new.difference(&old) {
+            let slot = state.streams.entry(arn.clone()).or_insert_with(|| {
+                state.queue.insert((now, Due::Stream(arn.clone())));
+                StreamSlot {
+                    due: now,
+                    running: false,
+                    tables: BTreeSet::new(),
+                }
+            });
+            slot.tables.insert(table.clone());
+        }
+        if let Some(slot) = state.tables.get_mut(table) {
+            slot.streams = new;
+        }
     }
+
+    fn stream_key(&self, arn: &str) -> StreamKey {
+        StreamKey {
+            account_id: self.key.account_id.clone(),
+            region: self.key.region.clone(),
+            stream_arn: arn.to_string(),
+        }
+    }
+
+    /// Record a finished call and put its table or stream back in the queue.
+    fn finish<C>(&self, finished: Finished, state: &mut Running<C>) {
+        let now = unix_now();
+        match finished {
+            Finished::Table(key, started, outcome) => {
+                self.telemetry
+                    .observe_poll(&self.key, started.elapsed().as_secs_f64());
+                self.store.record(&key, &outcome, now);
+                let streams = match &outcome {
+                    Ok(destinations) => Some(
+                        destinations
+                            .iter()
+                            .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
+                            .map(|d| d.stream_arn.clone())
+                            .collect(),
+                    ),
+                    Err(PollError::NotFound(_)) => Some(BTreeSet::new()),
+                    // Other failures keep the last known destinations.
+                    Err(_) => None,
+                };
+                let mut gap = None;
+                if let Some(slot) = state.tables.get_mut(&key) {
+                    slot.running = false;
+                    gap = slot.last_start.map(|last| (started - last).as_secs_f64());
+                    slot.last_start = Some(started);
+                    slot.due = started + jittered(slot.job.interval, fastrand::f64());
+                    state.queue.insert((slot.due, Due::Table(key.clone())));
+                    if let Some(new) = streams {
+                        let old = std::mem::take(&mut slot.streams);
+                        self.set_streams(&key, new, old, state);
+                    }
+                }
+                self.store.update_scope(&self.key, |scope| {
+                    if let Some(gap) = gap {
+                        scope.record_gap(gap);
+                    }
+                    scope.rate_limit = self.budget.rate();
+                    scope.throttled = self.budget.throttled_total();
+                    state.effective = scope.effective_interval;
+                });
+            }
+            Finished::Stream(arn, started, outcome) => {
+                // Once a cycle, however many tables name the stream, and a
+                // stretched cycle stretches the checks too, so they never
+                // take more than their share of the budget.
+                let cycle = state.effective.unwrap_or(0.0);
+                let interval = scope_interval(state).max(Duration::from_secs_f64(cycle));
+                // A stream no table names any more is not recorded again.
+                if let Some(slot) = state.streams.get_mut(&arn) {
+                    slot.running = false;
+                    slot.due = started + jittered(interval, fastrand::f64());
+                    state.queue.insert((slot.due, Due::Stream(arn.clone())));
+                    self.store
+                        .record_stream(&self.stream_key(&arn), &outcome, now);
+                }
+            }
+        }
+    }
+}
+
+/// The scope's cycle: the shortest poll interval among its tables.
+fn scope_interval<C>(state: &Running<C>) -> Duration {
+    state
+        .tables
+        .values()
+        .map(|s| s.job.interval)
+        .min()
+        .unwrap_or_default()
+}
+
+/// The two call futures as one type.
+fn futures_boxed(
+    call: impl std::future::Future<Output = Finished> + Send + 'static,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>> {
+    Box::pin(call)
 }
 
 /// Sleep until `at`, or forever for `None`.
@@ -276,6 +435,12 @@ mod tests {
     struct FakeClient {
         delays: HashMap<String, Duration>,
         throttle: Mutex<bool>,
+        /// Streams that are gone; every other stream is ACTIVE.
+        deleted: Mutex<BTreeSet<String>>,
+        /// Destinations by table; a table without an entry has one ACTIVE
+        /// destination on a stream named after it.
+        destinations: Mutex<HashMap<String, Vec<Destination>>>,
+        stream_calls: Mutex<HashMap<String, Vec<Instant>>>,
         calls: Mutex<HashMap<String, Vec<Instant>>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
@@ -291,7 +456,8 @@ mod tests {
                 .unwrap_or_default()
         }
 
-        fn all_calls(&self) -> Vec<Instant> {
+        /// Table polls only, in order.
+        fn table_calls(&self) -> Vec<Instant> {
             let mut all: Vec<Instant> = self
                 .calls
                 .lock()
@@ -302,6 +468,52 @@ mod tests {
                 .collect();
             all.sort();
             all
+        }
+
+        /// Every call, table polls and stream checks alike, in order.
+        fn all_calls(&self) -> Vec<Instant> {
+            let mut all: Vec<Instant> = self
+                .calls
+                .lock()
+                .unwrap()
+                .values()
+                .chain(self.stream_calls.lock().unwrap().values())
+                .flatten()
+                .copied()
+                .collect();
+            all.sort();
+            all
+        }
+    }
+
+    fn active(stream_arn: &str) -> Destination {
+        Destination {
+            stream_arn: stream_arn.into(),
+            status: "ACTIVE".into(),
+            status_description: None,
+            precision: None,
+        }
+    }
+
+    impl KinesisApi for FakeClient {
+        async fn describe_stream(&self, stream_arn: &str) -> Result<StreamSummary, PollError> {
+            self.stream_calls
+                .lock()
+                .unwrap()
+                .entry(stream_arn.to_string())
+                .or_default()
+                .push(Instant::now());
+            if self.deleted.lock().unwrap().contains(stream_arn) {
+                return Err(PollError::NotFound("gone".into()));
+            }
+            Ok(StreamSummary {
+                name: stream_arn.rsplit('/').next().unwrap_or_default().into(),
+                status: "ACTIVE".into(),
+                open_shards: 1,
+                mode: "PROVISIONED".into(),
+                encryption: "NONE".into(),
+                retention_hours: 24,
+            })
         }
     }
 
@@ -325,12 +537,13 @@ mod tests {
                     message: "slow down".into(),
                 });
             }
-            Ok(vec![Destination {
-                stream_arn: format!("arn:aws:kinesis:us-east-1:1:stream/{}", table.name),
-                status: "ACTIVE".into(),
-                status_description: None,
-                precision: None,
-            }])
+            if let Some(destinations) = self.destinations.lock().unwrap().get(&table.name) {
+                return Ok(destinations.clone());
+            }
+            Ok(vec![active(&format!(
+                "arn:aws:kinesis:us-east-1:1:stream/{}",
+                table.name
+            ))])
         }
 
         async fn list_tables(&self, _start: Option<String>) -> Result<Page<String>, PollError> {
@@ -510,9 +723,10 @@ mod tests {
         let client = Arc::new(FakeClient::default());
         let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
         let jobs = names.iter().map(|n| job(&client, n, 10, 5)).collect();
-        // 100 tables every 10 s would need 10 req/s; the budget gives 2.
+        // 100 tables (and their 100 streams) every 10 s would need 20
+        // req/s; the budget gives 2.
         let h = start(jobs, 2.0, 8);
-        tokio::time::sleep(Duration::from_secs(200)).await;
+        tokio::time::sleep(Duration::from_secs(400)).await;
         let store = h.stop().await;
         let calls = client.all_calls();
         assert!(
@@ -526,9 +740,23 @@ mod tests {
         );
         let scope = store.scope_state(&scope()).unwrap();
         let effective = scope.effective_interval.expect("tables were polled twice");
+        // 100 polls and 100 stream checks a cycle at 2 req/s: the cycle
+        // stretches from 10 s towards 100 s, and the stream checks follow
+        // the stretched cycle instead of crowding out the polls.
         assert!(
-            (45.0..=55.0).contains(&effective),
-            "100 tables at 2 req/s: a 50 s cycle, got {effective}"
+            (50.0..=115.0).contains(&effective),
+            "stretched cycle: {effective} s"
+        );
+        let checks: usize = client
+            .stream_calls
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum();
+        assert!(
+            checks <= client.table_calls().len(),
+            "{checks} stream checks"
         );
         assert_eq!(scope.tables, 100);
     }
@@ -541,7 +769,7 @@ mod tests {
         let start_at = Instant::now();
         let h = start(jobs, 100.0, 8);
         tokio::time::sleep(Duration::from_secs(40)).await;
-        let calls = client.all_calls();
+        let calls = client.table_calls();
         assert_eq!(calls.len(), 60, "each table once in the first cycle");
         // 60 tables over at most 60 s at no more than half of 100 req/s:
         // spread over 1.2 s, never a burst at the full rate.
@@ -557,7 +785,11 @@ mod tests {
         h.jobs.send(jobs).unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(client.calls("added").len(), 1);
-        assert_eq!(client.all_calls().len(), 61, "no table polled again early");
+        assert_eq!(
+            client.table_calls().len(),
+            61,
+            "no table polled again early"
+        );
         h.stop().await;
     }
 
@@ -602,6 +834,65 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(client.calls("goes").len(), before);
         assert!(client.calls("stays").len() >= 6);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_streams_are_checked_once_a_cycle_and_go_with_their_tables() {
+        let client = Arc::new(FakeClient::default());
+        let shared = "arn:aws:kinesis:us-east-1:1:stream/shared";
+        {
+            let mut destinations = client.destinations.lock().unwrap();
+            for table in ["a", "b"] {
+                destinations.insert(table.into(), vec![active(shared)]);
+            }
+            let failed = Destination {
+                status: "ENABLE_FAILED".into(),
+                ..active("arn:aws:kinesis:us-east-1:1:stream/broken")
+            };
+            destinations.insert("c".into(), vec![failed]);
+        }
+        let h = start(
+            vec![
+                job(&client, "a", 10, 5),
+                job(&client, "b", 10, 5),
+                job(&client, "c", 10, 5),
+            ],
+            100.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let checks = client.stream_calls.lock().unwrap().clone();
+        // Three cycles of 10 s ± 10 % in 35 s: one check each, not one per table.
+        assert!(
+            (3..=4).contains(&checks[shared].len()),
+            "{:?}",
+            checks[shared].len()
+        );
+        assert!(
+            !checks.contains_key("arn:aws:kinesis:us-east-1:1:stream/broken"),
+            "an ENABLE_FAILED destination's stream is not checked"
+        );
+        let key = StreamKey {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            stream_arn: shared.into(),
+        };
+        assert_eq!(
+            h.store.stream_state(&key).unwrap().status.as_deref(),
+            Some("ACTIVE")
+        );
+        // The stream is deleted behind the ACTIVE destinations.
+        client.deleted.lock().unwrap().insert(shared.into());
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(
+            h.store.stream_state(&key).unwrap().status.as_deref(),
+            Some(crate::state::NOT_FOUND)
+        );
+        // Once no table names it, its series go.
+        h.jobs.send(vec![job(&client, "c", 10, 5)]).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(h.store.stream_state(&key).is_none());
         h.stop().await;
     }
 

@@ -20,6 +20,22 @@ pub const KNOWN_STATUSES: [&str; 6] = [
     "UPDATING",
 ];
 
+/// One CDC reading of a table: (delegated operation, CloudWatch metric
+/// name, the latest (value, Unix time) or `None` for no datapoint).
+pub type CdcPoint = (String, String, Option<(f64, f64)>);
+
+/// The stream statuses exported as a stateset, plus `NOT_FOUND` for a
+/// stream that is gone.
+pub const KNOWN_STREAM_STATUSES: [&str; 5] =
+    ["CREATING", "DELETING", "ACTIVE", "UPDATING", NOT_FOUND];
+
+/// The stream status of a stream `DescribeStreamSummary` cannot find.
+pub const NOT_FOUND: &str = "NOT_FOUND";
+
+/// Destination statuses behind which the stream must exist: their streams
+/// are cross-checked.
+pub const STREAM_CHECKED: [&str; 3] = ["ACTIVE", "ENABLING", "UPDATING"];
+
 /// Seconds since the Unix epoch, as a float (0 if the clock is before 1970):
 /// the clock callers pass into this module.
 pub fn unix_now() -> f64 {
@@ -75,9 +91,35 @@ pub struct TableState {
     pub errors: BTreeMap<String, u64>,
     /// The code of the failure in progress, to log only changes at warn.
     pub failing_with: Option<String>,
+    /// CloudWatch's latest CDC datapoints: by `DelegatedOperation`, then
+    /// by metric name, (value, Unix time). A metric without a datapoint has
+    /// no entry (which is not a zero).
+    pub cdc: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
 }
 
 impl TableState {
+    /// The streams of the destinations whose status says the stream must
+    /// exist (see [`STREAM_CHECKED`]).
+    pub fn checked_streams(&self) -> impl Iterator<Item = &str> {
+        self.destinations
+            .iter()
+            .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
+            .map(|d| d.stream_arn.as_str())
+    }
+
+    /// Replace the CDC datapoints: `points` holds, per (delegated
+    /// operation, metric), the latest datapoint or `None` for none in the
+    /// window. Series CloudWatch no longer lists go.
+    pub fn record_cdc(&mut self, points: &[CdcPoint]) {
+        self.cdc.clear();
+        for (operation, metric, point) in points {
+            let metrics = self.cdc.entry(operation.clone()).or_default();
+            if let Some(point) = point {
+                metrics.insert(metric.clone(), *point);
+            }
+        }
+    }
+
     /// A table not polled yet.
     pub fn new(key: &TableKey) -> Self {
         TableState {
@@ -212,6 +254,99 @@ fn stable_hash(key: &TableKey) -> u64 {
     hash
 }
 
+/// Identifies a stream in the store and in the metrics: the (account,
+/// region) scope that checked it and its ARN.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamKey {
+    pub account_id: String,
+    pub region: String,
+    pub stream_arn: String,
+}
+
+impl StreamKey {
+    /// The scope the stream was checked in.
+    pub fn scope(&self) -> ScopeKey {
+        ScopeKey {
+            account_id: self.account_id.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+/// What the stream cross-check knows about one stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamState {
+    pub account_id: String,
+    pub region: String,
+    pub stream_arn: String,
+    /// The stream's status, or [`NOT_FOUND`]; `None` before the first
+    /// answer. A failed check (access denied, throttled...) keeps it.
+    pub status: Option<String>,
+    /// The last summary; `None` before one and once the stream is gone.
+    pub summary: Option<crate::aws::StreamSummary>,
+    /// `None` until the first check finished; then whether the last worked.
+    pub last_poll_ok: Option<bool>,
+    pub last_success: Option<f64>,
+    /// Failed checks by error code (a counter).
+    pub errors: BTreeMap<String, u64>,
+    failing_with: Option<String>,
+}
+
+impl StreamState {
+    /// A stream not checked yet.
+    pub fn new(key: &StreamKey) -> Self {
+        StreamState {
+            account_id: key.account_id.clone(),
+            region: key.region.clone(),
+            stream_arn: key.stream_arn.clone(),
+            ..StreamState::default()
+        }
+    }
+
+    /// Fold one `DescribeStreamSummary` outcome in. A missing stream is a
+    /// successful check that found [`NOT_FOUND`]; any other failure (an
+    /// access denied above all) keeps the last known status and counts.
+    pub fn record(&mut self, outcome: &Result<crate::aws::StreamSummary, PollError>, now: f64) {
+        let status = match outcome {
+            Ok(summary) => {
+                self.summary = Some(summary.clone());
+                summary.status.clone()
+            }
+            Err(PollError::NotFound(_)) => {
+                self.summary = None;
+                NOT_FOUND.to_string()
+            }
+            Err(err) => {
+                let code = err.code().to_string();
+                *self.errors.entry(code.clone()).or_insert(0) += 1;
+                if self.failing_with.as_deref() != Some(code.as_str()) {
+                    tracing::warn!(stream_arn = %self.stream_arn, account_id = %self.account_id, region = %self.region,
+                        code = %code, error = %err, "stream check failed; keeping the last known stream status");
+                }
+                self.failing_with = Some(code);
+                self.last_poll_ok = Some(false);
+                return;
+            }
+        };
+        if self.status.as_deref() != Some(status.as_str()) {
+            let log = |level_warn: bool| {
+                if level_warn {
+                    tracing::warn!(stream_arn = %self.stream_arn, account_id = %self.account_id, region = %self.region,
+                        from = self.status.as_deref().unwrap_or("(new)"), to = %status, "stream status changed");
+                } else {
+                    tracing::info!(stream_arn = %self.stream_arn, account_id = %self.account_id, region = %self.region,
+                        from = self.status.as_deref().unwrap_or("(new)"), to = %status, "stream status changed");
+                }
+            };
+            log(status == NOT_FOUND || status == "DELETING");
+        }
+        self.status = Some(status);
+        self.failing_with = None;
+        self.last_poll_ok = Some(true);
+        self.last_success = Some(now);
+    }
+}
+
 /// What table discovery last found in a scope.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DiscoveryState {
@@ -241,6 +376,8 @@ pub struct ScopeState {
     pub throttled: u64,
     /// `None` when no target discovers tables in the scope.
     pub discovery: Option<DiscoveryState>,
+    /// Failed CloudWatch calls (ListMetrics, GetMetricData) by error code.
+    pub cdc_errors: BTreeMap<String, u64>,
 }
 
 impl ScopeState {
@@ -425,6 +562,85 @@ mod tests {
             }),
             0xcec6_4e15_5111_225d
         );
+    }
+
+    fn summary(status: &str) -> crate::aws::StreamSummary {
+        crate::aws::StreamSummary {
+            name: "s".into(),
+            status: status.into(),
+            open_shards: 2,
+            mode: "ON_DEMAND".into(),
+            encryption: "KMS".into(),
+            retention_hours: 24,
+        }
+    }
+
+    #[test]
+    fn a_missing_stream_is_not_an_access_denied() {
+        let key = StreamKey {
+            account_id: "1".into(),
+            region: "r".into(),
+            stream_arn: "arn".into(),
+        };
+        let mut stream = StreamState::new(&key);
+        stream.record(&Ok(summary("ACTIVE")), 1.0);
+        assert_eq!(stream.status.as_deref(), Some("ACTIVE"));
+        let denied = PollError::Service {
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        };
+        stream.record(&Err(denied), 2.0);
+        assert_eq!(
+            stream.status.as_deref(),
+            Some("ACTIVE"),
+            "kept, not NOT_FOUND"
+        );
+        assert_eq!(stream.last_poll_ok, Some(false));
+        assert_eq!(stream.errors["AccessDeniedException"], 1);
+        stream.record(&Err(PollError::NotFound("gone".into())), 3.0);
+        assert_eq!(stream.status.as_deref(), Some(NOT_FOUND));
+        assert_eq!(stream.summary, None);
+        assert_eq!(stream.last_poll_ok, Some(true));
+        assert_eq!(stream.last_success, Some(3.0));
+    }
+
+    #[test]
+    fn only_working_destinations_have_their_stream_checked() {
+        let mut state = fresh();
+        state.record_success(
+            &[
+                dest("a", "ACTIVE"),
+                dest("b", "ENABLE_FAILED"),
+                dest("c", "ENABLING"),
+                dest("d", "DISABLED"),
+                dest("e", "UPDATING"),
+            ],
+            1.0,
+        );
+        assert_eq!(state.checked_streams().collect::<Vec<_>>(), ["a", "c", "e"]);
+    }
+
+    #[test]
+    fn cdc_points_replace_the_last_ones_and_no_datapoint_is_no_entry() {
+        let mut state = fresh();
+        let op = "PutRecords".to_string();
+        state.record_cdc(&[
+            (
+                op.clone(),
+                "AgeOfOldestUnreplicatedRecord".into(),
+                Some((0.0, 10.0)),
+            ),
+            (op.clone(), "FailedToReplicateRecordCount".into(), None),
+        ]);
+        let metrics = &state.cdc[&op];
+        assert_eq!(
+            metrics["AgeOfOldestUnreplicatedRecord"],
+            (0.0, 10.0),
+            "a zero is kept"
+        );
+        assert!(!metrics.contains_key("FailedToReplicateRecordCount"));
+        state.record_cdc(&[]);
+        assert!(state.cdc.is_empty());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::aws::{Destination, PollError};
+use crate::aws::{Destination, PollError, StreamSummary};
 use crate::metrics::{self, Fragments};
-use crate::state::{ScopeKey, ScopeState, TableKey, TableState};
+use crate::state::{CdcPoint, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
 
 struct Entry<S> {
     state: S,
@@ -22,6 +22,7 @@ struct Entry<S> {
 pub struct Store {
     tables: RwLock<BTreeMap<TableKey, Entry<TableState>>>,
     scopes: RwLock<BTreeMap<ScopeKey, Entry<ScopeState>>>,
+    streams: RwLock<BTreeMap<StreamKey, Entry<StreamState>>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
     /// lookups, first discovery refreshes); readiness waits for it.
@@ -37,6 +38,7 @@ impl Store {
         let store = Store {
             tables: RwLock::new(BTreeMap::new()),
             scopes: RwLock::new(BTreeMap::new()),
+            streams: RwLock::new(BTreeMap::new()),
             polled: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
@@ -94,12 +96,64 @@ impl Store {
         entry.fragments = Arc::new(metrics::render_scope(&entry.state));
     }
 
-    /// Keep only the scopes in `keys`; the others' series go.
+    /// Keep only the scopes in `keys`; the others' series go, their
+    /// streams' too.
     pub fn retain_scopes(&self, keys: &BTreeSet<ScopeKey>) {
         self.scopes
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|key, _| keys.contains(key));
+        self.streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| keys.contains(&key.scope()));
+    }
+
+    /// Record one check of a stream (creating its entry if new) and
+    /// re-render it.
+    pub fn record_stream(
+        &self,
+        key: &StreamKey,
+        outcome: &Result<StreamSummary, PollError>,
+        now: f64,
+    ) {
+        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        let entry = streams.entry(key.clone()).or_insert_with(|| Entry {
+            state: StreamState::new(key),
+            fragments: Arc::default(),
+        });
+        entry.state.record(outcome, now);
+        entry.fragments = Arc::new(metrics::render_stream(&entry.state));
+    }
+
+    /// Forget a stream no working destination names any more.
+    pub fn remove_stream(&self, key: &StreamKey) {
+        self.streams
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// A copy of one stream's state.
+    pub fn stream_state(&self, key: &StreamKey) -> Option<StreamState> {
+        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        streams.get(key).map(|e| e.state.clone())
+    }
+
+    /// The rendered fragments of every stream, in key order.
+    pub fn stream_fragments(&self) -> Vec<Arc<Fragments>> {
+        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        streams.values().map(|e| Arc::clone(&e.fragments)).collect()
+    }
+
+    /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
+    /// Unknown tables are ignored.
+    pub fn record_cdc(&self, key: &TableKey, points: &[CdcPoint]) {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = tables.get_mut(key) {
+            entry.state.record_cdc(points);
+            entry.fragments = Arc::new(metrics::render_table(&entry.state));
+        }
     }
 
     /// A copy of one scope's state.

@@ -32,6 +32,12 @@ use aws_sdk_dynamodb::operation::describe_kinesis_streaming_destination::Describ
 use crate::budget::Budget;
 use crate::config::{Config, Role, TableRef, Target};
 
+pub mod cloudwatch;
+pub mod kinesis;
+
+pub use cloudwatch::CloudWatchApi;
+pub use kinesis::{KinesisApi, StreamSummary};
+
 /// One Kinesis streaming destination as AWS reported it. Optional fields
 /// are `None` when AWS did not send them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,10 +265,32 @@ pub struct ClientOptions {
     pub static_credentials: Option<aws_sdk_dynamodb::config::Credentials>,
 }
 
-/// The production client: aws-sdk-dynamodb for one target in one region.
+/// The production clients of one target in one region: aws-sdk-dynamodb,
+/// aws-sdk-kinesis and aws-sdk-cloudwatch, signing with the same
+/// credentials.
 #[derive(Debug, Clone)]
 pub struct SdkClient {
     client: aws_sdk_dynamodb::Client,
+    kinesis: aws_sdk_kinesis::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+}
+
+/// Where a target's calls to a service other than DynamoDB go: the SDK's
+/// endpoint (which honours `AWS_ENDPOINT_URL_<SERVICE>` and
+/// `AWS_ENDPOINT_URL`), except that a target whose `endpoint_url` is on
+/// this machine sends them there too unless one of those variables is set,
+/// so a local setup (a simulator, the demo) never reaches out to AWS.
+/// `service_env` is the variable's suffix: `STS`, `KINESIS`, `CLOUDWATCH`.
+pub fn local_service_endpoint(target: &Target, service_env: &str) -> Option<String> {
+    let url = target
+        .endpoint_url
+        .as_deref()
+        .filter(|url| is_loopback_endpoint(url))?;
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if set(&format!("AWS_ENDPOINT_URL_{service_env}")) || set("AWS_ENDPOINT_URL") {
+        return None;
+    }
+    Some(url.to_string())
 }
 
 /// Load the shared SDK configuration once: the default credential chain
@@ -391,10 +419,11 @@ pub async fn caller_account(
 }
 
 impl SdkClient {
-    /// A client for one target in one region, on top of the shared
+    /// The clients of one target in one region, on top of the shared
     /// configuration. `credentials` (an assumed role) override the shared
     /// ones; targets on a loopback endpoint get `local_endpoint_credentials`
-    /// unless credentials were given some other way.
+    /// unless credentials were given some other way. `endpoint_url` is
+    /// DynamoDB's; see [`local_service_endpoint`] for the others.
     pub fn new(
         shared: &SdkConfig,
         target: &Target,
@@ -407,24 +436,49 @@ impl SdkClient {
             .operation_timeout(attempt)
             .connect_timeout(attempt.min(Duration::from_millis(3100)))
             .build();
-        let mut builder = aws_sdk_dynamodb::config::Builder::from(shared)
-            .region(Region::new(region.to_string()))
-            // One attempt per call: retries go through the budget (see `call`).
+        let local = target
+            .endpoint_url
+            .as_deref()
+            .is_some_and(is_loopback_endpoint);
+        let credentials = credentials.or_else(|| {
+            (local && options.static_credentials.is_none()).then(|| {
+                tracing::info!(endpoint = ?target.endpoint_url, "loopback endpoint: credentials from the environment or profile, else a placeholder");
+                local_endpoint_credentials()
+            })
+        });
+        let region = Region::new(region.to_string());
+        // One attempt per call everywhere: retries go through the budget
+        // (see `call`).
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(shared)
+            .region(region.clone())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts.clone());
+        if let Some(url) = &target.endpoint_url {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        let mut kinesis = aws_sdk_kinesis::config::Builder::from(shared)
+            .region(region.clone())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts.clone());
+        if let Some(url) = local_service_endpoint(target, "KINESIS") {
+            kinesis = kinesis.endpoint_url(url);
+        }
+        let mut cloudwatch = aws_sdk_cloudwatch::config::Builder::from(shared)
+            .region(region)
             .retry_config(RetryConfig::disabled())
             .timeout_config(timeouts);
-        let has_credentials = credentials.is_some() || options.static_credentials.is_some();
-        if let Some(credentials) = credentials {
-            builder = builder.credentials_provider(credentials);
+        if let Some(url) = local_service_endpoint(target, "CLOUDWATCH") {
+            cloudwatch = cloudwatch.endpoint_url(url);
         }
-        if let Some(url) = &target.endpoint_url {
-            builder = builder.endpoint_url(url);
-            if !has_credentials && is_loopback_endpoint(url) {
-                tracing::info!(endpoint = %url, "loopback endpoint: credentials from the environment or profile, else a placeholder");
-                builder = builder.credentials_provider(local_endpoint_credentials());
-            }
+        if let Some(credentials) = credentials {
+            dynamodb = dynamodb.credentials_provider(credentials.clone());
+            kinesis = kinesis.credentials_provider(credentials.clone());
+            cloudwatch = cloudwatch.credentials_provider(credentials);
         }
         SdkClient {
-            client: aws_sdk_dynamodb::Client::from_conf(builder.build()),
+            client: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            kinesis: aws_sdk_kinesis::Client::from_conf(kinesis.build()),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(cloudwatch.build()),
         }
     }
 }
@@ -814,8 +868,14 @@ mod tests {
             .credentials_provider(NoCredentials)
             .retry_config(RetryConfig::disabled())
             .build();
+        let shared = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
         let source = SdkClient {
             client: aws_sdk_dynamodb::Client::from_conf(conf),
+            kinesis: aws_sdk_kinesis::Client::new(&shared),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&shared),
         };
         let table = TableRef {
             identifier: "orders".into(),
