@@ -17,6 +17,16 @@ pub const SCENARIO: &str = include_str!("../config/demo-scenario.yaml");
 /// How often the demo polls: often enough to watch statuses move.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the demo reads CloudWatch (the simulator's): often enough to
+/// watch the replication lag climb.
+pub const CDC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The stream the demo deletes behind its ACTIVE destination, when, and
+/// how long it reports DELETING before it is gone.
+pub const DELETED_STREAM: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/shipments-cdc";
+pub const DELETE_AFTER: Duration = Duration::from_secs(40);
+pub const DELETING_FOR: Duration = Duration::from_secs(20);
+
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -38,6 +48,12 @@ pub struct Demo {
 pub async fn start() -> Result<Demo, DemoError> {
     let scenario = Scenario::from_yaml(SCENARIO)?;
     let simulator = Simulator::start(scenario.clone()).await?;
+    // The scenario file cannot say "delete this stream later": do it here.
+    let deleter = simulator.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(DELETE_AFTER).await;
+        deleter.delete_stream_after(DELETED_STREAM, DELETING_FOR);
+    });
     let config = config_for(&scenario, &simulator.endpoint_url());
     let client = ClientOptions {
         static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
@@ -66,8 +82,9 @@ pub fn config_for(scenario: &Scenario, endpoint_url: &str) -> Config {
         .collect();
     let text = format!(
         "poll_interval: {poll}ms\nrequest_timeout: 5s\nconcurrency: 4\nmax_attempts: 2\n\
-         targets:\n  - region: {region}\n    endpoint_url: {endpoint_url}\n    tables:\n{tables}",
+         targets:\n  - region: {region}\n    endpoint_url: {endpoint_url}\n    cdc_metrics: {{interval: {cdc}ms}}\n    tables:\n{tables}",
         poll = POLL_INTERVAL.as_millis(),
+        cdc = CDC_INTERVAL.as_millis(),
         region = scenario.region,
         tables = tables.concat(),
     );
@@ -93,6 +110,37 @@ mod tests {
             config.targets[0].endpoint_url.as_deref(),
             Some("http://127.0.0.1:1")
         );
+    }
+
+    /// The two CDC cases light up the alerts' inputs within three minutes
+    /// of start: the stream is gone, and the lag passes the warning (5 min)
+    /// and critical (30 min) thresholds.
+    #[test]
+    fn the_silent_stop_cases_show_within_three_minutes() {
+        let three_minutes = Duration::from_secs(180);
+        assert!(DELETE_AFTER + DELETING_FOR + POLL_INTERVAL * 2 < three_minutes);
+        let scenario = Scenario::from_yaml(SCENARIO).unwrap();
+        let table = scenario
+            .tables
+            .iter()
+            .find(|t| t.name == "clickstream")
+            .expect("the lag table");
+        let cdc = table.cdc_metrics.as_ref().expect("its CloudWatch metrics");
+        let lag_ms = |since_start: u64| {
+            cdc.value_at(
+                "AgeOfOldestUnreplicatedRecord",
+                cdc.started_ago + Duration::from_secs(since_start),
+            )
+            .unwrap()
+        };
+        assert!(lag_ms(0) < 1_000.0);
+        assert!(lag_ms(100) > 300_000.0, "warning threshold by 100 s");
+        let critical_by = three_minutes - CDC_INTERVAL * 2;
+        assert!(
+            lag_ms(critical_by.as_secs()) > 1_800_000.0,
+            "critical before 3 min"
+        );
+        assert!(scenario.table_names().contains(&"shipments".to_string()));
     }
 
     #[test]

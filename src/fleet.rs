@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, CallPolicy, ClientOptions, PollError, SdkClient};
 use crate::budget::Budget;
+use crate::cdc::CdcReader;
 use crate::config::{self, Config, Role, Target};
 use crate::discovery;
 use crate::metrics::Telemetry;
@@ -79,6 +80,8 @@ struct Unit {
     /// When the last refresh finished; a reload that keeps the unit waits
     /// out its refresh interval from there instead of listing again at once.
     refreshed_at: Option<tokio::time::Instant>,
+    /// With `cdc_metrics`: the tables its CloudWatch reader covers.
+    cdc_tables: Option<watch::Sender<Vec<String>>>,
 }
 
 /// What a unit's discovery found and when, keyed across a reload by
@@ -212,6 +215,7 @@ impl Fleet {
                     refreshed: target.discovery.is_none() || refreshed_at.is_some(),
                     discovered,
                     refreshed_at,
+                    cdc_tables: None,
                 });
             }
         }
@@ -220,6 +224,7 @@ impl Fleet {
         for index in 0..self.units.len() {
             if self.units[index].account.is_some() {
                 self.start_discovery(index, generation);
+                self.start_cdc(index, generation);
             }
         }
         self.rebuild();
@@ -349,6 +354,41 @@ impl Fleet {
         });
     }
 
+    /// Start the CloudWatch reader of a unit with `cdc_metrics`, once its
+    /// account is known. It reads the tables `rebuild` hands it.
+    fn start_cdc(&mut self, index: usize, generation: &CancellationToken) {
+        let unit = &self.units[index];
+        let (Some(cdc), Some(account)) = (unit.target.cdc_metrics.clone(), unit.account.clone())
+        else {
+            return;
+        };
+        let scope = ScopeKey {
+            account_id: account,
+            region: unit.region.clone(),
+        };
+        let refresh = unit
+            .target
+            .discovery
+            .as_ref()
+            .map_or(config::DEFAULT_REFRESH_INTERVAL, |d| d.refresh_interval);
+        let client = Arc::clone(&unit.client);
+        let policy = self.policy(&unit.target);
+        let rate = unit.target.max_requests_per_second;
+        let budget = self.budget(&scope, rate);
+        let (tables, receiver) = watch::channel(Vec::new());
+        self.units[index].cdc_tables = Some(tables);
+        let reader = CdcReader {
+            scope,
+            client,
+            budget,
+            policy,
+            store: Arc::clone(&self.settings.store),
+            interval: cdc.interval,
+            refresh,
+        };
+        tokio::spawn(reader.run(receiver, generation.clone()));
+    }
+
     /// The budget of a scope, created on first use; its rate is the lowest
     /// any target using the scope allows.
     fn budget(&mut self, scope: &ScopeKey, rate: f64) -> Arc<Budget> {
@@ -400,6 +440,7 @@ impl Fleet {
                     }
                     unit.account = Some(account.clone());
                     self.start_discovery(index, generation);
+                    self.start_cdc(index, generation);
                 }
                 self.rebuild();
             }
@@ -512,6 +553,35 @@ impl Fleet {
                 *rate = rate.min(unit.target.max_requests_per_second);
                 by_scope.entry(scope).or_default();
             }
+        }
+        // Each CloudWatch reader covers its unit's polled tables of its own
+        // account (another account's metrics need that account's role).
+        for unit in &self.units {
+            let (Some(sender), Some(account)) = (&unit.cdc_tables, &unit.account) else {
+                continue;
+            };
+            let mine: Vec<String> = unit
+                .target
+                .tables_in(&unit.region)
+                .filter(|t| t.account_id.as_ref().is_none_or(|a| a == account))
+                .map(|t| t.name.clone())
+                .chain(unit.discovered.iter().flatten().cloned())
+                .filter(|name| {
+                    shard.owns(&TableKey {
+                        account_id: account.clone(),
+                        region: unit.region.clone(),
+                        table: name.clone(),
+                    })
+                })
+                .collect();
+            // Only a real change wakes the reader.
+            sender.send_if_modified(|current| {
+                let changed = *current != mine;
+                if changed {
+                    *current = mine;
+                }
+                changed
+            });
         }
         let keys: Vec<TableKey> = seen.into_iter().collect();
         self.settings.store.reconcile(keys.iter().cloned());

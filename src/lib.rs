@@ -13,9 +13,10 @@
 //!    file:line messages, table and role ARN parsing.
 //! 2. [`budget`]: one (account, region) scope's request budget: an adaptive
 //!    token bucket and a concurrency bound.
-//! 3. [`aws`]: the seam around AWS: the [`aws::DynamoDbApi`] trait, its
-//!    aws-sdk-dynamodb implementation, budgeted calls with retries, assumed
-//!    roles, STS account lookups and the classification of SDK errors.
+//! 3. [`aws`]: the seam around AWS: the [`aws::DynamoDbApi`],
+//!    [`aws::KinesisApi`] and [`aws::CloudWatchApi`] traits and their SDK
+//!    implementations, budgeted calls with retries, assumed roles, STS
+//!    account lookups and the classification of SDK errors.
 //! 4. [`state`]: the domain: per-table and per-scope state, status-change
 //!    bookkeeping, shards; folded from outcomes with the clock passed in.
 //! 5. [`metrics`]: every metric family (name, help, type, labels) and the
@@ -24,7 +25,8 @@
 //! 6. [`store`]: the rendered-page store: each table's and scope's state
 //!    with its pre-rendered metric text, and readiness.
 //! 7. [`scheduler`]: one scope's poll loop: the schedule, spreading, jitter,
-//!    concurrency. [`discovery`]: finding tables by name and tag.
+//!    concurrency, and the stream cross-check. [`discovery`]: finding tables
+//!    by name and tag. [`cdc`]: replication metrics from CloudWatch.
 //!    [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`, over
 //!    [`serve`], the HTTP/1.1 accept loop with its graceful drain.
 //! 8. [`fleet`]: which tables are polled, by which client, in which scope:
@@ -38,6 +40,7 @@
 
 pub mod aws;
 pub mod budget;
+pub mod cdc;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -1855,14 +1855,23 @@ tables:
         let demo = Scenario::from_yaml(include_str!("../../config/demo-scenario.yaml")).unwrap();
         assert_eq!(
             demo.table_names(),
-            vec!["orders", "payments", "inventory", "audit-log"]
+            vec![
+                "orders",
+                "payments",
+                "inventory",
+                "audit-log",
+                "shipments",
+                "clickstream"
+            ]
         );
         let counts: Vec<usize> = demo.tables.iter().map(|t| t.destinations.len()).collect();
-        assert_eq!(counts, vec![2, 1, 0, 1]);
+        assert_eq!(counts, vec![2, 1, 0, 1, 1, 1]);
 
+        // The status tour loops; the two silent-stop cases hold ACTIVE.
         let destinations: Vec<&DestinationSpec> =
             demo.tables.iter().flat_map(|t| &t.destinations).collect();
-        assert!(destinations.iter().all(|d| d.repeat));
+        assert!(destinations[..4].iter().all(|d| d.repeat));
+        assert!(demo.tables[5].cdc_metrics.is_some());
         let mut statuses: Vec<&str> = destinations
             .iter()
             .flat_map(|d| d.timeline.iter().map(|s| s.status.as_str()))

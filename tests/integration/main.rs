@@ -2,6 +2,7 @@
 //! simulator are linked once. Each module is one area:
 //! - `exporter`: the library's serve path end to end, in process, with the
 //!   real SDK client against the simulator;
+//! - `cdc`: the stream cross-check and the CloudWatch replication metrics;
 //! - `cli`: the built binary as an operator runs it;
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
@@ -19,6 +20,7 @@ macro_rules! loud {
     }};
 }
 
+mod cdc;
 mod cli;
 mod deploy_bundle;
 mod e2e_alerting;
