@@ -24,9 +24,17 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 8] = [
-    "DynamoDBKinesisDestinationEnableFailed",
+const ALERTS: [&str; 16] = [
+    "DynamoDBKinesisTableNoWorkingDestination",
+    "DynamoDBKinesisDestinationStaleFailedEntry",
     "DynamoDBKinesisDestinationStuckInTransition",
+    "DynamoDBKinesisStreamMissing",
+    "DynamoDBKinesisStreamChecksFailing",
+    "DynamoDBKinesisReplicationLag",
+    "DynamoDBKinesisReplicationLagCritical",
+    "DynamoDBKinesisRecordsFailingToReplicate",
+    "DynamoDBKinesisThrottledPuts",
+    "DynamoDBKinesisCdcMetricsFailing",
     "DynamoDBKinesisExporterPollsFailing",
     "DynamoDBKinesisExporterDataStale",
     "DynamoDBKinesisExporterDiscoveryFailing",
@@ -34,6 +42,17 @@ const ALERTS: [&str; 8] = [
     "DynamoDBKinesisExporterDown",
     "DynamoDBKinesisExporterAbsent",
 ];
+
+/// Alerts that page: a table's changes are not reaching its Kinesis stream.
+/// Everything else warns, but for the leftover ENABLE_FAILED entry, which is
+/// only `info` (never the pager).
+const CRITICAL: [&str; 4] = [
+    "DynamoDBKinesisTableNoWorkingDestination",
+    "DynamoDBKinesisStreamMissing",
+    "DynamoDBKinesisReplicationLagCritical",
+    "DynamoDBKinesisRecordsFailingToReplicate",
+];
+const INFO: [&str; 1] = ["DynamoDBKinesisDestinationStaleFailedEntry"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -151,6 +170,7 @@ fn every_yaml_and_json_file_in_the_bundle_parses() {
     let expected = [
         "deploy/alertmanager/alertmanager.yml",
         "deploy/grafana/dynamodb-kinesis.json",
+        "deploy/iam/cdc-metrics-policy.json",
         "deploy/iam/irsa-trust-policy.json",
         "deploy/iam/member-role-policy.json",
         "deploy/iam/member-role-trust-policy.json",
@@ -202,8 +222,10 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
     for r in &rules {
         let name = s(r, "alert");
         let severity = s(r, "labels.severity");
-        let expected = if name == "DynamoDBKinesisDestinationEnableFailed" {
+        let expected = if CRITICAL.contains(&name) {
             "critical"
+        } else if INFO.contains(&name) {
+            "info"
         } else {
             "warning"
         };
@@ -223,8 +245,12 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
         );
         let per_scope = matches!(
             name,
-            "DynamoDBKinesisExporterDiscoveryFailing" | "DynamoDBKinesisExporterPollCycleStretched"
+            "DynamoDBKinesisExporterDiscoveryFailing"
+                | "DynamoDBKinesisExporterPollCycleStretched"
+                | "DynamoDBKinesisCdcMetricsFailing"
         );
+        // A stream is checked once however many tables stream to it.
+        let per_stream = name == "DynamoDBKinesisStreamChecksFailing";
         // Same-named tables in two accounts are two tables: every alert about
         // a table or a scope says which account it is in.
         if !per_exporter {
@@ -232,7 +258,11 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
                 assert!(text.contains(label), "{name} does not name {label}");
             }
         }
-        if !per_exporter && !per_scope {
+        if per_stream {
+            assert!(text.contains("$labels.stream_arn"), "{name}");
+            assert!(text.contains("$labels.code"), "{name}");
+        }
+        if !per_exporter && !per_scope && !per_stream {
             assert!(
                 text.contains("$labels.table"),
                 "{name} does not name the table"
@@ -248,7 +278,10 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
                 "{name}: a join without account_id: on({labels})"
             );
         }
-        if name.starts_with("DynamoDBKinesisDestination") {
+        let about_a_destination = name.starts_with("DynamoDBKinesisDestination")
+            || name == "DynamoDBKinesisTableNoWorkingDestination"
+            || name == "DynamoDBKinesisStreamMissing";
+        if about_a_destination {
             for label in [
                 "$labels.stream_name",
                 "$labels.stream_arn",
@@ -264,10 +297,83 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
         }
     }
 
-    // ENABLE_FAILED never heals by itself: page at once.
-    let enable_failed = rule(&rules, "DynamoDBKinesisDestinationEnableFailed");
-    let delay = enable_failed.get("for").and_then(Yaml::as_str);
+    // ENABLE_FAILED never heals by itself: page at once, but only when the
+    // table has no working destination; AWS keeps old ENABLE_FAILED entries
+    // listed beside a working one, and those are info.
+    let no_working = rule(&rules, "DynamoDBKinesisTableNoWorkingDestination");
+    let delay = no_working.get("for").and_then(Yaml::as_str);
     assert!(matches!(delay, None | Some("0m" | "0s")), "for: {delay:?}");
+    let working = "dynamodb_kinesis_destination_status{status=~\"ACTIVE|UPDATING\"} == 1";
+    let expr = s(no_working, "expr");
+    assert!(expr.contains("status=\"ENABLE_FAILED\"} == 1"), "{expr}");
+    assert!(
+        expr.contains("unless on(job, instance, account_id, table, region)\n"),
+        "{expr}"
+    );
+    assert!(expr.contains(working), "{expr}");
+    let stale = s(
+        rule(&rules, "DynamoDBKinesisDestinationStaleFailedEntry"),
+        "expr",
+    );
+    assert!(
+        stale.contains("and on(job, instance, account_id, table, region)\n"),
+        "{stale}"
+    );
+    assert!(stale.contains(working), "{stale}");
+    // A deleted stream behind an ACTIVE destination; one bad poll does not
+    // page, and only NOT_FOUND or DELETING count (never an AccessDenied).
+    let missing = rule(&rules, "DynamoDBKinesisStreamMissing");
+    assert_eq!(s(missing, "for"), "2m");
+    let expr = s(missing, "expr");
+    assert!(
+        expr.contains("dynamodb_kinesis_stream_status{status=~\"NOT_FOUND|DELETING\"} == 1"),
+        "{expr}"
+    );
+    assert!(
+        expr.contains("on(job, instance, account_id, region, stream_arn)"),
+        "{expr}"
+    );
+    let checks = s(rule(&rules, "DynamoDBKinesisStreamChecksFailing"), "expr");
+    assert!(checks.contains("increase(dynamodb_kinesis_stream_api_errors_total[10m]) > 0"));
+    assert!(checks.contains("dynamodb_kinesis_stream_poll_success == 0"));
+    // Lag from CloudWatch: warning, then critical. No datapoint is no series,
+    // never a zero, so the rules must not invent one (`absent`, `or vector`).
+    for (alert, threshold) in [
+        ("DynamoDBKinesisReplicationLag", "5 * 60"),
+        ("DynamoDBKinesisReplicationLagCritical", "30 * 60"),
+    ] {
+        let r = rule(&rules, alert);
+        assert_eq!(
+            s(r, "expr").trim(),
+            format!("dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds > {threshold}")
+        );
+        assert_eq!(s(r, "for"), "10m", "{alert}");
+    }
+    let failing = rule(&rules, "DynamoDBKinesisRecordsFailingToReplicate");
+    assert_eq!(
+        s(failing, "expr").trim(),
+        "dynamodb_kinesis_cdc_failed_to_replicate_records > 0"
+    );
+    assert!(
+        failing.get("for").is_none(),
+        "failed records are lost: page at once"
+    );
+    let throttled = rule(&rules, "DynamoDBKinesisThrottledPuts");
+    assert_eq!(
+        s(throttled, "expr").trim(),
+        "dynamodb_kinesis_cdc_throttled_put_records > 0"
+    );
+    assert_eq!(s(throttled, "for"), "15m");
+    for r in &rules {
+        let expr = s(r, "expr");
+        if expr.contains("dynamodb_kinesis_cdc_") {
+            assert!(
+                !expr.contains("absent(") && !expr.contains("or vector("),
+                "{}: {expr}",
+                s(r, "alert")
+            );
+        }
+    }
     let polls = s(rule(&rules, "DynamoDBKinesisExporterPollsFailing"), "expr");
     assert!(polls.contains("increase(dynamodb_kinesis_api_errors_total[5m])"));
     assert!(polls.contains("dynamodb_kinesis_table_poll_success == 0"));
@@ -416,7 +522,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     let dir = repo().join("deploy/prometheus");
     let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
     let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
     assert!(ok, "promtool test rules failed:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
@@ -895,6 +1001,12 @@ const DESCRIBE: &str = "dynamodb:DescribeKinesisStreamingDestination";
 const LIST_TAGS: &str = "dynamodb:ListTagsOfResource";
 const LIST_TABLES: &str = "dynamodb:ListTables";
 const ASSUME_ROLE: &str = "sts:AssumeRole";
+/// The stream check, on the streams behind the destinations.
+const DESCRIBE_STREAM: &str = "kinesis:DescribeStreamSummary";
+/// CloudWatch reads for `cdc_metrics`; they take no resource, and they are
+/// granted only by their own file, attached only when `cdc_metrics` is used.
+const GET_METRIC_DATA: &str = "cloudwatch:GetMetricData";
+const LIST_METRICS: &str = "cloudwatch:ListMetrics";
 /// The member roles' name, which the hub policy may assume in any account.
 const MEMBER_ROLE: &str = "arn:aws:iam::*:role/dynamodb-kinesis-exporter";
 
@@ -927,7 +1039,25 @@ fn check_least_privilege(rel: &str, expected: &[&str]) -> Vec<(Vec<String>, Vec<
 #[test]
 fn iam_policy_grants_reads_on_named_tables_discovery_and_member_roles() {
     let rel = "deploy/iam/policy.json";
-    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES, ASSUME_ROLE]);
+    let statements = check_least_privilege(
+        rel,
+        &[
+            DESCRIBE,
+            LIST_TAGS,
+            DESCRIBE_STREAM,
+            LIST_TABLES,
+            ASSUME_ROLE,
+        ],
+    );
+    for r in &resources_of(&statements, DESCRIBE_STREAM) {
+        let stream = r
+            .strip_prefix("arn:aws:kinesis:*:ACCOUNT_ID:stream/")
+            .unwrap_or_else(|| panic!("{r} is not a stream ARN placeholder"));
+        assert!(
+            !stream.is_empty() && !stream.contains(['*', '?', '/']),
+            "{r} is not one stream"
+        );
+    }
     for action in [DESCRIBE, LIST_TAGS] {
         let resources = resources_of(&statements, action);
         assert!(!resources.is_empty(), "{action}");
@@ -950,7 +1080,12 @@ fn iam_policy_grants_reads_on_named_tables_discovery_and_member_roles() {
 #[test]
 fn member_role_policy_grants_only_reads_in_its_own_account() {
     let rel = "deploy/iam/member-role-policy.json";
-    let statements = check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, LIST_TABLES]);
+    let statements =
+        check_least_privilege(rel, &[DESCRIBE, LIST_TAGS, DESCRIBE_STREAM, LIST_TABLES]);
+    assert_eq!(
+        resources_of(&statements, DESCRIBE_STREAM),
+        BTreeSet::from(["arn:aws:kinesis:*:MEMBER_ACCOUNT_ID:stream/*".to_string()])
+    );
     for action in [DESCRIBE, LIST_TAGS] {
         let resources = resources_of(&statements, action);
         assert!(!resources.is_empty(), "{action}");
@@ -960,6 +1095,43 @@ fn member_role_policy_grants_only_reads_in_its_own_account() {
                 "{action}: {r} is not a table of the member account"
             );
         }
+    }
+}
+
+/// CloudWatch's GetMetricData and ListMetrics act on no resource, so they
+/// are on `*`; that is why they live in their own file, with a Sid, to attach
+/// (to the hub role, or the member role of a `role_arn` target) only for
+/// targets with `cdc_metrics`. The README says so.
+#[test]
+fn cdc_metrics_policy_is_separate_and_only_cloudwatch_reads() {
+    let rel = "deploy/iam/cdc-metrics-policy.json";
+    let statements = policy_statements(rel);
+    assert_eq!(statements.len(), 1, "{rel}");
+    let (actions, resources) = &statements[0];
+    assert_eq!(actions, &[GET_METRIC_DATA, LIST_METRICS]);
+    assert_eq!(resources, &["*"]);
+    let sid = json(rel)["Statement"][0]["Sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(sid.contains("CdcMetrics"), "{sid}");
+    for other in [
+        "deploy/iam/policy.json",
+        "deploy/iam/member-role-policy.json",
+    ] {
+        for (actions, _) in policy_statements(other) {
+            assert!(
+                actions.iter().all(|a| !a.starts_with("cloudwatch:")),
+                "{other} grants CloudWatch without cdc_metrics"
+            );
+        }
+    }
+    let readme = read("README.md");
+    for needle in [rel, "cdc_metrics", "kinesis:DescribeStreamSummary"] {
+        assert!(
+            readme.contains(needle),
+            "README.md does not mention {needle}"
+        );
     }
 }
 
@@ -1118,6 +1290,37 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
     find("time() - dynamodb_kinesis_table_last_success_timestamp_seconds");
     find("rate(dynamodb_kinesis_api_errors_total");
     find("dynamodb_kinesis_table_poll_success");
+    // The stream cross-check and CloudWatch's replication metrics.
+    for needle in [
+        "dynamodb_kinesis_stream_status",
+        "dynamodb_kinesis_stream_open_shards",
+        "dynamodb_kinesis_stream_info",
+        "rate(dynamodb_kinesis_stream_api_errors_total",
+        "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds",
+        "dynamodb_kinesis_cdc_failed_to_replicate_records",
+        "dynamodb_kinesis_cdc_throttled_put_records",
+    ] {
+        find(needle);
+    }
+    let panel = |title: &str| {
+        d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title}"))
+            .clone()
+    };
+    assert_eq!(panel("Streams")["type"], "table");
+    // The lag panel draws the two alert thresholds (5 and 30 minutes).
+    let steps: Vec<Json> = panel("Replication lag per table")["fieldConfig"]["defaults"]
+        ["thresholds"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].clone())
+        .collect();
+    assert_eq!(steps, [Json::Null, 300.into(), 1800.into()]);
     let (title, _) = find("status!=\"ACTIVE\"");
     let table = d["panels"]
         .as_array()
@@ -1188,13 +1391,39 @@ fn alertmanager_example_routes_by_severity() {
     };
     assert_eq!(receiver_for("critical"), "pager");
     assert_eq!(receiver_for("warning"), "chat");
+    // info (an old ENABLE_FAILED entry AWS cannot delete) never pages.
+    assert_eq!(receiver_for("info"), "ticket");
     let receivers: BTreeSet<&str> = at(&am, "receivers")
         .as_sequence()
         .unwrap()
         .iter()
         .map(|r| s(r, "name"))
         .collect();
-    assert_eq!(receivers, BTreeSet::from(["chat", "pager"]));
+    assert_eq!(receivers, BTreeSet::from(["chat", "pager", "ticket"]));
+    let receiver = |name: &str| {
+        at(&am, "receivers")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| s(r, "name") == name)
+            .unwrap()
+            .clone()
+    };
+    assert!(receiver("ticket").get("pagerduty_configs").is_none());
+    // A deleted stream inhibits the lag it causes, for the same table.
+    let inhibits = at(&am, "inhibit_rules").as_sequence().unwrap();
+    assert!(
+        inhibits.iter().any(|rule| {
+            let source = serde_yaml::to_string(at(rule, "source_matchers")).unwrap();
+            let target = serde_yaml::to_string(at(rule, "target_matchers")).unwrap();
+            let equal = serde_yaml::to_string(at(rule, "equal")).unwrap();
+            source.contains("DynamoDBKinesisStreamMissing")
+                && target.contains("ReplicationLag")
+                && equal.contains("account_id")
+                && equal.contains("table")
+        }),
+        "no inhibit rule from StreamMissing to ReplicationLag"
+    );
 
     let Some(amtool) = required_tool("amtool", "its checks are") else {
         return;
