@@ -2,7 +2,10 @@
 //! account whose `orders` destination fails for 35 s and recovers; the real
 //! exporter binary polls it; the real Prometheus scrapes the exporter and
 //! evaluates the repository's `deploy/prometheus/alerts.yml` unchanged; the
-//! real Alertmanager sends notifications to a webhook in this test. The test
+//! real Alertmanager sends notifications to a webhook in this test. Two
+//! silent stops are staged too (a stream deleted behind an ACTIVE
+//! destination, records failing to replicate in CloudWatch), and both must
+//! page. The test
 //! checks the firing and the resolved notification, that every rule
 //! evaluates cleanly, and that every dashboard query returns the expected
 //! series.
@@ -32,14 +35,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_dynamodb-kinesis-exporter");
 const PROMETHEUS: &str = "prometheus";
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 /// Bound on the whole test.
-const OVERALL: Duration = Duration::from_secs(240);
+const OVERALL: Duration = Duration::from_secs(300);
 /// Bound on one webhook exchange.
 const HTTP_LIMIT: Duration = Duration::from_secs(10);
 
-const ALERT: &str = "DynamoDBKinesisDestinationEnableFailed";
+const ALERT: &str = "DynamoDBKinesisTableNoWorkingDestination";
+/// The silent stops the scenario stages, each of which must page.
+const SILENT_STOPS: [(&str, &str); 2] = [
+    ("DynamoDBKinesisStreamMissing", "shipments"),
+    ("DynamoDBKinesisRecordsFailingToReplicate", "clickstream"),
+];
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc";
 const FAILURE: &str = "The KMS key of the Kinesis stream is disabled";
-const RUNBOOK: &str = "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesisdestinationenablefailed";
+const RUNBOOK: &str = "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesistablenoworkingdestination";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -401,6 +409,13 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     let sim = Simulator::start(scenario).await.expect("simulator starts");
     // Listings in eu-west-1 fail, so discovery errors have series.
     sim.set_scope_fault("123456789012", "eu-west-1", Some(Fault::AccessDenied));
+    // The stream behind shipments' ACTIVE destination is gone; the checks of
+    // payments' stream are denied (an error, never "gone").
+    sim.delete_stream("arn:aws:kinesis:us-east-1:123456789012:stream/shipments-cdc");
+    sim.set_stream_fault(
+        "arn:aws:kinesis:us-east-1:123456789012:stream/payments-events",
+        Some(Fault::AccessDenied),
+    );
     let exporter_config = scratch.write(
         "exporter.yaml",
         &fixture("exporter.yaml").replace("@ENDPOINT@", &sim.endpoint_url()),
@@ -455,7 +470,7 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     assert_eq!(
         annotations["summary"],
         format!(
-            "DynamoDB table orders (account 123456789012, us-east-1): Kinesis streaming destination orders-cdc is ENABLE_FAILED: {FAILURE}"
+            "DynamoDB table orders (account 123456789012, us-east-1) has no working Kinesis streaming destination: orders-cdc is ENABLE_FAILED: {FAILURE}"
         )
     );
     let description = annotations["description"].as_str().expect("description");
@@ -489,15 +504,41 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     assert_eq!(resolved["labels"], firing["labels"]);
     assert_eq!(resolved["startsAt"], firing["startsAt"]);
 
-    // Nothing else paged: ACTIVE, ENABLING, UPDATING and DISABLED destinations
-    // and a table failing for less than the `for` of its alert stay quiet.
+    // 3. The silent stops page too: a stream deleted behind an ACTIVE
+    // destination (after its 2 minute `for`), records failing to replicate.
+    for (alert, table) in SILENT_STOPS {
+        let page = procs
+            .wait_for(
+                &format!("a firing {alert} notification for {table}"),
+                Duration::from_secs(150),
+                async || {
+                    notified(&inbox).into_iter().find(|a| {
+                        a["status"] == "firing"
+                            && a["labels"]["alertname"] == alert
+                            && a["labels"]["table"] == table
+                    })
+                },
+            )
+            .await;
+        assert_eq!(page["labels"]["severity"], "critical", "{page}");
+        assert_eq!(page["labels"]["account_id"], "123456789012", "{page}");
+    }
+
+    // Nothing else paged: ACTIVE, ENABLING, UPDATING and DISABLED destinations,
+    // a denied stream check and a table failing for less than the `for` of
+    // its alert stay quiet.
     let others: Vec<Json> = notified(&inbox)
         .into_iter()
         .filter(|a| !is_ours(a, "firing") && !is_ours(a, "resolved"))
+        .filter(|a| {
+            !SILENT_STOPS.iter().any(|(alert, table)| {
+                a["labels"]["alertname"] == *alert && a["labels"]["table"] == *table
+            })
+        })
         .collect();
     assert!(others.is_empty(), "unexpected notifications: {others:#?}");
 
-    // 3. Every rule evaluates without error (a join that matched many-to-many
+    // 4. Every rule evaluates without error (a join that matched many-to-many
     // would show here, not in the notifications).
     let (status, body) = get(prom_addr, "/api/v1/rules").await.expect("rules API");
     assert_eq!(status, 200, "{body}");
@@ -510,9 +551,9 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
             evaluated.insert(name);
         }
     }
-    assert_eq!(evaluated.len(), 8, "rules loaded: {evaluated:?}");
+    assert_eq!(evaluated.len(), 16, "rules loaded: {evaluated:?}");
 
-    // 4. Every dashboard query, as Grafana would send it with "All" selected.
+    // 5. Every dashboard query, as Grafana would send it with "All" selected.
     dashboard_queries_have_the_expected_series(prom_addr).await;
 
     hook_task.abort();
@@ -565,7 +606,7 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
     assert_eq!(
         values("Destinations by status [A]", &["status"]),
         map(&[
-            ("ACTIVE", 2.0),
+            ("ACTIVE", 4.0),
             ("DISABLED", 1.0),
             ("DISABLING", 0.0),
             ("ENABLE_FAILED", 0.0),
@@ -594,10 +635,12 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         values("Status per destination [A]", &["table"]),
         map(&[
             ("audit-log", 6.0),
+            ("clickstream", 2.0),
             ("inventory", 1.0),
             ("ledger", 4.0),
             ("orders", 2.0),
             ("payments", 2.0),
+            ("shipments", 2.0),
         ])
     );
 
@@ -605,11 +648,13 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         values("Poll success [A]", &["table"]),
         map(&[
             ("audit-log", 1.0),
+            ("clickstream", 1.0),
             ("inventory", 1.0),
             ("ledger", 1.0),
             ("orders", 1.0),
             ("payments", 1.0),
             ("search-index", 0.0),
+            ("shipments", 1.0),
         ])
     );
 
@@ -638,7 +683,15 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
     let ages = values("Data age per table [A]", &["table"]);
     assert_eq!(
         ages.keys().collect::<Vec<_>>(),
-        ["audit-log", "inventory", "ledger", "orders", "payments"]
+        [
+            "audit-log",
+            "clickstream",
+            "inventory",
+            "ledger",
+            "orders",
+            "payments",
+            "shipments"
+        ]
     );
     assert!(ages.values().all(|age| *age < 60.0), "{ages:?}");
 }
