@@ -29,6 +29,12 @@ pub const MIN_RATE_FRACTION: f64 = 1.0 / 64.0;
 pub const RECOVERY_PER_SECOND: f64 = 0.1;
 /// How often a waiting caller re-reads the rate.
 pub const RECHECK: Duration = Duration::from_millis(100);
+/// Calls are spaced this much wider than the rate asks: the delay between
+/// a call leaving and reaching AWS varies by a few milliseconds, which can
+/// squeeze one more call into a second as AWS counts it. Measured at the
+/// simulator, 10,000 tables at 100 req/s per scope saw up to 103 calls in
+/// one second without this margin.
+pub const GUARD: f64 = 0.04;
 
 /// One scope's budget. Cheap to share: clone the `Arc`.
 #[derive(Debug)]
@@ -144,7 +150,7 @@ impl Bucket {
     /// Let a call go now (`None`) or say how long until it may.
     fn try_take(&mut self, now: Instant) -> Option<Duration> {
         self.recover(now);
-        let spacing = Duration::from_secs_f64(1.0 / self.rate);
+        let spacing = Duration::from_secs_f64((1.0 + GUARD) / self.rate);
         let allowed = self.last_call.map_or(now, |last| last + spacing);
         if allowed > now {
             return Some(allowed - now);
@@ -197,7 +203,10 @@ mod tests {
         let begin = Instant::now();
         let starts = starts(&budget, 31).await;
         assert_eq!(starts[0], begin, "the first call goes at once");
-        assert_eq!(starts[30] - begin, Duration::from_secs(3));
+        assert_eq!(
+            starts[30] - begin,
+            Duration::from_secs_f64(30.0 * (1.0 + GUARD) / 10.0)
+        );
         assert_eq!(max_in_window(&starts, Duration::from_secs(1)), 10);
     }
 
@@ -215,7 +224,10 @@ mod tests {
         }
         let mut starts = tasks.join_all().await;
         starts.sort();
-        assert_eq!(*starts.last().unwrap() - begin, Duration::from_millis(3800));
+        assert_eq!(
+            *starts.last().unwrap() - begin,
+            Duration::from_secs_f64(19.0 * (1.0 + GUARD) / 5.0)
+        );
         assert_eq!(max_in_window(&starts, Duration::from_secs(1)), 5);
     }
 
@@ -277,6 +289,9 @@ mod tests {
         budget.set_max_rate(f64::NAN);
         assert_eq!(budget.max_rate(), 2.0, "nonsense is ignored");
         let starts = starts(&budget, 5).await;
-        assert_eq!(starts[4] - starts[0], Duration::from_secs(2));
+        assert_eq!(
+            starts[4] - starts[0],
+            Duration::from_secs_f64(4.0 * (1.0 + GUARD) / 2.0)
+        );
     }
 }

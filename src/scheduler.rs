@@ -733,8 +733,9 @@ mod tests {
             max_in_window(&calls, Duration::from_secs(1)) <= 2,
             "the budget was exceeded"
         );
+        // 400 s at 2 req/s, less the budget's guard: about 770 calls.
         assert!(
-            calls.len() >= 390,
+            calls.len() >= 700,
             "the budget should be used: {} calls",
             calls.len()
         );
