@@ -94,6 +94,10 @@ async fn main() {
     };
     settled(tables).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // The simulator shares this process and logs every request; clearing
+    // its log each round keeps its memory flat, so RSS speaks for the
+    // exporter.
+    sim.reset_stats();
     let (base_samples, base_tables) = series(addr).await;
     let base_rss = rss_kib();
 
@@ -133,6 +137,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         settled(tables).await;
+        sim.reset_stats();
         peak_rss = peak_rss.max(rss_kib());
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
