@@ -23,6 +23,7 @@ use crate::aws::{self, ClientOptions, SdkSource};
 use crate::config::{self, Config};
 use crate::http::App;
 use crate::metrics::Telemetry;
+use crate::page::Page;
 use crate::scheduler::{Job, Scheduler};
 use crate::state::TableKey;
 use crate::store::Store;
@@ -145,12 +146,19 @@ impl Exporter {
         let grace = self.settings.grace;
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
-            telemetry: Arc::clone(&self.telemetry),
+            page: Arc::new(Page::new(
+                Arc::clone(&self.store),
+                Arc::clone(&self.telemetry),
+            )),
             telemetry_path: self.settings.telemetry_path.clone(),
         });
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
-            async move { Ok(app.respond(req.method(), req.uri().path())) }
+            async move {
+                Ok(app
+                    .respond(req.method(), req.uri().path(), req.headers())
+                    .await)
+            }
         };
         tracing::info!(address = %self.local_addr(),
             tables = self.settings.config.table_count(), "serving metrics");

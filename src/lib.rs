@@ -17,13 +17,15 @@
 //!    folded from poll outcomes with the clock passed in.
 //! 4. [`metrics`]: every metric family (name, help, type, labels) and the
 //!    functions that turn table state into exposition text; the process-wide
-//!    registry.
+//!    registry. [`openmetrics`]: the OpenMetrics headers of those families.
 //! 5. [`store`]: the rendered-page store: each table's state with its
-//!    pre-rendered metric text, and readiness.
+//!    pre-rendered metric text, and readiness. [`page`]: the one snapshot
+//!    of the whole page (and its gzip form) that every scraper shares.
 //! 6. [`scheduler`]: the poll loop: one task per table, jitter, the
 //!    concurrency semaphore, per-call timeouts.
-//!    [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`, over
-//!    [`serve`], the HTTP/1.1 accept loop with its graceful drain.
+//!    [`http`]: the routes: `/metrics`, `/`, `/healthz`, `/readyz`, with
+//!    [`negotiate`] choosing format and encoding, over [`serve`], the
+//!    HTTP/1.1 accept loop with its graceful drain.
 //! 7. [`exporter`]: wires config, AWS clients, scheduler and server together
 //!    ([`Exporter::bind`], [`Exporter::serve`]) and swaps in a reloaded
 //!    config. [`demo`] (feature `demo`, on by default) sets up `--demo`: the
@@ -38,6 +40,9 @@ pub mod demo;
 pub mod exporter;
 pub mod http;
 pub mod metrics;
+pub mod negotiate;
+pub mod openmetrics;
+pub mod page;
 pub mod scheduler;
 pub mod serve;
 pub mod shutdown;

@@ -25,7 +25,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    /// The name of the type in `# TYPE` lines of the text format.
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -361,6 +362,13 @@ impl Telemetry {
         self.poll_duration
             .with_label_values(&[region])
             .observe(seconds);
+    }
+
+    /// The registry's families in the text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.encode_into(&mut out);
+        out
     }
 
     fn encode_into(&self, out: &mut String) {

@@ -3,14 +3,16 @@
 //! shutdown stop accepting and let in-flight requests finish within a grace
 //! period.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,8 +20,54 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Response body type used by every handler in this crate.
-pub type Body = Full<Bytes>;
+/// Response body of every handler in this crate: a list of shared chunks,
+/// sent in order without being copied into one buffer (a metrics page is
+/// the shared snapshot's blocks plus a small per-request tail).
+#[derive(Debug, Default)]
+pub struct Body {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Body {
+    /// A body of one chunk.
+    pub fn new(bytes: Bytes) -> Self {
+        Body::from_chunks([bytes])
+    }
+
+    /// A body made of `chunks`, in order.
+    pub fn from_chunks(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Body { chunks, remaining }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
 
 /// What a handler may return instead of a response: the connection is then
 /// closed without an answer.

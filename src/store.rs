@@ -5,7 +5,7 @@
 //! `Arc`s, never across an `.await` and never while a scrape copies bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError};
@@ -24,6 +24,9 @@ pub struct Store {
     /// Set the first time every table had been polled; readiness does not
     /// drop again when a reload adds tables.
     was_ready: AtomicBool,
+    /// Moves on every change of any table's text, so the shared page
+    /// (`page`) knows whether its snapshot is out of date.
+    generation: AtomicU64,
 }
 
 impl Store {
@@ -33,6 +36,7 @@ impl Store {
             tables: RwLock::new(BTreeMap::new()),
             polled: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         };
         store.reconcile(keys);
         store
@@ -57,6 +61,7 @@ impl Store {
             .filter(|e| e.state.last_poll_ok.is_some())
             .count();
         self.polled.store(polled, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Record the outcome of one poll and re-render the table's metrics.
@@ -74,6 +79,12 @@ impl Store {
             Err(err) => entry.state.record_failure(err),
         }
         entry.fragments = Arc::new(metrics::render_table(&entry.state));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever any table's text changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The rendered fragments of every table, in key order.
@@ -203,6 +214,7 @@ mod tests {
         let store = Store::new([key()]);
         assert!(store.fragments()[0].0.iter().all(String::is_empty));
         store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
+        assert_ne!(store.generation(), 0);
         let text = store.fragments()[0].0.concat();
         assert!(text.contains(
             "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"

@@ -121,6 +121,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as received (for encoded bodies).
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -137,9 +139,23 @@ impl Reply {
 /// `Err` on any transport failure, for callers that retry while a server
 /// starts.
 pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result<Reply, String> {
+    try_request_with(addr, method, target, &[]).await
+}
+
+/// [`try_request`] with extra request headers.
+pub async fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n");
         stream
             .write_all(req.as_bytes())
             .await
@@ -156,6 +172,18 @@ pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result
         .unwrap_or_else(|_| Err(format!("{method} {target}: no answer within 10 s")))
 }
 
+/// [`try_request_with`] for servers that must answer.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    try_request_with(addr, method, target, headers)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
 /// [`try_request`] for servers that must answer.
 pub async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
     try_request(addr, method, target)
@@ -163,7 +191,12 @@ pub async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
         .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
-fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+    let bytes = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| raw[at + 4..].to_vec())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -182,6 +215,7 @@ fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
         status,
         headers,
         body: body.to_string(),
+        bytes,
     })
 }
 
