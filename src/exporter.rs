@@ -25,6 +25,7 @@ use crate::http::App;
 use crate::metrics::Telemetry;
 use crate::page::Page;
 use crate::scheduler::{Job, Scheduler};
+use crate::serve::Limits;
 use crate::state::TableKey;
 use crate::store::Store;
 
@@ -32,8 +33,12 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
-    /// Where to listen; port 0 picks a free port (see [`Exporter::local_addr`]).
-    pub listen: SocketAddr,
+    /// Where to listen, one or more addresses; port 0 picks a free port (see
+    /// [`Exporter::local_addrs`]). An unspecified IPv6 address (`[::]`,
+    /// what `:PORT` means) listens on IPv6 and IPv4 alike.
+    pub listen: Vec<SocketAddr>,
+    /// Connection limits and timeouts of the HTTP server.
+    pub limits: Limits,
     /// Path that serves the metrics, `/metrics` by default.
     pub telemetry_path: String,
     pub client: ClientOptions,
@@ -51,7 +56,8 @@ impl Settings {
     pub fn new(config: Config, listen: SocketAddr) -> Self {
         Settings {
             config,
-            listen,
+            listen: vec![listen],
+            limits: Limits::default(),
             telemetry_path: "/metrics".to_string(),
             client: ClientOptions::default(),
             grace: Duration::from_secs(10),
@@ -70,6 +76,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("no listen address given")]
+    NoListenAddress,
     #[error("invalid telemetry path {0:?}: it must start with '/' and must not be /, /healthz or /readyz")]
     TelemetryPath(String),
 }
@@ -77,7 +85,7 @@ pub enum RunError {
 /// A bound, not yet serving exporter.
 pub struct Exporter {
     settings: Settings,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     /// The credential chain and its cache, shared by every client, across
     /// reloads too.
     shared: SdkConfig,
@@ -93,28 +101,38 @@ impl Exporter {
         if !path.starts_with('/') || matches!(path, "/" | "/healthz" | "/readyz") {
             return Err(RunError::TelemetryPath(settings.telemetry_path));
         }
+        if settings.listen.is_empty() {
+            return Err(RunError::NoListenAddress);
+        }
         let shared = aws::load_shared_config(&settings.config, &settings.client).await;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| RunError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listeners = settings
+            .listen
+            .iter()
+            .map(|&addr| bind(addr).map_err(|source| RunError::Bind { addr, source }))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = Arc::new(Store::new(table_keys(&settings.config)));
         let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
         Ok(Exporter {
             settings,
-            listener,
+            listeners,
             shared,
             store,
             telemetry,
         })
     }
 
-    /// The address actually bound.
+    /// The first address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.settings.listen)
+        self.local_addrs()[0]
+    }
+
+    /// Every address actually bound, in the order given.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .zip(&self.settings.listen)
+            .map(|(listener, &given)| listener.local_addr().unwrap_or(given))
+            .collect()
     }
 
     /// The state store (tests inspect it).
@@ -160,14 +178,16 @@ impl Exporter {
                     .await)
             }
         };
-        tracing::info!(address = %self.local_addr(),
+        let addresses: Vec<String> = self.local_addrs().iter().map(ToString::to_string).collect();
+        tracing::info!(addresses = %addresses.join(","),
             tables = self.settings.config.table_count(), "serving metrics");
         let server = crate::serve::serve(
-            self.listener,
+            self.listeners,
             handler,
             root.clone().cancelled_owned(),
             grace,
-            crate::serve::DEFAULT_MAX_CONNECTIONS,
+            self.settings.limits.clone(),
+            None,
         );
         let polls = Polls {
             config: self.settings.config,
@@ -278,6 +298,38 @@ impl Polls {
     }
 }
 
+/// Bind a listening socket. An unspecified IPv6 address also accepts IPv4
+/// (`IPV6_V6ONLY` off), and falls back to `0.0.0.0` on hosts without IPv6.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let dual_stack = addr.is_ipv6() && addr.ip().is_unspecified();
+    match bind_socket(addr, dual_stack) {
+        Err(err) if dual_stack && is_no_ipv6(&err) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::warn!(error = %err, "IPv6 is not available; listening on IPv4 only");
+            bind_socket(v4, false)
+        }
+        other => other,
+    }
+}
+
+fn is_no_ipv6(err: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) and EADDRNOTAVAIL (99) on Linux.
+    matches!(err.raw_os_error(), Some(97 | 99))
+}
+
+fn bind_socket(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// The store key of every configured table.
 fn table_keys(config: &Config) -> Vec<TableKey> {
     config
@@ -305,7 +357,7 @@ mod tests {
             "t.yaml",
         )
         .unwrap();
-        let err = match Exporter::bind(Settings::new(config, addr)).await {
+        let err = match Exporter::bind(Settings::new(config.clone(), addr)).await {
             Err(err) => err,
             Ok(_) => panic!("binding a taken port must fail"),
         };
@@ -314,5 +366,20 @@ mod tests {
             .to_string();
         let text = format!("{:#}", anyhow::Error::from(err));
         assert_eq!(text, format!("cannot listen on {addr}: {cause}"));
+
+        // The unspecified IPv6 address answers on IPv4 loopback too, and
+        // several addresses are all bound.
+        let mut settings = Settings::new(config, "[::]:0".parse().unwrap());
+        settings.listen.push("127.0.0.1:0".parse().unwrap());
+        let exporter = Exporter::bind(settings).await.expect("binds");
+        let addrs = exporter.local_addrs();
+        assert_eq!(addrs.len(), 2);
+        let port = addrs[0].port();
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("IPv4 reaches the dual-stack listener");
+        tokio::net::TcpStream::connect(addrs[1])
+            .await
+            .expect("the second listener");
     }
 }
