@@ -28,6 +28,7 @@ use crate::scheduler::{Job, Scheduler};
 use crate::serve::Limits;
 use crate::state::TableKey;
 use crate::store::Store;
+use crate::web_config::{WebConfig, WebState};
 
 /// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
@@ -46,6 +47,12 @@ pub struct Settings {
     pub grace: Duration,
     /// Export the standard `process_*` metrics.
     pub process_metrics: bool,
+    /// The checked web config (TLS, basic auth, headers) and the file it
+    /// came from, which is watched for changes; `None` serves plain HTTP
+    /// without authentication.
+    pub web_config: Option<(WebConfig, PathBuf)>,
+    /// Answer `/healthz` and `/readyz` without credentials.
+    pub unauthenticated_probes: bool,
     /// The file `config` came from; a reload (SIGHUP) reads it again.
     /// `None` (as in `--demo`) turns reloads into a logged no-op.
     pub config_path: Option<PathBuf>,
@@ -62,6 +69,8 @@ impl Settings {
             client: ClientOptions::default(),
             grace: Duration::from_secs(10),
             process_metrics: true,
+            web_config: None,
+            unauthenticated_probes: false,
             config_path: None,
         }
     }
@@ -151,7 +160,7 @@ impl Exporter {
     /// the binary) reads the config file again: a valid one replaces the
     /// running config, an invalid one is logged and changes nothing.
     pub async fn serve_with_reloads(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
         reloads: mpsc::Receiver<()>,
     ) {
@@ -162,6 +171,12 @@ impl Exporter {
             on_shutdown.cancel();
         });
         let grace = self.settings.grace;
+        let web = Arc::new(match self.settings.web_config.take() {
+            Some((config, path)) => WebState::new(config, Some(path)),
+            None => WebState::plain(),
+        });
+        tokio::spawn(Arc::clone(&web).watch(root.clone().cancelled_owned()));
+        let tls = web.tls_source();
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
             page: Arc::new(Page::new(
@@ -169,6 +184,8 @@ impl Exporter {
                 Arc::clone(&self.telemetry),
             )),
             telemetry_path: self.settings.telemetry_path.clone(),
+            web,
+            unauthenticated_probes: self.settings.unauthenticated_probes,
         });
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
@@ -187,7 +204,7 @@ impl Exporter {
             root.clone().cancelled_owned(),
             grace,
             self.settings.limits.clone(),
-            None,
+            Some(tls),
         );
         let polls = Polls {
             config: self.settings.config,

@@ -18,6 +18,7 @@ use crate::negotiate;
 use crate::page::Page;
 use crate::serve::Body;
 use crate::store::Store;
+use crate::web_config::{Auth, WebState};
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = negotiate::TEXT_CONTENT_TYPE;
@@ -27,6 +28,11 @@ pub struct App {
     pub store: Arc<Store>,
     pub page: Arc<Page>,
     pub telemetry_path: String,
+    /// The web config: users and extra headers.
+    pub web: Arc<WebState>,
+    /// Answer `/healthz` and `/readyz` without credentials
+    /// (`--web.unauthenticated-probes`).
+    pub unauthenticated_probes: bool,
 }
 
 enum Route {
@@ -49,8 +55,42 @@ impl App {
         }
     }
 
-    /// Answer one request. HEAD gets GET's headers; hyper drops the body.
+    /// Answer one request: check credentials, route, and add the web
+    /// config's headers. HEAD gets GET's headers; hyper drops the body.
     pub async fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let mut resp = self.authorized(method, path, headers).await;
+        for (name, value) in &self.web.current().headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
+    }
+
+    async fn authorized(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
+        let probe = matches!(self.route(path), Some(Route::Health | Route::Ready));
+        if !(probe && self.unauthenticated_probes) {
+            let authorization = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if self.web.authorize(authorization).await == Auth::Denied {
+                let mut resp = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
+                resp.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Basic realm=\"dynamodb-kinesis-exporter\", charset=\"UTF-8\"",
+                    ),
+                );
+                return resp;
+            }
+        }
+        self.route_request(method, path, headers).await
+    }
+
+    async fn route_request(
         &self,
         method: &Method,
         path: &str,
@@ -167,6 +207,8 @@ mod tests {
             store,
             page,
             telemetry_path: path.into(),
+            web: Arc::new(WebState::plain()),
+            unauthenticated_probes: false,
         }
     }
 
@@ -237,6 +279,57 @@ mod tests {
             "{landing}"
         );
         assert!(landing.contains(crate::VERSION));
+    }
+
+    #[tokio::test]
+    async fn basic_auth_guards_every_path_and_probes_only_by_flag() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let config = crate::web_config::parse(
+            &format!("basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"),
+            std::path::Path::new("w.yml"),
+        )
+        .unwrap();
+        let mut app = app("/metrics");
+        app.web = Arc::new(WebState::new(config, None));
+        let with = |auth: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(auth) = auth {
+                headers.insert(hyper::header::AUTHORIZATION, HeaderValue::from_static(auth));
+            }
+            headers
+        };
+        // alice:pw, alice:no, bob:pw
+        let right = Some("Basic YWxpY2U6cHc=");
+        let cases = [
+            (None, "/metrics", StatusCode::UNAUTHORIZED),
+            (
+                Some("Basic YWxpY2U6bm8="),
+                "/metrics",
+                StatusCode::UNAUTHORIZED,
+            ),
+            (Some("Basic Ym9iOnB3"), "/metrics", StatusCode::UNAUTHORIZED),
+            (right, "/metrics", StatusCode::OK),
+            (None, "/healthz", StatusCode::UNAUTHORIZED),
+            (right, "/healthz", StatusCode::OK),
+        ];
+        for (auth, path, status) in cases {
+            let resp = app.respond(&Method::GET, path, &with(auth)).await;
+            assert_eq!(resp.status(), status, "{auth:?} {path}");
+            assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+            if status == StatusCode::UNAUTHORIZED {
+                assert!(resp.headers()[hyper::header::WWW_AUTHENTICATE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic "));
+            }
+        }
+        app.unauthenticated_probes = true;
+        for path in ["/healthz", "/readyz"] {
+            let resp = app.respond(&Method::GET, path, &with(None)).await;
+            assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let resp = app.respond(&Method::GET, "/metrics", &with(None)).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -11,6 +11,9 @@
 //! utilities `serve` and `shutdown` use none of the others).
 //! 1. [`config`]: the YAML config file: decoding, defaults, validation with
 //!    file:line messages, table ARN parsing.
+//!    [`web_config`]: the exporter-toolkit web config file (TLS, basic
+//!    auth, headers), its checks and reloads; [`tls`] turns its
+//!    `tls_server_config` into rustls settings.
 //! 2. [`aws`]: the seam around AWS: the [`aws::DestinationSource`] trait, its
 //!    aws-sdk-dynamodb implementation and the classification of SDK errors.
 //! 3. [`state`]: the domain: per-table state and status-change bookkeeping,
@@ -48,6 +51,8 @@ pub mod serve;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod tls;
+pub mod web_config;
 
 pub use exporter::{Exporter, RunError, Settings};
 

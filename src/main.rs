@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
 use dynamodb_kinesis_exporter::serve::Limits;
-use dynamodb_kinesis_exporter::{config, shutdown, Exporter, Settings};
+use dynamodb_kinesis_exporter::{config, shutdown, web_config, Exporter, Settings};
 
 /// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
 #[derive(Debug, Parser)]
@@ -60,6 +60,15 @@ struct Flags {
     #[arg(long = "web.max-header-bytes", value_name = "BYTES", default_value_t = 16384,
         value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
     max_header_bytes: u32,
+    /// Web config file in exporter-toolkit's format (TLS, basic auth,
+    /// headers); re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
+    /// Answer /healthz and /readyz without basic auth credentials (for
+    /// probes that cannot send them, such as Kubernetes' httpGet); the
+    /// metrics still require them.
+    #[arg(long = "web.unauthenticated-probes")]
+    unauthenticated_probes: bool,
     /// Path under which to expose metrics.
     #[arg(
         long = "web.telemetry-path",
@@ -136,6 +145,10 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     } else {
         Some(config::load(&flags.config_file)?)
     };
+    let web_config = match &flags.web_config_file {
+        Some(path) => Some((web_config::load(path)?, path.clone())),
+        None => None,
+    };
     let listen = flags
         .listen_address
         .iter()
@@ -173,6 +186,8 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         let settings = Settings {
             listen,
             limits,
+            web_config,
+            unauthenticated_probes: flags.unauthenticated_probes,
             telemetry_path: flags.telemetry_path,
             config_path: (!flags.demo).then_some(flags.config_file),
             ..settings
@@ -204,6 +219,11 @@ fn report(err: &anyhow::Error) {
             "error: the configuration has {} problem{s}; nothing was started",
             problems.len()
         );
+    } else if let Some(web_config::WebConfigError(problems)) = err.downcast_ref() {
+        for problem in problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("error: the web config file is invalid; nothing was started");
     } else {
         eprintln!("error: {err:#}");
     }

@@ -109,6 +109,71 @@ fn bad_config_fails_before_binding_with_every_problem() {
 }
 
 #[test]
+fn bad_web_config_fails_before_binding_with_a_clear_error() {
+    let (dir, config) = write_config(
+        "targets:\n  - region: us-east-1\n    endpoint_url: http://127.0.0.1:9\n    tables: [orders]\n",
+    );
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let web = dir.path().join("web.yml");
+    let cases: [(&str, &[&str]); 7] = [
+        ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  colour: blue\n", &["unknown field `colour`"]),
+        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", &[
+            "tls_server_config.cert_file: cannot read",
+            "missing.crt",
+            "tls_server_config.key_file: cannot read",
+        ]),
+        ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  client_auth_type: Sometimes\n", &[
+            "tls_server_config.client_auth_type: \"Sometimes\" is not one of",
+            "tls_server_config.cert_file: no certificate in it",
+        ]),
+        ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  min_version: TLS14\n", &[
+            "tls_server_config.min_version: \"TLS14\" is not one of",
+        ]),
+        ("basic_auth_users:\n  alice: hunter2\n", &["basic_auth_users.alice: not a bcrypt hash"]),
+        ("http_server_config:\n  headers:\n    Server: me\n", &["\"Server\" is not an allowed header"]),
+        ("- just\n- a list\n", &["invalid type"]),
+    ];
+    for (text, wants) in cases {
+        std::fs::write(&web, text).unwrap();
+        let out = run(&[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &addr,
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{text}: missing {want:?} in:\n{err}");
+        }
+        assert!(err.contains(&web.display().to_string()), "{err}");
+        assert!(
+            err.ends_with("error: the web config file is invalid; nothing was started\n"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("cannot listen") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let out = run(&[
+        "--config.file",
+        config.to_str().unwrap(),
+        "--web.config.file",
+        "/nonexistent/web.yml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/web.yml: cannot read the web config file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_config_file_is_a_clear_error() {
     let out = run(&["--config.file", "/nonexistent/exporter.yaml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -4,6 +4,7 @@
 //!   real SDK client against the simulator;
 //! - `cli`: the built binary as an operator runs it;
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
+//! - `serving`: TLS, basic auth, the web config and hostile clients;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
 //! - `support`: the one set of helpers they share.
 
@@ -20,4 +21,5 @@ mod cli;
 mod deploy_bundle;
 mod e2e_alerting;
 mod exporter;
+mod serving;
 mod support;

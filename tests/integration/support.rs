@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dke_simulator::{Scenario, Simulator};
@@ -79,6 +80,17 @@ pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
     start_exporter(config, None).await.0
 }
 
+/// [`exporter`] with settings changed by `tweak` (web config, limits).
+pub async fn exporter_with(
+    config_yaml: &str,
+    sim: &Simulator,
+    tweak: impl FnOnce(&mut Settings),
+) -> Running {
+    let text = config_yaml.replace("{endpoint}", &sim.endpoint_url());
+    let config = config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config: {e}"));
+    start_exporter_with(config, None, tweak).await.0
+}
+
 /// Start the exporter from a config file, with reloads driven by the
 /// returned sender (what SIGHUP does in the binary).
 pub async fn exporter_from_file(path: &Path) -> (Running, tokio::sync::mpsc::Sender<()>) {
@@ -91,10 +103,19 @@ async fn start_exporter(
     config: Config,
     config_path: Option<PathBuf>,
 ) -> (Running, tokio::sync::mpsc::Sender<()>) {
+    start_exporter_with(config, config_path, |_| {}).await
+}
+
+async fn start_exporter_with(
+    config: Config,
+    config_path: Option<PathBuf>,
+    tweak: impl FnOnce(&mut Settings),
+) -> (Running, tokio::sync::mpsc::Sender<()>) {
     let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
     settings.client = test_credentials();
     settings.grace = Duration::from_secs(5);
     settings.config_path = config_path;
+    tweak(&mut settings);
     let exporter = Exporter::bind(settings).await.expect("exporter must bind");
     let addr = exporter.local_addr();
     let store = exporter.store();
@@ -396,4 +417,108 @@ pub fn expand_grafana_variables(expr: &str) -> String {
         .replace("${table}", ".*")
         .replace("$region", ".*")
         .replace("$table", ".*")
+}
+
+/// A test PKI made with rcgen: a CA, a server certificate for `localhost`
+/// and 127.0.0.1, and a client certificate, all as PEM.
+pub struct Pki {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap()
+                .signed_by(&server_key, &ca)
+                .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "scraper");
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+        Pki {
+            ca: ca.pem(),
+            server_cert: server_cert.pem(),
+            server_key: server_key.serialize_pem(),
+            client_cert: client_cert.pem(),
+            client_key: client_key.serialize_pem(),
+        }
+    }
+}
+
+/// One HTTPS request to `localhost` at `addr`, trusting `ca_pem`,
+/// presenting `client` (certificate and key PEM) if given; bounded by 10 s.
+pub async fn tls_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?,
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let req = format!("GET {target} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_reply(&raw)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {target}: no answer within 10 s")))
 }
