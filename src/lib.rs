@@ -11,9 +11,9 @@
 //! utilities `serve` and `shutdown` use none of the others).
 //! 1. [`config`]: the YAML config file: decoding, defaults, validation with
 //!    file:line messages, table ARN parsing.
-//!    [`web_config`]: the exporter-toolkit web config file (TLS, basic
-//!    auth, headers), its checks and reloads; [`tls`] turns its
-//!    `tls_server_config` into rustls settings.
+//!    [`tls`]: a web config's `tls_server_config` section and the rustls
+//!    settings made from it; [`web_config`]: the exporter-toolkit web
+//!    config file (TLS, basic auth, headers), its checks and reloads.
 //! 2. [`aws`]: the seam around AWS: the [`aws::DestinationSource`] trait, its
 //!    aws-sdk-dynamodb implementation and the classification of SDK errors.
 //! 3. [`state`]: the domain: per-table state and status-change bookkeeping,

@@ -1,4 +1,5 @@
-//! TLS server settings from a web config's `tls_server_config`, with
+//! TLS server settings from a web config's `tls_server_config` (its
+//! section of the file is declared here, [`TlsFile`]), with
 //! rustls on the aws-lc-rs provider (the one the AWS SDK already links).
 //!
 //! exporter-toolkit's semantics, mapped to rustls:
@@ -29,7 +30,27 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::web_config::TlsFile;
+use serde::Deserialize;
+
+/// `tls_server_config`, as exporter-toolkit names its keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// Inline PEM instead of `cert_file`.
+    pub cert: Option<String>,
+    /// Inline PEM instead of `key_file`.
+    pub key: Option<String>,
+    pub client_auth_type: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub client_allowed_sans: Option<Vec<String>>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    pub cipher_suites: Option<Vec<String>>,
+    pub prefer_server_cipher_suites: Option<bool>,
+    pub curve_preferences: Option<Vec<String>>,
+}
 
 /// The crypto provider for the server side: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {

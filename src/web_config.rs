@@ -22,7 +22,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::tls;
+use crate::tls::{self, TlsFile};
 
 /// How often [`WebState::watch`] looks for changes.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,26 +40,6 @@ struct File {
     http_server_config: Option<HttpFile>,
     #[serde(default)]
     basic_auth_users: BTreeMap<String, String>,
-}
-
-/// `tls_server_config`, as exporter-toolkit names its keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    /// Inline PEM instead of `cert_file`.
-    pub cert: Option<String>,
-    /// Inline PEM instead of `key_file`.
-    pub key: Option<String>,
-    pub client_auth_type: Option<String>,
-    pub client_ca_file: Option<String>,
-    pub client_allowed_sans: Option<Vec<String>>,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
-    pub cipher_suites: Option<Vec<String>>,
-    pub prefer_server_cipher_suites: Option<bool>,
-    pub curve_preferences: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
