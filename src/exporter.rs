@@ -227,6 +227,56 @@ impl Exporter {
     }
 }
 
+/// `--once`: poll every configured table once (at most `concurrency` at a
+/// time, each bounded by its timeout), and return the metrics page in the
+/// text format and whether every poll succeeded. Binds no port.
+pub async fn run_once(settings: Settings) -> (String, bool) {
+    let shared = aws::load_shared_config(&settings.config, &settings.client).await;
+    let store = Arc::new(Store::new(table_keys(&settings.config)));
+    let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
+    let concurrency = settings.config.concurrency;
+    let polls = Polls {
+        config: settings.config,
+        config_path: None,
+        client: settings.client,
+        shared,
+        store: Arc::clone(&store),
+        telemetry: Arc::clone(&telemetry),
+        grace: settings.grace,
+    };
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in polls.jobs() {
+        let (semaphore, store, telemetry) = (
+            Arc::clone(&semaphore),
+            Arc::clone(&store),
+            Arc::clone(&telemetry),
+        );
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let started = std::time::Instant::now();
+            let outcome = crate::scheduler::poll_once(&job).await;
+            telemetry.observe_poll(&job.key.region, started.elapsed().as_secs_f64());
+            store.record(&job.key, &outcome, crate::state::unix_now());
+            if let Err(err) = &outcome {
+                tracing::warn!(table = %job.key.table, region = %job.key.region, error = %err, "poll failed");
+            }
+            outcome.is_ok()
+        });
+    }
+    let mut all_ok = true;
+    while let Some(done) = tasks.join_next().await {
+        all_ok &= done.unwrap_or(false);
+    }
+    let page = Page::new(store, telemetry);
+    let chunks = page.plain(crate::page::Format::Text).await;
+    let text = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c))
+        .collect::<String>();
+    (text, all_ok)
+}
+
 /// The polling side of a running exporter, across config reloads.
 struct Polls {
     config: Config,

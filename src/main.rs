@@ -82,6 +82,11 @@ struct Flags {
     /// Log line format.
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Poll every table once, print the metrics page to stdout and exit: 0 if
+    /// every poll succeeded, else 1 (for cron, CI and debugging; binds no
+    /// port).
+    #[arg(long, conflicts_with = "demo")]
+    once: bool,
     /// Validate the configuration file, print a summary and exit.
     #[arg(long = "config.check")]
     config_check: bool,
@@ -133,6 +138,27 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         let config = config::load(&flags.config_file)?;
         println!("{}: configuration is valid", flags.config_file.display());
         println!("{}", config.summary());
+        return Ok(());
+    }
+    if flags.once {
+        let config = config::load(&flags.config_file)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (page, all_ok) = runtime.block_on(dynamodb_kinesis_exporter::exporter::run_once(
+            Settings::new(config, placeholder),
+        ));
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(page.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write the page to stdout")?;
+        if !all_ok {
+            return Err(PollsFailed.into());
+        }
         return Ok(());
     }
     #[cfg(not(feature = "demo"))]
@@ -206,6 +232,11 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// `--once` found a failed poll (already logged, and in the page).
+#[derive(Debug, thiserror::Error)]
+#[error("at least one poll failed")]
+struct PollsFailed;
 
 /// Print a fatal error. Config problems go one per line, each starting
 /// with file:line so editors and grep can jump to them, then a summary.

@@ -116,7 +116,8 @@ async fn poll_loop<S: DestinationSource>(
     }
 }
 
-async fn poll_once<S: DestinationSource>(job: &Job<S>) -> Result<Vec<Destination>, PollError> {
+/// One poll of one table, bounded by its timeout (also used by `--once`).
+pub async fn poll_once<S: DestinationSource>(job: &Job<S>) -> Result<Vec<Destination>, PollError> {
     match tokio::time::timeout(
         job.timeout + OUTER_TIMEOUT_SLACK,
         job.source.describe(&job.table),

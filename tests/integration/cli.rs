@@ -466,3 +466,82 @@ async fn sighup_reloads_the_config_file() {
     );
     sim.shutdown().await;
 }
+
+/// `--once` against the simulator: the page on stdout, exit 0 when every
+/// poll succeeded and 1 when one failed; no port is bound (the listen
+/// address given is held by the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_prints_the_page_and_exits_by_poll_outcome() {
+    let sim = simulator(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc\n        status: ACTIVE\n  - name: throttled\n    fault: throttle\n",
+    )
+    .await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    for (tables, code) in [("[orders]", 0), ("[orders, throttled]", 1)] {
+        let (dir, config) = write_config(&format!(
+            "max_attempts: 1\nrequest_timeout: 2s\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables: {tables}\n",
+            sim.endpoint_url()
+        ));
+        let home = dir.path().join("home");
+        let args = [
+            "--once".to_string(),
+            "--config.file".to_string(),
+            config.display().to_string(),
+            "--web.listen-address".to_string(),
+            addr.clone(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(BIN);
+            command
+                .args(&args)
+                .env("HOME", &home)
+                .env("AWS_CONFIG_FILE", home.join("config"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE");
+            let mut child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "--once did not exit within 30 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{tables}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            value(
+                &page,
+                "dynamodb_kinesis_table_poll_success",
+                &[("table", "orders"), ("region", "us-east-1")]
+            ),
+            Some(1.0),
+            "{page}"
+        );
+        if code == 1 {
+            assert_eq!(
+                value(
+                    &page,
+                    "dynamodb_kinesis_table_poll_success",
+                    &[("table", "throttled"), ("region", "us-east-1")]
+                ),
+                Some(0.0)
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("at least one poll failed"));
+        }
+        promtool_check(&page);
+    }
+    sim.shutdown().await;
+}
