@@ -80,6 +80,10 @@ pub struct Page {
     /// for that rebuild instead of each doing their own.
     rebuild: tokio::sync::Mutex<()>,
     level: Compression,
+    /// The process-wide families per format, re-encoded when older than
+    /// [`MAX_AGE`] (reading `/proc` for every scrape would cost more than
+    /// sending the page).
+    tails: std::sync::Mutex<[Option<(Instant, Bytes)>; 2]>,
 }
 
 /// One response body's chunks.
@@ -118,6 +122,7 @@ impl Page {
             current: RwLock::new(snapshot),
             rebuild: tokio::sync::Mutex::new(()),
             level: Compression::new(4),
+            tails: std::sync::Mutex::new([None, None]),
         }
     }
 
@@ -163,7 +168,7 @@ impl Page {
             chunks.push(header.clone());
             chunks.push(block.clone());
         }
-        chunks.push(Bytes::from(self.tail(format)));
+        chunks.push(self.tail(format));
         chunks
     }
 
@@ -197,25 +202,35 @@ impl Page {
         let mut crc = Crc::new();
         crc.combine(&deflated.crc);
         let mut tail_crc = Crc::new();
-        tail_crc.update(tail.as_bytes());
+        tail_crc.update(&tail);
         crc.combine(&tail_crc);
-        let mut rest = stored_blocks(tail.as_bytes());
+        let mut rest = stored_blocks(&tail);
         rest.extend_from_slice(&crc.sum().to_le_bytes());
         rest.extend_from_slice(&crc.amount().to_le_bytes());
         vec![deflated.bytes.clone(), Bytes::from(rest)]
     }
 
-    /// The process-wide families, encoded now, and `# EOF` for OpenMetrics.
-    fn tail(&self, format: Format) -> String {
+    /// The process-wide families, at most [`MAX_AGE`] old, and `# EOF`
+    /// for OpenMetrics.
+    fn tail(&self, format: Format) -> Bytes {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = &mut tails[format.index()];
+        if let Some((at, tail)) = slot {
+            if at.elapsed() < MAX_AGE {
+                return tail.clone();
+            }
+        }
         let text = self.telemetry.encode();
-        match format {
+        let tail = Bytes::from(match format {
             Format::Text => text,
             Format::OpenMetrics => {
                 let mut out = openmetrics::from_text(&text);
                 out.push_str(openmetrics::EOF);
                 out
             }
-        }
+        });
+        *slot = Some((Instant::now(), tail.clone()));
+        tail
     }
 }
 

@@ -52,7 +52,7 @@ impl Store {
         for key in wanted {
             tables.entry(key).or_insert_with_key(|key| {
                 let state = TableState::new(key);
-                let fragments = Arc::new(metrics::render_table(&state));
+                let fragments = Arc::new(render(&state));
                 Entry { state, fragments }
             });
         }
@@ -78,7 +78,7 @@ impl Store {
             Ok(destinations) => entry.state.record_success(destinations, now),
             Err(err) => entry.state.record_failure(err),
         }
-        entry.fragments = Arc::new(metrics::render_table(&entry.state));
+        entry.fragments = Arc::new(render(&entry.state));
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -121,6 +121,18 @@ impl Store {
         }
         ready
     }
+}
+
+/// A table's fragments, without the spare capacity of building them: with
+/// thousands of tables that slack would be a good part of the process's
+/// memory.
+fn render(state: &TableState) -> Fragments {
+    let mut fragments = metrics::render_table(state);
+    for text in &mut fragments.0 {
+        text.shrink_to_fit();
+    }
+    fragments.0.shrink_to_fit();
+    fragments
 }
 
 #[cfg(test)]
