@@ -60,7 +60,7 @@ peak_rss_during() {
 }
 # "req/s p99" from wrk output.
 wrk_figures() {
-  awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {printf "%s %s", rps, p99}'
+  awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2} END {printf "%s %s\n", rps, p99}'
 }
 
 # 1. Simulator and exporter.
@@ -81,8 +81,11 @@ done
 first_round=$(( $(date +%s) - started ))
 
 mkdir -p "$work/www"
+# nginx's workers run as an unprivileged user.
+chmod 755 "$work" "$work/www"
 curl -s -o "$work/www/metrics" "$url/metrics"
 curl -s -H 'Accept-Encoding: gzip' -o "$work/www/metrics.gz" "$url/metrics"
+chmod 644 "$work/www/metrics" "$work/www/metrics.gz"
 plain_size=$(stat -c %s "$work/www/metrics")
 gzip_size=$(stat -c %s "$work/www/metrics.gz")
 gunzip -c "$work/www/metrics.gz" | cmp -s - "$work/www/metrics" && gzip_same=yes || gzip_same="no (the page moved between the two scrapes)"
@@ -123,6 +126,7 @@ read -r ex_plain_rps ex_plain_p99 < <(wrk -t2 -c2 -d$duration --latency "$url/me
 read -r ng_plain_rps ng_plain_p99 < <(wrk -t2 -c2 -d$duration --latency "$nurl/metrics" | wrk_figures)
 read -r ex_gzip_rps ex_gzip_p99 < <(wrk -t2 -c2 -d$duration --latency -H 'Accept-Encoding: gzip' "$url/metrics" | wrk_figures)
 read -r ng_gzip_rps ng_gzip_p99 < <(wrk -t2 -c2 -d$duration --latency -H 'Accept-Encoding: gzip' "$nurl/metrics" | wrk_figures)
+ng_status=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "$nurl/metrics")
 ng_gzip_encoding=$(curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' "$nurl/metrics" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')
 
 # 3. 32 concurrent scrapers.
@@ -159,7 +163,8 @@ attack=$!
 : >"$work/probes.txt"
 peak_attack=0
 while kill -0 "$attack" 2>/dev/null; do
-  curl -s -o /dev/null -m 5 -w '%{http_code} %{time_total}\n' "$url/healthz" >>"$work/probes.txt" || echo "000 5" >>"$work/probes.txt"
+  # curl prints code 000 and the time spent when it gets no answer.
+  curl -s -o /dev/null -m 5 -w '%{http_code} %{time_total}\n' "$url/healthz" >>"$work/probes.txt" || true
   now=$(awk '/^VmRSS/ {print $2}' "/proc/$exporter/status")
   [ "$now" -gt "$peak_attack" ] && peak_attack=$now
   sleep 0.25
@@ -180,9 +185,10 @@ echo "first poll round: ${first_round} s; page: $plain_size bytes plain, $gzip_s
 printf '%-44s %-22s %-22s %s\n' "what" "exporter" "nginx (same bytes)" "exporter/nginx"
 printf '%-44s %-22s %-22s %s\n' "plain scrape, 2 conns (req/s, p99)" "$ex_plain_rps, $ex_plain_p99" "$ng_plain_rps, $ng_plain_p99" "$(ratio "$ex_plain_rps" "$ng_plain_rps")"
 printf '%-44s %-22s %-22s %s\n' "gzip scrape, 2 conns (req/s, p99)" "$ex_gzip_rps, $ex_gzip_p99" "$ng_gzip_rps, $ng_gzip_p99" "$(ratio "$ex_gzip_rps" "$ng_gzip_rps")"
-echo "  (nginx gzip_static answered with Content-Encoding: ${ng_gzip_encoding:-none})"
+echo "  (nginx: plain answer $ng_status bytes; gzip_static answered with Content-Encoding: ${ng_gzip_encoding:-none})"
 printf '%-44s %s\n' "RSS idle after the first polls" "$rss_idle MiB"
 printf '%-44s %s\n' "peak RSS, 32 concurrent scrapers" "$peak32 MiB ($ex32_rps req/s, p99 $ex32_p99)"
 printf '%-44s %s\n' "600 slow readers, 60 s: /healthz" "p99 $probe_p99, max $probe_max, $probe_fail of $probes probes failed (5 s limit)"
+printf '%-44s %s\n' "  /healthz answers by status" "$(awk '{print $1}' "$work/probes.txt" | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
 printf '%-44s %s\n' "600 slow readers: peak RSS" "$(awk -v k="$peak_attack" 'BEGIN {printf "%.1f", k/1024}') MiB ($(cat "$work/attack.out") connections opened)"
 printf '%-44s %s\n' "after the attack: /metrics, RSS 60 s later" "HTTP $after_attack_ok, $rss_after MiB"

@@ -118,9 +118,11 @@ async fn poll_loop<S: DestinationSource>(
 
 /// One poll of one table, bounded by its timeout (also used by `--once`).
 pub async fn poll_once<S: DestinationSource>(job: &Job<S>) -> Result<Vec<Destination>, PollError> {
+    // Boxed: the SDK's future is several kilobytes, and unboxed it would be
+    // part of every table's idle poll task (about 50 MB at 10,000 tables).
     match tokio::time::timeout(
         job.timeout + OUTER_TIMEOUT_SLACK,
-        job.source.describe(&job.table),
+        Box::pin(job.source.describe(&job.table)),
     )
     .await
     {
@@ -287,5 +289,43 @@ mod tests {
         assert_eq!(jittered(i, 0.5), Duration::from_secs(60));
         assert!(jittered(i, 0.999_999) < Duration::from_secs(66));
         assert_eq!(jittered(i, 7.0), Duration::from_secs(66));
+    }
+
+    /// Thousands of tables each hold an idle poll task: its state must not
+    /// carry the SDK's future inline.
+    #[tokio::test]
+    async fn an_idle_poll_task_is_small() {
+        let shared = aws_config::SdkConfig::builder().build();
+        let config = crate::config::parse(
+            "targets:\n  - region: us-east-1\n    endpoint_url: http://127.0.0.1:9\n    tables: [orders]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let target = &config.targets[0];
+        let source = Arc::new(crate::aws::SdkSource::new(
+            &shared,
+            target,
+            1,
+            &Default::default(),
+        ));
+        let job = Job {
+            key: TableKey {
+                region: "us-east-1".into(),
+                table: "orders".into(),
+            },
+            table: target.tables[0].clone(),
+            source,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
+        };
+        let task = poll_loop(
+            job,
+            Arc::new(Store::new([])),
+            Arc::new(Telemetry::new(false)),
+            Arc::new(Semaphore::new(1)),
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 2048, "a poll task's future is {size} bytes");
     }
 }

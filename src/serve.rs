@@ -132,6 +132,10 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 /// request at once.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a connection beyond the overflow path waits for an overflow
+/// slot before it is closed.
+const OVERFLOW_WAIT: Duration = Duration::from_millis(500);
+
 /// Where TLS settings come from: `None` inside serves plain HTTP. A new
 /// value (a reloaded web config) applies to connections accepted after it.
 pub type TlsSource = watch::Receiver<Option<Arc<rustls::ServerConfig>>>;
@@ -236,9 +240,18 @@ async fn accept_loop<H, F>(
         };
         let (slot, overflow) = match Arc::clone(&shared.slots).try_acquire_owned() {
             Ok(slot) => (slot, false),
-            Err(_) => match Arc::clone(&shared.overflow).try_acquire_owned() {
-                Ok(slot) => (slot, true),
-                Err(_) => {
+            // Overflow connections are short (a probe, or a 503), so one
+            // frees up soon: wait a moment for it, holding back further
+            // accepts, rather than closing a probe that arrived during a
+            // burst.
+            Err(_) => match tokio::time::timeout(
+                OVERFLOW_WAIT,
+                Arc::clone(&shared.overflow).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => (slot, true),
+                _ => {
                     tracing::debug!(%peer, "every connection slot is taken; closing");
                     drop(stream);
                     continue;
