@@ -2,9 +2,10 @@
 //! DynamoDB's Kinesis streaming destinations.
 //!
 //! A scheduler polls `DescribeKinesisStreamingDestination` for every
-//! configured table, folds each answer into a per-table state whose metric
-//! text is rendered once per poll, and an HTTP server serves that text on
-//! `/metrics`. Scrapes never call AWS.
+//! configured table and folds each answer into a per-table state; a shared
+//! snapshot of the page is rendered from those states at most once a
+//! second, and only after a change, and an HTTP server serves it on
+//! `/metrics` to every scraper. Scrapes never call AWS.
 //!
 //! # Layout
 //! Layers, lowest first. A module uses only modules listed above it (the
@@ -21,8 +22,8 @@
 //! 4. [`metrics`]: every metric family (name, help, type, labels) and the
 //!    functions that turn table state into exposition text; the process-wide
 //!    registry. [`openmetrics`]: the OpenMetrics headers of those families.
-//! 5. [`store`]: the rendered-page store: each table's state with its
-//!    pre-rendered metric text, and readiness. [`page`]: the one snapshot
+//! 5. [`store`]: the state store: each table's state, readiness and a
+//!    generation counter. [`page`]: the one snapshot
 //!    of the whole page (and its gzip form) that every scraper shares.
 //! 6. [`scheduler`]: the poll loop: one task per table, jitter, the
 //!    concurrency semaphore, per-call timeouts.

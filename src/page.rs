@@ -1,7 +1,8 @@
 //! The one metrics page every scraper shares.
 //!
-//! A [`Snapshot`] holds the per-table families of every table, assembled
-//! once: one contiguous block of sample text per family, shared by both
+//! A [`Snapshot`] holds the per-table families of every table, rendered
+//! from the store's state once: one contiguous block of sample text per
+//! family, shared by both
 //! formats (the text format 0.0.4 and OpenMetrics differ only in their
 //! `# HELP`/`# TYPE` lines and the final `# EOF`), and, built the first time
 //! a scraper asks for it, the gzip form of each format. Concurrent scrapers
@@ -28,7 +29,7 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use tokio::sync::OnceCell;
 
-use crate::metrics::{Telemetry, TABLE_FAMILIES};
+use crate::metrics::{self, Telemetry, TABLE_FAMILIES};
 use crate::openmetrics;
 use crate::store::Store;
 
@@ -108,7 +109,7 @@ impl Page {
             .iter()
             .map(|f| Bytes::from(openmetrics::header(f.name, f.help, f.kind.as_str())))
             .collect();
-        let mut snapshot = build(&store);
+        let mut snapshot = build(&store, &[]);
         // The first snapshot is of a store nobody has polled yet: let the
         // first change show at the next scrape instead of a second later.
         snapshot.built = Instant::now()
@@ -140,7 +141,8 @@ impl Page {
             return current;
         }
         let store = Arc::clone(&self.store);
-        let fresh = match tokio::task::spawn_blocking(move || build(&store)).await {
+        let hint: Vec<usize> = current.blocks.iter().map(Bytes::len).collect();
+        let fresh = match tokio::task::spawn_blocking(move || build(&store, &hint)).await {
             Ok(snapshot) => Arc::new(snapshot),
             Err(err) => {
                 tracing::error!(error = %err, "rebuilding the metrics page failed");
@@ -234,31 +236,32 @@ impl Page {
     }
 }
 
-/// Concatenate every table's fragments per family.
-fn build(store: &Store) -> Snapshot {
-    // Read the generation first: a change racing with the copy below makes
-    // the next request rebuild again rather than be missed.
+/// Render every table's families into one block per family. `hint` is
+/// the previous snapshot's block sizes, so the blocks rarely grow (and
+/// never double) while being filled.
+fn build(store: &Store, hint: &[usize]) -> Snapshot {
+    // Read the generation first: a change racing with the rendering below
+    // makes the next request rebuild again rather than be missed.
     let generation = store.generation();
-    let fragments = store.fragments();
-    let blocks = (0..TABLE_FAMILIES.len())
-        .map(|i| {
-            let size = fragments
-                .iter()
-                .map(|f| f.0.get(i).map_or(0, String::len))
-                .sum();
-            let mut block = Vec::with_capacity(size);
-            for table in &fragments {
-                if let Some(text) = table.0.get(i) {
-                    block.extend_from_slice(text.as_bytes());
-                }
-            }
-            Bytes::from(block)
-        })
+    let mut blocks: Vec<Vec<u8>> = (0..TABLE_FAMILIES.len())
+        .map(|i| Vec::with_capacity(hint.get(i).map_or(0, |n| n + n / 16)))
         .collect();
+    store.visit(|state| {
+        let fragments = metrics::render_table(state);
+        for (block, text) in blocks.iter_mut().zip(&fragments.0) {
+            block.extend_from_slice(text.as_bytes());
+        }
+    });
     Snapshot {
         generation,
         built: Instant::now(),
-        blocks,
+        blocks: blocks
+            .into_iter()
+            .map(|mut block| {
+                block.shrink_to_fit();
+                Bytes::from(block)
+            })
+            .collect(),
         gzip: [OnceCell::new(), OnceCell::new()],
     }
 }
@@ -377,7 +380,7 @@ mod tests {
         let telemetry = Arc::new(Telemetry::new(false));
         let page = Page::new(Arc::clone(&store), Arc::clone(&telemetry));
         let fragments = store.fragments();
-        let classic = render_exposition(fragments.iter().map(|f| &**f), &telemetry);
+        let classic = render_exposition(fragments.iter(), &telemetry);
         let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
         assert_eq!(text, classic);
     }

@@ -1,12 +1,18 @@
-//! The rendered-page store: one entry per table, holding its
-//! [`TableState`] and the metric text rendered from it whenever a poll is
-//! recorded, plus readiness. The scheduler is its only writer and the HTTP
-//! server its only reader. Its lock is held for map updates and for cloning
-//! `Arc`s, never across an `.await` and never while a scrape copies bytes.
+//! The state store: one [`TableState`] per table, readiness, and a
+//! generation counter that moves on every change. The scheduler is its only
+//! writer; the shared page (`page`) renders the metric text from it when a
+//! snapshot is rebuilt, [`Store::visit`]ing the tables in batches so a
+//! writer never waits for more than one batch. Its lock is never held
+//! across an `.await`.
+//!
+//! The text is not kept per table: the page's snapshot already holds it
+//! once, and a second copy would be most of the process's memory at
+//! thousands of tables.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError};
 use crate::metrics::{self, Fragments};
@@ -14,8 +20,10 @@ use crate::state::{TableKey, TableState};
 
 struct Entry {
     state: TableState,
-    fragments: Arc<Fragments>,
 }
+
+/// Tables rendered per read-lock acquisition in [`Store::visit`].
+const VISIT_BATCH: usize = 256;
 
 /// The shared state of all tables.
 pub struct Store {
@@ -50,10 +58,8 @@ impl Store {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         tables.retain(|key, _| wanted.contains(key));
         for key in wanted {
-            tables.entry(key).or_insert_with_key(|key| {
-                let state = TableState::new(key);
-                let fragments = Arc::new(render(&state));
-                Entry { state, fragments }
+            tables.entry(key).or_insert_with_key(|key| Entry {
+                state: TableState::new(key),
             });
         }
         let polled = tables
@@ -64,7 +70,7 @@ impl Store {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Record the outcome of one poll and re-render the table's metrics.
+    /// Record the outcome of one poll.
     /// Unknown keys are ignored (cannot happen with the scheduler's keys).
     pub fn record(&self, key: &TableKey, outcome: &Result<Vec<Destination>, PollError>, now: f64) {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
@@ -78,7 +84,6 @@ impl Store {
             Ok(destinations) => entry.state.record_success(destinations, now),
             Err(err) => entry.state.record_failure(err),
         }
-        entry.fragments = Arc::new(render(&entry.state));
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -87,10 +92,36 @@ impl Store {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The rendered fragments of every table, in key order.
-    pub fn fragments(&self) -> Vec<Arc<Fragments>> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        tables.values().map(|e| Arc::clone(&e.fragments)).collect()
+    /// Call `f` with every table's state, in key order, taking the read
+    /// lock for one batch of tables at a time.
+    pub fn visit(&self, mut f: impl FnMut(&TableState)) {
+        let mut after: Option<TableKey> = None;
+        loop {
+            let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+            let range = match &after {
+                None => tables.range::<TableKey, _>(..),
+                Some(key) => tables.range::<TableKey, _>((Bound::Excluded(key), Bound::Unbounded)),
+            };
+            let mut seen = 0;
+            let mut last = None;
+            for (key, entry) in range.take(VISIT_BATCH) {
+                f(&entry.state);
+                seen += 1;
+                last = Some(key);
+            }
+            if seen < VISIT_BATCH {
+                return;
+            }
+            after = last.cloned();
+        }
+    }
+
+    /// The metric text of every table, rendered now, in key order (for
+    /// tests and diagnostics; the page renders straight into its blocks).
+    pub fn fragments(&self) -> Vec<Fragments> {
+        let mut out = Vec::new();
+        self.visit(|state| out.push(metrics::render_table(state)));
+        out
     }
 
     /// A copy of one table's state (for tests and diagnostics).
@@ -121,18 +152,6 @@ impl Store {
         }
         ready
     }
-}
-
-/// A table's fragments, without the spare capacity of building them: with
-/// thousands of tables that slack would be a good part of the process's
-/// memory.
-fn render(state: &TableState) -> Fragments {
-    let mut fragments = metrics::render_table(state);
-    for text in &mut fragments.0 {
-        text.shrink_to_fit();
-    }
-    fragments.0.shrink_to_fit();
-    fragments
 }
 
 #[cfg(test)]
@@ -219,6 +238,21 @@ mod tests {
         assert!(store.is_ready(), "readiness must not drop after a reload");
         let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
         assert!(!text.contains("payments"), "{text}");
+    }
+
+    #[test]
+    fn visit_sees_every_table_across_batches_in_order() {
+        let keys: Vec<TableKey> = (0..VISIT_BATCH * 2 + 7)
+            .map(|i| TableKey {
+                region: "us-east-1".into(),
+                table: format!("t{i:04}"),
+            })
+            .collect();
+        let store = Store::new(keys.clone());
+        let mut seen = Vec::new();
+        store.visit(|state| seen.push(state.table.clone()));
+        let want: Vec<String> = keys.iter().map(|k| k.table.clone()).collect();
+        assert_eq!(seen, want);
     }
 
     #[test]
