@@ -1,9 +1,10 @@
 //! Wiring: a validated [`Config`] becomes the shared AWS configuration, a
-//! state store and an HTTP listener ([`Exporter::bind`]);
-//! [`Exporter::serve`] runs the fleet (accounts, discovery, one poller per
-//! scope) and the server until shutdown and drains both. A reload
-//! ([`Exporter::serve_with_reloads`]) validates the file first and only then
-//! hands the new config to the fleet; the server and the store live on.
+//! state store, the shared page and the HTTP listeners
+//! ([`Exporter::bind`]); [`Exporter::serve`] runs the fleet (accounts,
+//! discovery, one poller per scope) and the server until shutdown and drains
+//! both. A reload ([`Exporter::serve_with_reloads`]) validates the file
+//! first and only then hands the new config to the fleet; the server, the
+//! page and the store live on. [`run_once`] is `--once`.
 //!
 //! Cancellation is one `tokio_util` token tree: the root is cancelled on
 //! shutdown and stops the server and the fleet; each config generation's
@@ -25,15 +26,22 @@ use crate::config::Config;
 use crate::fleet::{Fleet, FleetSettings};
 use crate::http::App;
 use crate::metrics::Telemetry;
+use crate::page::Page;
+use crate::serve::Limits;
 use crate::state::Shard;
 use crate::store::Store;
+use crate::web_config::{WebConfig, WebState};
 
 /// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: Config,
-    /// Where to listen; port 0 picks a free port (see [`Exporter::local_addr`]).
-    pub listen: SocketAddr,
+    /// Where to listen, one or more addresses; port 0 picks a free port (see
+    /// [`Exporter::local_addrs`]). An unspecified IPv6 address (`[::]`,
+    /// what `:PORT` means) listens on IPv6 and IPv4 alike.
+    pub listen: Vec<SocketAddr>,
+    /// Connection limits and timeouts of the HTTP server.
+    pub limits: Limits,
     /// Path that serves the metrics, `/metrics` by default.
     pub telemetry_path: String,
     pub client: ClientOptions,
@@ -41,6 +49,12 @@ pub struct Settings {
     pub grace: Duration,
     /// Export the standard `process_*` metrics.
     pub process_metrics: bool,
+    /// The checked web config (TLS, basic auth, headers) and the file it
+    /// came from, which is watched for changes; `None` serves plain HTTP
+    /// without authentication.
+    pub web_config: Option<(WebConfig, PathBuf)>,
+    /// Answer `/healthz` and `/readyz` without credentials.
+    pub unauthenticated_probes: bool,
     /// The file `config` came from; a reload (SIGHUP) reads it again.
     /// `None` (as in `--demo`) turns reloads into a logged no-op.
     pub config_path: Option<PathBuf>,
@@ -53,11 +67,14 @@ impl Settings {
     pub fn new(config: Config, listen: SocketAddr) -> Self {
         Settings {
             config,
-            listen,
+            listen: vec![listen],
+            limits: Limits::default(),
             telemetry_path: "/metrics".to_string(),
             client: ClientOptions::default(),
             grace: Duration::from_secs(10),
             process_metrics: true,
+            web_config: None,
+            unauthenticated_probes: false,
             config_path: None,
             shard: Shard::ALL,
         }
@@ -73,6 +90,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("no listen address given")]
+    NoListenAddress,
     #[error("invalid telemetry path {0:?}: it must start with '/' and must not be /, /healthz or /readyz")]
     TelemetryPath(String),
 }
@@ -80,7 +99,7 @@ pub enum RunError {
 /// A bound, not yet serving exporter.
 pub struct Exporter {
     settings: Settings,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     /// The credential chain and its cache, shared by every client, across
     /// reloads too.
     shared: SdkConfig,
@@ -96,31 +115,38 @@ impl Exporter {
         if !path.starts_with('/') || matches!(path, "/" | "/healthz" | "/readyz") {
             return Err(RunError::TelemetryPath(settings.telemetry_path));
         }
+        if settings.listen.is_empty() {
+            return Err(RunError::NoListenAddress);
+        }
         let shared = aws::load_shared_config(&settings.config, &settings.client).await;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| RunError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        // The fleet fills the store once it knows the accounts and what
-        // discovery finds; until then readiness waits.
-        let store = Arc::new(Store::new([]));
-        store.set_pending(settings.config.targets.len().max(1));
+        let listeners = settings
+            .listen
+            .iter()
+            .map(|&addr| bind(addr).map_err(|source| RunError::Bind { addr, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = new_store(&settings.config);
         let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
         Ok(Exporter {
             settings,
-            listener,
+            listeners,
             shared,
             store,
             telemetry,
         })
     }
 
-    /// The address actually bound.
+    /// The first address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.settings.listen)
+        self.local_addrs()[0]
+    }
+
+    /// Every address actually bound, in the order given.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .zip(&self.settings.listen)
+            .map(|(listener, &given)| listener.local_addr().unwrap_or(given))
+            .collect()
     }
 
     /// The state store (tests inspect it).
@@ -139,7 +165,7 @@ impl Exporter {
     /// the binary) reads the config file again: a valid one replaces the
     /// running config, an invalid one is logged and changes nothing.
     pub async fn serve_with_reloads(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
         reloads: mpsc::Receiver<()>,
     ) {
@@ -150,25 +176,42 @@ impl Exporter {
             on_shutdown.cancel();
         });
         let grace = self.settings.grace;
+        let web = Arc::new(match self.settings.web_config.take() {
+            Some((config, path)) => WebState::new(config, Some(path)),
+            None => WebState::plain(),
+        });
+        tokio::spawn(Arc::clone(&web).watch(root.clone().cancelled_owned()));
+        let tls = web.tls_source();
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
-            telemetry: Arc::clone(&self.telemetry),
+            page: Arc::new(Page::new(
+                Arc::clone(&self.store),
+                Arc::clone(&self.telemetry),
+            )),
             telemetry_path: self.settings.telemetry_path.clone(),
+            web,
+            unauthenticated_probes: self.settings.unauthenticated_probes,
         });
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
-            async move { Ok(app.respond(req.method(), req.uri().path())) }
+            async move {
+                Ok(app
+                    .respond(req.method(), req.uri().path(), req.headers())
+                    .await)
+            }
         };
-        tracing::info!(address = %self.local_addr(),
+        let addresses: Vec<String> = self.local_addrs().iter().map(ToString::to_string).collect();
+        tracing::info!(addresses = %addresses.join(","),
             tables = self.settings.config.table_count(),
             shard = self.settings.shard.index, total_shards = self.settings.shard.total,
             "serving metrics");
         let server = crate::serve::serve(
-            self.listener,
+            self.listeners,
             handler,
             root.clone().cancelled_owned(),
             grace,
-            crate::serve::DEFAULT_MAX_CONNECTIONS,
+            self.settings.limits.clone(),
+            Some(tls),
         );
         let fleet = FleetSettings {
             shared: self.shared,
@@ -191,6 +234,94 @@ impl Exporter {
     }
 }
 
+/// How long `--once` waits for every table's first poll.
+pub const ONCE_LIMIT: Duration = Duration::from_secs(300);
+
+/// `--once`: run the fleet until every table (explicit and discovered) has
+/// been polled once, within [`ONCE_LIMIT`], and return the metrics page in
+/// the text format and whether every poll succeeded. Binds no port.
+pub async fn run_once(settings: Settings) -> (String, bool) {
+    let shared = aws::load_shared_config(&settings.config, &settings.client).await;
+    let store = new_store(&settings.config);
+    let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
+    let root = CancellationToken::new();
+    let fleet = FleetSettings {
+        shared,
+        options: settings.client,
+        shard: settings.shard,
+        store: Arc::clone(&store),
+        telemetry: Arc::clone(&telemetry),
+        grace: settings.grace,
+        config_path: None,
+    };
+    let (_no_reloads, reloads) = mpsc::channel(1);
+    let task = tokio::spawn(Fleet::run(fleet, settings.config, root.clone(), reloads));
+    let polled = tokio::time::timeout(ONCE_LIMIT, async {
+        while !store.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok();
+    root.cancel();
+    let _ = task.await;
+    let mut all_ok = polled;
+    store.visit(|state| {
+        if state.last_poll_ok != Some(true) {
+            tracing::warn!(table = %state.table, region = %state.region, account_id = %state.account_id,
+                code = state.failing_with.as_deref().unwrap_or("not polled"), "poll failed");
+            all_ok = false;
+        }
+    });
+    let page = Page::new(store, telemetry);
+    let chunks = page.plain(crate::page::Format::Text).await;
+    let text = chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(c))
+        .collect::<String>();
+    (text, all_ok)
+}
+
+/// An empty store that waits for the fleet: it fills it once it knows the
+/// accounts and what discovery finds, and until then readiness waits.
+fn new_store(config: &Config) -> Arc<Store> {
+    let store = Arc::new(Store::new([]));
+    store.set_pending(config.targets.len().max(1));
+    store
+}
+
+/// Bind a listening socket. An unspecified IPv6 address also accepts IPv4
+/// (`IPV6_V6ONLY` off), and falls back to `0.0.0.0` on hosts without IPv6.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let dual_stack = addr.is_ipv6() && addr.ip().is_unspecified();
+    match bind_socket(addr, dual_stack) {
+        Err(err) if dual_stack && is_no_ipv6(&err) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::warn!(error = %err, "IPv6 is not available; listening on IPv4 only");
+            bind_socket(v4, false)
+        }
+        other => other,
+    }
+}
+
+fn is_no_ipv6(err: &std::io::Error) -> bool {
+    // EAFNOSUPPORT (97) and EADDRNOTAVAIL (99) on Linux.
+    matches!(err.raw_os_error(), Some(97 | 99))
+}
+
+fn bind_socket(addr: SocketAddr, dual_stack: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +336,7 @@ mod tests {
             "t.yaml",
         )
         .unwrap();
-        let err = match Exporter::bind(Settings::new(config, addr)).await {
+        let err = match Exporter::bind(Settings::new(config.clone(), addr)).await {
             Err(err) => err,
             Ok(_) => panic!("binding a taken port must fail"),
         };
@@ -214,5 +345,20 @@ mod tests {
             .to_string();
         let text = format!("{:#}", anyhow::Error::from(err));
         assert_eq!(text, format!("cannot listen on {addr}: {cause}"));
+
+        // The unspecified IPv6 address answers on IPv4 loopback too, and
+        // several addresses are all bound.
+        let mut settings = Settings::new(config, "[::]:0".parse().unwrap());
+        settings.listen.push("127.0.0.1:0".parse().unwrap());
+        let exporter = Exporter::bind(settings).await.expect("binds");
+        let addrs = exporter.local_addrs();
+        assert_eq!(addrs.len(), 2);
+        let port = addrs[0].port();
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("IPv4 reaches the dual-stack listener");
+        tokio::net::TcpStream::connect(addrs[1])
+            .await
+            .expect("the second listener");
     }
 }

@@ -1,26 +1,38 @@
 //! The exporter's HTTP routes: the telemetry path (`/metrics` by default),
 //! a landing page on `/`, `/healthz` (alive while serving) and `/readyz`
 //! (ready once every configured table has been polled once). Routing is a
-//! plain function of method and path so it is tested without sockets.
+//! plain function of method, path and headers so it is tested without
+//! sockets. The metrics page comes from the shared [`Page`], in the format
+//! and encoding [`negotiate`](crate::negotiate) picks.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Method, Response, StatusCode};
+use hyper::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
+    VARY,
+};
+use hyper::{HeaderMap, Method, Response, StatusCode};
 
-use crate::metrics::{self, Telemetry};
+use crate::negotiate;
+use crate::page::Page;
 use crate::serve::Body;
 use crate::store::Store;
+use crate::web_config::{Auth, WebState};
 
 /// Content type of the Prometheus text exposition format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const METRICS_CONTENT_TYPE: &str = negotiate::TEXT_CONTENT_TYPE;
 
 /// What the routes need.
 pub struct App {
     pub store: Arc<Store>,
-    pub telemetry: Arc<Telemetry>,
+    pub page: Arc<Page>,
     pub telemetry_path: String,
+    /// The web config: users and extra headers.
+    pub web: Arc<WebState>,
+    /// Answer `/healthz` and `/readyz` without credentials
+    /// (`--web.unauthenticated-probes`).
+    pub unauthenticated_probes: bool,
 }
 
 enum Route {
@@ -43,8 +55,47 @@ impl App {
         }
     }
 
-    /// Answer one request. HEAD gets GET's headers; hyper drops the body.
-    pub fn respond(&self, method: &Method, path: &str) -> Response<Body> {
+    /// Answer one request: check credentials, route, and add the web
+    /// config's headers. HEAD gets GET's headers; hyper drops the body.
+    pub async fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let mut resp = self.authorized(method, path, headers).await;
+        for (name, value) in &self.web.current().headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
+    }
+
+    async fn authorized(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
+        let probe = matches!(self.route(path), Some(Route::Health | Route::Ready));
+        if !(probe && self.unauthenticated_probes) {
+            let authorization = headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if self.web.authorize(authorization).await == Auth::Denied {
+                let mut resp = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
+                resp.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Basic realm=\"dynamodb-kinesis-exporter\", charset=\"UTF-8\"",
+                    ),
+                );
+                return resp;
+            }
+        }
+        self.route_request(method, path, headers).await
+    }
+
+    async fn route_request(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
         let Some(route) = self.route(path) else {
             return text(StatusCode::NOT_FOUND, "404 page not found\n");
         };
@@ -55,7 +106,7 @@ impl App {
             return resp;
         }
         match route {
-            Route::Metrics => self.metrics(),
+            Route::Metrics => self.metrics(headers).await,
             Route::Landing => self.landing(),
             Route::Health => text(StatusCode::OK, "ok\n"),
             Route::Ready => {
@@ -75,22 +126,30 @@ impl App {
         }
     }
 
-    fn metrics(&self) -> Response<Body> {
-        let tables = self.store.fragments();
-        let streams = self.store.stream_fragments();
-        let scopes = self.store.scope_fragments();
-        let body = metrics::render_exposition(
-            &metrics::Sections {
-                tables: &tables,
-                streams: &streams,
-                scopes: &scopes,
-            },
-            &self.telemetry,
-        );
-        let mut resp = Response::new(Body::new(Bytes::from(body)));
+    async fn metrics(&self, request: &HeaderMap) -> Response<Body> {
+        let header = |name| {
+            request
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let negotiated = negotiate::format(header(ACCEPT));
+        let gzip = negotiate::accepts_gzip(header(ACCEPT_ENCODING));
+        let chunks = if gzip {
+            self.page.gzip(negotiated.format).await
+        } else {
+            self.page.plain(negotiated.format).await
+        };
+        let mut resp = Response::new(Body::from_chunks(chunks));
         let headers = resp.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(negotiated.content_type),
+        );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+        if gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         resp
     }
 
@@ -140,11 +199,22 @@ mod tests {
             region: "us-east-1".into(),
             table: "orders".into(),
         };
+        let store = Arc::new(Store::new([key]));
+        let page = Arc::new(Page::new(
+            Arc::clone(&store),
+            Arc::new(crate::metrics::Telemetry::new(false)),
+        ));
         App {
-            store: Arc::new(Store::new([key])),
-            telemetry: Arc::new(Telemetry::new(false)),
+            store,
+            page,
             telemetry_path: path.into(),
+            web: Arc::new(WebState::plain()),
+            unauthenticated_probes: false,
         }
+    }
+
+    async fn get(app: &App, method: &Method, path: &str) -> Response<Body> {
+        app.respond(method, path, &HeaderMap::new()).await
     }
 
     async fn body(resp: Response<Body>) -> String {
@@ -168,7 +238,7 @@ mod tests {
             (Method::PUT, "/readyz", StatusCode::METHOD_NOT_ALLOWED),
         ];
         for (method, path, status) in cases {
-            let resp = app.respond(&method, path);
+            let resp = get(&app, &method, path).await;
             assert_eq!(resp.status(), status, "{method} {path}");
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
@@ -180,7 +250,7 @@ mod tests {
     async fn readiness_follows_the_store() {
         let app = app("/metrics");
         assert_eq!(
-            body(app.respond(&Method::GET, "/readyz")).await,
+            body(get(&app, &Method::GET, "/readyz").await).await,
             "not ready: 0 of 1 tables polled\n"
         );
         let key = TableKey {
@@ -189,7 +259,7 @@ mod tests {
             table: "orders".into(),
         };
         app.store.record(&key, &Ok(Vec::<Destination>::new()), 1.0);
-        let resp = app.respond(&Method::GET, "/readyz");
+        let resp = get(&app, &Method::GET, "/readyz").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(body(resp).await, "ready: 1 of 1 tables polled\n");
     }
@@ -198,18 +268,91 @@ mod tests {
     async fn custom_telemetry_path_moves_metrics() {
         let app = app("/custom/path");
         assert_eq!(
-            app.respond(&Method::GET, "/metrics").status(),
+            get(&app, &Method::GET, "/metrics").await.status(),
             StatusCode::NOT_FOUND
         );
-        let resp = app.respond(&Method::GET, "/custom/path");
+        let resp = get(&app, &Method::GET, "/custom/path").await;
         assert_eq!(resp.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
         let text = body(resp).await;
         assert!(text.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
-        let landing = body(app.respond(&Method::GET, "/")).await;
+        let landing = body(get(&app, &Method::GET, "/").await).await;
         assert!(
             landing.contains("<a href=\"/custom/path\">Metrics</a>"),
             "{landing}"
         );
         assert!(landing.contains(crate::VERSION));
+    }
+
+    #[tokio::test]
+    async fn basic_auth_guards_every_path_and_probes_only_by_flag() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let config = crate::web_config::parse(
+            &format!("basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"),
+            std::path::Path::new("w.yml"),
+        )
+        .unwrap();
+        let mut app = app("/metrics");
+        app.web = Arc::new(WebState::new(config, None));
+        let with = |auth: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(auth) = auth {
+                headers.insert(hyper::header::AUTHORIZATION, HeaderValue::from_static(auth));
+            }
+            headers
+        };
+        // alice:pw, alice:no, bob:pw
+        let right = Some("Basic YWxpY2U6cHc=");
+        let cases = [
+            (None, "/metrics", StatusCode::UNAUTHORIZED),
+            (
+                Some("Basic YWxpY2U6bm8="),
+                "/metrics",
+                StatusCode::UNAUTHORIZED,
+            ),
+            (Some("Basic Ym9iOnB3"), "/metrics", StatusCode::UNAUTHORIZED),
+            (right, "/metrics", StatusCode::OK),
+            (None, "/healthz", StatusCode::UNAUTHORIZED),
+            (right, "/healthz", StatusCode::OK),
+        ];
+        for (auth, path, status) in cases {
+            let resp = app.respond(&Method::GET, path, &with(auth)).await;
+            assert_eq!(resp.status(), status, "{auth:?} {path}");
+            assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+            if status == StatusCode::UNAUTHORIZED {
+                assert!(resp.headers()[hyper::header::WWW_AUTHENTICATE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic "));
+            }
+        }
+        app.unauthenticated_probes = true;
+        for path in ["/healthz", "/readyz"] {
+            let resp = app.respond(&Method::GET, path, &with(None)).await;
+            assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let resp = app.respond(&Method::GET, "/metrics", &with(None)).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn metrics_negotiate_format_and_gzip() {
+        let app = app("/metrics");
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"));
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        let resp = app.respond(&Method::GET, "/metrics", &headers).await;
+        assert_eq!(
+            resp.headers()[CONTENT_TYPE],
+            negotiate::OPENMETRICS_CONTENT_TYPE
+        );
+        assert_eq!(resp.headers()[CONTENT_ENCODING], "gzip");
+        let zipped = resp.into_body().collect().await.unwrap().to_bytes();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+            .unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        headers.remove(ACCEPT);
+        let resp = app.respond(&Method::GET, "/metrics", &headers).await;
+        assert_eq!(resp.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
     }
 }

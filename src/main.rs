@@ -5,11 +5,13 @@ use std::io::IsTerminal as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
+use dynamodb_kinesis_exporter::serve::Limits;
 use dynamodb_kinesis_exporter::state::Shard;
-use dynamodb_kinesis_exporter::{config, shutdown, Exporter, Settings};
+use dynamodb_kinesis_exporter::{config, shutdown, web_config, Exporter, Settings};
 
 /// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
 #[derive(Debug, Parser)]
@@ -22,13 +24,52 @@ struct Flags {
         default_value = "config/exporter.yaml"
     )]
     config_file: PathBuf,
-    /// Address to listen on for metrics and health endpoints (":PORT" means all interfaces).
+    /// Address to listen on for metrics and health endpoints; repeat for
+    /// several (":PORT" means every interface, IPv6 and IPv4).
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
         default_value = ":9863"
     )]
-    listen_address: String,
+    listen_address: Vec<String>,
+    /// Connections served at once.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Connections beyond --web.max-connections that still get /healthz and
+    /// /readyz answered (anything else: 503); beyond these, new connections
+    /// are closed at once.
+    #[arg(
+        long = "web.max-overflow-connections",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    max_overflow_connections: u32,
+    /// Time a client has to send its request headers, from connecting or
+    /// from the end of its previous response (so also the keep-alive idle
+    /// timeout).
+    #[arg(long = "web.read-header-timeout", value_name = "DURATION", default_value = "10s",
+        value_parser = parse_timeout)]
+    read_header_timeout: Duration,
+    /// A response write that makes no progress for this long drops the
+    /// connection.
+    #[arg(long = "web.write-timeout", value_name = "DURATION", default_value = "10s",
+        value_parser = parse_timeout)]
+    write_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger
+    /// ones get 431.
+    #[arg(long = "web.max-header-bytes", value_name = "BYTES", default_value_t = 16384,
+        value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    max_header_bytes: u32,
+    /// Web config file in exporter-toolkit's format (TLS, basic auth,
+    /// headers); re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
+    /// Answer /healthz and /readyz without basic auth credentials (for
+    /// probes that cannot send them, such as Kubernetes' httpGet); the
+    /// metrics still require them.
+    #[arg(long = "web.unauthenticated-probes")]
+    unauthenticated_probes: bool,
     /// Path under which to expose metrics.
     #[arg(
         long = "web.telemetry-path",
@@ -42,6 +83,11 @@ struct Flags {
     /// Log line format.
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Poll every table once, print the metrics page to stdout and exit: 0 if
+    /// every poll succeeded, else 1 (for cron, CI and debugging; binds no
+    /// port).
+    #[arg(long, conflicts_with = "demo")]
+    once: bool,
     /// Validate the configuration file, print a summary and exit.
     #[arg(long = "config.check")]
     config_check: bool,
@@ -108,6 +154,28 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         println!("{}", config.summary());
         return Ok(());
     }
+    if flags.once {
+        let config = config::load(&flags.config_file)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut settings = Settings::new(config, placeholder);
+        settings.shard = shard_from_flags(&flags, host_name)?;
+        let (page, all_ok) =
+            runtime.block_on(dynamodb_kinesis_exporter::exporter::run_once(settings));
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(page.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write the page to stdout")?;
+        if !all_ok {
+            return Err(PollsFailed.into());
+        }
+        return Ok(());
+    }
     #[cfg(not(feature = "demo"))]
     if flags.demo {
         anyhow::bail!("--demo is not available: this binary was built without the `demo` feature");
@@ -118,28 +186,51 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     } else {
         Some(config::load(&flags.config_file)?)
     };
-    let listen = parse_listen_address(&flags.listen_address)?;
+    let web_config = match &flags.web_config_file {
+        Some(path) => Some((web_config::load(path)?, path.clone())),
+        None => None,
+    };
+    let listen = flags
+        .listen_address
+        .iter()
+        .map(|text| parse_listen_address(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = Limits {
+        max_connections: flags.max_connections as usize,
+        max_overflow_connections: flags.max_overflow_connections as usize,
+        read_header_timeout: flags.read_header_timeout,
+        write_timeout: flags.write_timeout,
+        max_header_bytes: flags.max_header_bytes as usize,
+        ..Limits::default()
+    };
     let shard = shard_from_flags(&flags, host_name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Replaced by `listen` below.
+    let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
     runtime.block_on(async move {
         #[cfg(feature = "demo")]
         let (settings, simulator) = match config {
-            Some(config) => (Settings::new(config, listen), None),
+            Some(config) => (Settings::new(config, placeholder), None),
             None => {
                 let demo = dynamodb_kinesis_exporter::demo::start().await?;
                 tracing::info!(endpoint = %demo.simulator.endpoint_url(), "demo mode: polling the built-in DynamoDB simulator");
-                let mut settings = Settings::new(demo.config, listen);
+                let mut settings = Settings::new(demo.config, placeholder);
                 settings.client = demo.client;
                 (settings, Some(demo.simulator))
             }
         };
         #[cfg(not(feature = "demo"))]
-        let settings = Settings::new(config.expect("checked above: --demo is refused"), listen);
+        let settings =
+            Settings::new(config.expect("checked above: --demo is refused"), placeholder);
         let settings = Settings {
             shard,
+            listen,
+            limits,
+            web_config,
+            unauthenticated_probes: flags.unauthenticated_probes,
             telemetry_path: flags.telemetry_path,
             config_path: (!flags.demo).then_some(flags.config_file),
             ..settings
@@ -159,6 +250,11 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     })
 }
 
+/// `--once` found a failed poll (already logged, and in the page).
+#[derive(Debug, thiserror::Error)]
+#[error("at least one poll failed")]
+struct PollsFailed;
+
 /// Print a fatal error. Config problems go one per line, each starting
 /// with file:line so editors and grep can jump to them, then a summary.
 fn report(err: &anyhow::Error) {
@@ -171,6 +267,11 @@ fn report(err: &anyhow::Error) {
             "error: the configuration has {} problem{s}; nothing was started",
             problems.len()
         );
+    } else if let Some(web_config::WebConfigError(problems)) = err.downcast_ref() {
+        for problem in problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("error: the web config file is invalid; nothing was started");
     } else {
         eprintln!("error: {err:#}");
     }
@@ -226,10 +327,20 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Accepts `:PORT` (all interfaces), `HOST:PORT` and `[V6]:PORT`.
+/// A duration flag: `500ms`, `10s`, `1m`; more than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match config::parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err("must be more than 0".to_string()),
+        None => Err(format!("{text:?} is not a duration (e.g. 500ms, 10s, 1m)")),
+    }
+}
+
+/// Accepts `:PORT` (every interface: `[::]`, which with IPV6_V6ONLY off
+/// also accepts IPv4), `HOST:PORT` and `[V6]:PORT`.
 fn parse_listen_address(text: &str) -> anyhow::Result<SocketAddr> {
     let full = match text.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
+        Some(port) => format!("[::]:{port}"),
         None => text.to_string(),
     };
     full.to_socket_addrs()
@@ -281,7 +392,7 @@ mod tests {
     #[test]
     fn listen_addresses() {
         let ok = [
-            (":9863", "0.0.0.0:9863"),
+            (":9863", "[::]:9863"),
             ("127.0.0.1:0", "127.0.0.1:0"),
             ("[::1]:9000", "[::1]:9000"),
         ];
@@ -386,13 +497,35 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(flags.config_file, PathBuf::from("/etc/x.yaml"));
-        assert_eq!(flags.listen_address, ":1234");
+        assert_eq!(flags.listen_address, [":1234"]);
         assert_eq!(flags.telemetry_path, "/m");
         assert!(matches!(flags.log_level, LogLevel::Debug));
         assert!(matches!(flags.log_format, LogFormat::Json));
         let defaults = Flags::try_parse_from(["dynamodb-kinesis-exporter"]).unwrap();
         assert_eq!(defaults.config_file, PathBuf::from("config/exporter.yaml"));
-        assert_eq!(defaults.listen_address, ":9863");
+        assert_eq!(defaults.listen_address, [":9863"]);
+        assert_eq!(defaults.max_connections, 512);
+        assert_eq!(defaults.write_timeout, Duration::from_secs(10));
+        let several = Flags::try_parse_from([
+            "dynamodb-kinesis-exporter",
+            "--web.listen-address=:1",
+            "--web.listen-address=127.0.0.1:2",
+            "--web.write-timeout=30s",
+        ])
+        .unwrap();
+        assert_eq!(several.listen_address, [":1", "127.0.0.1:2"]);
+        assert_eq!(several.write_timeout, Duration::from_secs(30));
+        for bad in [
+            "--web.write-timeout=0s",
+            "--web.write-timeout=soon",
+            "--web.max-header-bytes=100",
+            "--web.max-connections=0",
+        ] {
+            assert!(
+                Flags::try_parse_from(["dynamodb-kinesis-exporter", bad]).is_err(),
+                "{bad}"
+            );
+        }
         assert_eq!(defaults.telemetry_path, "/metrics");
     }
 }

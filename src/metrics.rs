@@ -27,7 +27,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    /// The name of the type in `# TYPE` lines of the text format.
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -570,9 +571,9 @@ where
 
 /// The pre-rendered fragments of everything the store holds, by kind.
 pub struct Sections<'a> {
-    pub tables: &'a [std::sync::Arc<Fragments>],
-    pub streams: &'a [std::sync::Arc<Fragments>],
-    pub scopes: &'a [std::sync::Arc<Fragments>],
+    pub tables: &'a [Fragments],
+    pub streams: &'a [Fragments],
+    pub scopes: &'a [Fragments],
 }
 
 /// Assemble the whole exposition: each per-table family's header followed
@@ -590,21 +591,9 @@ pub fn render_exposition(sections: &Sections<'_>, telemetry: &Telemetry) -> Stri
         .map(|f| f.0.iter().map(String::len).sum::<usize>())
         .sum();
     let mut out = String::with_capacity(size + 4096);
-    write_families(
-        &mut out,
-        &TABLE_FAMILIES,
-        sections.tables.iter().map(|f| &**f),
-    );
-    write_families(
-        &mut out,
-        &STREAM_FAMILIES,
-        sections.streams.iter().map(|f| &**f),
-    );
-    write_families(
-        &mut out,
-        &SCOPE_FAMILIES,
-        sections.scopes.iter().map(|f| &**f),
-    );
+    write_families(&mut out, &TABLE_FAMILIES, sections.tables.iter());
+    write_families(&mut out, &STREAM_FAMILIES, sections.streams.iter());
+    write_families(&mut out, &SCOPE_FAMILIES, sections.scopes.iter());
     telemetry.encode_into(&mut out);
     out
 }
@@ -722,6 +711,13 @@ impl Telemetry {
         self.shard_tables
             .with_label_values(&[shard.to_string(), total_shards.to_string()])
             .set(tables as f64);
+    }
+
+    /// The registry's families in the text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.encode_into(&mut out);
+        out
     }
 
     fn encode_into(&self, out: &mut String) {
@@ -855,8 +851,8 @@ mod tests {
         telemetry.observe_poll(&scope, 0.2);
         let mut scope_state = ScopeState::new(&scope);
         scope_state.tables = 2;
-        let scopes = [std::sync::Arc::new(render_scope(&scope_state))];
-        let tables = [std::sync::Arc::new(a.clone()), std::sync::Arc::new(b)];
+        let scopes = [render_scope(&scope_state)];
+        let tables = [a.clone(), b];
         let text = render_exposition(
             &Sections {
                 tables: &tables,

@@ -1,28 +1,31 @@
-//! The rendered-page store: one entry per table and one per (account,
-//! region) scope, each holding its state and the metric text rendered from
-//! it whenever it changes, plus readiness. The scheduler is its only writer
-//! and the HTTP server its only reader. Its locks are held for map updates
-//! and for cloning `Arc`s, never across an `.await` and never while a scrape
-//! copies bytes.
+//! The state store: one entry per table, per checked stream and per
+//! (account, region) scope, readiness, and a generation counter that moves
+//! on every change. The scheduler and the fleet are its writers; the shared
+//! page (`page`) renders the metric text from it when a snapshot is rebuilt,
+//! visiting the entries in batches so a writer never waits for more than one
+//! batch. Its locks are never held across an `.await`.
+//!
+//! The text is not kept per entry: the page's snapshot already holds it
+//! once, and a second copy would be most of the process's memory at
+//! thousands of tables.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
 use crate::metrics::{self, Fragments};
 use crate::state::{CdcPoint, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
 
-struct Entry<S> {
-    state: S,
-    fragments: Arc<Fragments>,
-}
+/// Entries rendered per read-lock acquisition in the visits.
+const VISIT_BATCH: usize = 256;
 
-/// The shared state of all tables and scopes.
+/// The shared state of all tables, streams and scopes.
 pub struct Store {
-    tables: RwLock<BTreeMap<TableKey, Entry<TableState>>>,
-    scopes: RwLock<BTreeMap<ScopeKey, Entry<ScopeState>>>,
-    streams: RwLock<BTreeMap<StreamKey, Entry<StreamState>>>,
+    tables: RwLock<BTreeMap<TableKey, TableState>>,
+    scopes: RwLock<BTreeMap<ScopeKey, ScopeState>>,
+    streams: RwLock<BTreeMap<StreamKey, StreamState>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
     /// lookups, first discovery refreshes); readiness waits for it.
@@ -30,6 +33,41 @@ pub struct Store {
     /// Set the first time every table had been polled; readiness does not
     /// drop again when a reload adds tables.
     was_ready: AtomicBool,
+    /// Moves on every change of anything rendered, so the shared page knows
+    /// whether its snapshot is out of date.
+    generation: AtomicU64,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Call `f` with every value of `map`, in key order, taking the read lock
+/// for one batch at a time.
+fn visit_batched<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, mut f: impl FnMut(&V)) {
+    let mut after: Option<K> = None;
+    loop {
+        let entries = read(map);
+        let range = match &after {
+            None => entries.range::<K, _>(..),
+            Some(key) => entries.range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
+        };
+        let mut seen = 0;
+        let mut last = None;
+        for (key, value) in range.take(VISIT_BATCH) {
+            f(value);
+            seen += 1;
+            last = Some(key);
+        }
+        if seen < VISIT_BATCH {
+            return;
+        }
+        after = last.cloned();
+    }
 }
 
 impl Store {
@@ -42,130 +80,155 @@ impl Store {
             polled: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         };
         store.reconcile(keys);
         store
     }
 
-    /// Make the store hold exactly `keys` after a reload: tables no longer
-    /// configured go (with their series), new ones start empty, and tables
-    /// that stay keep their state, status-change times and counters.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A number that changes whenever anything rendered changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Make the store hold exactly `keys`: tables no longer polled go (with
+    /// their series), new ones start empty, and tables that stay keep their
+    /// state, status-change times and counters.
     pub fn reconcile(&self, keys: impl IntoIterator<Item = TableKey>) {
         let wanted: BTreeSet<TableKey> = keys.into_iter().collect();
-        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let mut tables = write(&self.tables);
         tables.retain(|key, _| wanted.contains(key));
         for key in wanted {
-            tables.entry(key).or_insert_with_key(|key| {
-                let state = TableState::new(key);
-                let fragments = Arc::new(metrics::render_table(&state));
-                Entry { state, fragments }
-            });
+            tables.entry(key).or_insert_with_key(TableState::new);
         }
         let polled = tables
             .values()
-            .filter(|e| e.state.last_poll_ok.is_some())
+            .filter(|state| state.last_poll_ok.is_some())
             .count();
         self.polled.store(polled, Ordering::Relaxed);
+        drop(tables);
+        self.changed();
     }
 
-    /// Record the outcome of one poll and re-render the table's metrics.
-    /// Unknown keys are ignored (cannot happen with the scheduler's keys).
+    /// Record the outcome of one poll. Unknown keys are ignored (a table
+    /// removed while its poll was in flight).
     pub fn record(&self, key: &TableKey, outcome: &Result<Vec<Destination>, PollError>, now: f64) {
-        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(entry) = tables.get_mut(key) else {
+        let mut tables = write(&self.tables);
+        let Some(state) = tables.get_mut(key) else {
             return;
         };
-        if entry.state.last_poll_ok.is_none() {
+        if state.last_poll_ok.is_none() {
             self.polled.fetch_add(1, Ordering::Relaxed);
         }
         match outcome {
-            Ok(destinations) => entry.state.record_success(destinations, now),
-            Err(err) => entry.state.record_failure(err),
+            Ok(destinations) => state.record_success(destinations, now),
+            Err(err) => state.record_failure(err),
         }
-        entry.fragments = Arc::new(metrics::render_table(&entry.state));
+        drop(tables);
+        self.changed();
     }
 
-    /// Change one scope's state (creating it if new) and re-render it.
+    /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
+    /// Unknown tables are ignored.
+    pub fn record_cdc(&self, key: &TableKey, points: &[CdcPoint]) {
+        if let Some(state) = write(&self.tables).get_mut(key) {
+            state.record_cdc(points);
+        }
+        self.changed();
+    }
+
+    /// Change one scope's state, creating it if new.
     pub fn update_scope(&self, key: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
-        let mut scopes = self.scopes.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = scopes.entry(key.clone()).or_insert_with(|| Entry {
-            state: ScopeState::new(key),
-            fragments: Arc::default(),
-        });
-        change(&mut entry.state);
-        entry.fragments = Arc::new(metrics::render_scope(&entry.state));
+        change(
+            write(&self.scopes)
+                .entry(key.clone())
+                .or_insert_with(|| ScopeState::new(key)),
+        );
+        self.changed();
     }
 
     /// Keep only the scopes in `keys`; the others' series go, their
     /// streams' too.
     pub fn retain_scopes(&self, keys: &BTreeSet<ScopeKey>) {
-        self.scopes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|key, _| keys.contains(key));
-        self.streams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|key, _| keys.contains(&key.scope()));
+        write(&self.scopes).retain(|key, _| keys.contains(key));
+        write(&self.streams).retain(|key, _| keys.contains(&key.scope()));
+        self.changed();
     }
 
-    /// Record one check of a stream (creating its entry if new) and
-    /// re-render it.
+    /// Record one check of a stream, creating its entry if new.
     pub fn record_stream(
         &self,
         key: &StreamKey,
         outcome: &Result<StreamSummary, PollError>,
         now: f64,
     ) {
-        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
-        let entry = streams.entry(key.clone()).or_insert_with(|| Entry {
-            state: StreamState::new(key),
-            fragments: Arc::default(),
-        });
-        entry.state.record(outcome, now);
-        entry.fragments = Arc::new(metrics::render_stream(&entry.state));
+        write(&self.streams)
+            .entry(key.clone())
+            .or_insert_with(|| StreamState::new(key))
+            .record(outcome, now);
+        self.changed();
     }
 
     /// Forget a stream no working destination names any more.
     pub fn remove_stream(&self, key: &StreamKey) {
-        self.streams
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        write(&self.streams).remove(key);
+        self.changed();
+    }
+
+    /// Call `f` with every table's state, in key order, a batch per lock.
+    pub fn visit(&self, f: impl FnMut(&TableState)) {
+        visit_batched(&self.tables, f);
+    }
+
+    /// Call `f` with every stream's state, in key order, a batch per lock.
+    pub fn visit_streams(&self, f: impl FnMut(&StreamState)) {
+        visit_batched(&self.streams, f);
+    }
+
+    /// Call `f` with every scope's state, in key order, a batch per lock.
+    pub fn visit_scopes(&self, f: impl FnMut(&ScopeState)) {
+        visit_batched(&self.scopes, f);
+    }
+
+    /// The metric text of every table, rendered now, in key order (for
+    /// tests and diagnostics; the page renders straight into its blocks).
+    pub fn fragments(&self) -> Vec<Fragments> {
+        let mut out = Vec::new();
+        self.visit(|state| out.push(metrics::render_table(state)));
+        out
+    }
+
+    /// The same for every stream.
+    pub fn stream_fragments(&self) -> Vec<Fragments> {
+        let mut out = Vec::new();
+        self.visit_streams(|state| out.push(metrics::render_stream(state)));
+        out
+    }
+
+    /// The same for every scope.
+    pub fn scope_fragments(&self) -> Vec<Fragments> {
+        let mut out = Vec::new();
+        self.visit_scopes(|state| out.push(metrics::render_scope(state)));
+        out
+    }
+
+    /// A copy of one table's state (for tests and diagnostics).
+    pub fn state(&self, key: &TableKey) -> Option<TableState> {
+        read(&self.tables).get(key).cloned()
     }
 
     /// A copy of one stream's state.
     pub fn stream_state(&self, key: &StreamKey) -> Option<StreamState> {
-        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
-        streams.get(key).map(|e| e.state.clone())
-    }
-
-    /// The rendered fragments of every stream, in key order.
-    pub fn stream_fragments(&self) -> Vec<Arc<Fragments>> {
-        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
-        streams.values().map(|e| Arc::clone(&e.fragments)).collect()
-    }
-
-    /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
-    /// Unknown tables are ignored.
-    pub fn record_cdc(&self, key: &TableKey, points: &[CdcPoint]) {
-        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = tables.get_mut(key) {
-            entry.state.record_cdc(points);
-            entry.fragments = Arc::new(metrics::render_table(&entry.state));
-        }
+        read(&self.streams).get(key).cloned()
     }
 
     /// A copy of one scope's state.
     pub fn scope_state(&self, key: &ScopeKey) -> Option<ScopeState> {
-        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-        scopes.get(key).map(|e| e.state.clone())
-    }
-
-    /// The rendered fragments of every scope, in key order.
-    pub fn scope_fragments(&self) -> Vec<Arc<Fragments>> {
-        let scopes = self.scopes.read().unwrap_or_else(PoisonError::into_inner);
-        scopes.values().map(|e| Arc::clone(&e.fragments)).collect()
+        read(&self.scopes).get(key).cloned()
     }
 
     /// Set how many start-up steps (account lookups, first discovery
@@ -174,29 +237,14 @@ impl Store {
         self.pending.store(pending, Ordering::Relaxed);
     }
 
-    /// The rendered fragments of every table, in key order.
-    pub fn fragments(&self) -> Vec<Arc<Fragments>> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        tables.values().map(|e| Arc::clone(&e.fragments)).collect()
-    }
-
-    /// A copy of one table's state (for tests and diagnostics).
-    pub fn state(&self, key: &TableKey) -> Option<TableState> {
-        let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        tables.get(key).map(|e| e.state.clone())
-    }
-
-    /// (tables polled at least once, tables configured).
+    /// (tables polled at least once, tables known).
     pub fn readiness(&self) -> (usize, usize) {
-        let total = self
-            .tables
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let total = read(&self.tables).len();
         (self.polled.load(Ordering::Relaxed), total)
     }
 
-    /// True once every table has been polled at least once; stays true.
+    /// True once every table has been polled at least once and the start-up
+    /// work is done; stays true.
     pub fn is_ready(&self) -> bool {
         if self.was_ready.load(Ordering::Relaxed) {
             return true;
@@ -325,10 +373,28 @@ mod tests {
     }
 
     #[test]
+    fn visit_sees_every_table_across_batches_in_order() {
+        let keys: Vec<TableKey> = (0..VISIT_BATCH * 2 + 7)
+            .map(|i| TableKey {
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                table: format!("t{i:04}"),
+            })
+            .collect();
+        let store = Store::new(keys.clone());
+        let mut seen = Vec::new();
+        store.visit(|state| seen.push(state.table.clone()));
+        let want: Vec<String> = keys.iter().map(|k| k.table.clone()).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
     fn record_rerenders_fragments() {
         let store = Store::new([key()]);
         assert!(store.fragments()[0].0.iter().all(String::is_empty));
+        let before = store.generation();
         store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
+        assert_ne!(store.generation(), before);
         let text = store.fragments()[0].0.concat();
         assert!(text.contains(
             "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"

@@ -109,6 +109,71 @@ fn bad_config_fails_before_binding_with_every_problem() {
 }
 
 #[test]
+fn bad_web_config_fails_before_binding_with_a_clear_error() {
+    let (dir, config) = write_config(
+        "targets:\n  - region: us-east-1\n    endpoint_url: http://127.0.0.1:9\n    tables: [orders]\n",
+    );
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let web = dir.path().join("web.yml");
+    let cases: [(&str, &[&str]); 7] = [
+        ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  colour: blue\n", &["unknown field `colour`"]),
+        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", &[
+            "tls_server_config.cert_file: cannot read",
+            "missing.crt",
+            "tls_server_config.key_file: cannot read",
+        ]),
+        ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  client_auth_type: Sometimes\n", &[
+            "tls_server_config.client_auth_type: \"Sometimes\" is not one of",
+            "tls_server_config.cert_file: no certificate in it",
+        ]),
+        ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  min_version: TLS14\n", &[
+            "tls_server_config.min_version: \"TLS14\" is not one of",
+        ]),
+        ("basic_auth_users:\n  alice: hunter2\n", &["basic_auth_users.alice: not a bcrypt hash"]),
+        ("http_server_config:\n  headers:\n    Server: me\n", &["\"Server\" is not an allowed header"]),
+        ("- just\n- a list\n", &["invalid type"]),
+    ];
+    for (text, wants) in cases {
+        std::fs::write(&web, text).unwrap();
+        let out = run(&[
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &addr,
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{text}: missing {want:?} in:\n{err}");
+        }
+        assert!(err.contains(&web.display().to_string()), "{err}");
+        assert!(
+            err.ends_with("error: the web config file is invalid; nothing was started\n"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("cannot listen") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let out = run(&[
+        "--config.file",
+        config.to_str().unwrap(),
+        "--web.config.file",
+        "/nonexistent/web.yml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/web.yml: cannot read the web config file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_config_file_is_a_clear_error() {
     let out = run(&["--config.file", "/nonexistent/exporter.yaml"]);
     assert_eq!(out.status.code(), Some(1));
@@ -490,5 +555,91 @@ async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
         wait_exit(&mut guard, Duration::from_secs(15)).code(),
         Some(0)
     );
+}
+
+/// `--once` against the simulator: the page on stdout, exit 0 when every
+/// poll succeeded and 1 when one failed; no port is bound (the listen
+/// address given is held by the test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_prints_the_page_and_exits_by_poll_outcome() {
+    let sim = simulator(
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc\n        status: ACTIVE\n  - name: throttled\n    fault: throttle\n",
+    )
+    .await;
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    for (tables, code) in [("[orders]", 0), ("[orders, throttled]", 1)] {
+        let (dir, config) = write_config(&format!(
+            "max_attempts: 1\nrequest_timeout: 2s\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables: {tables}\n",
+            sim.endpoint_url()
+        ));
+        let home = dir.path().join("home");
+        let args = [
+            "--once".to_string(),
+            "--config.file".to_string(),
+            config.display().to_string(),
+            "--web.listen-address".to_string(),
+            addr.clone(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(BIN);
+            command
+                .args(&args)
+                .env("HOME", &home)
+                .env("AWS_CONFIG_FILE", home.join("config"))
+                .env("AWS_SHARED_CREDENTIALS_FILE", home.join("credentials"))
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE");
+            let mut child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "--once did not exit within 30 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{tables}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            value(
+                &page,
+                "dynamodb_kinesis_table_poll_success",
+                &[
+                    ("table", "orders"),
+                    ("region", "us-east-1"),
+                    ("account_id", "123456789012")
+                ]
+            ),
+            Some(1.0),
+            "{page}"
+        );
+        if code == 1 {
+            assert_eq!(
+                value(
+                    &page,
+                    "dynamodb_kinesis_table_poll_success",
+                    &[
+                        ("table", "throttled"),
+                        ("region", "us-east-1"),
+                        ("account_id", "123456789012")
+                    ]
+                ),
+                Some(0.0)
+            );
+            assert!(String::from_utf8_lossy(&out.stderr).contains("at least one poll failed"));
+        }
+        promtool_check(&page);
+    }
     sim.shutdown().await;
 }

@@ -695,3 +695,127 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
     );
     assert!(ages.values().all(|age| *age < 60.0), "{ages:?}");
 }
+
+// ------------------------------------------------- TLS and basic auth scrape
+
+/// The real Prometheus scrapes the exporter binary over TLS with basic auth,
+/// configured by its own `tls_config` (`ca_file`) and `basic_auth`, and gets
+/// every family, the `info` ones included (it negotiates OpenMetrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_through_tls_with_basic_auth() {
+    let Some(prometheus) = required_tool(PROMETHEUS, "the TLS scrape test is") else {
+        return;
+    };
+    tokio::time::timeout(OVERALL, tls_scenario(prometheus))
+        .await
+        .unwrap_or_else(|_| panic!("the TLS scrape test did not finish within {OVERALL:?}"));
+}
+
+async fn tls_scenario(prometheus: PathBuf) {
+    let scratch = Scratch::new();
+    let mut procs = Procs(Vec::new());
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let prom_addr = loopback(crate::support::free_port());
+    let exporter_addr = loopback(crate::support::free_port());
+
+    let pki = crate::support::Pki::new("e2e");
+    scratch.write("server.crt", &pki.server_cert);
+    scratch.write("server.key", &pki.server_key);
+    let ca = scratch.write("ca.crt", &pki.ca);
+    let hash = bcrypt::hash("scrape-secret", 4).expect("bcrypt");
+    let web = scratch.write(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
+        ),
+    );
+    let prom_config = scratch.write(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: dynamodb-kinesis-exporter\n    scheme: https\n    tls_config:\n      ca_file: {}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      password: scrape-secret\n    static_configs:\n      - targets: [\"{exporter_addr}\"]\n",
+            ca.display()
+        ),
+    );
+    procs.0.push(Proc::spawn(
+        "prometheus",
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                scratch.subdir("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}")),
+        &scratch,
+    ));
+    procs
+        .wait_for("prometheus ready", Duration::from_secs(60), async || {
+            matches!(get(prom_addr, "/-/ready").await, Ok((200, _))).then_some(())
+        })
+        .await;
+
+    let scenario = Scenario::from_yaml(&fixture("scenario.yaml")).expect("scenario parses");
+    let sim = Simulator::start(scenario).await.expect("simulator starts");
+    let exporter_config = scratch.write(
+        "exporter.yaml",
+        &fixture("exporter.yaml").replace("@ENDPOINT@", &sim.endpoint_url()),
+    );
+    let no_file = scratch.path().join("no-such-file");
+    procs.0.push(Proc::spawn(
+        "exporter",
+        Command::new(BIN)
+            .arg(format!("--config.file={}", exporter_config.display()))
+            .arg(format!("--web.listen-address={exporter_addr}"))
+            .arg(format!("--web.config.file={}", web.display()))
+            .env("AWS_ACCESS_KEY_ID", "AKIDE2ETEST")
+            .env("AWS_SECRET_ACCESS_KEY", "e2e-test-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", &no_file)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &no_file)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN"),
+        &scratch,
+    ));
+
+    // Scraped: `up` is 1 and the exporter's families arrived, through TLS
+    // and basic auth.
+    procs
+        .wait_for(
+            "a successful TLS scrape",
+            Duration::from_secs(60),
+            async || {
+                let up = query(prom_addr, "up{job=\"dynamodb-kinesis-exporter\"} == 1")
+                    .await
+                    .ok()?;
+                let info = query(prom_addr, "dynamodb_kinesis_destination_info")
+                    .await
+                    .ok()?;
+                let build = query(prom_addr, "dynamodb_kinesis_exporter_build_info")
+                    .await
+                    .ok()?;
+                let errors = query(prom_addr, "dynamodb_kinesis_api_errors_total")
+                    .await
+                    .ok()?;
+                (!up.is_empty() && !info.is_empty() && !build.is_empty() && !errors.is_empty())
+                    .then_some(())
+            },
+        )
+        .await;
+    let stream_names: BTreeSet<String> = query(prom_addr, "dynamodb_kinesis_destination_info")
+        .await
+        .expect("query")
+        .iter()
+        .map(|(labels, _)| key(labels, &["stream_name"]))
+        .collect();
+    assert!(stream_names.contains("orders-cdc"), "{stream_names:?}");
+    // Without credentials the exporter refuses, so Prometheus' success
+    // above used them.
+    let (status, _) = get(exporter_addr, "/metrics")
+        .await
+        .unwrap_or((0, String::new()));
+    assert_ne!(
+        status, 200,
+        "plain HTTP without credentials must not get the page"
+    );
+    sim.shutdown().await;
+}

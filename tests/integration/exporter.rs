@@ -522,9 +522,72 @@ async fn golden_exposition() {
     })
     .await;
     let page = scrape(exp.addr).await;
+    let om = request_with(
+        exp.addr,
+        "GET",
+        "/metrics",
+        &[("Accept", PROMETHEUS_ACCEPT)],
+    )
+    .await;
+    let zipped = request_with(
+        exp.addr,
+        "GET",
+        "/metrics",
+        &[("Accept", PROMETHEUS_ACCEPT), ("Accept-Encoding", "gzip")],
+    )
+    .await;
     exp.stop().await;
     sim.shutdown().await;
 
+    assert_eq!(
+        om.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(om.body.ends_with("\n# EOF\n"), "{}", om.body);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped.bytes[..]),
+        &mut unzipped,
+    )
+    .expect("a valid gzip body");
+    assert!(unzipped.ends_with("\n# EOF\n"));
+    // Identical apart from timing-dependent values (checked by the golden
+    // fixtures below and the unit tests for byte equality).
+    assert_eq!(normalise_golden(&unzipped), normalise_golden(&om.body));
+
+    for (text, fixture) in [
+        (&page, "tests/fixtures/golden/exposition.txt"),
+        (&om.body, "tests/fixtures/golden/exposition.openmetrics.txt"),
+    ] {
+        let normalised = normalise_golden(text);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(fixture, &normalised).unwrap();
+        }
+        let expected =
+            std::fs::read_to_string(fixture).expect("fixture exists (UPDATE_GOLDEN=1 writes it)");
+        assert_eq!(
+            normalised, expected,
+            "{fixture}: exposition changed; run with UPDATE_GOLDEN=1 and review the diff"
+        );
+    }
+    // Same series and values in both formats.
+    let sample_lines = |text: &str| -> Vec<String> {
+        normalise_golden(text)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(sample_lines(&page), sample_lines(&om.body));
+}
+
+/// What Prometheus sends by default: it prefers OpenMetrics.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+/// The per-table families of a page, with timestamps and error counts
+/// (which depend on timing) replaced by placeholders.
+fn normalise_golden(page: &str) -> String {
     let mut normalised = String::new();
     let mut keep = false;
     for line in page.lines() {
@@ -556,16 +619,7 @@ async fn golden_exposition() {
         normalised.push_str(&line);
         normalised.push('\n');
     }
-    let fixture = "tests/fixtures/golden/exposition.txt";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(fixture, &normalised).unwrap();
-    }
-    let expected =
-        std::fs::read_to_string(fixture).expect("fixture exists (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(
-        normalised, expected,
-        "exposition changed; run with UPDATE_GOLDEN=1 and review the diff"
-    );
+    normalised
 }
 
 #[tokio::test]

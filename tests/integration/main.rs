@@ -5,6 +5,7 @@
 //! - `cdc`: the stream cross-check and the CloudWatch replication metrics;
 //! - `cli`: the built binary as an operator runs it;
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
+//! - `serving`: TLS, basic auth, the web config and hostile clients;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
 //! - `fleet`: accounts, regions, discovery, budgets and shards against the
 //!   simulator;
@@ -27,4 +28,5 @@ mod e2e_alerting;
 mod exporter;
 mod fleet;
 mod moto;
+mod serving;
 mod support;

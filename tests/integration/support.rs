@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dke_simulator::{Scenario, Simulator};
@@ -79,7 +80,8 @@ pub async fn exporter(config_yaml: &str, sim: &Simulator) -> Running {
     start_exporter(config, None, |_| {}).await.0
 }
 
-/// [`exporter`], with `adjust` applied to the settings first (a shard, say).
+/// [`exporter`], with `adjust` applied to the settings first (a shard, a
+/// web config, limits).
 pub async fn exporter_with(
     config_yaml: &str,
     sim: &Simulator,
@@ -134,6 +136,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The body as received (for encoded bodies).
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -150,9 +154,23 @@ impl Reply {
 /// `Err` on any transport failure, for callers that retry while a server
 /// starts.
 pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result<Reply, String> {
+    try_request_with(addr, method, target, &[]).await
+}
+
+/// [`try_request`] with extra request headers.
+pub async fn try_request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n");
         stream
             .write_all(req.as_bytes())
             .await
@@ -169,6 +187,18 @@ pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result
         .unwrap_or_else(|_| Err(format!("{method} {target}: no answer within 10 s")))
 }
 
+/// [`try_request_with`] for servers that must answer.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    try_request_with(addr, method, target, headers)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
 /// [`try_request`] for servers that must answer.
 pub async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
     try_request(addr, method, target)
@@ -176,7 +206,12 @@ pub async fn request(addr: SocketAddr, method: &str, target: &str) -> Reply {
         .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
-fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+pub fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
+    let bytes = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| raw[at + 4..].to_vec())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -195,6 +230,7 @@ fn parse_reply(raw: &[u8]) -> Result<Reply, String> {
         status,
         headers,
         body: body.to_string(),
+        bytes,
     })
 }
 
@@ -377,4 +413,108 @@ pub fn expand_grafana_variables(expr: &str) -> String {
         .replace("${table}", ".*")
         .replace("$region", ".*")
         .replace("$table", ".*")
+}
+
+/// A test PKI made with rcgen: a CA, a server certificate for `localhost`
+/// and 127.0.0.1, and a client certificate, all as PEM.
+pub struct Pki {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .unwrap()
+                .signed_by(&server_key, &ca)
+                .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "scraper");
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+        Pki {
+            ca: ca.pem(),
+            server_cert: server_cert.pem(),
+            server_key: server_key.serialize_pem(),
+            client_cert: client_cert.pem(),
+            client_key: client_key.serialize_pem(),
+        }
+    }
+}
+
+/// One HTTPS request to `localhost` at `addr`, trusting `ca_pem`,
+/// presenting `client` (certificate and key PEM) if given; bounded by 10 s.
+pub async fn tls_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?,
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    let exchange = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
+        let req = format!("GET {target} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n");
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_reply(&raw)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {target}: no answer within 10 s")))
 }

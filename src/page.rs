@@ -1,0 +1,505 @@
+//! The one metrics page every scraper shares.
+//!
+//! A [`Snapshot`] holds the per-table families of every table, rendered
+//! from the store's state once: one contiguous block of sample text per
+//! family, shared by both
+//! formats (the text format 0.0.4 and OpenMetrics differ only in their
+//! `# HELP`/`# TYPE` lines and the final `# EOF`), and, built the first time
+//! a scraper asks for it, the gzip form of each format. Concurrent scrapers
+//! get `Arc`s of the same snapshot and send its `Bytes` without copying, so
+//! neither the cost of a scrape nor the memory grows with the number of
+//! scrapers.
+//!
+//! A snapshot is rebuilt only when the store's generation moved (some table
+//! changed) and the snapshot is at least [`MAX_AGE`] old, on the request
+//! that finds it so; concurrent scrapers of a stale snapshot wait for that
+//! one rebuild, which runs on the blocking pool so it never stalls the
+//! threads answering `/healthz`.
+//!
+//! The process-wide families (poll durations, build info, reload status,
+//! `process_*`) are a few kilobytes encoded per scrape and appended as a
+//! tail: in the gzip form as a stored (uncompressed) deflate block after
+//! the snapshot's sync-flushed deflate stream, with the CRC combined, so
+//! every response is one ordinary gzip member.
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Crc, FlushCompress};
+use tokio::sync::OnceCell;
+
+use crate::metrics::{self, Kind, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES};
+use crate::openmetrics;
+use crate::store::Store;
+
+/// How old a snapshot may get before a change in the store rebuilds it.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0.
+    OpenMetrics,
+}
+
+impl Format {
+    fn index(self) -> usize {
+        match self {
+            Format::Text => 0,
+            Format::OpenMetrics => 1,
+        }
+    }
+}
+
+/// The rendered table families at one store generation.
+pub struct Snapshot {
+    generation: u64,
+    built: Instant,
+    /// One block per family (see [`families`]): every table's, stream's or
+    /// scope's samples of it.
+    blocks: Vec<Bytes>,
+    /// Per format: the gzip header and the sync-flushed deflate stream of
+    /// the headers and blocks, with their CRC.
+    gzip: [OnceCell<Arc<Deflated>>; 2],
+}
+
+struct Deflated {
+    bytes: Bytes,
+    crc: Crc,
+}
+
+/// The shared page: the current snapshot and the family headers.
+pub struct Page {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    /// `# HELP`/`# TYPE` lines per format, per family.
+    headers: [Vec<Bytes>; 2],
+    current: RwLock<Arc<Snapshot>>,
+    /// Held while one scraper rebuilds a stale snapshot, so the others wait
+    /// for that rebuild instead of each doing their own.
+    rebuild: tokio::sync::Mutex<()>,
+    level: Compression,
+    /// The process-wide families per format, re-encoded when older than
+    /// [`MAX_AGE`] (reading `/proc` for every scrape would cost more than
+    /// sending the page).
+    tails: std::sync::Mutex<[Option<(Instant, Bytes)>; 2]>,
+}
+
+/// One response body's chunks.
+pub type Chunks = Vec<Bytes>;
+
+impl Page {
+    /// A page over `store`; the first snapshot is built now.
+    pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
+        let text = families()
+            .map(|(name, help, kind)| {
+                Bytes::from(format!(
+                    "# HELP {name} {help}\n# TYPE {name} {}\n",
+                    kind.as_str()
+                ))
+            })
+            .collect();
+        let om = families()
+            .map(|(name, help, kind)| Bytes::from(openmetrics::header(name, help, kind.as_str())))
+            .collect();
+        let mut snapshot = build(&store, &[]);
+        // The first snapshot is of a store nobody has polled yet: let the
+        // first change show at the next scrape instead of a second later.
+        snapshot.built = Instant::now()
+            .checked_sub(MAX_AGE)
+            .unwrap_or(snapshot.built);
+        let snapshot = Arc::new(snapshot);
+        Page {
+            store,
+            telemetry,
+            headers: [text, om],
+            current: RwLock::new(snapshot),
+            rebuild: tokio::sync::Mutex::new(()),
+            level: Compression::new(4),
+            tails: std::sync::Mutex::new([None, None]),
+        }
+    }
+
+    /// The current snapshot, rebuilt first if it is stale.
+    pub async fn snapshot(&self) -> Arc<Snapshot> {
+        let current = self.current();
+        if !self.is_stale(&current) {
+            return current;
+        }
+        // Holding this async mutex across the rebuild is the point: it
+        // makes concurrent scrapers wait for one rebuild.
+        let _guard = self.rebuild.lock().await;
+        let current = self.current();
+        if !self.is_stale(&current) {
+            return current;
+        }
+        let store = Arc::clone(&self.store);
+        let hint: Vec<usize> = current.blocks.iter().map(Bytes::len).collect();
+        let fresh = match tokio::task::spawn_blocking(move || build(&store, &hint)).await {
+            Ok(snapshot) => Arc::new(snapshot),
+            Err(err) => {
+                tracing::error!(error = %err, "rebuilding the metrics page failed");
+                return current;
+            }
+        };
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+        fresh
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn is_stale(&self, snapshot: &Snapshot) -> bool {
+        snapshot.generation != self.store.generation() && snapshot.built.elapsed() >= MAX_AGE
+    }
+
+    /// The whole page in `format`, as chunks to send in order.
+    pub async fn plain(&self, format: Format) -> Chunks {
+        let snapshot = self.snapshot().await;
+        let headers = &self.headers[format.index()];
+        let mut chunks = Vec::with_capacity(2 * headers.len() + 1);
+        for (header, block) in headers.iter().zip(&snapshot.blocks) {
+            chunks.push(header.clone());
+            chunks.push(block.clone());
+        }
+        chunks.push(self.tail(format));
+        chunks
+    }
+
+    /// The whole page in `format`, gzip-encoded, as chunks to send in order.
+    pub async fn gzip(&self, format: Format) -> Chunks {
+        let snapshot = self.snapshot().await;
+        let cell = &snapshot.gzip[format.index()];
+        let deflated = cell
+            .get_or_init(|| async {
+                let headers = self.headers[format.index()].clone();
+                let blocks = snapshot.blocks.clone();
+                let level = self.level;
+                let job = move || deflate_page(&headers, &blocks, level);
+                Arc::new(
+                    tokio::task::spawn_blocking(job)
+                        .await
+                        .unwrap_or_else(|err| {
+                            tracing::error!(error = %err, "compressing the metrics page failed");
+                            // Still a valid (empty) start of a gzip stream.
+                            Deflated {
+                                bytes: Bytes::from_static(&GZIP_HEADER),
+                                crc: Crc::new(),
+                            }
+                        }),
+                )
+            })
+            .await;
+        let tail = self.tail(format);
+        // The CRC of the empty string combined with the page's is the
+        // page's (`Crc` is not `Clone`).
+        let mut crc = Crc::new();
+        crc.combine(&deflated.crc);
+        let mut tail_crc = Crc::new();
+        tail_crc.update(&tail);
+        crc.combine(&tail_crc);
+        let mut rest = stored_blocks(&tail);
+        rest.extend_from_slice(&crc.sum().to_le_bytes());
+        rest.extend_from_slice(&crc.amount().to_le_bytes());
+        vec![deflated.bytes.clone(), Bytes::from(rest)]
+    }
+
+    /// The process-wide families, at most [`MAX_AGE`] old, and `# EOF`
+    /// for OpenMetrics.
+    fn tail(&self, format: Format) -> Bytes {
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = &mut tails[format.index()];
+        if let Some((at, tail)) = slot {
+            if at.elapsed() < MAX_AGE {
+                return tail.clone();
+            }
+        }
+        let text = self.telemetry.encode();
+        let tail = Bytes::from(match format {
+            Format::Text => text,
+            Format::OpenMetrics => {
+                let mut out = openmetrics::from_text(&text);
+                out.push_str(openmetrics::EOF);
+                out
+            }
+        });
+        *slot = Some((Instant::now(), tail.clone()));
+        tail
+    }
+}
+
+/// Render every table's families into one block per family. `hint` is
+/// the previous snapshot's block sizes, so the blocks rarely grow (and
+/// never double) while being filled.
+fn build(store: &Store, hint: &[usize]) -> Snapshot {
+    // Read the generation first: a change racing with the rendering below
+    // makes the next request rebuild again rather than be missed.
+    let generation = store.generation();
+    let mut blocks: Vec<Vec<u8>> = (0..families().count())
+        .map(|i| Vec::with_capacity(hint.get(i).map_or(0, |n| n + n / 16)))
+        .collect();
+    let append = |blocks: &mut [Vec<u8>], fragments: metrics::Fragments| {
+        for (block, text) in blocks.iter_mut().zip(&fragments.0) {
+            block.extend_from_slice(text.as_bytes());
+        }
+    };
+    let (tables, rest) = blocks.split_at_mut(TABLE_FAMILIES.len());
+    let (streams, scopes) = rest.split_at_mut(STREAM_FAMILIES.len());
+    store.visit(|state| append(tables, metrics::render_table(state)));
+    store.visit_streams(|state| append(streams, metrics::render_stream(state)));
+    store.visit_scopes(|state| append(scopes, metrics::render_scope(state)));
+    Snapshot {
+        generation,
+        built: Instant::now(),
+        blocks: blocks
+            .into_iter()
+            .map(|mut block| {
+                block.shrink_to_fit();
+                Bytes::from(block)
+            })
+            .collect(),
+        gzip: [OnceCell::new(), OnceCell::new()],
+    }
+}
+
+/// Every family the snapshot holds, in page order: per table, per stream,
+/// per scope.
+fn families() -> impl Iterator<Item = (&'static str, &'static str, Kind)> {
+    let table = TABLE_FAMILIES.iter().map(|f| (f.name, f.help, f.kind));
+    let stream = STREAM_FAMILIES.iter().map(|f| (f.name, f.help, f.kind));
+    let scope = SCOPE_FAMILIES.iter().map(|f| (f.name, f.help, f.kind));
+    table.chain(stream).chain(scope)
+}
+
+/// A gzip header: deflate, no name, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// The gzip header and a deflate stream of `headers[i] + blocks[i]` for
+/// every family, sync-flushed so more deflate blocks can follow.
+fn deflate_page(headers: &[Bytes], blocks: &[Bytes], level: Compression) -> Deflated {
+    let total: usize = blocks.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(total / 10 + 4096);
+    out.extend_from_slice(&GZIP_HEADER);
+    let mut compress = Compress::new(level, false);
+    let mut crc = Crc::new();
+    for (header, block) in headers.iter().zip(blocks) {
+        for part in [header, block] {
+            crc.update(part);
+            deflate_into(&mut compress, part, &mut out, FlushCompress::None);
+        }
+    }
+    deflate_into(&mut compress, &[], &mut out, FlushCompress::Sync);
+    Deflated {
+        bytes: Bytes::from(out),
+        crc,
+    }
+}
+
+fn deflate_into(compress: &mut Compress, input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) {
+    let start = compress.total_in();
+    loop {
+        if out.capacity() - out.len() < 64 * 1024 {
+            out.reserve(256 * 1024);
+        }
+        let done = (compress.total_in() - start) as usize;
+        if compress.compress_vec(&input[done..], out, flush).is_err() {
+            // Cannot happen with in-memory buffers; stop rather than spin.
+            tracing::error!("deflate failed");
+            return;
+        }
+        let consumed = (compress.total_in() - start) as usize;
+        // Finished when all input is in and the output had room to spare,
+        // which for a sync flush means the flush is complete.
+        if consumed == input.len() && out.len() < out.capacity() {
+            return;
+        }
+    }
+}
+
+/// `data` as deflate stored blocks, the last one final.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / 65535 + 1));
+    let mut chunks = data.chunks(65535).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        return out;
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        out.push(u8::from(last));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Destination;
+    use crate::metrics::render_exposition;
+    use crate::state::TableKey;
+    use std::io::Read as _;
+
+    fn key(table: &str) -> TableKey {
+        TableKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            table: table.into(),
+        }
+    }
+
+    fn store() -> Arc<Store> {
+        let store = Arc::new(Store::new([key("orders"), key("payments")]));
+        let dest = Destination {
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/s".into(),
+            status: "ACTIVE".into(),
+            status_description: Some("a \"quoted\" reason".into()),
+            precision: None,
+        };
+        store.record(&key("orders"), &Ok(vec![dest]), 5.0);
+        store.record(
+            &key("payments"),
+            &Err(crate::aws::PollError::Timeout("slow".into())),
+            6.0,
+        );
+        store
+    }
+
+    fn concat(chunks: &[Bytes]) -> Vec<u8> {
+        chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    fn gunzip(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    #[tokio::test]
+    async fn text_page_is_the_classic_exposition() {
+        let store = store();
+        let telemetry = Arc::new(Telemetry::new(false));
+        let page = Page::new(Arc::clone(&store), Arc::clone(&telemetry));
+        let (tables, streams, scopes) = (
+            store.fragments(),
+            store.stream_fragments(),
+            store.scope_fragments(),
+        );
+        let classic = render_exposition(
+            &crate::metrics::Sections {
+                tables: &tables,
+                streams: &streams,
+                scopes: &scopes,
+            },
+            &telemetry,
+        );
+        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
+        assert_eq!(text, classic);
+    }
+
+    #[tokio::test]
+    async fn gzip_decodes_to_the_plain_page_in_both_formats() {
+        let page = Page::new(store(), Arc::new(Telemetry::new(false)));
+        for format in [Format::Text, Format::OpenMetrics] {
+            let plain = String::from_utf8(concat(&page.plain(format).await)).unwrap();
+            let zipped = concat(&page.gzip(format).await);
+            assert!(zipped.len() < plain.len(), "{format:?}");
+            assert_eq!(gunzip(&zipped), plain, "{format:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn openmetrics_page_changes_only_headers_and_ends_with_eof() {
+        let telemetry = Arc::new(Telemetry::new(false));
+        telemetry.observe_poll(
+            &crate::state::ScopeKey {
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+            },
+            0.25,
+        );
+        let page = Page::new(store(), telemetry);
+        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
+        let om = String::from_utf8(concat(&page.plain(Format::OpenMetrics).await)).unwrap();
+        let samples = |page: &str| -> Vec<String> {
+            page.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&om));
+        assert!(om.ends_with("\n# EOF\n"), "{om}");
+        assert!(om.contains("# TYPE dynamodb_kinesis_api_errors counter\n"));
+        assert!(om.contains("# TYPE dynamodb_kinesis_destination info\n"));
+        assert!(om.contains("# TYPE dynamodb_kinesis_exporter_build info\n"));
+        assert!(om.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
+        assert!(om.contains("# TYPE dynamodb_kinesis_poll_duration_seconds histogram\n"));
+    }
+
+    #[tokio::test]
+    async fn snapshot_is_shared_until_a_change_and_a_second_pass() {
+        let store = store();
+        let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+        let first = page.snapshot().await;
+        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        // The first snapshot counts as old: a change shows at once.
+        let first = page.snapshot().await;
+        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        // A change younger than MAX_AGE keeps the snapshot.
+        store.record(&key("orders"), &Ok(vec![]), 7.0);
+        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        // Past MAX_AGE, the change shows.
+        tokio::time::sleep(MAX_AGE).await;
+        let second = page.snapshot().await;
+        assert!(!Arc::ptr_eq(&first, &second));
+        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
+        assert!(text.contains(
+            "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
+        ));
+        // Past MAX_AGE without a change, the snapshot stays.
+        tokio::time::sleep(MAX_AGE).await;
+        assert!(Arc::ptr_eq(&second, &page.snapshot().await));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapers_of_a_stale_snapshot_share_one_rebuild() {
+        let store = store();
+        let page = Arc::new(Page::new(
+            Arc::clone(&store),
+            Arc::new(Telemetry::new(false)),
+        ));
+        tokio::time::sleep(MAX_AGE).await;
+        store.record(&key("orders"), &Ok(vec![]), 8.0);
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let page = Arc::clone(&page);
+                tokio::spawn(async move { page.snapshot().await })
+            })
+            .collect();
+        let mut snapshots = Vec::new();
+        for task in tasks {
+            snapshots.push(task.await.unwrap());
+        }
+        assert!(snapshots.iter().all(|s| Arc::ptr_eq(s, &snapshots[0])));
+    }
+
+    #[test]
+    fn stored_blocks_split_at_64_kib() {
+        let data = vec![b'x'; 70_000];
+        let blocks = stored_blocks(&data);
+        assert_eq!(blocks.len(), data.len() + 10);
+        assert_eq!(blocks[0], 0, "first block not final");
+        assert_eq!(blocks[5 + 65535], 1, "last block final");
+        assert_eq!(stored_blocks(b""), [1, 0, 0, 0xff, 0xff]);
+    }
+}

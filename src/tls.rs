@@ -1,0 +1,405 @@
+//! TLS server settings from a web config's `tls_server_config` (its
+//! section of the file is declared here, [`TlsFile`]), with
+//! rustls on the aws-lc-rs provider (the one the AWS SDK already links).
+//!
+//! exporter-toolkit's semantics, mapped to rustls:
+//! - `client_auth_type`: `NoClientCert` (default), `RequestClientCert`
+//!   (asked for, not required, not verified), `RequireAnyClientCert`
+//!   (required, not verified), `VerifyClientCertIfGiven` (verified against
+//!   `client_ca_file` when sent), `RequireAndVerifyClientCert` (required and
+//!   verified). The verifying modes need `client_ca_file`; a
+//!   `client_ca_file` with `NoClientCert` is an error, as in the toolkit.
+//! - `min_version`/`max_version`: `TLS12` and `TLS13` (rustls has no older
+//!   versions, so `TLS10`/`TLS11` as a minimum mean TLS 1.2; as a maximum
+//!   they are an error). Defaults: TLS 1.2 to 1.3.
+//! - `cipher_suites`, `curve_preferences`, `prefer_server_cipher_suites`
+//!   are accepted for compatibility; rustls' own safe defaults apply.
+//! - `client_allowed_sans` is not supported and is reported as an error
+//!   rather than silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+
+use serde::Deserialize;
+
+/// `tls_server_config`, as exporter-toolkit names its keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// Inline PEM instead of `cert_file`.
+    pub cert: Option<String>,
+    /// Inline PEM instead of `key_file`.
+    pub key: Option<String>,
+    pub client_auth_type: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub client_allowed_sans: Option<Vec<String>>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    pub cipher_suites: Option<Vec<String>>,
+    pub prefer_server_cipher_suites: Option<bool>,
+    pub curve_preferences: Option<Vec<String>>,
+}
+
+/// The crypto provider for the server side: aws-lc-rs.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Build the server settings. `resolve` turns a file name from the config
+/// into a path; `seen` gets the contents of every file read (to notice
+/// changes). Errors name the field, without the `tls_server_config.`
+/// prefix.
+pub fn server_config(
+    file: &TlsFile,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    seen: &mut dyn FnMut(&[u8]),
+) -> Result<ServerConfig, Vec<String>> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut read = |problems: &mut Vec<String>, field: &str, name: &str| -> Option<Vec<u8>> {
+        let path = resolve(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                seen(&bytes);
+                Some(bytes)
+            }
+            Err(e) => {
+                problems.push(format!("{field}: cannot read {:?}: {e}", path_text(&path)));
+                None
+            }
+        }
+    };
+    let cert_pem = match (&file.cert_file, &file.cert) {
+        (Some(name), None) => read(&mut problems, "cert_file", name),
+        (None, Some(inline)) => Some(inline.as_bytes().to_vec()),
+        (Some(_), Some(_)) => {
+            problems.push("cert_file: give cert_file or cert, not both".to_string());
+            None
+        }
+        (None, None) => {
+            problems.push("cert_file: required (or cert, inline PEM)".to_string());
+            None
+        }
+    };
+    let key_pem = match (&file.key_file, &file.key) {
+        (Some(name), None) => read(&mut problems, "key_file", name),
+        (None, Some(inline)) => Some(inline.as_bytes().to_vec()),
+        (Some(_), Some(_)) => {
+            problems.push("key_file: give key_file or key, not both".to_string());
+            None
+        }
+        (None, None) => {
+            problems.push("key_file: required (or key, inline PEM)".to_string());
+            None
+        }
+    };
+    let ca_pem = file
+        .client_ca_file
+        .as_ref()
+        .and_then(|name| read(&mut problems, "client_ca_file", name));
+
+    let certs: Vec<CertificateDer<'static>> = match &cert_pem {
+        Some(pem) => match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
+            Ok(certs) if !certs.is_empty() => certs,
+            Ok(_) => {
+                problems.push("cert_file: no certificate in it".to_string());
+                Vec::new()
+            }
+            Err(e) => {
+                problems.push(format!("cert_file: not PEM certificates: {e}"));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let key = key_pem
+        .as_ref()
+        .and_then(|pem| match PrivateKeyDer::from_pem_slice(pem) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                problems.push(format!("key_file: not a PEM private key: {e}"));
+                None
+            }
+        });
+
+    let versions = versions(file.min_version.as_deref(), file.max_version.as_deref())
+        .map_err(|e| problems.push(e))
+        .ok();
+    if file.client_allowed_sans.is_some() {
+        problems.push("client_allowed_sans: not supported by this exporter".to_string());
+    }
+    for (field, set) in [
+        ("cipher_suites", file.cipher_suites.is_some()),
+        ("curve_preferences", file.curve_preferences.is_some()),
+        (
+            "prefer_server_cipher_suites",
+            file.prefer_server_cipher_suites.is_some(),
+        ),
+    ] {
+        if set {
+            tracing::warn!(
+                "tls_server_config.{field} is ignored: rustls uses its own safe defaults"
+            );
+        }
+    }
+
+    let provider = provider();
+    let roots = match &ca_pem {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            let mut any = false;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                match cert
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| roots.add(c).map_err(|e| e.to_string()))
+                {
+                    Ok(()) => any = true,
+                    Err(e) => problems.push(format!("client_ca_file: {e}")),
+                }
+            }
+            if !any {
+                problems.push("client_ca_file: no certificate in it".to_string());
+            }
+            Some(Arc::new(roots))
+        }
+        None => None,
+    };
+    let verifier = client_verifier(
+        file.client_auth_type.as_deref().unwrap_or("NoClientCert"),
+        roots,
+        &provider,
+    )
+    .map_err(|e| problems.push(e))
+    .ok();
+
+    let (Some(key), Some(versions), Some(verifier), true) = (
+        key,
+        versions,
+        verifier,
+        problems.is_empty() && !certs.is_empty(),
+    ) else {
+        return Err(problems);
+    };
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| vec![format!("min_version: {e}")])?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| vec![format!("key_file: does not fit cert_file: {e}")])?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let rank = |field: &str, v: &str| -> Result<u8, String> {
+        match v {
+            "TLS10" => Ok(10),
+            "TLS11" => Ok(11),
+            "TLS12" => Ok(12),
+            "TLS13" => Ok(13),
+            other => Err(format!(
+                "{field}: {other:?} is not one of TLS10, TLS11, TLS12, TLS13"
+            )),
+        }
+    };
+    let min = rank("min_version", min.unwrap_or("TLS12"))?;
+    let max = rank("max_version", max.unwrap_or("TLS13"))?;
+    if max < 12 {
+        return Err(
+            "max_version: TLS 1.0 and 1.1 are not offered (rustls has TLS 1.2 and 1.3)".into(),
+        );
+    }
+    if min > max {
+        return Err("min_version: above max_version".into());
+    }
+    let mut out = Vec::new();
+    if min <= 12 {
+        out.push(&rustls::version::TLS12);
+    }
+    out.push(&rustls::version::TLS13);
+    if max == 12 {
+        out.retain(|v| v.version != rustls::ProtocolVersion::TLSv1_3);
+    }
+    Ok(out)
+}
+
+/// `None`: no client certificates.
+fn client_verifier(
+    kind: &str,
+    roots: Option<Arc<RootCertStore>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
+    let verifying = |roots: Option<Arc<RootCertStore>>, optional: bool| {
+        let roots = roots
+            .ok_or_else(|| format!("client_ca_file: required with client_auth_type {kind}"))?;
+        let builder = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(provider));
+        let builder = if optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        builder
+            .build()
+            .map(Some)
+            .map_err(|e| format!("client_ca_file: {e}"))
+    };
+    match kind {
+        "" | "NoClientCert" => {
+            if roots.is_some() {
+                Err("client_ca_file: set without a client_auth_type that uses it".to_string())
+            } else {
+                Ok(None)
+            }
+        }
+        "RequestClientCert" => Ok(Some(Arc::new(AnyClientCert {
+            mandatory: false,
+            provider: Arc::clone(provider),
+        }))),
+        // "RequireClientCert" is the toolkit's older spelling.
+        "RequireAnyClientCert" | "RequireClientCert" => Ok(Some(Arc::new(AnyClientCert {
+            mandatory: true,
+            provider: Arc::clone(provider),
+        }))),
+        "VerifyClientCertIfGiven" => verifying(roots, true),
+        "RequireAndVerifyClientCert" => verifying(roots, false),
+        other => Err(format!(
+            "client_auth_type: {other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+        )),
+    }
+}
+
+/// Asks for a client certificate and accepts any (Go's
+/// `RequestClientCert` and `RequireAnyClientCert`): the handshake
+/// signature is still checked, the chain is not.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_the_toolkit_names() {
+        let names = |min, max| {
+            versions(min, max).map(|v| {
+                v.iter()
+                    .map(|v| format!("{:?}", v.version))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(names(None, None).unwrap(), ["TLSv1_2", "TLSv1_3"]);
+        assert_eq!(names(Some("TLS13"), None).unwrap(), ["TLSv1_3"]);
+        assert_eq!(names(None, Some("TLS12")).unwrap(), ["TLSv1_2"]);
+        assert_eq!(names(Some("TLS10"), None).unwrap(), ["TLSv1_2", "TLSv1_3"]);
+        assert!(names(None, Some("TLS11"))
+            .unwrap_err()
+            .starts_with("max_version"));
+        assert!(names(Some("TLS13"), Some("TLS12"))
+            .unwrap_err()
+            .starts_with("min_version"));
+        assert!(names(Some("SSL3"), None).unwrap_err().contains("\"SSL3\""));
+    }
+
+    #[test]
+    fn client_auth_types() {
+        let provider = provider();
+        for kind in ["", "NoClientCert"] {
+            assert!(client_verifier(kind, None, &provider).unwrap().is_none());
+        }
+        for (kind, mandatory) in [("RequestClientCert", false), ("RequireAnyClientCert", true)] {
+            let verifier = client_verifier(kind, None, &provider).unwrap().unwrap();
+            assert_eq!(verifier.client_auth_mandatory(), mandatory, "{kind}");
+        }
+        for kind in ["VerifyClientCertIfGiven", "RequireAndVerifyClientCert"] {
+            let err = client_verifier(kind, None, &provider).err().unwrap();
+            assert!(err.starts_with("client_ca_file: required"), "{err}");
+        }
+        let roots = Arc::new(RootCertStore::empty());
+        assert!(client_verifier("NoClientCert", Some(roots), &provider)
+            .err()
+            .unwrap()
+            .contains("without a client_auth_type"));
+        assert!(client_verifier("Sometimes", None, &provider)
+            .err()
+            .unwrap()
+            .contains("\"Sometimes\""));
+    }
+}
