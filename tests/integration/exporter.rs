@@ -344,7 +344,7 @@ async fn faults_keep_last_known_series_and_recover() {
 async fn status_transitions_over_time_move_the_change_timestamp() {
     let arn = stream("orders-cdc");
     let sim = simulator(&format!(
-        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {arn}\n        timeline:\n          - {{ status: ENABLING, for: 1s }}\n          - {{ status: ACTIVE }}\n"
+        "tables:\n  - name: orders\n    destinations:\n      - stream_arn: {arn}\n        timeline:\n          - {{ status: ENABLING, for: 3s }}\n          - {{ status: ACTIVE }}\n"
     ))
     .await;
     let exp = exporter(&fast_config(&["orders"], 2), &sim).await;
