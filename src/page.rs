@@ -237,15 +237,26 @@ impl Page {
 }
 
 /// Render every table's families into one block per family. `hint` is
-/// the previous snapshot's block sizes, so the blocks rarely grow (and
-/// never double) while being filled.
+/// the previous snapshot's block sizes; without one (the first build) a
+/// sizing pass runs first. Either way the blocks are allocated once and
+/// never grow by doubling or get copied to shrink: at 10,000 tables that
+/// transient would be twice the page.
 fn build(store: &Store, hint: &[usize]) -> Snapshot {
     // Read the generation first: a change racing with the rendering below
     // makes the next request rebuild again rather than be missed.
     let generation = store.generation();
-    let mut blocks: Vec<Vec<u8>> = (0..TABLE_FAMILIES.len())
-        .map(|i| Vec::with_capacity(hint.get(i).map_or(0, |n| n + n / 16)))
-        .collect();
+    let sizes: Vec<usize> = if hint.len() == TABLE_FAMILIES.len() {
+        hint.iter().map(|n| n + n / 32).collect()
+    } else {
+        let mut sizes = vec![0; TABLE_FAMILIES.len()];
+        store.visit(|state| {
+            for (size, text) in sizes.iter_mut().zip(&metrics::render_table(state).0) {
+                *size += text.len();
+            }
+        });
+        sizes
+    };
+    let mut blocks: Vec<Vec<u8>> = sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
     store.visit(|state| {
         let fragments = metrics::render_table(state);
         for (block, text) in blocks.iter_mut().zip(&fragments.0) {
@@ -255,13 +266,7 @@ fn build(store: &Store, hint: &[usize]) -> Snapshot {
     Snapshot {
         generation,
         built: Instant::now(),
-        blocks: blocks
-            .into_iter()
-            .map(|mut block| {
-                block.shrink_to_fit();
-                Bytes::from(block)
-            })
-            .collect(),
+        blocks: blocks.into_iter().map(Bytes::from).collect(),
         gzip: [OnceCell::new(), OnceCell::new()],
     }
 }
@@ -284,6 +289,8 @@ fn deflate_page(headers: &[Bytes], blocks: &[Bytes], level: Compression) -> Defl
         }
     }
     deflate_into(&mut compress, &[], &mut out, FlushCompress::Sync);
+    // Sized for a poorly compressible page; give the slack back.
+    out.shrink_to_fit();
     Deflated {
         bytes: Bytes::from(out),
         crc,
