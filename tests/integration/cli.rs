@@ -478,17 +478,19 @@ async fn sighup_reloads_the_config_file() {
 
 /// The SDK's standard endpoint variables reach a local implementation of
 /// every service the exporter calls: `AWS_ENDPOINT_URL_STS` for the
-/// assumed role and `AWS_ENDPOINT_URL_DYNAMODB` for the polls, with no
+/// assumed role, `AWS_ENDPOINT_URL_DYNAMODB` for the polls,
+/// `AWS_ENDPOINT_URL_KINESIS` for the stream check and
+/// `AWS_ENDPOINT_URL_CLOUDWATCH` for the CDC metrics, with no
 /// `endpoint_url` in the config at all, as an operator would set them.
 #[tokio::test]
-async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
+async fn standard_endpoint_variables_reach_every_service() {
     let member = "222222222222";
     let sim = simulator(&format!(
-        "scopes:\n  - account_id: \"{member}\"\n    region: eu-west-1\n    tables:\n      - name: orders\n        destinations:\n          - stream_arn: arn:aws:kinesis:eu-west-1:{member}:stream/orders-cdc\n            status: ACTIVE\n"
+        "scopes:\n  - account_id: \"{member}\"\n    region: eu-west-1\n    tables:\n      - name: orders\n        destinations:\n          - stream_arn: arn:aws:kinesis:eu-west-1:{member}:stream/orders-cdc\n            status: ACTIVE\n        cdc_metrics:\n          started_ago: 30m\n          AgeOfOldestUnreplicatedRecord: [{{value: 250}}]\n"
     ))
     .await;
     let (_dir, config) = write_config(&format!(
-        "poll_interval: 1s\ntargets:\n  - region: eu-west-1\n    role_arn: arn:aws:iam::{member}:role/dynamodb-kinesis-exporter\n    tables: [orders]\n"
+        "poll_interval: 1s\ntargets:\n  - region: eu-west-1\n    role_arn: arn:aws:iam::{member}:role/dynamodb-kinesis-exporter\n    tables: [orders]\n    cdc_metrics: {{interval: 1s}}\n"
     ));
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -509,6 +511,8 @@ async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
         .env("AWS_SECRET_ACCESS_KEY", "hub-secret")
         .env("AWS_ENDPOINT_URL_STS", sim.endpoint_url())
         .env("AWS_ENDPOINT_URL_DYNAMODB", sim.endpoint_url())
+        .env("AWS_ENDPOINT_URL_KINESIS", sim.endpoint_url())
+        .env("AWS_ENDPOINT_URL_CLOUDWATCH", sim.endpoint_url())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -520,8 +524,39 @@ async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
     }
     let page = scrape_until(addr, Duration::from_secs(15), |p| {
         p.contains("dynamodb_kinesis_table_poll_success{")
+            && p.contains("dynamodb_kinesis_stream_status{")
+            && p.contains("dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds{")
     })
     .await;
+    let stream = format!("arn:aws:kinesis:eu-west-1:{member}:stream/orders-cdc");
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_stream_status",
+            &[
+                ("account_id", member),
+                ("region", "eu-west-1"),
+                ("stream_arn", &stream),
+                ("status", "ACTIVE")
+            ]
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds",
+            &[
+                ("table", "orders"),
+                ("region", "eu-west-1"),
+                ("account_id", member),
+                ("delegated_operation", "PutRecords")
+            ]
+        ),
+        Some(0.25),
+        "{page}"
+    );
     assert_eq!(
         value(
             &page,
@@ -544,9 +579,15 @@ async fn standard_endpoint_variables_reach_sts_and_dynamodb() {
     let polls: Vec<_> = sim
         .requests()
         .into_iter()
-        .filter(|r| r.operation == "DescribeKinesisStreamingDestination")
+        .filter(|r| r.service != dke_simulator::Service::Sts)
         .collect();
-    assert!(!polls.is_empty());
+    for service in [
+        dke_simulator::Service::DynamoDb,
+        dke_simulator::Service::Kinesis,
+        dke_simulator::Service::CloudWatch,
+    ] {
+        assert!(polls.iter().any(|r| r.service == service), "{service:?}");
+    }
     assert!(polls
         .iter()
         .all(|r| r.account_id == member && issued.contains(&r.access_key_id)));

@@ -1,0 +1,101 @@
+//! API calls per cycle: TABLES tables in one scope, each with an ACTIVE
+//! destination on its own stream and CloudWatch CDC metrics, discovered
+//! and polled with the stream cross-check and `cdc_metrics` on. After the
+//! first full cycle the simulator's counters are reset, and every call of
+//! the next CYCLE seconds (one poll interval, one CDC interval) is counted
+//! by service and operation.
+//!
+//!   cargo run --release --example calls -- [TABLES] [CYCLE_SECONDS]
+//!
+//! Defaults: 1000 tables, a 30 s cycle. Loopback only; bounded (5 min).
+
+use std::time::Duration;
+
+use dke_simulator::{CdcMetricsSpec, DestinationSpec, MetricStep, Scenario, Simulator, TableSpec};
+use dynamodb_kinesis_exporter::aws::ClientOptions;
+use dynamodb_kinesis_exporter::{config, Exporter, Settings};
+use tokio::time::Instant;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let tables: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let cycle: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
+
+    let mut scenario = Scenario::default();
+    for i in 0..tables {
+        let name = format!("table-{i:05}");
+        let stream = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}");
+        let mut metrics = CdcMetricsSpec::new().started_ago(Duration::from_secs(1800));
+        for metric in dke_simulator::CDC_METRIC_NAMES {
+            metrics = metrics.with_series(metric, vec![MetricStep::hold(1.0)]);
+        }
+        scenario.tables.push(
+            TableSpec::new(&name)
+                .with_destination(DestinationSpec::fixed(&stream, "ACTIVE"))
+                .with_cdc_metrics(metrics),
+        );
+    }
+    let sim = Simulator::start(scenario).await.expect("simulator");
+    let text = format!(
+        "poll_interval: {cycle}s\nrequest_timeout: 10s\nconcurrency: 16\nmax_attempts: 1\nmax_requests_per_second: 1000\n\
+         targets:\n  - region: us-east-1\n    endpoint_url: {}\n    discovery:\n      refresh_interval: 1h\n    cdc_metrics: {{interval: {cycle}s}}\n",
+        sim.endpoint_url()
+    );
+    let mut settings = Settings::new(
+        config::parse(&text, "(bench)").expect("bench config"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    settings.process_metrics = false;
+    settings.client = ClientOptions {
+        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDBENCH",
+            "bench",
+            None,
+            None,
+            "bench",
+        )),
+    };
+    let exporter = Exporter::bind(settings).await.expect("bind");
+    let store = exporter.store();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(exporter.serve(async move {
+        let _ = stopped.await;
+    }));
+    let started = Instant::now();
+    // The first cycle: every table polled, every stream checked, CDC read.
+    loop {
+        let (polled, total) = store.readiness();
+        let cdc_read =
+            sim.operation_requests(dke_simulator::Service::CloudWatch, "GetMetricData") > 0;
+        let streams =
+            sim.operation_requests(dke_simulator::Service::Kinesis, "DescribeStreamSummary");
+        if total == tables && polled == total && cdc_read && streams >= tables as u64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no full first cycle ({polled} of {total})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "first cycle of {tables} tables: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(cycle)).await;
+    println!("calls in the next {cycle} s (one poll and one CDC interval), at the simulator:");
+    for ((service, operation), count) in sim.operation_counts() {
+        println!("  {service:?} {operation}: {count}");
+    }
+    println!(
+        "  GetMetricData queries: {} (of at most 500 a call)",
+        sim.metric_data_queries()
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    sim.shutdown().await;
+}
