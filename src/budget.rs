@@ -174,7 +174,7 @@ impl Bucket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Start instants of `calls` sequential acquisitions.
@@ -187,8 +187,9 @@ mod tests {
         out
     }
 
-    /// The most calls in any half-open window of `window` length.
-    fn max_in_window(starts: &[Instant], window: Duration) -> usize {
+    /// The most calls in any half-open window of `window` length (the
+    /// scheduler's tests measure with it too).
+    pub(crate) fn max_in_window(starts: &[Instant], window: Duration) -> usize {
         starts
             .iter()
             .enumerate()

@@ -427,6 +427,7 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 mod tests {
     use super::*;
     use crate::aws::Page;
+    use crate::budget::tests::max_in_window;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -632,16 +633,6 @@ mod tests {
             assert_eq!(self.task.await.unwrap(), 0, "no poll should need aborting");
             self.store
         }
-    }
-
-    /// The most calls in any half-open window of `window` length.
-    fn max_in_window(starts: &[Instant], window: Duration) -> usize {
-        starts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| starts[i..].iter().take_while(|s| **s < *t + window).count())
-            .max()
-            .unwrap_or(0)
     }
 
     #[tokio::test(start_paused = true)]
