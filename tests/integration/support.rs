@@ -157,6 +157,35 @@ pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result
     try_request_with(addr, method, target, &[]).await
 }
 
+/// One HTTP/1.0 request on an open connection, plain or TLS, read to the
+/// end: the one client both [`try_request_with`] and the TLS client use.
+async fn exchange_on<S>(
+    mut stream: S,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("{method} {target} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    parse_reply(&raw)
+}
+
 /// [`try_request`] with extra request headers.
 pub async fn try_request_with(
     addr: SocketAddr,
@@ -165,22 +194,8 @@ pub async fn try_request_with(
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let extra: String = headers
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}\r\n"))
-            .collect();
-        let req = format!("{method} {target} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        parse_reply(&raw)
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        exchange_on(stream, method, target, &addr.to_string(), headers).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
@@ -494,25 +509,11 @@ pub async fn tls_request(
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("localhost").unwrap();
-        let mut stream = connector
+        let stream = connector
             .connect(name, tcp)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let extra: String = headers
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}\r\n"))
-            .collect();
-        let req = format!("GET {target} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        parse_reply(&raw)
+        exchange_on(stream, "GET", target, "localhost", headers).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
