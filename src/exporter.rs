@@ -192,6 +192,7 @@ impl Exporter {
             web,
             unauthenticated_probes: self.settings.unauthenticated_probes,
         });
+        tokio::spawn(Arc::clone(&app.page).keep_fresh(root.clone().cancelled_owned()));
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
             async move {

@@ -20,6 +20,31 @@ use dynamodb_kinesis_exporter::{config, shutdown, web_config, Exporter, Settings
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long an idle blocking-pool thread lives (tokio's default is 10 s).
+/// The metrics page (tens of megabytes at 10,000 tables) is rendered on
+/// that pool and freed by other threads; mimalloc gives such memory back
+/// to the system only when the thread that allocated it collects or exits,
+/// so a short life returns it about as soon as the page is let go.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// mimalloc's `mi_option_purge_delay`: its position in `mi_option_e`
+/// (mimalloc.h), for which the binding names no constant.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Return freed memory to the system at once rather than after mimalloc's
+/// default 1 s delay: the delayed purge runs only when the freeing thread
+/// allocates again, and the threads that free a page often go quiet, so
+/// the memory stayed resident. The exporter allocates little, so the extra
+/// `madvise` calls cost nothing measurable. `MIMALLOC_PURGE_DELAY` in the
+/// environment still wins.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc reads options
+        // atomically, so this is sound at any time on any thread.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 /// Prometheus exporter for the status of DynamoDB Kinesis streaming destinations.
 #[derive(Debug, Parser)]
 #[command(name = "dynamodb-kinesis-exporter", disable_version_flag = true)]
@@ -134,6 +159,7 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let flags = Flags::parse();
     if flags.version {
         println!(
@@ -165,6 +191,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         let config = config::load(&flags.config_file)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .build()
             .context("cannot start the async runtime")?;
         let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -213,6 +240,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     let shard = shard_from_flags(&flags, host_name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
         .context("cannot start the async runtime")?;
     // Replaced by `listen` below.
@@ -383,6 +411,23 @@ fn init_logging(level: LogLevel, format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_purge_delay_option_is_the_one_set_to_zero() {
+        // mimalloc's default purge delay is 1,000 ms; no other option at
+        // this position would read so, so the index is the right one.
+        let before = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(before, 1000);
+        }
+        purge_freed_memory_at_once();
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(
+                unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) },
+                0
+            );
+        }
+    }
 
     /// Runs in the `--no-default-features` build (CI's `.ci/run` does).
     #[cfg(not(feature = "demo"))]

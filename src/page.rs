@@ -16,12 +16,24 @@
 //! one rebuild, which runs on the blocking pool so it never stalls the
 //! threads answering `/healthz`.
 //!
+//! A stale snapshot is worth nothing (the next request rebuilds it anyway),
+//! so the page lets go of it as soon as it goes stale: the rebuild drops it
+//! before rendering the new one, and [`Page::release_unneeded`], run every
+//! [`MAX_AGE`] by [`Page::keep_fresh`], drops it when nobody scrapes. It
+//! also lets go of a fresh snapshot no request has asked for in
+//! [`UNUSED_FOR`]: scrapers come every 15 s or more, and by then a fleet's
+//! polls have changed some table anyway. At 10,000 tables the page is tens
+//! of megabytes; between scrapes the exporter holds none of it, and during
+//! one it holds one page plus what responses still in flight hold of the
+//! last. The price is one rendering per scrape after a quiet spell.
+//!
 //! The process-wide families (poll durations, build info, reload status,
 //! `process_*`) are a few kilobytes encoded per scrape and appended as a
 //! tail: in the gzip form as a stored (uncompressed) deflate block after
 //! the snapshot's sync-flushed deflate stream, with the CRC combined, so
 //! every response is one ordinary gzip member.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +47,9 @@ use crate::store::Store;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// How long a snapshot no request asked for is kept.
+pub const UNUSED_FOR: Duration = Duration::from_secs(5);
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +73,8 @@ impl Format {
 pub struct Snapshot {
     generation: u64,
     built: Instant,
+    /// When a request last asked for it, in milliseconds after `built`.
+    used: AtomicU64,
     /// One block per family (see [`families`]): every table's, stream's or
     /// scope's samples of it.
     blocks: Vec<Bytes>,
@@ -77,7 +94,12 @@ pub struct Page {
     telemetry: Arc<Telemetry>,
     /// `# HELP`/`# TYPE` lines per format, per family.
     headers: [Vec<Bytes>; 2],
-    current: RwLock<Arc<Snapshot>>,
+    /// The snapshot, while it is fresh.
+    current: RwLock<Option<Arc<Snapshot>>>,
+    /// The last snapshot's block sizes, to size the next one's blocks.
+    sizes: std::sync::Mutex<Vec<usize>>,
+    /// How long a snapshot no request asked for is kept ([`UNUSED_FOR`]).
+    unused_for: Duration,
     /// Held while one scraper rebuilds a stale snapshot, so the others wait
     /// for that rebuild instead of each doing their own.
     rebuild: tokio::sync::Mutex<()>,
@@ -92,7 +114,8 @@ pub struct Page {
 pub type Chunks = Vec<Bytes>;
 
 impl Page {
-    /// A page over `store`; the first snapshot is built now.
+    /// A page over `store`; the first snapshot is built by the first
+    /// request.
     pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
         let text = families()
             .map(|(name, help, kind)| {
@@ -105,56 +128,100 @@ impl Page {
         let om = families()
             .map(|(name, help, kind)| Bytes::from(openmetrics::header(name, help, kind.as_str())))
             .collect();
-        let mut snapshot = build(&store, &[]);
-        // The first snapshot is of a store nobody has polled yet: let the
-        // first change show at the next scrape instead of a second later.
-        snapshot.built = Instant::now()
-            .checked_sub(MAX_AGE)
-            .unwrap_or(snapshot.built);
-        let snapshot = Arc::new(snapshot);
         Page {
             store,
             telemetry,
             headers: [text, om],
-            current: RwLock::new(snapshot),
+            current: RwLock::new(None),
+            sizes: std::sync::Mutex::new(Vec::new()),
+            unused_for: UNUSED_FOR,
             rebuild: tokio::sync::Mutex::new(()),
             level: Compression::new(4),
             tails: std::sync::Mutex::new([None, None]),
         }
     }
 
-    /// The current snapshot, rebuilt first if it is stale.
+    /// The current snapshot, rebuilt first if it is stale or was let go.
     pub async fn snapshot(&self) -> Arc<Snapshot> {
-        let current = self.current();
-        if !self.is_stale(&current) {
+        if let Some(current) = self.fresh() {
             return current;
         }
         // Holding this async mutex across the rebuild is the point: it
         // makes concurrent scrapers wait for one rebuild.
         let _guard = self.rebuild.lock().await;
-        let current = self.current();
-        if !self.is_stale(&current) {
+        if let Some(current) = self.fresh() {
             return current;
         }
+        // Let go of the stale snapshot before rendering the next, so the
+        // two are never both held here (responses in flight keep theirs).
+        self.release_unneeded();
         let store = Arc::clone(&self.store);
-        let hint: Vec<usize> = current.blocks.iter().map(Bytes::len).collect();
+        let hint = self
+            .sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let fresh = match tokio::task::spawn_blocking(move || build(&store, &hint)).await {
             Ok(snapshot) => Arc::new(snapshot),
             Err(err) => {
                 tracing::error!(error = %err, "rebuilding the metrics page failed");
-                return current;
+                // Nothing to serve but an empty page (the families'
+                // headers and the process-wide tail).
+                return Arc::new(Snapshot::empty(self.store.generation()));
             }
         };
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&fresh);
+        *self.sizes.lock().unwrap_or_else(PoisonError::into_inner) =
+            fresh.blocks.iter().map(Bytes::len).collect();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fresh));
         fresh
     }
 
-    fn current(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    /// The held snapshot if it is not stale.
+    fn fresh(&self) -> Option<Arc<Snapshot>> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|snapshot| !self.is_stale(snapshot))
+            .map(|snapshot| {
+                snapshot.touch();
+                Arc::clone(snapshot)
+            })
     }
 
     fn is_stale(&self, snapshot: &Snapshot) -> bool {
         snapshot.generation != self.store.generation() && snapshot.built.elapsed() >= MAX_AGE
+    }
+
+    /// Let go of the held snapshot if it is stale or unused for
+    /// `self.unused_for`. Returns whether it did.
+    pub fn release_unneeded(&self) -> bool {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        let unneeded = current
+            .as_ref()
+            .is_some_and(|s| self.is_stale(s) || s.unused() >= self.unused_for);
+        if unneeded {
+            *current = None;
+        }
+        unneeded
+    }
+
+    /// Every [`MAX_AGE`], let go of a snapshot nobody needs, until
+    /// `shutdown`.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::WaitForCancellationFutureOwned,
+    ) {
+        let mut tick = tokio::time::interval(MAX_AGE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {
+                    self.release_unneeded();
+                }
+            }
+        }
     }
 
     /// The whole page in `format`, as chunks to send in order.
@@ -269,9 +336,46 @@ fn build(store: &Store, hint: &[usize]) -> Snapshot {
     render_all(&mut |i, text| blocks[i].extend_from_slice(text.as_bytes()));
     Snapshot {
         generation,
-        built: Instant::now(),
+        built: built_at(generation),
+        used: AtomicU64::new(0),
         blocks: blocks.into_iter().map(Bytes::from).collect(),
         gzip: [OnceCell::new(), OnceCell::new()],
+    }
+}
+
+/// When a snapshot of `generation` counts as built: now, except for a store
+/// nobody has polled yet (generation 0), whose first change should show at
+/// the next scrape instead of a second later.
+fn built_at(generation: u64) -> Instant {
+    let now = Instant::now();
+    if generation == 0 {
+        now.checked_sub(MAX_AGE).unwrap_or(now)
+    } else {
+        now
+    }
+}
+
+impl Snapshot {
+    fn touch(&self) {
+        let ms = u64::try_from(self.built.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.used.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since a request last asked for it.
+    fn unused(&self) -> Duration {
+        let used = Duration::from_millis(self.used.load(Ordering::Relaxed));
+        self.built.elapsed().saturating_sub(used)
+    }
+
+    /// A snapshot with no samples.
+    fn empty(generation: u64) -> Self {
+        Snapshot {
+            generation,
+            built: built_at(generation),
+            used: AtomicU64::new(0),
+            blocks: vec![Bytes::new(); families().count()],
+            gzip: [OnceCell::new(), OnceCell::new()],
+        }
     }
 }
 
@@ -480,6 +584,78 @@ mod tests {
         // Past MAX_AGE without a change, the snapshot stays.
         tokio::time::sleep(MAX_AGE).await;
         assert!(Arc::ptr_eq(&second, &page.snapshot().await));
+    }
+
+    #[tokio::test]
+    async fn a_stale_snapshot_is_let_go_and_only_a_stale_one() {
+        let store = store();
+        let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        let weak = Arc::downgrade(&page.snapshot().await);
+        // A change younger than MAX_AGE: kept.
+        store.record(&key("orders"), &Ok(vec![]), 7.0);
+        assert!(!page.release_unneeded());
+        assert!(weak.upgrade().is_some());
+        // Stale: let go, and freed, as nothing else holds it.
+        tokio::time::sleep(MAX_AGE).await;
+        assert!(page.release_unneeded());
+        assert!(
+            weak.upgrade().is_none(),
+            "the stale snapshot is still alive"
+        );
+        // The next request renders the change; with no change after it,
+        // it stays however old it gets.
+        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
+        assert!(text.contains(
+            "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
+        ));
+        let weak = Arc::downgrade(&page.snapshot().await);
+        tokio::time::sleep(MAX_AGE).await;
+        assert!(!page.release_unneeded());
+        assert!(weak.upgrade().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_snapshot_nobody_asks_for_is_let_go() {
+        let store = store();
+        let mut page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+        page.unused_for = Duration::from_millis(300);
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        let weak = Arc::downgrade(&page.snapshot().await);
+        // Asked for every 100 ms: kept, however long.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!page.release_unneeded());
+            assert!(Arc::ptr_eq(
+                &weak.upgrade().unwrap(),
+                &page.snapshot().await
+            ));
+        }
+        // Not asked for in 300 ms: let go, though nothing changed.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(page.release_unneeded());
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_fresh_lets_go_of_a_stale_snapshot_without_a_request() {
+        let store = store();
+        let page = Arc::new(Page::new(
+            Arc::clone(&store),
+            Arc::new(Telemetry::new(false)),
+        ));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(Arc::clone(&page).keep_fresh(shutdown.clone().cancelled_owned()));
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        let weak = Arc::downgrade(&page.snapshot().await);
+        store.record(&key("orders"), &Ok(vec![]), 7.0);
+        // Instant is the real clock (std), so wait for real past MAX_AGE,
+        // then let the paused tokio clock run the janitor's ticks.
+        std::thread::sleep(MAX_AGE);
+        tokio::time::sleep(3 * MAX_AGE).await;
+        assert!(weak.upgrade().is_none(), "the stale snapshot is still held");
+        shutdown.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,15 +82,19 @@ struct Slot<C> {
     due: Instant,
     last_start: Option<Instant>,
     running: bool,
-    /// Streams of this table's working destinations, as of its last poll.
-    streams: BTreeSet<String>,
+    /// Streams of this table's working destinations, as of its last poll:
+    /// sorted, without duplicates. A `Vec`, not a set: it holds one or two
+    /// names, and an empty B-tree node per table costs hundreds of bytes at
+    /// 10,000 tables.
+    streams: Vec<String>,
 }
 
 /// A stream to cross-check, and which tables' destinations name it.
 struct StreamSlot {
     due: Instant,
     running: bool,
-    tables: BTreeSet<TableKey>,
+    /// Usually one (a `Vec` for the reason `Slot::streams` is one).
+    tables: Vec<TableKey>,
 }
 
 /// What is next in the queue: a table's poll or a stream's check.
@@ -236,7 +240,7 @@ impl ScopeRunner {
         for key in gone {
             if let Some(slot) = state.tables.remove(&key) {
                 state.queue.remove(&(slot.due, Due::Table(key.clone())));
-                self.set_streams(&key, BTreeSet::new(), slot.streams, state);
+                self.set_streams(&key, Vec::new(), slot.streams, state);
             }
         }
         let now = Instant::now();
@@ -265,7 +269,7 @@ impl ScopeRunner {
                     due,
                     last_start: None,
                     running: false,
-                    streams: BTreeSet::new(),
+                    streams: Vec::new(),
                 },
             );
         }
@@ -292,15 +296,15 @@ impl ScopeRunner {
     fn set_streams<C>(
         &self,
         table: &TableKey,
-        new: BTreeSet<String>,
-        old: BTreeSet<String>,
+        new: Vec<String>,
+        old: Vec<String>,
         state: &mut Running<C>,
     ) {
-        for arn in old.difference(&new) {
+        for arn in old.iter().filter(|arn| !new.contains(arn)) {
             let Some(slot) = state.streams.get_mut(arn) else {
                 continue;
             };
-            slot.tables.remove(table);
+            slot.tables.retain(|t| t != table);
             if slot.tables.is_empty() {
                 state.queue.remove(&(slot.due, Due::Stream(arn.clone())));
                 state.streams.remove(arn);
@@ -308,16 +312,18 @@ impl ScopeRunner {
             }
         }
         let now = Instant::now();
-        for arn in new.difference(&old) {
+        for arn in new.iter().filter(|arn| !old.contains(arn)) {
             let slot = state.streams.entry(arn.clone()).or_insert_with(|| {
                 state.queue.insert((now, Due::Stream(arn.clone())));
                 StreamSlot {
                     due: now,
                     running: false,
-                    tables: BTreeSet::new(),
+                    tables: Vec::new(),
                 }
             });
-            slot.tables.insert(table.clone());
+            if !slot.tables.contains(table) {
+                slot.tables.push(table.clone());
+            }
         }
         if let Some(slot) = state.tables.get_mut(table) {
             slot.streams = new;
@@ -341,14 +347,17 @@ impl ScopeRunner {
                     .observe_poll(&self.key, started.elapsed().as_secs_f64());
                 self.store.record(&key, &outcome, now);
                 let streams = match &outcome {
-                    Ok(destinations) => Some(
-                        destinations
+                    Ok(destinations) => {
+                        let mut arns: Vec<String> = destinations
                             .iter()
                             .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
                             .map(|d| d.stream_arn.clone())
-                            .collect(),
-                    ),
-                    Err(PollError::NotFound(_)) => Some(BTreeSet::new()),
+                            .collect();
+                        arns.sort_unstable();
+                        arns.dedup();
+                        Some(arns)
+                    }
+                    Err(PollError::NotFound(_)) => Some(Vec::new()),
                     // Other failures keep the last known destinations.
                     Err(_) => None,
                 };
