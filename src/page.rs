@@ -330,59 +330,92 @@ fn build(store: &Store, previous: Option<&Snapshot>) -> Snapshot {
     }
 }
 
-/// Cuts each family's text into chunks of [`CHUNK_ITEMS`] items.
+/// Cuts each family's text into chunks of [`CHUNK_ITEMS`] items. While a
+/// chunk's text matches the previous snapshot's chunk at the same place,
+/// nothing is buffered (the match is only followed); a chunk is copied
+/// into a buffer only from where it first differs. So a rebuild of a page
+/// where little changed holds little besides the two snapshots' shared
+/// chunks.
 struct Chunker<'a> {
     previous: Option<&'a Snapshot>,
-    /// Per family, the text of the chunk being filled (reused from chunk
-    /// to chunk: each finished chunk is copied out at its exact size).
-    open: Vec<Vec<u8>>,
-    /// Per family, the items in the open chunk.
-    items: Vec<usize>,
+    /// Per family, the chunk being filled.
+    open: Vec<Open>,
     done: Vec<Vec<Bytes>>,
+}
+
+#[derive(Default, Clone)]
+struct Open {
+    items: usize,
+    /// Bytes of the previous chunk matched so far.
+    matched: usize,
+    /// Whether the text has left the previous chunk; then it is in `text`.
+    diverged: bool,
+    /// Reused from chunk to chunk: each finished chunk is copied out at
+    /// its exact size.
+    text: Vec<u8>,
 }
 
 impl<'a> Chunker<'a> {
     fn new(count: usize, previous: Option<&'a Snapshot>) -> Self {
         Chunker {
             previous,
-            open: vec![Vec::new(); count],
-            items: vec![0; count],
+            open: vec![Open::default(); count],
             done: vec![Vec::new(); count],
         }
+    }
+
+    /// The previous snapshot's chunk at the place `family`'s open one
+    /// fills, or none.
+    fn previous_chunk(&self, family: usize) -> Option<&'a Bytes> {
+        let at = self.done[family].len();
+        self.previous
+            .and_then(|p| p.blocks.get(family))
+            .and_then(|chunks| chunks.get(at))
     }
 
     /// One item's fragments, for the families from `offset` on.
     fn item(&mut self, offset: usize, fragments: &metrics::Fragments) {
         for (i, text) in fragments.0.iter().enumerate() {
             let family = offset + i;
-            self.open[family].extend_from_slice(text.as_bytes());
-            self.items[family] += 1;
-            if self.items[family] == CHUNK_ITEMS {
+            let before = self.previous_chunk(family);
+            let open = &mut self.open[family];
+            let text = text.as_bytes();
+            if !open.diverged {
+                let old: &[u8] = before.map_or(&[], |b| &b[..]);
+                if old[open.matched..].starts_with(text) {
+                    open.matched += text.len();
+                } else {
+                    open.diverged = true;
+                    open.text.clear();
+                    open.text.extend_from_slice(&old[..open.matched]);
+                    open.text.extend_from_slice(text);
+                }
+            } else {
+                open.text.extend_from_slice(text);
+            }
+            open.items += 1;
+            if open.items == CHUNK_ITEMS {
                 self.cut(family);
             }
         }
     }
 
-    /// Close `family`'s open chunk: the previous snapshot's chunk at the
-    /// same place if it holds the same text, else a copy.
+    /// Close `family`'s open chunk: the previous snapshot's chunk (or the
+    /// start of it) where the text is the same, else a copy.
     fn cut(&mut self, family: usize) {
-        self.items[family] = 0;
-        let text = &mut self.open[family];
-        if text.is_empty() {
-            return;
-        }
-        let at = self.done[family].len();
-        let same = self
-            .previous
-            .and_then(|p| p.blocks.get(family))
-            .and_then(|chunks| chunks.get(at))
-            .filter(|chunk| chunk[..] == text[..]);
-        let chunk = match same {
-            Some(chunk) => chunk.clone(),
-            None => Bytes::copy_from_slice(text),
+        let before = self.previous_chunk(family);
+        let open = &mut self.open[family];
+        let chunk = if open.diverged {
+            Bytes::copy_from_slice(&open.text)
+        } else {
+            before.map_or_else(Bytes::new, |b| b.slice(..open.matched))
         };
-        self.done[family].push(chunk);
-        text.clear();
+        open.items = 0;
+        open.matched = 0;
+        open.diverged = false;
+        if !chunk.is_empty() {
+            self.done[family].push(chunk);
+        }
     }
 
     fn finish(mut self) -> Vec<Vec<Bytes>> {
