@@ -4,7 +4,8 @@
 //! A scheduler polls `DescribeKinesisStreamingDestination` for every
 //! configured table and folds each answer into a per-table state; a shared
 //! snapshot of the page is rendered from those states at most once a
-//! second, and only after a change, and an HTTP server serves it on
+//! second, and only after a change (or when nobody scraped for a while:
+//! the page is not kept between scrapes), and an HTTP server serves it on
 //! `/metrics` to every scraper. Scrapes never call AWS.
 //!
 //! # Layout
