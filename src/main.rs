@@ -27,6 +27,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// so a short life returns it about as soon as the page is let go.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The multi-threaded runtime, with short-lived blocking threads.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// mimalloc's `mi_option_purge_delay`: its position in `mi_option_e`
 /// (mimalloc.h), for which the binding names no constant.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -189,11 +198,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.once {
         let config = config::load(&flags.config_file)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
-            .build()
-            .context("cannot start the async runtime")?;
+        let runtime = runtime()?;
         let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut settings = Settings::new(config, placeholder);
         settings.shard = shard_from_flags(&flags, host_name)?;
@@ -238,11 +243,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let shard = shard_from_flags(&flags, host_name)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     // Replaced by `listen` below.
     let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
     runtime.block_on(async move {
