@@ -123,7 +123,7 @@ async fn main() {
             let key = dynamodb_kinesis_exporter::state::TableKey {
                 account_id: "123456789012".into(),
                 region: "us-east-1".into(),
-                table: newest.clone(),
+                table: newest.as_str().into(),
             };
             let polled = store.state(&key).is_some_and(|s| s.last_poll_ok.is_some());
             let (_, total) = store.readiness();

@@ -26,7 +26,7 @@ use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
 use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
 use crate::budget::Budget;
 use crate::metrics::CDC_METRICS;
-use crate::state::{unix_now, CdcPoint, ScopeKey, TableKey};
+use crate::state::{unix_now, CdcPoint, Name, ScopeKey, TableKey};
 use crate::store::Store;
 
 /// How far back each GetMetricData call looks: CloudWatch publishes these
@@ -56,11 +56,11 @@ impl<C: CloudWatchApi> CdcReader<C> {
     /// Read every `interval` until `shutdown`, for the tables `tables` names,
     /// and at once when that list changes (a discovery refresh, a reload),
     /// so new tables do not wait a whole interval.
-    pub async fn run(self, mut tables: watch::Receiver<Vec<String>>, shutdown: CancellationToken) {
+    pub async fn run(self, mut tables: watch::Receiver<Vec<Name>>, shutdown: CancellationToken) {
         let mut series: Option<(Instant, Vec<CdcSeries>)> = None;
         let mut estimated = false;
         loop {
-            let wanted: BTreeSet<String> = tables.borrow_and_update().iter().cloned().collect();
+            let wanted: BTreeSet<Name> = tables.borrow_and_update().iter().cloned().collect();
             if !wanted.is_empty() {
                 let stale = series
                     .as_ref()
@@ -72,8 +72,10 @@ impl<C: CloudWatchApi> CdcReader<C> {
                     }
                 }
                 if let Some((_, known)) = &series {
-                    let mine: Vec<&CdcSeries> =
-                        known.iter().filter(|s| wanted.contains(&s.table)).collect();
+                    let mine: Vec<&CdcSeries> = known
+                        .iter()
+                        .filter(|s| wanted.contains(s.table.as_str()))
+                        .collect();
                     if !estimated {
                         estimated = true;
                         self.log_cost(mine.len());
@@ -120,11 +122,7 @@ impl<C: CloudWatchApi> CdcReader<C> {
 
     /// One round of GetMetricData over `series`, recorded into the store
     /// for every table in `tables` (tables without series lose theirs).
-    async fn read(
-        &self,
-        series: &[&CdcSeries],
-        tables: &BTreeSet<String>,
-    ) -> Result<(), PollError> {
+    async fn read(&self, series: &[&CdcSeries], tables: &BTreeSet<Name>) -> Result<(), PollError> {
         let now = unix_now();
         let queries: Vec<Query> = series
             .iter()
@@ -163,7 +161,7 @@ impl<C: CloudWatchApi> CdcReader<C> {
             }
         }
         let mut by_table: BTreeMap<&str, Vec<CdcPoint>> =
-            tables.iter().map(|t| (t.as_str(), Vec::new())).collect();
+            tables.iter().map(|t| (&**t, Vec::new())).collect();
         for query in &queries {
             if let Some(points) = by_table.get_mut(query.series.table.as_str()) {
                 points.push((
@@ -177,7 +175,7 @@ impl<C: CloudWatchApi> CdcReader<C> {
             let key = TableKey {
                 account_id: self.scope.account_id.clone(),
                 region: self.scope.region.clone(),
-                table: table.to_string(),
+                table: Name::from(table),
             };
             self.store.record_cdc(&key, &points);
         }
@@ -306,7 +304,7 @@ mod tests {
             calls: Mutex::new(Vec::new()),
         };
         let reader = reader(fake, &store);
-        let wanted: BTreeSet<String> = tables.iter().cloned().collect();
+        let wanted: BTreeSet<Name> = tables.iter().map(|t| Name::from(t.as_str())).collect();
         let series = reader.list_series().await.unwrap();
         assert_eq!(series.len(), 4800);
         let refs: Vec<&CdcSeries> = series.iter().collect();
@@ -332,7 +330,10 @@ mod tests {
         let series = reader.list_series().await.unwrap();
         let refs: Vec<&CdcSeries> = series.iter().collect();
         reader
-            .read(&refs, &tables.iter().cloned().collect())
+            .read(
+                &refs,
+                &tables.iter().map(|t| Name::from(t.as_str())).collect(),
+            )
             .await
             .unwrap();
         let busy = crate::metrics::render_table(&store.state(&key("busy")).unwrap())

@@ -30,6 +30,8 @@ use serde_yaml::{Mapping, Value};
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{ScanError, TScalarStyle};
 
+use crate::state::Name;
+
 /// How often each table is polled unless the file says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Bound on one API call, retries included, unless the file says otherwise.
@@ -152,9 +154,9 @@ pub enum TagMatch {
 pub struct TableRef {
     /// Exactly as written (a name or an ARN); sent as `TableName`, which accepts both, so a table
     /// shared from another account is reachable.
-    pub identifier: String,
+    pub identifier: Name,
     /// The bare table name, used as the `table` label.
-    pub name: String,
+    pub name: Name,
     /// The account from the ARN; `None` for plain names.
     pub account_id: Option<String>,
     /// The region from the ARN; `None` for plain names, which apply in each of the target's
@@ -428,7 +430,7 @@ impl Target {
                     format!("{} (account {account}, region {region})", t.name)
                 }
                 (Some(account), _) => format!("{} (account {account})", t.name),
-                (None, _) => t.name.clone(),
+                (None, _) => t.name.to_string(),
             })
             .collect();
         if several {
@@ -1266,9 +1268,10 @@ impl<'a> Validator<'a> {
                 self.report(path, format!("{identifier:?} {TABLE_NAME_RULE}"));
                 return None;
             }
+            let identifier = Name::from(identifier.as_str());
             return Some(TableRef {
                 identifier: identifier.clone(),
-                name: identifier.clone(),
+                name: identifier,
                 account_id: None,
                 region: None,
             });
@@ -1301,8 +1304,8 @@ impl<'a> Validator<'a> {
             _ => {}
         }
         Some(TableRef {
-            identifier: identifier.clone(),
-            name: arn.table,
+            identifier: Name::from(identifier.as_str()),
+            name: Name::from(arn.table),
             account_id: Some(arn.account_id),
             region: Some(arn.region),
         })
@@ -1429,7 +1432,7 @@ impl Seen {
         };
         for region in &applies_in {
             for account in &probe {
-                let key = (account.clone(), (*region).clone(), table.name.clone());
+                let key = (account.clone(), (*region).clone(), table.name.to_string());
                 let Some((first, first_had_role)) = self.0.get(&key) else {
                     continue;
                 };
@@ -1446,7 +1449,7 @@ impl Seen {
         }
         for region in applies_in {
             for account in &store {
-                let key = (account.clone(), region.clone(), table.name.clone());
+                let key = (account.clone(), region.clone(), table.name.to_string());
                 self.0
                     .entry(key)
                     .or_insert_with(|| (at.to_string(), role_account.is_some()));
@@ -1736,8 +1739,8 @@ mod tests {
 
     fn table(name: &str) -> TableRef {
         TableRef {
-            identifier: name.to_owned(),
-            name: name.to_owned(),
+            identifier: name.into(),
+            name: name.into(),
             account_id: None,
             region: None,
         }
@@ -1770,8 +1773,8 @@ mod tests {
                 table("orders"),
                 table("customers"),
                 TableRef {
-                    identifier: "arn:aws:dynamodb:us-east-1:123456789012:table/payments".to_owned(),
-                    name: "payments".to_owned(),
+                    identifier: "arn:aws:dynamodb:us-east-1:123456789012:table/payments".into(),
+                    name: "payments".into(),
                     account_id: Some("123456789012".to_owned()),
                     region: Some("us-east-1".to_owned()),
                 },
@@ -2976,8 +2979,8 @@ targets:
                         table("legacy-table"),
                         TableRef {
                             identifier: "arn:aws:dynamodb:eu-west-1:333333333333:table/shared"
-                                .to_owned(),
-                            name: "shared".to_owned(),
+                                .into(),
+                            name: "shared".into(),
                             account_id: Some("333333333333".to_owned()),
                             region: Some("eu-west-1".to_owned()),
                         },
@@ -3007,7 +3010,7 @@ targets:
         assert_eq!(config.table_count(), 3);
         let names = |region| -> Vec<&str> {
             (config.targets[0].tables_in(region))
-                .map(|t| t.name.as_str())
+                .map(|t| &*t.name)
                 .collect()
         };
         assert_eq!(names("us-east-1"), ["legacy-table"]);

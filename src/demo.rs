@@ -102,7 +102,7 @@ mod tests {
         let names: Vec<String> = config.targets[0]
             .tables
             .iter()
-            .map(|t| t.name.clone())
+            .map(|t| t.name.to_string())
             .collect();
         assert_eq!(names, scenario.table_names());
         assert!(names.len() >= 3, "{names:?}");

@@ -9,7 +9,7 @@
 use crate::aws::{self, CallPolicy, DynamoDbApi, PollError};
 use crate::budget::Budget;
 use crate::config::Discovery;
-use crate::state::{ScopeKey, Shard, TableKey};
+use crate::state::{Name, ScopeKey, Shard, TableKey};
 
 /// The tables of `scope` that match `filters` and belong to `shard`, sorted.
 pub async fn discover<C: DynamoDbApi>(
@@ -19,7 +19,7 @@ pub async fn discover<C: DynamoDbApi>(
     filters: &Discovery,
     scope: &ScopeKey,
     shard: &Shard,
-) -> Result<Vec<String>, PollError> {
+) -> Result<Vec<Name>, PollError> {
     let mut names = Vec::new();
     let mut start = None;
     loop {
@@ -38,7 +38,7 @@ pub async fn discover<C: DynamoDbApi>(
         let key = TableKey {
             account_id: scope.account_id.clone(),
             region: scope.region.clone(),
-            table: name,
+            table: Name::from(name),
         };
         if !filters.matches_name(&key.table) || !shard.owns(&key) {
             continue;
@@ -202,7 +202,7 @@ mod tests {
         let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
             .await
             .unwrap();
-        assert_eq!(found, ["orders-eu", "payments"]);
+        assert_eq!(found, [Name::from("orders-eu"), Name::from("payments")]);
         // Tags were read only for tables that passed the name filters, and
         // the two-tag table needed two pages.
         let reads = fake.tag_reads.lock().unwrap().clone();
@@ -230,7 +230,10 @@ mod tests {
         let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
             .await
             .unwrap();
-        assert_eq!(found, names);
+        assert!(found
+            .iter()
+            .map(|n| &**n)
+            .eq(names.iter().map(String::as_str)));
         assert!(fake.tag_reads.lock().unwrap().is_empty());
     }
 

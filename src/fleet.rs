@@ -36,8 +36,8 @@ use crate::cdc::CdcReader;
 use crate::config::{self, Config, Role, Target};
 use crate::discovery;
 use crate::metrics::Telemetry;
-use crate::scheduler::{PollJob, ScopeRunner};
-use crate::state::{unix_now, ScopeKey, Shard, TableKey};
+use crate::scheduler::{Jobs, PollJob, ScopeRunner};
+use crate::state::{unix_now, Name, ScopeKey, Shard, TableKey};
 use crate::store::Store;
 
 /// The account used for a loopback endpoint (DynamoDB Local, a simulator)
@@ -69,27 +69,27 @@ struct Identity {
 
 struct Unit {
     target: Target,
-    region: String,
+    region: Name,
     client: Arc<SdkClient>,
     /// `None` until the account is known.
-    account: Option<String>,
+    account: Option<Name>,
     /// `None` until the first discovery refresh succeeded (or without discovery).
-    discovered: Option<Vec<String>>,
+    discovered: Option<Vec<Name>>,
     /// Whether the first refresh has finished, successfully or not.
     refreshed: bool,
     /// When the last refresh finished; a reload that keeps the unit waits
     /// out its refresh interval from there instead of listing again at once.
     refreshed_at: Option<tokio::time::Instant>,
     /// With `cdc_metrics`: the tables its CloudWatch reader covers.
-    cdc_tables: Option<watch::Sender<Vec<String>>>,
+    cdc_tables: Option<watch::Sender<Vec<Name>>>,
 }
 
 /// What a unit's discovery found and when, keyed across a reload by
 /// (identity, region, filters).
-type Carried = (Option<Vec<String>>, Option<tokio::time::Instant>);
+type Carried = (Option<Vec<Name>>, Option<tokio::time::Instant>);
 
 struct ScopeHandle {
-    jobs: watch::Sender<Vec<PollJob<SdkClient>>>,
+    jobs: watch::Sender<Jobs<SdkClient>>,
     budget: Arc<Budget>,
     shutdown: CancellationToken,
     task: JoinHandle<usize>,
@@ -105,7 +105,7 @@ enum Event {
     Discovered {
         generation: u64,
         unit: usize,
-        outcome: Result<Vec<String>, PollError>,
+        outcome: Result<Vec<Name>, PollError>,
     },
 }
 
@@ -115,7 +115,7 @@ pub struct Fleet {
     config: Config,
     units: Vec<Unit>,
     scopes: HashMap<ScopeKey, ScopeHandle>,
-    accounts: HashMap<Identity, String>,
+    accounts: HashMap<Identity, Name>,
     credentials: HashMap<(String, String), SharedCredentialsProvider>,
     generation: u64,
     events: mpsc::UnboundedSender<Event>,
@@ -171,7 +171,7 @@ impl Fleet {
         self.config = config;
         // What discovery found survives a reload of the same unit, so its
         // tables keep their state and no listing burst follows a SIGHUP.
-        let previous: HashMap<(Identity, String, String), Carried> = self
+        let previous: HashMap<(Identity, Name, String), Carried> = self
             .units
             .drain(..)
             .filter_map(|u| {
@@ -187,7 +187,7 @@ impl Fleet {
             let credentials = self.role_credentials(target).await;
             let identity = identity_of(target);
             let known = match &target.role {
-                Some(role) => Some(role.account_id.clone()),
+                Some(role) => Some(Name::from(role.account_id.as_str())),
                 None => self.accounts.get(&identity).cloned(),
             };
             if known.is_none() && !self.accounts.contains_key(&identity) {
@@ -203,13 +203,14 @@ impl Fleet {
                     &self.settings.options,
                     policy.attempt_timeout(),
                 ));
+                let region = Name::from(region.as_str());
                 let carried = target.discovery.as_ref().and_then(|d| {
                     previous.get(&(identity.clone(), region.clone(), format!("{d:?}")))
                 });
                 let (discovered, refreshed_at) = carried.cloned().unwrap_or((None, None));
                 self.units.push(Unit {
                     target: target.clone(),
-                    region: region.clone(),
+                    region,
                     client,
                     account: known.clone(),
                     refreshed: target.discovery.is_none() || refreshed_at.is_some(),
@@ -429,6 +430,7 @@ impl Fleet {
                 account,
             } => {
                 tracing::info!(account_id = %account, endpoint = ?identity.endpoint_url, "target account resolved");
+                let account = Name::from(account);
                 self.accounts.insert(identity.clone(), account.clone());
                 if id != self.generation {
                     return;
@@ -489,7 +491,7 @@ impl Fleet {
     /// Recompute every scope's job list from the units, start and stop
     /// scope runners, and make the store hold exactly the polled tables.
     fn rebuild(&mut self) {
-        let mut by_scope: BTreeMap<ScopeKey, Vec<PollJob<SdkClient>>> = BTreeMap::new();
+        let mut by_scope: BTreeMap<ScopeKey, Jobs<SdkClient>> = BTreeMap::new();
         let mut rates: HashMap<ScopeKey, f64> = HashMap::new();
         let mut seen: BTreeSet<TableKey> = BTreeSet::new();
         let shard = self.settings.shard;
@@ -507,7 +509,8 @@ impl Fleet {
                 timeout: unit.target.request_timeout,
             };
             let explicit = unit.target.tables_in(&unit.region).map(|table| {
-                let account = table.account_id.clone().unwrap_or_else(|| account.clone());
+                let account =
+                    (table.account_id.as_deref()).map_or_else(|| account.clone(), Name::from);
                 (account, table.clone())
             });
             let discovered = unit.discovered.iter().flatten().map(|name| {
@@ -533,13 +536,13 @@ impl Fleet {
                 let scope = key.scope();
                 let rate = rates.entry(scope.clone()).or_insert(f64::INFINITY);
                 *rate = rate.min(unit.target.max_requests_per_second);
-                by_scope.entry(scope).or_default().push(PollJob {
+                by_scope.entry(scope).or_default().push(Arc::new(PollJob {
                     key,
                     table,
                     client: Arc::clone(&unit.client),
                     interval: unit.target.poll_interval,
                     policy,
-                });
+                }));
             }
         }
         // Scopes that only discover (no table yet) keep their budget and series.
@@ -560,10 +563,10 @@ impl Fleet {
             let (Some(sender), Some(account)) = (&unit.cdc_tables, &unit.account) else {
                 continue;
             };
-            let mine: Vec<String> = unit
+            let mine: Vec<Name> = unit
                 .target
                 .tables_in(&unit.region)
-                .filter(|t| t.account_id.as_ref().is_none_or(|a| a == account))
+                .filter(|t| t.account_id.as_deref().is_none_or(|a| a == &**account))
                 .map(|t| t.name.clone())
                 .chain(unit.discovered.iter().flatten().cloned())
                 .filter(|name| {

@@ -694,7 +694,7 @@ impl Telemetry {
     /// Record the wall time of one poll.
     pub fn observe_poll(&self, scope: &ScopeKey, seconds: f64) {
         self.poll_duration
-            .with_label_values(&[scope.account_id.as_str(), scope.region.as_str()])
+            .with_label_values(&[&*scope.account_id, &*scope.region])
             .observe(seconds);
     }
 
@@ -702,7 +702,7 @@ impl Telemetry {
     pub fn remove_scope(&self, scope: &ScopeKey) {
         let _ = self
             .poll_duration
-            .remove_label_values(&[scope.account_id.as_str(), scope.region.as_str()]);
+            .remove_label_values(&[&*scope.account_id, &*scope.region]);
     }
 
     /// Record how many tables this replica polls.

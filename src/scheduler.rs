@@ -32,7 +32,7 @@ use crate::aws::{
 use crate::budget::Budget;
 use crate::config::TableRef;
 use crate::metrics::Telemetry;
-use crate::state::{unix_now, ScopeKey, StreamKey, TableKey, STREAM_CHECKED};
+use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
 use crate::store::Store;
 
 /// Share of the poll interval by which each cycle is randomly stretched or
@@ -53,17 +53,10 @@ pub struct PollJob<C> {
     pub policy: CallPolicy,
 }
 
-impl<C> Clone for PollJob<C> {
-    fn clone(&self) -> Self {
-        PollJob {
-            key: self.key.clone(),
-            table: self.table.clone(),
-            client: Arc::clone(&self.client),
-            interval: self.interval,
-            policy: self.policy,
-        }
-    }
-}
+/// A scope's tables as the fleet hands them to its runner. Each job is
+/// shared between that list and the runner's slot, and with the call in
+/// flight, rather than copied into each.
+pub type Jobs<C> = Vec<Arc<PollJob<C>>>;
 
 /// What a scope runner shares with the rest of the exporter.
 pub struct ScopeRunner {
@@ -78,7 +71,7 @@ pub struct ScopeRunner {
 }
 
 struct Slot<C> {
-    job: PollJob<C>,
+    job: Arc<PollJob<C>>,
     due: Instant,
     last_start: Option<Instant>,
     running: bool,
@@ -86,7 +79,7 @@ struct Slot<C> {
     /// sorted, without duplicates. A `Vec`, not a set: it holds one or two
     /// names, and an empty B-tree node per table costs hundreds of bytes at
     /// 10,000 tables.
-    streams: Vec<String>,
+    streams: Vec<Name>,
 }
 
 /// A stream to cross-check, and which tables' destinations name it.
@@ -101,19 +94,19 @@ struct StreamSlot {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Table(TableKey),
-    Stream(String),
+    Stream(Name),
 }
 
 /// A finished call and when it started.
 enum Finished {
     Table(TableKey, Instant, Result<Vec<Destination>, PollError>),
-    Stream(String, Instant, Result<StreamSummary, PollError>),
+    Stream(Name, Instant, Result<StreamSummary, PollError>),
 }
 
 /// The runner's own state while it runs.
 struct Running<C> {
     tables: HashMap<TableKey, Slot<C>>,
-    streams: HashMap<String, StreamSlot>,
+    streams: HashMap<Name, StreamSlot>,
     queue: BTreeSet<(Instant, Due)>,
     warned_stretch: bool,
     /// The measured cycle (seconds between two polls of one table), which
@@ -128,7 +121,7 @@ impl ScopeRunner {
     /// of calls aborted at the end.
     pub async fn run<C: DynamoDbApi + KinesisApi>(
         self,
-        mut jobs: watch::Receiver<Vec<PollJob<C>>>,
+        mut jobs: watch::Receiver<Jobs<C>>,
         shutdown: CancellationToken,
     ) -> usize {
         let mut state = Running {
@@ -198,12 +191,12 @@ impl ScopeRunner {
             Due::Table(key) => {
                 let slot = state.tables.get_mut(&key)?;
                 slot.running = true;
-                let job = slot.job.clone();
+                let job = Arc::clone(&slot.job);
                 Some(futures_boxed(async move {
                     let started = Instant::now();
                     let outcome =
                         aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
-                    Finished::Table(job.key, started, outcome)
+                    Finished::Table(job.key.clone(), started, outcome)
                 }))
             }
             Due::Stream(arn) => {
@@ -214,7 +207,7 @@ impl ScopeRunner {
                     .tables
                     .iter()
                     .find_map(|t| state.tables.get(t))
-                    .map(|s| s.job.clone())?;
+                    .map(|s| Arc::clone(&s.job))?;
                 slot.running = true;
                 Some(futures_boxed(async move {
                     let started = Instant::now();
@@ -228,7 +221,7 @@ impl ScopeRunner {
 
     /// Make the schedule hold exactly `jobs`: tables that stay keep their
     /// due time, new ones are spread over their first cycle.
-    fn merge<C>(&self, jobs: Vec<PollJob<C>>, state: &mut Running<C>) {
+    fn merge<C>(&self, jobs: Jobs<C>, state: &mut Running<C>) {
         let wanted: std::collections::HashSet<TableKey> =
             jobs.iter().map(|j| j.key.clone()).collect();
         let gone: Vec<TableKey> = state
@@ -244,7 +237,7 @@ impl ScopeRunner {
             }
         }
         let now = Instant::now();
-        let fresh: Vec<PollJob<C>> = jobs
+        let fresh: Jobs<C> = jobs
             .into_iter()
             .filter_map(|job| match state.tables.get_mut(&job.key) {
                 Some(slot) => {
@@ -296,8 +289,8 @@ impl ScopeRunner {
     fn set_streams<C>(
         &self,
         table: &TableKey,
-        new: Vec<String>,
-        old: Vec<String>,
+        new: Vec<Name>,
+        old: Vec<Name>,
         state: &mut Running<C>,
     ) {
         for arn in old.iter().filter(|arn| !new.contains(arn)) {
@@ -330,11 +323,11 @@ impl ScopeRunner {
         }
     }
 
-    fn stream_key(&self, arn: &str) -> StreamKey {
+    fn stream_key(&self, arn: &Name) -> StreamKey {
         StreamKey {
             account_id: self.key.account_id.clone(),
             region: self.key.region.clone(),
-            stream_arn: arn.to_string(),
+            stream_arn: arn.clone(),
         }
     }
 
@@ -345,19 +338,10 @@ impl ScopeRunner {
             Finished::Table(key, started, outcome) => {
                 self.telemetry
                     .observe_poll(&self.key, started.elapsed().as_secs_f64());
-                self.store.record(&key, &outcome, now);
+                let checked = self.store.record(&key, &outcome, now);
                 let streams = match &outcome {
-                    Ok(destinations) => {
-                        let mut arns: Vec<String> = destinations
-                            .iter()
-                            .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
-                            .map(|d| d.stream_arn.clone())
-                            .collect();
-                        arns.sort_unstable();
-                        arns.dedup();
-                        Some(arns)
-                    }
-                    Err(PollError::NotFound(_)) => Some(Vec::new()),
+                    // A missing table has no destinations left.
+                    Ok(_) | Err(PollError::NotFound(_)) => Some(checked),
                     // Other failures keep the last known destinations.
                     Err(_) => None,
                 };
@@ -532,12 +516,12 @@ mod tests {
             self.calls
                 .lock()
                 .unwrap()
-                .entry(table.name.clone())
+                .entry(table.name.to_string())
                 .or_default()
                 .push(Instant::now());
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            if let Some(delay) = self.delays.get(&table.name) {
+            if let Some(delay) = self.delays.get(&*table.name) {
                 tokio::time::sleep(*delay).await;
             }
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -547,7 +531,7 @@ mod tests {
                     message: "slow down".into(),
                 });
             }
-            if let Some(destinations) = self.destinations.lock().unwrap().get(&table.name) {
+            if let Some(destinations) = self.destinations.lock().unwrap().get(&*table.name) {
                 return Ok(destinations.clone());
             }
             Ok(vec![active(&format!(
@@ -583,8 +567,8 @@ mod tests {
         name: &str,
         interval: u64,
         timeout: u64,
-    ) -> PollJob<FakeClient> {
-        PollJob {
+    ) -> Arc<PollJob<FakeClient>> {
+        Arc::new(PollJob {
             key: TableKey {
                 account_id: ACCOUNT.into(),
                 region: "us-east-1".into(),
@@ -602,18 +586,18 @@ mod tests {
                 max_attempts: 1,
                 timeout: Duration::from_secs(timeout),
             },
-        }
+        })
     }
 
     struct Harness {
         store: Arc<Store>,
         budget: Arc<Budget>,
-        jobs: watch::Sender<Vec<PollJob<FakeClient>>>,
+        jobs: watch::Sender<Jobs<FakeClient>>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<usize>,
     }
 
-    fn start(jobs: Vec<PollJob<FakeClient>>, rate: f64, concurrency: usize) -> Harness {
+    fn start(jobs: Jobs<FakeClient>, rate: f64, concurrency: usize) -> Harness {
         let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
         let budget = Budget::new(rate, concurrency);
         let runner = ScopeRunner {

@@ -6,6 +6,7 @@
 //! HTTP (that is the `metrics` and `store` modules, layers above this one).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::aws::{Destination, PollError};
@@ -45,27 +46,34 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// An identity string (an account ID, region, table name or stream ARN),
+/// shared by every structure that names the same thing: the store, the
+/// scheduler's slots and queue, the fleet's jobs. Cloning one bumps a
+/// count instead of copying the text, which at 10,000 tables is most of
+/// the exporter's memory between scrapes.
+pub type Name = Arc<str>;
+
 /// An (account, region) pair: the unit of request budgets and of the
 /// scope-level metrics.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ScopeKey {
-    pub account_id: String,
-    pub region: String,
+    pub account_id: Name,
+    pub region: Name,
 }
 
 /// Identifies a table in the store and in the metrics (`account_id`,
 /// `region`, `table`): same-named tables of two accounts are distinct.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableKey {
-    pub account_id: String,
-    pub region: String,
-    pub table: String,
+    pub account_id: Name,
+    pub region: Name,
+    pub table: Name,
 }
 
 /// A destination as last seen, plus when its current status was first seen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationState {
-    pub stream_arn: String,
+    pub stream_arn: Name,
     pub status: String,
     pub description: Option<String>,
     pub precision: Option<String>,
@@ -76,9 +84,9 @@ pub struct DestinationState {
 /// Everything the metrics say about one table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableState {
-    pub table: String,
-    pub region: String,
-    pub account_id: String,
+    pub table: Name,
+    pub region: Name,
+    pub account_id: Name,
     /// `None` until the first poll finished; then whether the last one worked.
     pub last_poll_ok: Option<bool>,
     /// Unix time of the last successful poll.
@@ -100,11 +108,12 @@ pub struct TableState {
 impl TableState {
     /// The streams of the destinations whose status says the stream must
     /// exist (see [`STREAM_CHECKED`]).
-    pub fn checked_streams(&self) -> impl Iterator<Item = &str> {
+    /// Sorted by ARN, without duplicates (as `destinations` is).
+    pub fn checked_streams(&self) -> impl Iterator<Item = &Name> {
         self.destinations
             .iter()
             .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
-            .map(|d| d.stream_arn.as_str())
+            .map(|d| &d.stream_arn)
     }
 
     /// Replace the CDC datapoints: `points` holds, per (delegated
@@ -133,37 +142,56 @@ impl TableState {
     /// Fold a successful poll in. `now` is unix time in seconds.
     pub fn record_success(&mut self, destinations: &[Destination], now: f64) {
         let mut fresh: Vec<DestinationState> = Vec::with_capacity(destinations.len());
+        // What is left of it at the end is no longer listed.
+        let mut old = std::mem::take(&mut self.destinations);
         for d in destinations {
-            if fresh.iter().any(|f| f.stream_arn == d.stream_arn) {
+            if fresh.iter().any(|f| *f.stream_arn == *d.stream_arn) {
                 // Two entries for one stream would be duplicate series.
                 tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %d.stream_arn,
                     "AWS listed the same stream twice; keeping the first entry");
                 continue;
             }
-            let previous = self
-                .destinations
+            let previous = old
                 .iter()
-                .find(|p| p.stream_arn == d.stream_arn);
-            let since = match previous {
+                .position(|p| *p.stream_arn == *d.stream_arn)
+                .map(|i| old.swap_remove(i));
+            let since = match &previous {
                 Some(p) if p.status == d.status => p.since,
                 _ => {
-                    self.log_status_change(previous.map(|p| p.status.as_str()), d);
+                    self.log_status_change(previous.as_ref().map(|p| p.status.as_str()), d);
                     now
                 }
             };
-            fresh.push(DestinationState {
-                stream_arn: d.stream_arn.clone(),
-                status: d.status.clone(),
-                description: d.status_description.clone(),
-                precision: d.precision.clone(),
-                since,
-            });
+            // A destination seen before keeps its strings where they did
+            // not change: its stream ARN is shared with the scheduler and
+            // the stream's entry.
+            let entry = match previous {
+                Some(mut p) => {
+                    if p.status != d.status {
+                        p.status.clone_from(&d.status);
+                    }
+                    if p.description != d.status_description {
+                        p.description.clone_from(&d.status_description);
+                    }
+                    if p.precision != d.precision {
+                        p.precision.clone_from(&d.precision);
+                    }
+                    p.since = since;
+                    p
+                }
+                None => DestinationState {
+                    stream_arn: Name::from(d.stream_arn.as_str()),
+                    status: d.status.clone(),
+                    description: d.status_description.clone(),
+                    precision: d.precision.clone(),
+                    since,
+                },
+            };
+            fresh.push(entry);
         }
-        for gone in &self.destinations {
-            if !fresh.iter().any(|f| f.stream_arn == gone.stream_arn) {
-                tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %gone.stream_arn,
-                    "destination no longer listed");
-            }
+        for gone in &old {
+            tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id, stream_arn = %gone.stream_arn,
+                "destination no longer listed");
         }
         fresh.sort_by(|a, b| a.stream_arn.cmp(&b.stream_arn));
         if let Some(code) = self.failing_with.take() {
@@ -258,9 +286,9 @@ fn stable_hash(key: &TableKey) -> u64 {
 /// region) scope that checked it and its ARN.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamKey {
-    pub account_id: String,
-    pub region: String,
-    pub stream_arn: String,
+    pub account_id: Name,
+    pub region: Name,
+    pub stream_arn: Name,
 }
 
 impl StreamKey {
@@ -276,9 +304,9 @@ impl StreamKey {
 /// What the stream cross-check knows about one stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamState {
-    pub account_id: String,
-    pub region: String,
-    pub stream_arn: String,
+    pub account_id: Name,
+    pub region: Name,
+    pub stream_arn: Name,
     /// The stream's status, or [`NOT_FOUND`]; `None` before the first
     /// answer. A failed check (access denied, throttled...) keeps it.
     pub status: Option<String>,
@@ -361,8 +389,8 @@ pub struct DiscoveryState {
 /// Everything the metrics say about one (account, region) scope.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeState {
-    pub account_id: String,
-    pub region: String,
+    pub account_id: Name,
+    pub region: Name,
     /// Tables this process polls in the scope.
     pub tables: usize,
     /// The configured poll interval, seconds.
@@ -484,15 +512,11 @@ mod tests {
     fn vanished_destination_is_dropped_and_order_is_stable() {
         let mut state = fresh();
         state.record_success(&[dest("s2", "ACTIVE"), dest("s1", "ACTIVE")], 1.0);
-        let arns: Vec<&str> = state
-            .destinations
-            .iter()
-            .map(|d| d.stream_arn.as_str())
-            .collect();
+        let arns: Vec<&str> = state.destinations.iter().map(|d| &*d.stream_arn).collect();
         assert_eq!(arns, ["s1", "s2"]);
         state.record_success(&[dest("s2", "ACTIVE")], 2.0);
         assert_eq!(state.destinations.len(), 1);
-        assert_eq!(state.destinations[0].stream_arn, "s2");
+        assert_eq!(&*state.destinations[0].stream_arn, "s2");
         assert_eq!(state.destinations[0].since, 1.0);
     }
 
@@ -540,7 +564,7 @@ mod tests {
             .map(|i| TableKey {
                 account_id: ["111111111111", "222222222222"][i % 2].into(),
                 region: "us-east-1".into(),
-                table: format!("table-{i}"),
+                table: format!("table-{i}").into(),
             })
             .collect();
         let shards: Vec<Shard> = (0..3).map(|index| Shard { index, total: 3 }).collect();
@@ -617,7 +641,29 @@ mod tests {
             ],
             1.0,
         );
-        assert_eq!(state.checked_streams().collect::<Vec<_>>(), ["a", "c", "e"]);
+        let checked: Vec<&str> = state.checked_streams().map(|n| &**n).collect();
+        assert_eq!(checked, ["a", "c", "e"]);
+    }
+
+    #[test]
+    fn a_destination_seen_again_keeps_its_strings() {
+        let mut state = fresh();
+        state.record_success(&[dest("a", "ENABLING"), dest("b", "ACTIVE")], 1.0);
+        let before: Vec<Name> = state.checked_streams().cloned().collect();
+        // The same answer, then a status change: the ARNs stay the same
+        // allocation (what the scheduler and the stream entries share).
+        state.record_success(&[dest("b", "ACTIVE"), dest("a", "ENABLING")], 2.0);
+        state.record_success(&[dest("a", "ACTIVE"), dest("b", "ACTIVE")], 3.0);
+        let after: Vec<Name> = state.checked_streams().cloned().collect();
+        assert_eq!(after, before);
+        assert!(before.iter().zip(&after).all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert_eq!(state.destinations[0].status, "ACTIVE");
+        assert_eq!(state.destinations[0].since, 3.0);
+        assert_eq!(state.destinations[1].since, 1.0);
+        // A stream no longer listed goes; a new one is a new name.
+        state.record_success(&[dest("c", "ACTIVE")], 4.0);
+        let checked: Vec<&str> = state.checked_streams().map(|n| &**n).collect();
+        assert_eq!(checked, ["c"]);
     }
 
     #[test]

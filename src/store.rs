@@ -16,7 +16,9 @@ use std::sync::{PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
 use crate::metrics::{self, Fragments};
-use crate::state::{CdcPoint, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
+use crate::state::{
+    CdcPoint, Name, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState,
+};
 
 /// Entries rendered per read-lock acquisition in the visits.
 const VISIT_BATCH: usize = 256;
@@ -114,12 +116,20 @@ impl Store {
         self.changed();
     }
 
-    /// Record the outcome of one poll. Unknown keys are ignored (a table
-    /// removed while its poll was in flight).
-    pub fn record(&self, key: &TableKey, outcome: &Result<Vec<Destination>, PollError>, now: f64) {
+    /// Record the outcome of one poll, and return the streams the table's
+    /// destinations now name that must exist (see
+    /// [`TableState::checked_streams`]), sorted, as the names the store
+    /// holds, so the scheduler shares them. Unknown keys are ignored (a
+    /// table removed while its poll was in flight).
+    pub fn record(
+        &self,
+        key: &TableKey,
+        outcome: &Result<Vec<Destination>, PollError>,
+        now: f64,
+    ) -> Vec<Name> {
         let mut tables = write(&self.tables);
         let Some(state) = tables.get_mut(key) else {
-            return;
+            return Vec::new();
         };
         if state.last_poll_ok.is_none() {
             self.polled.fetch_add(1, Ordering::Relaxed);
@@ -128,8 +138,10 @@ impl Store {
             Ok(destinations) => state.record_success(destinations, now),
             Err(err) => state.record_failure(err),
         }
+        let checked = state.checked_streams().cloned().collect();
         drop(tables);
         self.changed();
+        checked
     }
 
     /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
@@ -378,13 +390,13 @@ mod tests {
             .map(|i| TableKey {
                 account_id: "123456789012".into(),
                 region: "us-east-1".into(),
-                table: format!("t{i:04}"),
+                table: format!("t{i:04}").into(),
             })
             .collect();
         let store = Store::new(keys.clone());
         let mut seen = Vec::new();
         store.visit(|state| seen.push(state.table.clone()));
-        let want: Vec<String> = keys.iter().map(|k| k.table.clone()).collect();
+        let want: Vec<Name> = keys.iter().map(|k| k.table.clone()).collect();
         assert_eq!(seen, want);
     }
 

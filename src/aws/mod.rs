@@ -488,7 +488,7 @@ impl DynamoDbApi for SdkClient {
         let out = self
             .client
             .describe_kinesis_streaming_destination()
-            .table_name(&table.identifier)
+            .table_name(&*table.identifier)
             .send()
             .await
             .map_err(classify)?;

@@ -885,7 +885,7 @@ fn configmap_holds_a_valid_exporter_config() {
         .flat_map(|t| {
             t.regions.iter().flat_map(move |region| {
                 t.tables_in(region)
-                    .map(move |table| (region.clone(), table.name.clone()))
+                    .map(move |table| (region.clone(), table.name.to_string()))
             })
         })
         .collect();
