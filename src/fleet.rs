@@ -68,7 +68,9 @@ struct Identity {
 }
 
 struct Unit {
-    target: Target,
+    /// Shared by the target's units (one per region): its table list can
+    /// be thousands of entries.
+    target: Arc<Target>,
     region: Name,
     client: Arc<SdkClient>,
     /// `None` until the account is known.
@@ -183,7 +185,8 @@ impl Fleet {
             })
             .collect();
         let targets = self.config.targets.clone();
-        for target in &targets {
+        for target in targets.into_iter().map(Arc::new) {
+            let target = &target;
             let credentials = self.role_credentials(target).await;
             let identity = identity_of(target);
             let known = match &target.role {
@@ -209,7 +212,7 @@ impl Fleet {
                 });
                 let (discovered, refreshed_at) = carried.cloned().unwrap_or((None, None));
                 self.units.push(Unit {
-                    target: target.clone(),
+                    target: Arc::clone(target),
                     region,
                     client,
                     account: known.clone(),
@@ -467,10 +470,12 @@ impl Fleet {
                 match outcome {
                     Ok(tables) => {
                         let count = tables.len();
+                        // An unchanged list is kept, and with it the names
+                        // the store and the scheduler share.
                         if state.discovered.as_ref() != Some(&tables) {
                             tracing::info!(account_id = %scope.account_id, region = %scope.region, tables = count, "discovery refreshed the table list");
+                            state.discovered = Some(tables);
                         }
-                        state.discovered = Some(tables);
                         self.settings
                             .store
                             .update_scope(&scope, |s| s.record_discovery(Ok(count), now));

@@ -311,7 +311,8 @@ impl ScopeRunner {
                 StreamSlot {
                     due: now,
                     running: false,
-                    tables: Vec::new(),
+                    // Room for the usual one table, not a growing `Vec`'s four.
+                    tables: Vec::with_capacity(1),
                 }
             });
             if !slot.tables.contains(table) {
