@@ -92,6 +92,8 @@ pub enum RunError {
     },
     #[error("no listen address given")]
     NoListenAddress,
+    #[error("cannot serve on the sockets passed by the service manager")]
+    Inherited(#[source] std::io::Error),
     #[error("invalid telemetry path {0:?}: it must start with '/' and must not be /, /healthz or /readyz")]
     TelemetryPath(String),
 }
@@ -111,19 +113,43 @@ impl Exporter {
     /// Load the shared SDK configuration (no network traffic yet), check the
     /// telemetry path and bind the listener.
     pub async fn bind(settings: Settings) -> Result<Self, RunError> {
+        Self::bind_to(settings, Vec::new()).await
+    }
+
+    /// Like [`Exporter::bind`], but serve `inherited`, listening sockets a
+    /// service manager handed over (systemd socket activation), instead of
+    /// binding `settings.listen`; without any, bind as `bind` does.
+    pub async fn bind_to(
+        mut settings: Settings,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Self, RunError> {
         let path = settings.telemetry_path.as_str();
         if !path.starts_with('/') || matches!(path, "/" | "/healthz" | "/readyz") {
             return Err(RunError::TelemetryPath(settings.telemetry_path));
         }
-        if settings.listen.is_empty() {
+        if settings.listen.is_empty() && inherited.is_empty() {
             return Err(RunError::NoListenAddress);
         }
         let shared = aws::load_shared_config(&settings.config, &settings.client).await;
-        let listeners = settings
-            .listen
-            .iter()
-            .map(|&addr| bind(addr).map_err(|source| RunError::Bind { addr, source }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = if inherited.is_empty() {
+            settings
+                .listen
+                .iter()
+                .map(|&addr| bind(addr).map_err(|source| RunError::Bind { addr, source }))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let listeners = inherited
+                .into_iter()
+                .map(adopt)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(RunError::Inherited)?;
+            settings.listen = listeners
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<_, _>>()
+                .map_err(RunError::Inherited)?;
+            listeners
+        };
         let store = new_store(&settings.config);
         let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
         Ok(Exporter {
@@ -303,6 +329,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         }
         other => other,
     }
+}
+
+/// Serve on a socket someone else bound and set listening.
+fn adopt(listener: std::net::TcpListener) -> std::io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 fn is_no_ipv6(err: &std::io::Error) -> bool {

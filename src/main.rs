@@ -73,6 +73,11 @@ struct Flags {
         default_value = ":9863"
     )]
     listen_address: Vec<String>,
+    /// Serve on the listening sockets systemd passes (socket activation,
+    /// Linux) instead of binding --web.listen-address, which is then
+    /// ignored.
+    #[arg(long = "web.systemd-socket")]
+    systemd_socket: bool,
     /// Connections served at once.
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512,
         value_parser = clap::value_parser!(u32).range(1..))]
@@ -243,6 +248,13 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let shard = shard_from_flags(&flags, host_name)?;
+    // Before the runtime starts threads: taking them clears the variables
+    // that pass them.
+    let inherited = if flags.systemd_socket {
+        systemd_listeners()?
+    } else {
+        Vec::new()
+    };
     let runtime = runtime()?;
     // Replaced by `listen` below.
     let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -274,7 +286,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         // Before binding: once the port answers, SIGHUP must already mean
         // "reload" rather than the default "terminate".
         let reloads = shutdown::reload_requests();
-        let exporter = Exporter::bind(settings).await?;
+        let exporter = Exporter::bind_to(settings, inherited).await?;
         exporter
             .serve_with_reloads(shutdown::signal(), reloads)
             .await;
@@ -284,6 +296,42 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// The listening sockets systemd passed (`LISTEN_FDS`, for this process's
+/// `LISTEN_PID`), in order; an error if there are none or one is not a TCP
+/// socket. Clears the variables, so child processes do not see them.
+fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut passed = listenfd::ListenFd::from_env();
+    if passed.len() == 0 {
+        anyhow::bail!(
+            "--web.systemd-socket: systemd passed no sockets (LISTEN_FDS is unset or 0, or \
+             LISTEN_PID names another process); start the exporter through a .socket unit, \
+             or drop the flag to bind --web.listen-address"
+        );
+    }
+    let count = passed.len();
+    let listeners = (0..count)
+        .map(|index| {
+            let fd = index + 1;
+            passed
+                .take_tcp_listener(index)
+                .with_context(|| {
+                    format!(
+                        "--web.systemd-socket: passed socket {fd} of {count} is not a TCP socket"
+                    )
+                })?
+                .with_context(|| {
+                    format!("--web.systemd-socket: passed socket {fd} of {count} was already taken")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for listener in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving on a socket passed by systemd");
+        }
+    }
+    Ok(listeners)
 }
 
 /// `--once` found a failed poll (already logged, and in the page).
@@ -557,6 +605,7 @@ mod tests {
         let defaults = Flags::try_parse_from(["dynamodb-kinesis-exporter"]).unwrap();
         assert_eq!(defaults.config_file, PathBuf::from("config/exporter.yaml"));
         assert_eq!(defaults.listen_address, [":9863"]);
+        assert!(!defaults.systemd_socket);
         assert_eq!(defaults.max_connections, 512);
         assert_eq!(defaults.write_timeout, Duration::from_secs(10));
         let several = Flags::try_parse_from([

@@ -281,6 +281,104 @@ async fn demo_mode_serves_metrics_and_exits_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Start the binary with `args` the way systemd's socket activation does:
+/// `LISTEN_FDS=1` and `LISTEN_PID` of the process itself (the shell's `$$`,
+/// kept across `exec`), with `passed` (a redirection target such as `&12`
+/// or `/dev/null`) as file descriptor 3. bash, not sh: dash takes only
+/// single-digit descriptors.
+fn spawn_activated(passed: &str, args: &[&str]) -> Child {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\" 3<{passed}"
+        ))
+        .arg(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn through bash")
+}
+
+#[tokio::test]
+async fn systemd_socket_activation_serves_on_the_passed_socket() {
+    use std::os::fd::AsRawFd as _;
+    // Bound and listening before the exporter starts, as systemd does; kept
+    // open across exec for the child (std opens it close-on-exec).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&listener)
+        .set_cloexec(false)
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ignored = format!("127.0.0.1:{}", free_port());
+    let child = spawn_activated(
+        &format!("&{}", listener.as_raw_fd()),
+        &[
+            "--demo",
+            "--web.systemd-socket",
+            "--web.listen-address",
+            &ignored,
+        ],
+    );
+    // Close-on-exec again, so children other tests spawn later do not
+    // inherit it.
+    socket2::SockRef::from(&listener).set_cloexec(true).unwrap();
+    let mut guard = Guard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = guard.0.as_mut().unwrap().try_wait().unwrap() {
+            let mut stderr = String::new();
+            let pipe = guard.0.as_mut().unwrap().stderr.as_mut().unwrap();
+            std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+            panic!("exited early ({status}):\n{stderr}");
+        }
+        // Connecting always works (the socket listens from the start); an
+        // answer needs the exporter.
+        if try_request(addr, "GET", "/readyz")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ready on the passed socket"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = scrape(addr).await;
+    assert!(
+        page.contains("dynamodb_kinesis_destination_status{"),
+        "{page}"
+    );
+    // --web.listen-address is ignored under socket activation.
+    assert!(std::net::TcpStream::connect(&ignored).is_err());
+    signal(guard.0.as_ref().unwrap(), "-TERM");
+    assert_eq!(
+        wait_exit(&mut guard, Duration::from_secs(15)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn systemd_socket_without_a_usable_socket_is_a_clear_error() {
+    // Nothing passed at all.
+    let out = run(&["--demo", "--web.systemd-socket"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("systemd passed no sockets"), "{stderr}");
+    // Descriptor 3 is a file, not a socket.
+    let child = spawn_activated("/dev/null", &["--demo", "--web.systemd-socket"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("passed socket 1 of 1 is not a TCP socket"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Lint real output with promtool (see [`required_tool`] for when it is
 /// missing).
 fn promtool_check(page: &str) {

@@ -1560,6 +1560,48 @@ fn systemd_analyze_verifies_the_unit() {
         ok && complaints.is_empty(),
         "systemd-analyze verify:\n{out}"
     );
+    // The socket unit, next to the service it activates.
+    let socket = "dynamodb-kinesis-exporter.socket";
+    std::fs::write(tmp.path().join(socket), read(SOCKET_UNIT)).unwrap();
+    let (ok, out) = run_tool(&analyze, &["verify", &format!("./{socket}")], tmp.path());
+    let complaints: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("dynamodb-kinesis-exporter"))
+        .collect();
+    assert!(
+        ok && complaints.is_empty(),
+        "systemd-analyze verify (socket):\n{out}"
+    );
+}
+
+const SOCKET_UNIT: &str = "deploy/systemd/dynamodb-kinesis-exporter.socket";
+
+#[test]
+fn systemd_socket_unit_listens_like_the_default_address() {
+    let unit = read(SOCKET_UNIT);
+    let settings: Vec<(&str, &str)> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| {
+            l.split_once('=')
+                .unwrap_or_else(|| panic!("bad line {l:?}"))
+        })
+        .collect();
+    // :9863 on IPv6 and IPv4, as the default --web.listen-address.
+    assert!(settings.contains(&("ListenStream", "9863")), "{settings:?}");
+    assert!(settings.contains(&("BindIPv6Only", "both")), "{settings:?}");
+    assert!(
+        settings.contains(&("WantedBy", "sockets.target")),
+        "{settings:?}"
+    );
+    // Its own name matches the service's, which is how systemd pairs them,
+    // and it says which flag the service then needs.
+    assert_eq!(
+        SOCKET_UNIT.strip_suffix(".socket"),
+        UNIT.strip_suffix(".service")
+    );
+    assert!(unit.contains("--web.systemd-socket"));
 }
 
 // ------------------------------------------------------------------- docker
