@@ -116,6 +116,8 @@ pub struct Page {
     /// for that rebuild instead of each doing their own.
     rebuild: tokio::sync::Mutex<()>,
     level: Compression,
+    /// Renders a snapshot ([`build`]; a test swaps in one that fails).
+    builder: fn(&Store, Option<&Snapshot>) -> Snapshot,
     /// The process-wide families per format, re-encoded when older than
     /// [`MAX_AGE`] (reading `/proc` for every scrape would cost more than
     /// sending the page).
@@ -148,6 +150,7 @@ impl Page {
             unused_for: UNUSED_FOR,
             rebuild: tokio::sync::Mutex::new(()),
             level: Compression::new(4),
+            builder: build,
             tails: std::sync::Mutex::new([None, None]),
         }
     }
@@ -171,14 +174,18 @@ impl Page {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let store = Arc::clone(&self.store);
-        let job = move || build(&store, previous.as_deref());
+        let fallback = previous.clone();
+        let builder = self.builder;
+        let job = move || builder(&store, previous.as_deref());
         let fresh = match tokio::task::spawn_blocking(job).await {
             Ok(snapshot) => Arc::new(snapshot),
             Err(err) => {
-                tracing::error!(error = %err, "rebuilding the metrics page failed");
-                // Nothing to serve but an empty page (the families'
+                tracing::error!(error = %err, "rebuilding the metrics page failed; serving the last one");
+                // The last page if it is still held (its age shows in the
+                // success timestamps); else an empty one (the families'
                 // headers and the process-wide tail).
-                return Arc::new(Snapshot::empty(self.store.generation()));
+                return fallback
+                    .unwrap_or_else(|| Arc::new(Snapshot::empty(self.store.generation())));
             }
         };
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fresh));
@@ -739,6 +746,26 @@ mod tests {
         assert!(weak.upgrade().is_none(), "the stale snapshot is still held");
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_rebuild_serves_the_last_page() {
+        let store = store();
+        let mut page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        let good = page.plain(Format::Text).await;
+        page.builder = |_, _| panic!("rendering failed");
+        store.record(&key("orders"), &Ok(vec![]), 7.0);
+        tokio::time::sleep(MAX_AGE).await;
+        // Stale and its rebuild panics: the last page, not an empty one.
+        let tail_free = |chunks: &Chunks| concat(&chunks[..chunks.len() - 1]);
+        assert_eq!(tail_free(&page.plain(Format::Text).await), tail_free(&good));
+        // Once that page is let go too, only an empty one is left (the
+        // families' headers, no samples), and it still parses.
+        assert!(page.release_unneeded());
+        let empty = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
+        assert!(!empty.contains("table=\"orders\""), "{empty}");
+        assert!(empty.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
