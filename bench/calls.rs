@@ -12,9 +12,11 @@
 use std::time::Duration;
 
 use dke_simulator::{CdcMetricsSpec, DestinationSpec, MetricStep, Scenario, Simulator, TableSpec};
-use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 use tokio::time::Instant;
+
+mod common;
+
+use common::Running;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -44,26 +46,8 @@ async fn main() {
          targets:\n  - region: us-east-1\n    endpoint_url: {}\n    discovery:\n      refresh_interval: 1h\n    cdc_metrics: {{interval: {cycle}s}}\n",
         sim.endpoint_url()
     );
-    let mut settings = Settings::new(
-        config::parse(&text, "(bench)").expect("bench config"),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    settings.process_metrics = false;
-    settings.client = ClientOptions {
-        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
-            "AKIDBENCH",
-            "bench",
-            None,
-            None,
-            "bench",
-        )),
-    };
-    let exporter = Exporter::bind(settings).await.expect("bind");
-    let store = exporter.store();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.serve(async move {
-        let _ = stopped.await;
-    }));
+    let exporter = Running::start(&text, false).await;
+    let store = std::sync::Arc::clone(&exporter.store);
     let started = Instant::now();
     // The first cycle: every table polled, every stream checked, CDC read.
     loop {
@@ -100,7 +84,6 @@ async fn main() {
         "  GetMetricData queries: {:.0} per cycle (at most 500 a call)",
         sim.metric_data_queries() as f64 / CYCLES as f64
     );
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    exporter.stop().await;
     sim.shutdown().await;
 }

@@ -1,8 +1,61 @@
-//! What the benchmark programs share: the process's resident memory and a
-//! minimal HTTP GET on loopback.
+//! What the benchmark programs share: an exporter running in the process,
+//! the process's resident memory and a minimal HTTP GET on loopback.
 #![allow(dead_code)] // each benchmark uses a different subset
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use dynamodb_kinesis_exporter::aws::ClientOptions;
+use dynamodb_kinesis_exporter::store::Store;
+use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An exporter serving in this process on an ephemeral loopback port.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub store: Arc<Store>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Start one for the config `text`, with static credentials (the
+    /// simulator checks none) and, unless `process_metrics`, without the
+    /// `process_*` families.
+    pub async fn start(text: &str, process_metrics: bool) -> Running {
+        let config = config::parse(text, "(bench)").expect("bench config");
+        let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
+        settings.process_metrics = process_metrics;
+        settings.client = ClientOptions {
+            static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
+                "AKIDBENCH",
+                "bench",
+                None,
+                None,
+                "bench",
+            )),
+        };
+        let exporter = Exporter::bind(settings).await.expect("bind");
+        let addr = exporter.local_addr();
+        let store = exporter.store();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(exporter.serve(async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            store,
+            stop,
+            task,
+        }
+    }
+
+    /// Shut it down, waiting at most 15 s for it to drain.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+    }
+}
 
 /// This process's resident set size, KiB (0 where /proc is absent).
 pub fn rss_kib() -> u64 {

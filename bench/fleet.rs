@@ -15,13 +15,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use dke_simulator::{Scenario, ScopeSpec, Service, Simulator, TableSpec};
-use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 use tokio::time::Instant;
 
 mod common;
 
-use common::rss_kib;
+use common::{rss_kib, Running};
 
 const LIMIT: Duration = Duration::from_secs(900);
 const HUB: &str = "123456789012";
@@ -73,24 +71,8 @@ async fn main() {
          \x20 - regions: [us-east-1, eu-west-1]\n    endpoint_url: {url}\n    role_arn: arn:aws:iam::{MEMBER}:role/dynamodb-kinesis-exporter\n    discovery:\n      refresh_interval: 1h\n",
         url = sim.endpoint_url()
     );
-    let config = config::parse(&text, "(bench)").expect("bench config");
-    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
-    settings.process_metrics = false;
-    settings.client = ClientOptions {
-        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
-            "AKIDBENCH",
-            "bench",
-            None,
-            None,
-            "bench",
-        )),
-    };
-    let exporter = Exporter::bind(settings).await.expect("bind");
-    let store = exporter.store();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.serve(async move {
-        let _ = stopped.await;
-    }));
+    let exporter = Running::start(&text, false).await;
+    let store = std::sync::Arc::clone(&exporter.store);
 
     let started = Instant::now();
     let mut peak_rss = 0;
@@ -158,7 +140,6 @@ async fn main() {
         "RSS: {rss_simulator_only} KiB with the simulator only, peak {peak_rss} KiB with the exporter (difference {} KiB)",
         peak_rss.saturating_sub(rss_simulator_only)
     );
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    exporter.stop().await;
     sim.shutdown().await;
 }

@@ -12,13 +12,10 @@
 use std::time::{Duration, Instant};
 
 use dke_simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
-use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::config;
-use dynamodb_kinesis_exporter::{Exporter, Settings};
 
 mod common;
 
-use common::{get, rss_kib};
+use common::{get, rss_kib, Running};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -49,32 +46,14 @@ async fn main() {
     // Every table once (an hour's interval), as fast as the simulator
     // allows: the request budget is set far above what it can serve.
     let list: String = names.iter().map(|n| format!("      - {n}\n")).collect();
-    let config = config::parse(
-        &format!(
-            "poll_interval: 1h\nrequest_timeout: 10s\nconcurrency: 32\nmax_attempts: 1\nmax_requests_per_second: 10000\n\
-             targets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
-            sim.endpoint_url()
-        ),
-        "(bench)",
-    )
-    .expect("bench config");
-    let mut settings = Settings::new(config, "127.0.0.1:0".parse().unwrap());
-    settings.client = ClientOptions {
-        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
-            "AKIDBENCH",
-            "bench",
-            None,
-            None,
-            "bench",
-        )),
-    };
-    let exporter = Exporter::bind(settings).await.expect("bind");
-    let addr = exporter.local_addr();
-    let store = exporter.store();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.serve(async move {
-        let _ = stopped.await;
-    }));
+    let text = format!(
+        "poll_interval: 1h\nrequest_timeout: 10s\nconcurrency: 32\nmax_attempts: 1\nmax_requests_per_second: 10000\n\
+         targets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
+        sim.endpoint_url()
+    );
+    let exporter = Running::start(&text, true).await;
+    let store = std::sync::Arc::clone(&exporter.store);
+    let addr = exporter.addr;
 
     let started = Instant::now();
     while store.readiness().0 < tables {
@@ -118,7 +97,6 @@ async fn main() {
         rss_kib().saturating_sub(rss_simulator_only)
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    exporter.stop().await;
     sim.shutdown().await;
 }

@@ -13,12 +13,10 @@
 use std::time::{Duration, Instant};
 
 use dke_simulator::{DestinationSpec, Scenario, Simulator, TableSpec};
-use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 
 mod common;
 
-use common::{get, rss_kib};
+use common::{get, rss_kib, Running};
 
 const ROUND_LIMIT: Duration = Duration::from_secs(30);
 const LIMIT: Duration = Duration::from_secs(900);
@@ -60,22 +58,9 @@ async fn main() {
          targets:\n  - region: us-east-1\n    endpoint_url: {}\n    discovery:\n      refresh_interval: 1s\n",
         sim.endpoint_url()
     );
-    let mut settings = Settings::new(
-        config::parse(&text, "(soak)").expect("soak config"),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    settings.client = ClientOptions {
-        static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
-            "AKIDSOAK", "soak", None, None, "soak",
-        )),
-    };
-    let exporter = Exporter::bind(settings).await.expect("bind");
-    let addr = exporter.local_addr();
-    let store = exporter.store();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(exporter.serve(async move {
-        let _ = stopped.await;
-    }));
+    let exporter = Running::start(&text, true).await;
+    let store = std::sync::Arc::clone(&exporter.store);
+    let addr = exporter.addr;
 
     // Baseline: every table polled once, then a few cycles to settle.
     let settled = |expected: usize| {
@@ -156,7 +141,6 @@ async fn main() {
         end_rss as i64 - base_rss as i64
     );
     println!("took {:.0} s", begun.elapsed().as_secs_f64());
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    exporter.stop().await;
     sim.shutdown().await;
 }
