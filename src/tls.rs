@@ -14,8 +14,12 @@
 //!   they are an error). Defaults: TLS 1.2 to 1.3.
 //! - `cipher_suites`, `curve_preferences`, `prefer_server_cipher_suites`
 //!   are accepted for compatibility; rustls' own safe defaults apply.
-//! - `client_allowed_sans` is not supported and is reported as an error
-//!   rather than silently ignored.
+//! - `client_allowed_sans`: a client certificate the `client_auth_type`
+//!   accepts must also name one of these among its subject alternative
+//!   names (DNS names, email addresses, IP addresses, URIs, compared as
+//!   text), and a client without a certificate is refused, as the toolkit
+//!   does. It has no effect with `NoClientCert` (no certificate is asked
+//!   for), which is logged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,9 +140,6 @@ pub fn server_config(
     let versions = versions(file.min_version.as_deref(), file.max_version.as_deref())
         .map_err(|e| problems.push(e))
         .ok();
-    if file.client_allowed_sans.is_some() {
-        problems.push("client_allowed_sans: not supported by this exporter".to_string());
-    }
     for (field, set) in [
         ("cipher_suites", file.cipher_suites.is_some()),
         ("curve_preferences", file.curve_preferences.is_some()),
@@ -181,7 +182,23 @@ pub fn server_config(
         &provider,
     )
     .map_err(|e| problems.push(e))
-    .ok();
+    .ok()
+    .map(|verifier| match (verifier, &file.client_allowed_sans) {
+        (Some(inner), Some(allowed)) => {
+            if allowed.is_empty() {
+                tracing::warn!("tls_server_config.client_allowed_sans is empty: every client certificate is refused");
+            }
+            Some(Arc::new(AllowedSans {
+                inner,
+                allowed: allowed.clone(),
+            }) as Arc<dyn ClientCertVerifier>)
+        }
+        (None, Some(_)) => {
+            tracing::warn!("tls_server_config.client_allowed_sans has no effect: client_auth_type NoClientCert asks for no client certificate");
+            None
+        }
+        (verifier, None) => verifier,
+    });
 
     let (Some(key), Some(versions), Some(verifier), true) = (
         key,
@@ -352,9 +369,151 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
+/// exporter-toolkit's `client_allowed_sans` on top of a `client_auth_type`:
+/// a certificate `inner` accepts must also carry one of `allowed` among its
+/// subject alternative names, and a certificate is required (the toolkit
+/// refuses a client that sends none).
+#[derive(Debug)]
+struct AllowedSans {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ClientCertVerifier for AllowedSans {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let names = subject_alt_names(end_entity).map_err(|e| {
+            rustls::Error::General(format!("cannot read the client certificate's names: {e}"))
+        })?;
+        if names.iter().any(|name| self.allowed.contains(name)) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(format!(
+                "the client certificate names none of client_allowed_sans (it names {names:?})"
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A certificate's subject alternative names as text, the way Go's
+/// `crypto/x509` prints them (what exporter-toolkit compares): DNS names,
+/// email addresses, IP addresses (an IPv4-mapped IPv6 address as IPv4) and
+/// URIs. Other kinds are skipped.
+fn subject_alt_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+    let Some(extension) = cert.subject_alternative_name().map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    Ok(extension
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(text) | GeneralName::RFC822Name(text) | GeneralName::URI(text) => {
+                Some((*text).to_string())
+            }
+            GeneralName::IPAddress(bytes) => ip_text(bytes),
+            _ => None,
+        })
+        .collect())
+}
+
+/// An IP address SAN's octets as Go's `net.IP.String` writes them.
+fn ip_text(octets: &[u8]) -> Option<String> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match octets.len() {
+        4 => Some(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]).to_string()),
+        16 => {
+            let mut bytes = [0; 16];
+            bytes.copy_from_slice(octets);
+            let v6 = Ipv6Addr::from(bytes);
+            Some(
+                v6.to_ipv4_mapped()
+                    .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+            )
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subject_alt_names_read_as_go_prints_them() {
+        use rcgen::{CertificateParams, KeyPair, SanType};
+        let mut params = CertificateParams::new(vec!["scraper.example".to_string()]).unwrap();
+        params.subject_alt_names.extend([
+            SanType::Rfc822Name("prometheus@example.com".try_into().unwrap()),
+            SanType::IpAddress("10.0.0.7".parse().unwrap()),
+            SanType::IpAddress("2001:db8::7".parse().unwrap()),
+            SanType::IpAddress("::ffff:192.0.2.1".parse().unwrap()),
+            SanType::URI("spiffe://example.org/prometheus".try_into().unwrap()),
+        ]);
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        assert_eq!(
+            subject_alt_names(cert.der()).unwrap(),
+            [
+                "scraper.example",
+                "prometheus@example.com",
+                "10.0.0.7",
+                "2001:db8::7",
+                "192.0.2.1",
+                "spiffe://example.org/prometheus"
+            ]
+        );
+        let bare = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap();
+        assert!(subject_alt_names(bare.der()).unwrap().is_empty());
+        assert!(subject_alt_names(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
+        assert_eq!(ip_text(&[1, 2, 3]), None);
+    }
 
     #[test]
     fn versions_follow_the_toolkit_names() {

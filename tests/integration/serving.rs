@@ -125,6 +125,94 @@ async fn client_certificates_follow_client_auth_type() {
     sim.shutdown().await;
 }
 
+#[tokio::test]
+async fn client_allowed_sans_admit_only_certificates_naming_one() {
+    use rcgen::SanType;
+    let pki = Pki::new("a");
+    let stranger = Pki::new("stranger");
+    let sim = simulator(ONE_TABLE).await;
+    let allowed = "  client_allowed_sans: [scraper.example, prometheus@example.com, 10.0.0.7, \"spiffe://example.org/prometheus\"]\n";
+    let dns = pki.client_with_sans(vec![SanType::DnsName(
+        "scraper.example".try_into().unwrap(),
+    )]);
+    let email = pki.client_with_sans(vec![SanType::Rfc822Name(
+        "prometheus@example.com".try_into().unwrap(),
+    )]);
+    let ip = pki.client_with_sans(vec![SanType::IpAddress("10.0.0.7".parse().unwrap())]);
+    let uri = pki.client_with_sans(vec![SanType::URI(
+        "spiffe://example.org/prometheus".try_into().unwrap(),
+    )]);
+    let other = pki.client_with_sans(vec![
+        SanType::DnsName("intruder.example".try_into().unwrap()),
+        SanType::IpAddress("10.0.0.8".parse().unwrap()),
+    ]);
+    let foreign_allowed = stranger.client_with_sans(vec![SanType::DnsName(
+        "scraper.example".try_into().unwrap(),
+    )]);
+    let ok = |r: &Result<Reply, String>| r.as_ref().is_ok_and(|r| r.status == 200);
+    // (client_auth_type, CA file line, foreign-CA certificate with an allowed name ok)
+    for (kind, ca, foreign_ok) in [
+        (
+            "RequireAndVerifyClientCert",
+            "  client_ca_file: ca.crt\n",
+            false,
+        ),
+        (
+            "VerifyClientCertIfGiven",
+            "  client_ca_file: ca.crt\n",
+            false,
+        ),
+        ("RequireAnyClientCert", "", true),
+        ("RequestClientCert", "", true),
+    ] {
+        let dir = scratch(&[(
+            "web.yml",
+            &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {kind}\n{ca}{allowed}"),
+        )]);
+        tls_files(dir.path(), &pki);
+        let exp = with_web_config(&sim, &dir.path().join("web.yml"), false).await;
+        for (what, (cert, key)) in [("DNS", &dns), ("email", &email), ("IP", &ip), ("URI", &uri)] {
+            let reply = tls_request(exp.addr, &pki.ca, Some((cert, key)), "/healthz", &[]).await;
+            assert!(ok(&reply), "{kind}, allowed {what} name: {reply:?}");
+        }
+        let reply = tls_request(
+            exp.addr,
+            &pki.ca,
+            Some((&other.0, &other.1)),
+            "/healthz",
+            &[],
+        )
+        .await;
+        assert!(!ok(&reply), "{kind}, other names: {reply:?}");
+        let reply = tls_request(
+            exp.addr,
+            &pki.ca,
+            Some((&pki.client_cert, &pki.client_key)),
+            "/healthz",
+            &[],
+        )
+        .await;
+        assert!(!ok(&reply), "{kind}, no names at all: {reply:?}");
+        let reply = tls_request(exp.addr, &pki.ca, None, "/healthz", &[]).await;
+        assert!(!ok(&reply), "{kind}, no certificate: {reply:?}");
+        let reply = tls_request(
+            exp.addr,
+            &pki.ca,
+            Some((&foreign_allowed.0, &foreign_allowed.1)),
+            "/healthz",
+            &[],
+        )
+        .await;
+        assert_eq!(
+            ok(&reply),
+            foreign_ok,
+            "{kind}, foreign CA, allowed name: {reply:?}"
+        );
+        exp.stop().await;
+    }
+    sim.shutdown().await;
+}
+
 const ALICE_PW: &str = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
 const ALICE_WRONG: &str = "Basic YWxpY2U6bm9wZQ=="; // alice:nope
 const BOB_PW: &str = "Basic Ym9iOnMzY3JldA=="; // bob:s3cret

@@ -438,6 +438,7 @@ pub struct Pki {
     pub server_key: String,
     pub client_cert: String,
     pub client_key: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Pki {
@@ -467,7 +468,18 @@ impl Pki {
             server_key: server_key.serialize_pem(),
             client_cert: client_cert.pem(),
             client_key: client_key.serialize_pem(),
+            issuer: ca,
         }
+    }
+
+    /// Another client certificate from this CA, with `sans` as its subject
+    /// alternative names: (certificate, key) PEM.
+    pub fn client_with_sans(&self, sans: Vec<rcgen::SanType>) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 
