@@ -30,7 +30,13 @@ use serde_yaml::{Mapping, Value};
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{ScanError, TScalarStyle};
 
-use crate::state::Name;
+/// An identity string (an account ID, region, table name or stream ARN),
+/// shared by every structure that names the same thing: the config, the
+/// store, the scheduler's slots and queue, the fleet's jobs. Cloning one
+/// bumps a count instead of copying the text, which at 10,000 tables is
+/// most of the exporter's memory between scrapes. Defined here, the lowest
+/// layer, and re-exported by `state`.
+pub type Name = std::sync::Arc<str>;
 
 /// How often each table is polled unless the file says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);

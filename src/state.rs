@@ -6,7 +6,6 @@
 //! HTTP (that is the `metrics` and `store` modules, layers above this one).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::aws::{Destination, PollError};
@@ -46,12 +45,7 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// An identity string (an account ID, region, table name or stream ARN),
-/// shared by every structure that names the same thing: the store, the
-/// scheduler's slots and queue, the fleet's jobs. Cloning one bumps a
-/// count instead of copying the text, which at 10,000 tables is most of
-/// the exporter's memory between scrapes.
-pub type Name = Arc<str>;
+pub use crate::config::Name;
 
 /// An (account, region) pair: the unit of request budgets and of the
 /// scope-level metrics.
@@ -446,6 +440,7 @@ impl ScopeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn fresh() -> TableState {
         TableState::new(&TableKey {
