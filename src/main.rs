@@ -303,35 +303,32 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
 /// socket. Clears the variables, so child processes do not see them.
 fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
     let mut passed = listenfd::ListenFd::from_env();
-    if passed.len() == 0 {
+    let count = passed.len();
+    if count == 0 {
         anyhow::bail!(
             "--web.systemd-socket: systemd passed no sockets (LISTEN_FDS is unset or 0, or \
              LISTEN_PID names another process); start the exporter through a .socket unit, \
              or drop the flag to bind --web.listen-address"
         );
     }
-    let count = passed.len();
-    let listeners = (0..count)
+    // The exporter logs their addresses when it starts serving.
+    (0..count)
         .map(|index| {
-            let fd = index + 1;
+            let nth = index + 1;
             passed
                 .take_tcp_listener(index)
                 .with_context(|| {
                     format!(
-                        "--web.systemd-socket: passed socket {fd} of {count} is not a TCP socket"
+                        "--web.systemd-socket: passed socket {nth} of {count} is not a TCP socket"
                     )
                 })?
                 .with_context(|| {
-                    format!("--web.systemd-socket: passed socket {fd} of {count} was already taken")
+                    format!(
+                        "--web.systemd-socket: passed socket {nth} of {count} was already taken"
+                    )
                 })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for listener in &listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving on a socket passed by systemd");
-        }
-    }
-    Ok(listeners)
+        .collect()
 }
 
 /// `--once` found a failed poll (already logged, and in the page).

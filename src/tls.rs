@@ -183,22 +183,7 @@ pub fn server_config(
     )
     .map_err(|e| problems.push(e))
     .ok()
-    .map(|verifier| match (verifier, &file.client_allowed_sans) {
-        (Some(inner), Some(allowed)) => {
-            if allowed.is_empty() {
-                tracing::warn!("tls_server_config.client_allowed_sans is empty: every client certificate is refused");
-            }
-            Some(Arc::new(AllowedSans {
-                inner,
-                allowed: allowed.clone(),
-            }) as Arc<dyn ClientCertVerifier>)
-        }
-        (None, Some(_)) => {
-            tracing::warn!("tls_server_config.client_allowed_sans has no effect: client_auth_type NoClientCert asks for no client certificate");
-            None
-        }
-        (verifier, None) => verifier,
-    });
+    .map(|verifier| with_allowed_sans(verifier, file.client_allowed_sans.as_deref()));
 
     let (Some(key), Some(versions), Some(verifier), true) = (
         key,
@@ -367,6 +352,30 @@ impl ClientCertVerifier for AnyClientCert {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// `verifier` (`None`: no client certificates) restricted to `allowed`
+/// subject alternative names when the file lists them.
+fn with_allowed_sans(
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    allowed: Option<&[String]>,
+) -> Option<Arc<dyn ClientCertVerifier>> {
+    let Some(allowed) = allowed else {
+        return verifier;
+    };
+    let Some(inner) = verifier else {
+        tracing::warn!("tls_server_config.client_allowed_sans has no effect: client_auth_type NoClientCert asks for no client certificate");
+        return None;
+    };
+    if allowed.is_empty() {
+        tracing::warn!(
+            "tls_server_config.client_allowed_sans is empty: every client certificate is refused"
+        );
+    }
+    Some(Arc::new(AllowedSans {
+        inner,
+        allowed: allowed.to_vec(),
+    }))
 }
 
 /// exporter-toolkit's `client_allowed_sans` on top of a `client_auth_type`:
