@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dynamodb_kinesis_exporter::aws::ClientOptions;
-use dynamodb_kinesis_exporter::store::Store;
+use dynamodb_kinesis_exporter::state::store::Store;
 use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

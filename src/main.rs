@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
-use dynamodb_kinesis_exporter::serve::Limits;
+use dynamodb_kinesis_exporter::exporter::shutdown;
 use dynamodb_kinesis_exporter::state::Shard;
-use dynamodb_kinesis_exporter::{config, shutdown, web_config, Exporter, Settings};
+use dynamodb_kinesis_exporter::web::serve::Limits;
+use dynamodb_kinesis_exporter::web::web_config;
+use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 
 /// mimalloc rather than glibc's malloc: after a burst of connections (a
 /// slow-reader attack, many concurrent scrapers) it returns the freed
@@ -263,7 +265,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         let (settings, simulator) = match config {
             Some(config) => (Settings::new(config, placeholder), None),
             None => {
-                let demo = dynamodb_kinesis_exporter::demo::start().await?;
+                let demo = dynamodb_kinesis_exporter::exporter::demo::start().await?;
                 tracing::info!(endpoint = %demo.simulator.endpoint_url(), "demo mode: polling the built-in DynamoDB simulator");
                 let mut settings = Settings::new(demo.config, placeholder);
                 settings.client = demo.client;

@@ -29,9 +29,10 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::describe_kinesis_streaming_destination::DescribeKinesisStreamingDestinationOutput;
 
-use crate::budget::Budget;
+use crate::aws::budget::Budget;
 use crate::config::{Config, Role, TableRef, Target};
 
+pub mod budget;
 pub mod cloudwatch;
 pub mod kinesis;
 

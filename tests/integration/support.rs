@@ -13,7 +13,7 @@ use std::time::Duration;
 use dke_simulator::{Scenario, Simulator};
 use dynamodb_kinesis_exporter::aws::ClientOptions;
 use dynamodb_kinesis_exporter::config::{self, Config};
-use dynamodb_kinesis_exporter::store::Store;
+use dynamodb_kinesis_exporter::state::store::Store;
 use dynamodb_kinesis_exporter::{Exporter, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -5,6 +5,8 @@
 //! a plain function of its inputs; nothing here knows about metric text or
 //! HTTP (that is the `metrics` and `store` modules, layers above this one).
 
+pub mod store;
+
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 

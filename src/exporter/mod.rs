@@ -10,6 +10,11 @@
 //! shutdown and stops the server and the fleet; each config generation's
 //! background work runs under a child token, cancelled on reload.
 
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod http;
+pub mod shutdown;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,14 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::{self, ClientOptions};
 use crate::config::Config;
-use crate::fleet::{Fleet, FleetSettings};
-use crate::http::App;
-use crate::metrics::Telemetry;
-use crate::page::Page;
-use crate::serve::Limits;
+use crate::exporter::http::App;
+use crate::exposition::metrics::Telemetry;
+use crate::exposition::page::Page;
+use crate::poll::fleet::{Fleet, FleetSettings};
+use crate::state::store::Store;
 use crate::state::Shard;
-use crate::store::Store;
-use crate::web_config::{WebConfig, WebState};
+use crate::web::serve::Limits;
+use crate::web::web_config::{WebConfig, WebState};
 
 /// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
@@ -232,7 +237,7 @@ impl Exporter {
             tables = self.settings.config.table_count(),
             shard = self.settings.shard.index, total_shards = self.settings.shard.total,
             "serving metrics");
-        let server = crate::serve::serve(
+        let server = crate::web::serve::serve(
             self.listeners,
             handler,
             root.clone().cancelled_owned(),
@@ -301,7 +306,7 @@ pub async fn run_once(settings: Settings) -> (String, bool) {
         }
     });
     let page = Page::new(store, telemetry);
-    let chunks = page.plain(crate::page::Format::Text).await;
+    let chunks = page.plain(crate::exposition::page::Format::Text).await;
     let text = chunks
         .iter()
         .map(|c| String::from_utf8_lossy(c))

@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn golden_table_fragments() {
         let text = render_table(&sample_state()).0.concat();
-        let expected = include_str!("../tests/fixtures/golden/table-fragments.txt");
+        let expected = include_str!("../../tests/fixtures/golden/table-fragments.txt");
         assert_eq!(text, expected, "render_table output changed:\n{text}");
     }
 

@@ -46,9 +46,12 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress};
 use tokio::sync::OnceCell;
 
-use crate::metrics::{self, Kind, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES};
-use crate::openmetrics;
-use crate::store::Store;
+use crate::exposition::metrics::{
+    self, Kind, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES,
+};
+use crate::exposition::openmetrics;
+use crate::state::store::Store;
+pub use crate::web::negotiate::Format;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
@@ -64,24 +67,6 @@ pub const UNUSED_FOR: Duration = Duration::from_secs(5);
 /// 1.1 MB, and the families that change at every poll (the success times,
 /// under a tenth of the page) are the ones copied anew; the rest is shared.
 pub const CHUNK_ITEMS: usize = 1024;
-
-/// An exposition format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The Prometheus text format 0.0.4 (the default).
-    Text,
-    /// OpenMetrics 1.0.
-    OpenMetrics,
-}
-
-impl Format {
-    fn index(self) -> usize {
-        match self {
-            Format::Text => 0,
-            Format::OpenMetrics => 1,
-        }
-    }
-}
 
 /// The rendered table families at one store generation.
 pub struct Snapshot {
@@ -548,7 +533,7 @@ fn stored_blocks(data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::aws::Destination;
-    use crate::metrics::render_exposition;
+    use crate::exposition::metrics::render_exposition;
     use crate::state::TableKey;
     use std::io::Read as _;
 
@@ -600,7 +585,7 @@ mod tests {
             store.scope_fragments(),
         );
         let classic = render_exposition(
-            &crate::metrics::Sections {
+            &crate::exposition::metrics::Sections {
                 tables: &tables,
                 streams: &streams,
                 scopes: &scopes,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
-use crate::metrics::{self, Fragments};
+use crate::exposition::metrics::{self, Fragments};
 use crate::state::{
     CdcPoint, Name, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState,
 };

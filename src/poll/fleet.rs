@@ -30,15 +30,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::budget::Budget;
 use crate::aws::{self, CallPolicy, ClientOptions, PollError, SdkClient};
-use crate::budget::Budget;
-use crate::cdc::CdcReader;
 use crate::config::{self, Config, Role, Target};
-use crate::discovery;
-use crate::metrics::Telemetry;
-use crate::scheduler::{Jobs, PollJob, ScopeRunner};
+use crate::exposition::metrics::Telemetry;
+use crate::poll::cdc::CdcReader;
+use crate::poll::discovery;
+use crate::poll::scheduler::{Jobs, PollJob, ScopeRunner};
+use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, Shard, TableKey};
-use crate::store::Store;
 
 /// The account used for a loopback endpoint (DynamoDB Local, a simulator)
 /// when it cannot tell one: such endpoints have no real account.

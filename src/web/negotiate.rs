@@ -9,7 +9,25 @@
 //! 0.0.1 or none. Anything else (`*/*`, protobuf) falls through; with no
 //! match the text format 0.0.4 is the answer, as in client_golang.
 
-use crate::page::Format;
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (the default).
+    Text,
+    /// OpenMetrics 1.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// 0 for the text format, 1 for OpenMetrics: an index into per-format
+    /// arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Format::Text => 0,
+            Format::OpenMetrics => 1,
+        }
+    }
+}
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

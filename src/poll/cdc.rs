@@ -22,12 +22,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::budget::Budget;
 use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
 use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
-use crate::budget::Budget;
-use crate::metrics::CDC_METRICS;
+use crate::exposition::metrics::CDC_METRICS;
+use crate::state::store::Store;
 use crate::state::{unix_now, CdcPoint, Name, ScopeKey, TableKey};
-use crate::store::Store;
 
 /// How far back each GetMetricData call looks: CloudWatch publishes these
 /// metrics with a delay of a few minutes.
@@ -336,12 +336,12 @@ mod tests {
             )
             .await
             .unwrap();
-        let busy = crate::metrics::render_table(&store.state(&key("busy")).unwrap())
+        let busy = crate::exposition::metrics::render_table(&store.state(&key("busy")).unwrap())
             .0
             .concat();
         assert!(busy.contains("dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds{table=\"busy\",region=\"us-east-1\",account_id=\"123456789012\",delegated_operation=\"PutRecords\"} 0.007\n"), "{busy}");
         assert!(busy.contains("dynamodb_kinesis_cdc_failed_to_replicate_records{table=\"busy\",region=\"us-east-1\",account_id=\"123456789012\",delegated_operation=\"PutRecords\"} 7\n"));
-        let quiet = crate::metrics::render_table(&store.state(&key("quiet")).unwrap())
+        let quiet = crate::exposition::metrics::render_table(&store.state(&key("quiet")).unwrap())
             .0
             .concat();
         assert!(

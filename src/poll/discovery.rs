@@ -6,8 +6,8 @@
 //! Tags are read only for tables that pass the name filters and belong to
 //! this replica's shard, so replicas share the cost of the tag reads.
 
+use crate::aws::budget::Budget;
 use crate::aws::{self, CallPolicy, DynamoDbApi, PollError};
-use crate::budget::Budget;
 use crate::config::Discovery;
 use crate::state::{Name, ScopeKey, Shard, TableKey};
 

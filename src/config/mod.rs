@@ -1717,7 +1717,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    const SHIPPED: &str = include_str!("../config/exporter.yaml");
+    const SHIPPED: &str = include_str!("../../config/exporter.yaml");
     const ORIGIN: &str = "exporter.yaml";
 
     /// The problems `parse` reports for `text`, as displayed.
@@ -2359,8 +2359,8 @@ targets:
 
     #[test]
     fn all_problems_are_reported_in_document_order() {
-        let text = include_str!("../tests/fixtures/config/several_problems.yaml");
-        let expected = include_str!("../tests/fixtures/config/several_problems.expected");
+        let text = include_str!("../../tests/fixtures/config/several_problems.yaml");
+        let expected = include_str!("../../tests/fixtures/config/several_problems.expected");
         let err = parse(text, "config/exporter.yaml").unwrap_err();
         assert_eq!(format!("{err}\n"), expected);
     }

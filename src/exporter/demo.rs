@@ -12,7 +12,7 @@ use crate::aws::ClientOptions;
 use crate::config::{self, Config};
 
 /// The shipped demo scenario.
-pub const SCENARIO: &str = include_str!("../config/demo-scenario.yaml");
+pub const SCENARIO: &str = include_str!("../../config/demo-scenario.yaml");
 
 /// How often the demo polls: often enough to watch statuses move.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(5);

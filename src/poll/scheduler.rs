@@ -26,14 +26,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::budget::Budget;
 use crate::aws::{
     self, CallPolicy, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
 };
-use crate::budget::Budget;
 use crate::config::TableRef;
-use crate::metrics::Telemetry;
+use crate::exposition::metrics::Telemetry;
+use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
-use crate::store::Store;
 
 /// Share of the poll interval by which each cycle is randomly stretched or
 /// shortened.
@@ -420,8 +420,8 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::budget::tests::max_in_window;
     use crate::aws::Page;
-    use crate::budget::tests::max_in_window;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 

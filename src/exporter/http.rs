@@ -3,7 +3,7 @@
 //! (ready once every configured table has been polled once). Routing is a
 //! plain function of method, path and headers so it is tested without
 //! sockets. The metrics page comes from the shared [`Page`], in the format
-//! and encoding [`negotiate`](crate::negotiate) picks.
+//! and encoding [`negotiate`](crate::web::negotiate) picks.
 
 use std::sync::Arc;
 
@@ -14,11 +14,11 @@ use hyper::header::{
 };
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
-use crate::negotiate;
-use crate::page::Page;
-use crate::serve::Body;
-use crate::store::Store;
-use crate::web_config::{Auth, WebState};
+use crate::exposition::page::Page;
+use crate::state::store::Store;
+use crate::web::negotiate;
+use crate::web::serve::Body;
+use crate::web::web_config::{Auth, WebState};
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = negotiate::TEXT_CONTENT_TYPE;
@@ -202,7 +202,7 @@ mod tests {
         let store = Arc::new(Store::new([key]));
         let page = Arc::new(Page::new(
             Arc::clone(&store),
-            Arc::new(crate::metrics::Telemetry::new(false)),
+            Arc::new(crate::exposition::metrics::Telemetry::new(false)),
         ));
         App {
             store,
@@ -286,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn basic_auth_guards_every_path_and_probes_only_by_flag() {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let config = crate::web_config::parse(
+        let config = crate::web::web_config::parse(
             &format!("basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"),
             std::path::Path::new("w.yml"),
         )
