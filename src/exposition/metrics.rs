@@ -13,7 +13,9 @@
 
 use std::fmt::Write as _;
 
-use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::{
     unix_now, ScopeKey, ScopeState, StreamState, TableState, KNOWN_STATUSES, KNOWN_STREAM_STATUSES,
@@ -605,6 +607,7 @@ pub struct Telemetry {
     shard_tables: GaugeVec,
     reload_successful: Gauge,
     reload_success_time: Gauge,
+    task_restarts: IntCounterVec,
 }
 
 impl Telemetry {
@@ -658,6 +661,17 @@ impl Telemetry {
         registry
             .register(Box::new(shard_tables.clone()))
             .expect("first registration of shard_tables");
+        let task_restarts = IntCounterVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_task_restarts_total",
+                "Background tasks that ended in a panic and were restarted after a backoff, by task: scope (a scope's poll loop), poll (one table poll or stream check), discovery, cdc, account, page_janitor, web_config_watcher.",
+            ),
+            &["task"],
+        )
+        .expect("static counter options are valid");
+        registry
+            .register(Box::new(task_restarts.clone()))
+            .expect("first registration of task_restarts");
         reload_successful.set(1.0);
         reload_success_time.set(unix_now());
         for gauge in [&reload_successful, &reload_success_time] {
@@ -680,7 +694,24 @@ impl Telemetry {
             shard_tables,
             reload_successful,
             reload_success_time,
+            task_restarts,
         }
+    }
+
+    /// Show `task`'s restart counter (at 0 until its first restart), so an
+    /// alert on its increase sees the first one.
+    pub fn supervise_task(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]);
+    }
+
+    /// Count one restart of `task` after a panic.
+    pub fn record_task_restart(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc();
+    }
+
+    /// Restarts of `task` so far.
+    pub fn task_restarts(&self, task: &str) -> u64 {
+        self.task_restarts.with_label_values(&[task]).get()
     }
 
     /// Record the outcome of a configuration reload.

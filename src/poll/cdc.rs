@@ -12,7 +12,10 @@
 //!   the newest datapoint is exported with its own timestamp. A series with
 //!   no datapoint in the window is exported as no series, not as zero.
 //!
-//! Every call takes a token from the scope's budget.
+//! Every call takes a token from the scope's budget; both listings walk
+//! their pages through [`paginate::all_pages`], so a token AWS repeats
+//! fails the round (counted in `cdc_errors_total{code="pagination"}`)
+//! instead of looping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::budget::Budget;
 use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
+use crate::aws::paginate::{self, GET_METRIC_DATA, LIST_METRICS};
 use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
 use crate::exposition::metrics::CDC_METRICS;
 use crate::state::store::Store;
@@ -102,18 +106,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
     async fn list_series(&self) -> Result<Vec<CdcSeries>, PollError> {
         let mut all = Vec::new();
         for (metric, _, _) in CDC_METRICS {
-            let mut token = None;
-            loop {
-                let page = aws::call(&self.budget, self.policy, || {
+            let series = paginate::all_pages(LIST_METRICS, |token| {
+                aws::call(&self.budget, self.policy, move || {
                     self.client.list_cdc_series(metric, token.clone())
                 })
-                .await?;
-                all.extend(page.items);
-                match page.next {
-                    Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-                    _ => break,
-                }
-            }
+            })
+            .await?;
+            all.extend(series);
         }
         all.sort();
         all.dedup();
@@ -136,9 +135,8 @@ impl<C: CloudWatchApi> CdcReader<C> {
             .collect();
         let mut latest: BTreeMap<String, Option<(f64, f64)>> = BTreeMap::new();
         for batch in queries.chunks(MAX_QUERIES) {
-            let mut token = None;
-            loop {
-                let page = aws::call(&self.budget, self.policy, || {
+            let results = paginate::all_pages(GET_METRIC_DATA, |token| {
+                aws::call(&self.budget, self.policy, move || {
                     self.client.latest_datapoints(
                         batch,
                         now - WINDOW.as_secs_f64(),
@@ -146,17 +144,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
                         token.clone(),
                     )
                 })
-                .await?;
-                for result in page.items {
-                    let slot = latest.entry(result.id).or_insert(None);
-                    // Pages of one query: keep the newest datapoint.
-                    if result.point.is_some_and(|p| slot.is_none_or(|s| p.1 > s.1)) {
-                        *slot = result.point;
-                    }
-                }
-                match page.next {
-                    Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-                    _ => break,
+            })
+            .await?;
+            for result in results {
+                let slot = latest.entry(result.id).or_insert(None);
+                // Pages of one query: keep the newest datapoint.
+                if result.point.is_some_and(|p| slot.is_none_or(|s| p.1 > s.1)) {
+                    *slot = result.point;
                 }
             }
         }
@@ -183,6 +177,7 @@ impl<C: CloudWatchApi> CdcReader<C> {
     }
 
     fn failed(&self, err: &PollError) {
+        aws::warn_unknown_code(&self.scope.account_id, &self.scope.region, err);
         tracing::warn!(account_id = %self.scope.account_id, region = %self.scope.region,
             code = err.code(), error = %err, "reading CDC metrics from CloudWatch failed; the last values stay");
         let code = err.code().to_string();
@@ -223,6 +218,8 @@ mod tests {
         tables: Vec<String>,
         quiet: String,
         list_page: usize,
+        /// GetMetricData answers with tokens 0, 1, 0, 1...
+        looping: bool,
         calls: Mutex<Vec<usize>>,
     }
 
@@ -252,7 +249,7 @@ mod tests {
             queries: &[Query],
             _start: f64,
             end: f64,
-            _token: Option<String>,
+            token: Option<String>,
         ) -> Result<Page<Latest>, PollError> {
             assert!(queries.len() <= MAX_QUERIES);
             self.calls.lock().unwrap().push(queries.len());
@@ -263,7 +260,15 @@ mod tests {
                     point: (q.series.table != self.quiet).then_some((7.0, end - 120.0)),
                 })
                 .collect();
-            Ok(Page { items, next: None })
+            let next = self.looping.then(|| {
+                if token.as_deref() == Some("0") {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string()
+            });
+            Ok(Page { items, next })
         }
     }
 
@@ -301,6 +306,7 @@ mod tests {
             tables: tables.clone(),
             quiet: String::new(),
             list_page: 500,
+            looping: false,
             calls: Mutex::new(Vec::new()),
         };
         let reader = reader(fake, &store);
@@ -324,6 +330,7 @@ mod tests {
             tables: tables.clone(),
             quiet: "quiet".into(),
             list_page: 1,
+            looping: false,
             calls: Mutex::new(Vec::new()),
         };
         let reader = reader(fake, &store);
@@ -350,5 +357,29 @@ mod tests {
         );
         assert_eq!(stat_of("AgeOfOldestUnreplicatedRecord"), "Maximum");
         assert_eq!(stat_of("ThrottledPutRecordCount"), "Sum");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_looping_token_fails_the_round_and_is_counted() {
+        let tables = vec!["orders".to_string()];
+        let store = Arc::new(Store::new(tables.iter().map(|t| key(t))));
+        let fake = FakeCloudWatch {
+            tables: tables.clone(),
+            quiet: String::new(),
+            list_page: 500,
+            looping: true,
+            calls: Mutex::new(Vec::new()),
+        };
+        let reader = reader(fake, &store);
+        let series = reader.list_series().await.unwrap();
+        let refs: Vec<&CdcSeries> = series.iter().collect();
+        let wanted = tables.iter().map(|t| Name::from(t.as_str())).collect();
+        let err = reader.read(&refs, &wanted).await.unwrap_err();
+        assert_eq!(err.code(), "pagination");
+        // Tokens 0, 1, then 0 again: three pages, then the stop.
+        assert_eq!(reader.client.calls.lock().unwrap().len(), 3);
+        reader.failed(&err);
+        let scope = store.scope_state(&reader.scope).unwrap();
+        assert_eq!(scope.cdc_errors["pagination"], 1);
     }
 }
