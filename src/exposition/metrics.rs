@@ -371,7 +371,7 @@ pub const SCOPE_FAMILIES: [Family<ScopeState>; 8] = [
     },
     Family {
         name: "dynamodb_kinesis_discovery_errors_total",
-        help: "Failed table discovery refreshes by error code; the last known table list stays in use.",
+        help: "Failed discovery calls by error code: refreshes whose ListTables failed (the last known table list stays in use) and single tables whose tags could not be read (each keeps its last decision).",
         kind: Kind::Counter,
         samples: discovery_errors,
     },

@@ -221,6 +221,8 @@ mod tests {
         /// GetMetricData answers with tokens 0, 1, 0, 1...
         looping: bool,
         calls: Mutex<Vec<usize>>,
+        /// The next ListMetrics call panics (once).
+        panic_once: std::sync::atomic::AtomicBool,
     }
 
     impl CloudWatchApi for FakeCloudWatch {
@@ -229,6 +231,12 @@ mod tests {
             metric: &str,
             token: Option<String>,
         ) -> Result<Page<CdcSeries>, PollError> {
+            if self
+                .panic_once
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a bug in the ListMetrics answer handling");
+            }
             let from: usize = token.map_or(0, |t| t.parse().unwrap());
             let items: Vec<CdcSeries> = self.tables[from..]
                 .iter()
@@ -273,12 +281,16 @@ mod tests {
     }
 
     fn reader(fake: FakeCloudWatch, store: &Arc<Store>) -> CdcReader<FakeCloudWatch> {
+        shared_reader(Arc::new(fake), store)
+    }
+
+    fn shared_reader(client: Arc<FakeCloudWatch>, store: &Arc<Store>) -> CdcReader<FakeCloudWatch> {
         CdcReader {
             scope: ScopeKey {
                 account_id: "123456789012".into(),
                 region: "us-east-1".into(),
             },
-            client: Arc::new(fake),
+            client,
             budget: Budget::new(1000.0, 4),
             policy: CallPolicy {
                 max_attempts: 1,
@@ -308,6 +320,7 @@ mod tests {
             list_page: 500,
             looping: false,
             calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         };
         let reader = reader(fake, &store);
         let wanted: BTreeSet<Name> = tables.iter().map(|t| Name::from(t.as_str())).collect();
@@ -332,6 +345,7 @@ mod tests {
             list_page: 1,
             looping: false,
             calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         };
         let reader = reader(fake, &store);
         let series = reader.list_series().await.unwrap();
@@ -369,6 +383,7 @@ mod tests {
             list_page: 500,
             looping: true,
             calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         };
         let reader = reader(fake, &store);
         let series = reader.list_series().await.unwrap();
@@ -381,5 +396,48 @@ mod tests {
         reader.failed(&err);
         let scope = store.scope_state(&reader.scope).unwrap();
         assert_eq!(scope.cdc_errors["pagination"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_supervised_reader_whose_client_panics_is_restarted_and_reads() {
+        use crate::exposition::metrics::Telemetry;
+        use crate::poll::supervise::{supervise, FIRST_BACKOFF};
+        let tables = vec!["orders".to_string()];
+        let store = Arc::new(Store::new(tables.iter().map(|t| key(t))));
+        let fake = FakeCloudWatch {
+            tables: tables.clone(),
+            quiet: String::new(),
+            list_page: 500,
+            looping: false,
+            calls: Mutex::new(Vec::new()),
+            panic_once: true.into(),
+        };
+        let client = Arc::new(fake);
+        let telemetry = Arc::new(Telemetry::new(false));
+        let shutdown = CancellationToken::new();
+        let (_tables, receiver) = watch::channel(vec![Name::from("orders")]);
+        let make = {
+            let (client, store, shutdown) =
+                (Arc::clone(&client), Arc::clone(&store), shutdown.clone());
+            move || {
+                let reader = shared_reader(Arc::clone(&client), &store);
+                reader.run(receiver.clone(), shutdown.clone())
+            }
+        };
+        let supervisor = tokio::spawn(supervise(
+            "cdc",
+            String::new(),
+            Arc::clone(&telemetry),
+            shutdown.clone(),
+            make,
+        ));
+        tokio::time::sleep(FIRST_BACKOFF + Duration::from_millis(100)).await;
+        assert_eq!(telemetry.task_restarts("cdc"), 1);
+        // The restarted reader listed the series and read them.
+        assert_eq!(client.calls.lock().unwrap().len(), 1);
+        let state = store.state(&key("orders")).unwrap();
+        assert_eq!(state.cdc["PutRecords"].len(), 4);
+        shutdown.cancel();
+        assert_eq!(supervisor.await.unwrap(), Some(()));
     }
 }

@@ -24,7 +24,7 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 16] = [
+const ALERTS: [&str; 17] = [
     "DynamoDBKinesisTableNoWorkingDestination",
     "DynamoDBKinesisDestinationStaleFailedEntry",
     "DynamoDBKinesisDestinationStuckInTransition",
@@ -39,18 +39,21 @@ const ALERTS: [&str; 16] = [
     "DynamoDBKinesisExporterDataStale",
     "DynamoDBKinesisExporterDiscoveryFailing",
     "DynamoDBKinesisExporterPollCycleStretched",
+    "DynamoDBKinesisExporterTaskRestarts",
     "DynamoDBKinesisExporterDown",
     "DynamoDBKinesisExporterAbsent",
 ];
 
-/// Alerts that page: a table's changes are not reaching its Kinesis stream.
-/// Everything else warns, but for the leftover ENABLE_FAILED entry, which is
-/// only `info` (never the pager).
-const CRITICAL: [&str; 4] = [
+/// Alerts that page: a table's changes are not reaching its Kinesis stream,
+/// or the exporter's own background work panicked (it may stop watching
+/// them without a sound). Everything else warns, but for the leftover
+/// ENABLE_FAILED entry, which is only `info` (never the pager).
+const CRITICAL: [&str; 5] = [
     "DynamoDBKinesisTableNoWorkingDestination",
     "DynamoDBKinesisStreamMissing",
     "DynamoDBKinesisReplicationLagCritical",
     "DynamoDBKinesisRecordsFailingToReplicate",
+    "DynamoDBKinesisExporterTaskRestarts",
 ];
 const INFO: [&str; 1] = ["DynamoDBKinesisDestinationStaleFailedEntry"];
 
@@ -241,7 +244,9 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
         let text = format!("{} {}", annotations["summary"], annotations["description"]);
         let per_exporter = matches!(
             name,
-            "DynamoDBKinesisExporterDown" | "DynamoDBKinesisExporterAbsent"
+            "DynamoDBKinesisExporterDown"
+                | "DynamoDBKinesisExporterAbsent"
+                | "DynamoDBKinesisExporterTaskRestarts"
         );
         let per_scope = matches!(
             name,
@@ -388,6 +393,13 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
         "dynamodb_kinesis_scope_effective_poll_interval_seconds > 2 * 60"
     );
     assert_eq!(s(stretched, "for"), "15m");
+    let restarts = rule(&rules, "DynamoDBKinesisExporterTaskRestarts");
+    assert_eq!(
+        s(restarts, "expr").trim(),
+        "increase(dynamodb_kinesis_exporter_task_restarts_total[15m]) > 0"
+    );
+    assert!(restarts.get("for").is_none(), "a panic pages at once");
+    assert!(s(restarts, "annotations.summary").contains("$labels.task"));
     assert_eq!(
         s(rule(&rules, "DynamoDBKinesisExporterDown"), "expr").trim(),
         format!("up{{job=\"{JOB}\"}} == 0")
@@ -522,7 +534,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
     let dir = repo().join("deploy/prometheus");
     let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
     let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
     assert!(ok, "promtool test rules failed:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
