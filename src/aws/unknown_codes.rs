@@ -6,7 +6,8 @@
 //! table that fails with a new code every poll no longer floods the log.
 //!
 //! The callers that know the scope (the scope runner, discovery, the CDC
-//! reader) call [`warn_unknown_code`] with every failure they record.
+//! reader) call [`warn_unknown_code`] with every failure they record, and
+//! leave the warning about a failure with an unknown code to it.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -77,15 +78,19 @@ impl UnknownCodes {
 static WARNED: LazyLock<UnknownCodes> = LazyLock::new(UnknownCodes::default);
 
 /// Warn (rate-limited as the module says) when `err` carries an AWS error
-/// code this exporter does not know. Returns whether it warned.
-pub fn warn_unknown_code(account_id: &str, region: &str, err: &PollError) -> bool {
+/// code this exporter does not know; `during` says what failed (`table
+/// poll`, `discovery tag read`...). Returns whether it warned.
+pub fn warn_unknown_code(account_id: &str, region: &str, during: &str, err: &PollError) -> bool {
     let Some(code) = err.unknown_code() else {
         return false;
     };
     match WARNED.check(account_id, region, code, Instant::now()) {
-        Verdict::Quiet => false,
+        Verdict::Quiet => {
+            tracing::debug!(account_id, region, code, during, error = %err, "failed again with an unknown error code");
+            false
+        }
         Verdict::Warn { unsaid } => {
-            tracing::warn!(account_id, region, code, error = %err, failures_since_last_warning = unsaid,
+            tracing::warn!(account_id, region, code, during, error = %err, failures_since_last_warning = unsaid,
                 repeat_after = ?REPEAT_AFTER,
                 "AWS answered with an error code this exporter does not know; it is counted as code \"other\" (warned once per scope and code, then at most hourly)");
             true
@@ -150,17 +155,20 @@ mod tests {
         assert!(warn_unknown_code(
             account,
             region,
+            "test",
             &unknown("BrandNewException")
         ));
         assert!(!warn_unknown_code(
             account,
             region,
+            "test",
             &unknown("BrandNewException")
         ));
         tokio::time::advance(REPEAT_AFTER).await;
         assert!(warn_unknown_code(
             account,
             region,
+            "test",
             &unknown("BrandNewException")
         ));
         for known in [
@@ -168,7 +176,10 @@ mod tests {
             PollError::NotFound("t".into()),
             PollError::Timeout("t".into()),
         ] {
-            assert!(!warn_unknown_code(account, region, &known), "{known}");
+            assert!(
+                !warn_unknown_code(account, region, "test", &known),
+                "{known}"
+            );
         }
     }
 

@@ -177,9 +177,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
     }
 
     fn failed(&self, err: &PollError) {
-        aws::warn_unknown_code(&self.scope.account_id, &self.scope.region, err);
-        tracing::warn!(account_id = %self.scope.account_id, region = %self.scope.region,
+        let during = "CloudWatch CDC read";
+        aws::warn_unknown_code(&self.scope.account_id, &self.scope.region, during, err);
+        // An unknown code is warned about there, at most hourly.
+        if err.unknown_code().is_none() {
+            tracing::warn!(account_id = %self.scope.account_id, region = %self.scope.region,
             code = err.code(), error = %err, "reading CDC metrics from CloudWatch failed; the last values stay");
+        }
         let code = err.code().to_string();
         self.store.update_scope(&self.scope, |scope| {
             *scope.cdc_errors.entry(code).or_insert(0) += 1;

@@ -64,7 +64,12 @@ pub async fn discover<C: DynamoDbApi>(
     })
     .await;
     let mut names = listed.inspect_err(|err| {
-        aws::warn_unknown_code(&scope.account_id, &scope.region, err);
+        aws::warn_unknown_code(
+            &scope.account_id,
+            &scope.region,
+            "discovery ListTables",
+            err,
+        );
     })?;
     names.sort();
     names.dedup();
@@ -89,7 +94,8 @@ pub async fn discover<C: DynamoDbApi>(
                     continue;
                 }
                 Err(err) => {
-                    aws::warn_unknown_code(&scope.account_id, &scope.region, &err);
+                    let during = "discovery tag read";
+                    aws::warn_unknown_code(&scope.account_id, &scope.region, during, &err);
                     refresh.undecided.push((key.table, err));
                     continue;
                 }

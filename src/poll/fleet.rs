@@ -89,6 +89,9 @@ struct Unit {
     /// `None` until the first discovery refresh succeeded (or without
     /// discovery); readiness waits for it. Sorted.
     discovered: Option<Vec<Name>>,
+    /// The tables the last successful refresh could not decide on, with
+    /// their codes: they are warned about again only when this changes.
+    undecided: Vec<(Name, String)>,
     /// When the last refresh finished; a reload that keeps the unit waits
     /// out its refresh interval from there instead of listing again at once.
     refreshed_at: Option<tokio::time::Instant>,
@@ -246,6 +249,7 @@ impl Fleet {
                     client,
                     account: known.clone(),
                     discovered,
+                    undecided: Vec::new(),
                     refreshed_at,
                     cdc_tables: None,
                 });
@@ -313,7 +317,11 @@ impl Fleet {
             async move {
                 let mut failures = 0u32;
                 let account = loop {
-                    match aws::caller_account(&shared, &region, credentials.clone(), policy).await {
+                    let outcome = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        outcome = aws::caller_account(&shared, &region, credentials.clone(), policy) => outcome,
+                    };
+                    match outcome {
                         Ok(account) => break account,
                         Err(err) if local => {
                             tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,
@@ -554,7 +562,11 @@ impl Fleet {
                     Ok(refresh) => {
                         let tables = refresh.tables(state.discovered.as_deref());
                         let count = tables.len();
-                        log_undecided(&scope, &refresh);
+                        let undecided: Vec<(Name, String)> = (refresh.undecided.iter())
+                            .map(|(name, err)| (name.clone(), err.code().to_string()))
+                            .collect();
+                        log_undecided(&scope, &refresh, undecided != state.undecided);
+                        state.undecided = undecided;
                         // An unchanged list is kept, and with it the names
                         // the store and the scheduler share.
                         if state.discovered.as_ref() != Some(&tables) {
@@ -569,8 +581,12 @@ impl Fleet {
                         });
                     }
                     Err(err) => {
-                        tracing::warn!(account_id = %scope.account_id, region = %scope.region, code = err.code(), error = %err,
-                            "table discovery failed; keeping the last known table list");
+                        // An unknown code was warned about (at most hourly)
+                        // where it arrived.
+                        if err.unknown_code().is_none() {
+                            tracing::warn!(account_id = %scope.account_id, region = %scope.region, code = err.code(), error = %err,
+                                "table discovery failed; keeping the last known table list");
+                        }
                         self.settings
                             .store
                             .update_scope(&scope, |s| s.record_discovery(Err(err.code()), now));
@@ -704,6 +720,10 @@ impl Fleet {
         for scope in gone {
             if let Some(handle) = self.scopes.remove(&scope) {
                 handle.shutdown.cancel();
+                // Its polls in flight drain; shutdown waits for them too.
+                self.tasks.spawn(async move {
+                    let _ = handle.task.await;
+                });
                 tracing::info!(account_id = %scope.account_id, region = %scope.region, "scope no longer polled; its series go");
             }
             self.settings.telemetry.remove_scope(&scope);
@@ -747,9 +767,10 @@ impl Fleet {
     }
 }
 
-/// Say which tables a refresh could not decide on, once per refresh: how
-/// many, by code, and the first few names.
-fn log_undecided(scope: &ScopeKey, refresh: &Refresh) {
+/// Say which tables a refresh could not decide on: how many, by code, and
+/// the first; at warn when that `changed` since the last refresh, else at
+/// debug.
+fn log_undecided(scope: &ScopeKey, refresh: &Refresh, changed: bool) {
     if refresh.undecided.is_empty() {
         return;
     }
@@ -759,10 +780,16 @@ fn log_undecided(scope: &ScopeKey, refresh: &Refresh) {
     }
     let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
     let first = &refresh.undecided[0];
-    tracing::warn!(account_id = %scope.account_id, region = %scope.region,
-        tables = refresh.undecided.len(), codes = %codes.join(", "),
-        first_table = %first.0, first_error = %first.1,
-        "discovery could not read the tags of some tables; each keeps its last decision (polled only if it matched before)");
+    if changed {
+        tracing::warn!(account_id = %scope.account_id, region = %scope.region,
+            tables = refresh.undecided.len(), codes = %codes.join(", "),
+            first_table = %first.0, first_error = %first.1,
+            "discovery could not read the tags of some tables; each keeps its last decision (polled only if it matched before)");
+    } else {
+        tracing::debug!(account_id = %scope.account_id, region = %scope.region,
+            tables = refresh.undecided.len(), codes = %codes.join(", "),
+            "the same tables' tags still cannot be read");
+    }
 }
 
 fn identity_of(target: &Target) -> Identity {

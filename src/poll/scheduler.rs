@@ -405,8 +405,15 @@ impl ScopeRunner {
     /// Record a finished call and put its table or stream back in the queue.
     fn finish<C>(&self, finished: Finished, state: &mut Running<C>) {
         let now = unix_now();
-        if let Finished::Table(_, _, Err(err)) | Finished::Stream(_, _, Err(err)) = &finished {
-            aws::warn_unknown_code(&self.key.account_id, &self.key.region, err);
+        let (account, region) = (&self.key.account_id, &self.key.region);
+        match &finished {
+            Finished::Table(_, _, Err(err)) => {
+                aws::warn_unknown_code(account, region, "table poll", err);
+            }
+            Finished::Stream(_, _, Err(err)) => {
+                aws::warn_unknown_code(account, region, "stream check", err);
+            }
+            _ => {}
         }
         match finished {
             Finished::Table(key, started, outcome) => {
