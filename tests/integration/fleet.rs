@@ -328,11 +328,15 @@ async fn a_reload_causes_no_burst() {
     let list: String = names.iter().map(|n| format!("      - {n}\n")).collect();
     let dir = scratch(&[]);
     let path = dir.path().join("exporter.yaml");
-    let text = format!(
-        "poll_interval: 3s\nmax_requests_per_second: 100\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
-        sim.endpoint_url()
-    );
-    std::fs::write(&path, &text).unwrap();
+    // Each reload changes the file (an unchanged one is not reloaded at
+    // all), but not the tables.
+    let text = |rate: u32| {
+        format!(
+            "poll_interval: 3s\nmax_requests_per_second: {rate}\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
+            sim.endpoint_url()
+        )
+    };
+    std::fs::write(&path, text(100)).unwrap();
     let (exp, reload) = exporter_from_file(&path).await;
     scrape_until(exp.addr, Duration::from_secs(10), |p| {
         polled(p).len() == 30 && p.contains("dynamodb_kinesis_table_poll_success{")
@@ -340,16 +344,36 @@ async fn a_reload_causes_no_burst() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.reset_stats();
-    for _ in 0..10 {
+    let started = tokio::time::Instant::now();
+    for i in 0..10 {
+        std::fs::write(&path, text(101 + i)).unwrap();
         reload.send(()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Ten reloads in one second: 30 tables every 3 s is 10 polls a second;
-    // a burst would re-poll all 30 on each reload.
-    let busiest = sim.max_requests_in_window(DEFAULT_ACCOUNT, "us-east-1", Duration::from_secs(1));
+    let window = started.elapsed();
+    let page = scrape(exp.addr).await;
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_exporter_config_last_reload_successful",
+            &[]
+        ),
+        Some(1.0)
+    );
+    // Ten reloads in about a second, each a new config: a burst would
+    // poll all 30 tables again on each one. Every table keeps its place in
+    // the schedule, so within less than one poll interval (3 s ± 10 %)
+    // none is polled twice, whatever the waves of the schedule itself.
+    assert!(window < Duration::from_millis(2500), "{window:?}");
+    let mut polls: std::collections::BTreeMap<String, usize> = Default::default();
+    for record in sim.requests() {
+        if record.operation == "DescribeKinesisStreamingDestination" {
+            *polls.entry(record.table.unwrap_or_default()).or_default() += 1;
+        }
+    }
     assert!(
-        busiest <= 15,
-        "{busiest} requests in one second around the reloads"
+        polls.values().all(|n| *n == 1),
+        "tables polled more than once around the reloads: {polls:?}"
     );
     exp.stop().await;
     sim.shutdown().await;
