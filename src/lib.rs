@@ -9,9 +9,9 @@
 //! # Layout
 //! One folder per layer, lowest first. A layer uses only the layers above
 //! it in this list; each folder's `mod.rs` says what it owns.
-//! 1. [`web`]: exporter-toolkit for Rust (web config, TLS, basic auth,
-//!    content negotiation, the accept loop and its limits). Uses nothing
-//!    else of this crate.
+//! 1. The `dke-web` crate (`web/` in the workspace): exporter-toolkit for
+//!    Rust (web config, TLS, basic auth, content negotiation, the accept
+//!    loop and its limits). It knows nothing of this crate or of AWS.
 //! 2. [`config`]: the YAML config file: decoding, defaults, validation
 //!    with file:line messages, table and role ARNs.
 //! 3. [`aws`]: the seam around AWS: the API traits and their SDK
@@ -34,7 +34,6 @@ pub mod exporter;
 pub mod exposition;
 pub mod poll;
 pub mod state;
-pub mod web;
 
 pub use exporter::{Exporter, RunError, Settings};
 

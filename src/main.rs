@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, ValueEnum};
+use dke_web::serve::Limits;
+use dke_web::web_config;
 use dynamodb_kinesis_exporter::exporter::shutdown;
 use dynamodb_kinesis_exporter::state::Shard;
-use dynamodb_kinesis_exporter::web::serve::Limits;
-use dynamodb_kinesis_exporter::web::web_config;
 use dynamodb_kinesis_exporter::{config, Exporter, Settings};
 
 /// mimalloc rather than glibc's malloc: after a burst of connections (a

@@ -34,8 +34,8 @@ use crate::exposition::page::Page;
 use crate::poll::fleet::{Fleet, FleetSettings};
 use crate::state::store::Store;
 use crate::state::Shard;
-use crate::web::serve::Limits;
-use crate::web::web_config::{WebConfig, WebState};
+use dke_web::serve::Limits;
+use dke_web::web_config::{WebConfig, WebState};
 
 /// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
@@ -237,7 +237,7 @@ impl Exporter {
             tables = self.settings.config.table_count(),
             shard = self.settings.shard.index, total_shards = self.settings.shard.total,
             "serving metrics");
-        let server = crate::web::serve::serve(
+        let server = dke_web::serve::serve(
             self.listeners,
             handler,
             root.clone().cancelled_owned(),
