@@ -39,9 +39,32 @@ pub enum DemoError {
 
 /// A running simulator and the config that polls it.
 pub struct Demo {
-    pub simulator: Simulator,
     pub config: Config,
+    /// Static dummy credentials: the simulator checks their form only.
     pub client: ClientOptions,
+    pub running: Running,
+}
+
+/// The simulator and the task that deletes a stream behind it later; its
+/// owner stops both ([`Running::stop`]).
+pub struct Running {
+    simulator: Simulator,
+    deleter: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Where the simulator answers.
+    pub fn endpoint_url(&self) -> String {
+        self.simulator.endpoint_url()
+    }
+
+    /// Stop the pending deletion and the simulator.
+    pub async fn stop(self) {
+        self.deleter.abort();
+        // Cancelled, or done long ago: either way it has ended.
+        let _ = self.deleter.await;
+        self.simulator.shutdown().await;
+    }
 }
 
 /// Start the simulator and build the matching exporter config.
@@ -49,10 +72,10 @@ pub async fn start() -> Result<Demo, DemoError> {
     let scenario = Scenario::from_yaml(SCENARIO)?;
     let simulator = Simulator::start(scenario.clone()).await?;
     // The scenario file cannot say "delete this stream later": do it here.
-    let deleter = simulator.clone();
-    tokio::spawn(async move {
+    let behind = simulator.clone();
+    let deleter = tokio::spawn(async move {
         tokio::time::sleep(DELETE_AFTER).await;
-        deleter.delete_stream_after(DELETED_STREAM, DELETING_FOR);
+        behind.delete_stream_after(DELETED_STREAM, DELETING_FOR);
     });
     let config = config_for(&scenario, &simulator.endpoint_url());
     let client = ClientOptions {
@@ -65,9 +88,9 @@ pub async fn start() -> Result<Demo, DemoError> {
         )),
     };
     Ok(Demo {
-        simulator,
         config,
         client,
+        running: Running { simulator, deleter },
     })
 }
 
