@@ -204,19 +204,8 @@ mod tests {
     use super::*;
     use crate::aws::ClientOptions;
     use crate::state::Shard;
+    use aws_sdk_dynamodb::config::Credentials;
     use dke_simulator::{Scenario, Simulator};
-
-    fn test_credentials() -> ClientOptions {
-        ClientOptions {
-            static_credentials: Some(aws_sdk_dynamodb::config::Credentials::new(
-                "AKIDTESTTESTTEST",
-                "test-secret",
-                None,
-                None,
-                "tests",
-            )),
-        }
-    }
 
     fn config_for(endpoint_url: &str, tables: &str) -> Config {
         let text = format!(
@@ -395,7 +384,10 @@ mod tests {
         });
         let endpoint = simulator.endpoint_url();
         let settings = |tables: &str| Settings {
-            client: test_credentials(),
+            // The simulator checks the credentials' form only.
+            client: ClientOptions {
+                static_credentials: Some(Credentials::new("AKIDTEST", "secret", None, None, "t")),
+            },
             process_metrics: false,
             ..Settings::defaults(config_for(&endpoint, tables))
         };
