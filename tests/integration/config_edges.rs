@@ -190,8 +190,8 @@ impl Edges {
         (all.into_iter().enumerate())
             .map(|(i, (path, field, at))| Setting {
                 value: match Some(i) == bad {
-                    true => self.bad_value.get(field.invalid),
-                    false => at.get(field.valid),
+                    true => field.invalid[self.bad_value.index(field.invalid.len())],
+                    false => field.valid[at.index(field.valid.len())],
                 },
                 path,
                 field,
