@@ -812,20 +812,6 @@ targets: 2 (3 tables)
 
     #[test]
     fn duration_problems() {
-        let text = "\
-# Exporter settings.
-poll_interval: 30s
-
-targets:
-  - region: us-east-1
-    # faster here
-    poll_interval: 5 parsecs
-    tables: [orders]
-";
-        assert_eq!(
-            problems(text),
-            ["exporter.yaml:7: targets[0].poll_interval: \"5 parsecs\" is not a duration"]
-        );
         assert_eq!(
             problems(&format!("poll_interval: 5\n{}", target_with(""))),
             ["exporter.yaml:1: poll_interval: expected a duration such as \"30s\", found 5"]
@@ -1014,80 +1000,6 @@ targets:
     }
 
     #[test]
-    fn table_entry_problems() {
-        let text = "\
-targets:
-  - region: us-east-1
-    tables:
-      - ab
-      - 5
-      - has space
-      - arn:aws:dynamodb:us-east-1:123:table
-      - arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000
-      - arn:aws:dynamodb:us-east-1:123456789012:table/x
-      - arn:aws:dynamodb:eu-west-1:123456789012:table/payments
-      - fine
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:4: targets[0].tables[0]: \"ab\" is not a valid table name (3 to 255 characters: letters, digits, '_', '-', '.')",
-                "exporter.yaml:5: targets[0].tables[1]: expected a table name or ARN, found 5",
-                "exporter.yaml:6: targets[0].tables[2]: \"has space\" is not a valid table name (3 to 255 characters: letters, digits, '_', '-', '.')",
-                "exporter.yaml:7: targets[0].tables[3]: \"arn:aws:dynamodb:us-east-1:123:table\" is not a DynamoDB table ARN (expected arn:PARTITION:dynamodb:REGION:ACCOUNT_ID:table/TABLE_NAME)",
-                "exporter.yaml:8: targets[0].tables[4]: \"arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000\" is not a DynamoDB table ARN (expected arn:PARTITION:dynamodb:REGION:ACCOUNT_ID:table/TABLE_NAME)",
-                "exporter.yaml:9: targets[0].tables[5]: \"x\" is not a valid table name (3 to 255 characters: letters, digits, '_', '-', '.')",
-                "exporter.yaml:10: targets[0].tables[6]: ARN region eu-west-1 does not match the target's region us-east-1",
-            ]
-        );
-    }
-
-    #[test]
-    fn duplicate_tables_are_reported_where_repeated() {
-        let text = "\
-targets:
-  - region: us-east-1
-    tables:
-      - orders
-      - arn:aws:dynamodb:us-east-1:123456789012:table/orders
-  - region: eu-west-1
-    tables: [orders]
-  - region: us-east-1
-    endpoint_url: http://127.0.0.1:8000
-    tables:
-      - payments
-      - orders
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:5: targets[0].tables[1]: table \"orders\" in region us-east-1 is already listed at targets[0].tables[0]",
-                "exporter.yaml:12: targets[2].tables[1]: table \"orders\" in region us-east-1 is already listed at targets[0].tables[0]",
-            ]
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let text = "\
-pol_interval: 30s
-targets:
-  - region: us-east-1
-    regoin: us-east-2
-    tables: [orders]
-5: five
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:1: pol_interval: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)",
-                "exporter.yaml:4: targets[0].regoin: unknown key (expected one of: region, regions, endpoint_url, role_arn, external_id, session_name, max_requests_per_second, poll_interval, request_timeout, discovery, tables, cdc_metrics)",
-                "exporter.yaml:6: 5: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)",
-            ]
-        );
-    }
-
-    #[test]
     fn the_document_must_be_a_mapping() {
         assert_eq!(
             problems("- region: us-east-1\n"),
@@ -1117,6 +1029,44 @@ targets:
             problems("a: 1\n---\nb: 2\n"),
             ["exporter.yaml:2: (document): a second document: the file holds one"]
         );
+    }
+
+    /// Every bad config under `tests/fixtures/config/bad/` reports exactly the problems in its
+    /// `.expected` file, and every good one parses (blackbox_exporter's `testdata` style).
+    #[test]
+    fn fixtures_report_what_they_expect() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/config"
+        ));
+        let files = |sub: &str| {
+            let mut paths: Vec<PathBuf> = (std::fs::read_dir(dir.join(sub)).unwrap())
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+                .collect();
+            paths.sort();
+            paths
+        };
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap();
+        let bad = files("bad");
+        assert!(bad.len() >= 8, "{bad:?}");
+        for path in bad {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let err = parse(&read(&path), name).unwrap_err();
+            assert_eq!(
+                format!("{err}\n"),
+                read(&path.with_extension("expected")),
+                "{name}"
+            );
+        }
+        let good = files("good");
+        assert!(good.len() >= 3, "{good:?}");
+        for path in good {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            parse(&read(&path), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let same_names = ok(&read(&dir.join("good/same_name_in_other_accounts.yaml")));
+        assert_eq!(same_names.table_count(), 6);
     }
 
     #[test]
@@ -1174,26 +1124,6 @@ max_attempts: 0
     }
 
     #[test]
-    fn problems_behind_aliases_sort_by_the_alias() {
-        let text = "\
-targets:
-  - &first {region: us-east-1, tables: [ab]}
-  - *first
-x: &r eu-west-1
-";
-        let rule = TABLE_NAME_RULE;
-        assert_eq!(
-            problems(text),
-            [
-                format!("exporter.yaml:2: targets[0].tables[0]: \"ab\" {rule}"),
-                // Behind an alias, the line where the aliased text is.
-                format!("exporter.yaml:2: targets[1].tables[0]: \"ab\" {rule}"),
-                "exporter.yaml:4: x: unknown key (expected one of: poll_interval, request_timeout, concurrency, max_attempts, max_requests_per_second, targets)".to_owned(),
-            ]
-        );
-    }
-
-    #[test]
     fn problem_display() {
         let mut problem = Problem {
             origin: "a.yaml".to_owned(),
@@ -1212,22 +1142,7 @@ x: &r eu-west-1
     }
 
     /// A valid config for mutation: block style, comments, both table forms.
-    const VALID: &str = "\
-# settings
-poll_interval: 30s
-request_timeout: 5s
-concurrency: 4
-max_attempts: 2
-targets:
-  - region: us-east-1
-    endpoint_url: http://127.0.0.1:8000
-    poll_interval: 10s
-    tables:
-      - orders
-      - arn:aws:dynamodb:us-east-1:123456789012:table/payments
-  - region: eu-west-1
-    tables: [audit, \"events\"]
-";
+    const VALID: &str = include_str!("../../tests/fixtures/config/good/mutation_base.yaml");
 
     fn mutated(base: &'static str) -> impl Strategy<Value = String> {
         let op = (
@@ -1295,28 +1210,7 @@ targets:
     }
 
     /// Every new key at once, in both styles.
-    const FULL: &str = "\
-max_requests_per_second: 2.5
-targets:
-  - regions: [us-east-1, eu-west-1]
-    role_arn: arn:aws:iam::222222222222:role/ops/dynamodb-kinesis-exporter
-    external_id: \"12345\"
-    session_name: dke@prod
-    max_requests_per_second: 5
-    discovery:
-      include: [\"^orders-\"]
-      exclude: [\"-test$\"]
-      tags: {cdc: \"true\", env: \"/prod|staging/\"}
-      refresh_interval: 10m
-    tables:
-      - legacy-table
-      - arn:aws:dynamodb:eu-west-1:333333333333:table/shared
-    cdc_metrics: {enabled: true, interval: 1m}
-  - region: us-east-1
-    discovery: {}
-    cdc_metrics:
-      enabled: false
-";
+    const FULL: &str = include_str!("../../tests/fixtures/config/good/every_key.yaml");
 
     fn pattern(source: &str) -> Pattern {
         Pattern::new(source).unwrap()
@@ -1511,27 +1405,6 @@ targets:
     }
 
     #[test]
-    fn table_arns_must_be_in_one_of_the_targets_regions() {
-        let text = "\
-targets:
-  - regions: [us-east-1, eu-west-1]
-    tables:
-      - arn:aws:dynamodb:eu-west-1:123456789012:table/orders
-      - arn:aws:dynamodb:ap-south-1:123456789012:table/orders
-  - region: us-east-1
-    tables:
-      - arn:aws:dynamodb:eu-west-1:123456789012:table/payments
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:5: targets[0].tables[1]: ARN region ap-south-1 is not one of the target's regions (us-east-1, eu-west-1)",
-                "exporter.yaml:8: targets[1].tables[0]: ARN region eu-west-1 does not match the target's region us-east-1",
-            ]
-        );
-    }
-
-    #[test]
     fn tables_may_be_left_out_only_with_discovery() {
         for tables in ["", "    tables: []\n", "    tables:\n"] {
             let config = ok(&format!(
@@ -1559,58 +1432,7 @@ targets:
     }
 
     #[test]
-    fn the_same_name_in_different_accounts_is_not_a_duplicate() {
-        let config = ok("\
-targets:
-  - region: us-east-1
-    tables: [orders]
-  - region: us-east-1
-    role_arn: arn:aws:iam::222222222222:role/exporter
-    tables: [orders]
-  - region: us-east-1
-    role_arn: arn:aws:iam::333333333333:role/exporter
-    tables:
-      - orders
-      - arn:aws:dynamodb:us-east-1:444444444444:table/orders
-  - regions: [us-east-1, eu-west-1]
-    tables:
-      - arn:aws:dynamodb:eu-west-1:555555555555:table/orders
-      - arn:aws:dynamodb:eu-west-1:666666666666:table/orders
-");
-        assert_eq!(config.table_count(), 6);
-    }
-
-    #[test]
     fn the_same_table_in_one_account_is_a_duplicate() {
-        let text = "\
-targets:
-  - region: us-east-1
-    role_arn: arn:aws:iam::222222222222:role/exporter
-    tables: [orders, audit]
-  - region: us-east-1
-    role_arn: arn:aws:iam::222222222222:role/other
-    tables: [orders]
-  - region: us-east-1
-    tables:
-      - arn:aws:dynamodb:us-east-1:222222222222:table/audit
-      - arn:aws:dynamodb:us-east-1:777777777777:table/audit
-      - arn:aws:dynamodb:us-east-1:777777777777:table/audit
-  - regions: [eu-west-1, us-east-1]
-    role_arn: arn:aws:iam::333333333333:role/exporter
-    tables:
-      - arn:aws:dynamodb:us-east-1:333333333333:table/orders
-      - orders
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:7: targets[1].tables[0]: table \"orders\" of account 222222222222 in region us-east-1 is already listed at targets[0].tables[0]",
-                "exporter.yaml:10: targets[2].tables[0]: table \"audit\" of account 222222222222 in region us-east-1 is already listed at targets[0].tables[1]",
-                // Without roles on either side, the message is the one it always was.
-                "exporter.yaml:12: targets[2].tables[2]: table \"audit\" in region us-east-1 is already listed at targets[2].tables[1]",
-                "exporter.yaml:17: targets[3].tables[1]: table \"orders\" of account 333333333333 in region us-east-1 is already listed at targets[3].tables[0]",
-            ]
-        );
         // A plain name and an ARN under the default credentials are taken to be one table,
         // whichever comes first (the default account is unknown here).
         assert_eq!(
@@ -1759,34 +1581,6 @@ targets:
 
     #[test]
     fn discovery_problems() {
-        let text = "\
-targets:
-  - region: us-east-1
-    discovery:
-      include: [\"^ok\", \"(\", 5]
-      exclude: \"-test$\"
-      tags:
-        cdc: true
-        env: \"/prod(/\"
-        7: x
-        team: \"/a)|(b/\"
-      refresh_interval: 0s
-      refresh: 5m
-";
-        assert_eq!(
-            problems(text),
-            [
-                "exporter.yaml:4: targets[0].discovery.include[1]: \"(\" is not a valid regular expression: unclosed group",
-                "exporter.yaml:4: targets[0].discovery.include[2]: expected a regular expression, found 5 (quote it: \"5\")",
-                "exporter.yaml:5: targets[0].discovery.exclude: expected a list of regular expressions, found \"-test$\"",
-                "exporter.yaml:7: targets[0].discovery.tags.cdc: expected a tag value (a string, or a regular expression written /.../), found true (quote it: \"true\")",
-                "exporter.yaml:8: targets[0].discovery.tags.env: \"/prod(/\" is not a valid regular expression: unclosed group",
-                "exporter.yaml:9: targets[0].discovery.tags.7: expected a tag key, found 7 (quote it: \"7\")",
-                "exporter.yaml:10: targets[0].discovery.tags.team: \"/a)|(b/\" is not a valid regular expression: unopened group",
-                "exporter.yaml:11: targets[0].discovery.refresh_interval: must be greater than zero",
-                "exporter.yaml:12: targets[0].discovery.refresh: unknown key (expected one of: include, exclude, tags, refresh_interval)",
-            ]
-        );
         assert_eq!(
             problems("targets:\n  - region: us-east-1\n    discovery: {tags: [cdc]}\n"),
             ["exporter.yaml:3: targets[0].discovery.tags: expected a mapping of tag keys to values, found a list"]
