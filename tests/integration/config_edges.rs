@@ -301,7 +301,9 @@ const RUN: Duration = Duration::from_millis(1500);
 /// The drain on shutdown, per scope.
 const GRACE: Duration = Duration::from_secs(2);
 /// How long `serve` may take to return once asked to stop: the grace of each of up to three
-/// scopes, drained one after another, and a margin.
+/// scopes, and a margin. At a low rate a call waiting for a budget token keeps its scope
+/// draining for the whole grace, and the scopes drain one after another (measured with a grace
+/// of 5 s: one scope 5 s, three scopes 15 s).
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A rate at which a scope's first poll comes within [`RUN`], whatever else (the account
