@@ -9,9 +9,9 @@
 //! # Layout
 //! One folder per layer, lowest first. A layer uses only the layers above
 //! it in this list; each folder's `mod.rs` says what it owns.
-//! 1. [`web`]: exporter-toolkit for Rust (web config, TLS, basic auth,
-//!    content negotiation, the accept loop and its limits). Uses nothing
-//!    else of this crate.
+//! 1. The `dke-web` crate (`web/` in the workspace): exporter-toolkit for
+//!    Rust (web config, TLS, basic auth, content negotiation, the accept
+//!    loop and its limits). It knows nothing of this crate or of AWS.
 //! 2. [`config`]: the YAML config file: decoding, defaults, validation
 //!    with file:line messages, table and role ARNs.
 //! 3. [`aws`]: the seam around AWS: the API traits and their SDK
@@ -24,9 +24,13 @@
 //! 6. [`poll`]: the background work: scope runners, discovery, CDC reads
 //!    and the fleet that decides what is polled where.
 //! 7. [`exporter`]: the wiring of all of the above into a running exporter
-//!    (routes, signals, `--demo`).
-//! 8. `main.rs`: flags, logging, run.
-#![forbid(unsafe_code)]
+//!    (routes, signals, and the binary's start-up: the runtime, shards,
+//!    socket activation, `--demo`, `--once`).
+//! 8. `main.rs`: flags, logging, signals, run.
+// Denied, not forbidden, so that one function may allow it:
+// `exporter::runtime::purge_freed_memory_at_once`, a mimalloc option that
+// has no safe API.
+#![deny(unsafe_code)]
 
 pub mod aws;
 pub mod config;
@@ -34,7 +38,6 @@ pub mod exporter;
 pub mod exposition;
 pub mod poll;
 pub mod state;
-pub mod web;
 
 pub use exporter::{Exporter, RunError, Settings};
 

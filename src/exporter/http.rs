@@ -3,7 +3,7 @@
 //! (ready once every configured table has been polled once). Routing is a
 //! plain function of method, path and headers so it is tested without
 //! sockets. The metrics page comes from the shared [`Page`], in the format
-//! and encoding [`negotiate`](crate::web::negotiate) picks.
+//! and encoding [`negotiate`](dke_web::negotiate) picks.
 
 use std::sync::Arc;
 
@@ -16,9 +16,9 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 
 use crate::exposition::page::Page;
 use crate::state::store::Store;
-use crate::web::negotiate;
-use crate::web::serve::Body;
-use crate::web::web_config::{Auth, WebState};
+use dke_web::negotiate;
+use dke_web::serve::Body;
+use dke_web::web_config::{Auth, WebState};
 
 /// Content type of the Prometheus text exposition format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = negotiate::TEXT_CONTENT_TYPE;
@@ -286,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn basic_auth_guards_every_path_and_probes_only_by_flag() {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let config = crate::web::web_config::parse(
+        let config = dke_web::web_config::parse(
             &format!("basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"),
             std::path::Path::new("w.yml"),
         )

@@ -6,6 +6,11 @@
 //! first and only then hands the new config to the fleet; the server, the
 //! page and the store live on. [`run_once`] is `--once`.
 //!
+//! The binary's start-up is here too, where it is tested: [`launch`] (the
+//! config file or the demo, settings built once, serving, `--once`),
+//! [`runtime`] (the tokio runtime and the allocator's options), [`shard`]
+//! (`--shard`, `--shard-from-hostname`) and [`systemd`] (socket activation).
+//!
 //! Cancellation is one `tokio_util` token tree: the root is cancelled on
 //! shutdown and stops the server and the fleet; each config generation's
 //! background work runs under a child token, cancelled on reload.
@@ -13,7 +18,11 @@
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod http;
+pub mod launch;
+pub mod runtime;
+pub mod shard;
 pub mod shutdown;
+pub mod systemd;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,8 +43,8 @@ use crate::exposition::page::Page;
 use crate::poll::fleet::{Fleet, FleetSettings};
 use crate::state::store::Store;
 use crate::state::Shard;
-use crate::web::serve::Limits;
-use crate::web::web_config::{WebConfig, WebState};
+use dke_web::serve::Limits;
+use dke_web::web_config::{WebConfig, WebState};
 
 /// Everything the exporter needs besides the shutdown signal.
 #[derive(Debug, Clone)]
@@ -71,8 +80,17 @@ impl Settings {
     /// Defaults for everything but the config and the address.
     pub fn new(config: Config, listen: SocketAddr) -> Self {
         Settings {
-            config,
             listen: vec![listen],
+            ..Settings::defaults(config)
+        }
+    }
+
+    /// Defaults for everything but the config, with no address to listen
+    /// on yet: set `listen`, or hand [`Exporter::bind_to`] sockets.
+    pub fn defaults(config: Config) -> Self {
+        Settings {
+            config,
+            listen: Vec::new(),
             limits: Limits::default(),
             telemetry_path: "/metrics".to_string(),
             client: ClientOptions::default(),
@@ -237,7 +255,7 @@ impl Exporter {
             tables = self.settings.config.table_count(),
             shard = self.settings.shard.index, total_shards = self.settings.shard.total,
             "serving metrics");
-        let server = crate::web::serve::serve(
+        let server = dke_web::serve::serve(
             self.listeners,
             handler,
             root.clone().cancelled_owned(),

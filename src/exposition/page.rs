@@ -51,7 +51,7 @@ use crate::exposition::metrics::{
 };
 use crate::exposition::openmetrics;
 use crate::state::store::Store;
-pub use crate::web::negotiate::Format;
+pub use dke_web::negotiate::Format;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
 pub const MAX_AGE: Duration = Duration::from_secs(1);

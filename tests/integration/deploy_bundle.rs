@@ -5,12 +5,16 @@
 //! lands on a heading, the IAM policies grant least privilege (reads on
 //! tables, ListTables, and the hub's AssumeRole onto member roles that trust
 //! it with an external id), and the dashboard uses its datasource variable
-//! everywhere. The real tools run where they are installed: `promtool check
-//! rules` / `promtool test rules`, `amtool check-config`,
-//! `kubernetes-validate` (all required when `CI` is set) and `systemd-analyze
-//! verify` (skipped when it cannot run here).
+//! everywhere. Every alert rule meets the invariants of [`rule_problems`]
+//! (severity, annotations, runbook anchor, `account_id` in joins, a firing
+//! promtool case). The real tools run where they are installed: `promtool
+//! check rules` / `promtool test rules`, `amtool check-config`,
+//! `kubernetes-validate`, `kubectl kustomize`, the `python3` generator and
+//! `systemd-analyze verify`. With `CI` set each of them must run (`.ci/run`
+//! installs them): a missing tool fails its test. Without `CI` a missing
+//! tool skips its checks, loudly.
 
-use crate::support::{expand_grafana_variables, on_path, required_tool, scratch};
+use crate::support::{expand_grafana_variables, in_ci, required_tool, scratch};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -213,11 +217,15 @@ fn rule<'a>(rules: &'a [Yaml], alert: &str) -> &'a Yaml {
         .unwrap_or_else(|| panic!("no alert {alert}"))
 }
 
+/// The rule file holds the intended alerts, in order, each with the severity
+/// intended for it (which alerts page is a decision, so it is listed here),
+/// and the annotations name the labels a reader needs. The properties every
+/// rule must have are checked by [`rule_problems`] below.
 #[test]
-fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
+fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
     let rules = alert_rules();
     let names: Vec<&str> = rules.iter().map(|r| s(r, "alert")).collect();
-    assert_eq!(names, ALERTS);
+    assert_eq!(names, ALERTS, "alerts added or removed: update ALERTS");
 
     for r in &rules {
         let name = s(r, "alert");
@@ -266,16 +274,6 @@ fn alert_rules_are_the_expected_ones_with_severity_and_annotations() {
             assert!(
                 text.contains("$labels.table"),
                 "{name} does not name the table"
-            );
-        }
-        // Every join matches on the table's account too, or the same table
-        // name in two accounts would match the wrong series.
-        let expr = s(r, "expr");
-        for on in expr.split(" on(").skip(1) {
-            let labels = &on[..on.find(')').expect("closing parenthesis")];
-            assert!(
-                labels.split(", ").any(|l| l == "account_id"),
-                "{name}: a join without account_id: on({labels})"
             );
         }
         let about_a_destination = name.starts_with("DynamoDBKinesisDestination")
@@ -439,6 +437,293 @@ fn anchor_rules_follow_github() {
     assert_eq!(got, ["a-code-heading-with-punctuation", "title", "title-1"]);
 }
 
+// --------------------------------------------------------- alert invariants
+
+/// The severities the Alertmanager example routes (pager, chat, ticket).
+const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
+
+/// Labels that identify the exporter itself; a join on these alone matches
+/// exporter-wide series, which have no account.
+const EXPORTER_LABELS: [&str; 2] = ["job", "instance"];
+
+#[derive(Debug, serde::Deserialize)]
+struct RuleFile {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RuleGroup {
+    rules: Vec<AlertRule>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AlertRule {
+    /// `None` for a recording rule.
+    alert: Option<String>,
+    expr: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RuleTests {
+    tests: Vec<RuleTestCase>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RuleTestCase {
+    #[serde(default)]
+    alert_rule_test: Vec<AlertRuleTest>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AlertRuleTest {
+    alertname: String,
+    #[serde(default)]
+    exp_alerts: Vec<Yaml>,
+}
+
+/// Every way the alerting rules in `rules` (a Prometheus rule file) break
+/// the invariants every alert must meet, one line each:
+/// - a `severity` label from [`SEVERITIES`];
+/// - `summary` and `description` annotations with text;
+/// - a `runbook_url` into the runbook whose anchor is a heading of
+///   `runbook` (GitHub's slugs, see [`anchors`]);
+/// - `account_id` in every join that matches tables or scopes (see
+///   [`join_problems`]);
+/// - a case in the promtool unit tests `tests` that fires it (an
+///   `exp_alerts` entry for its name with at least one alert).
+fn rule_problems(rules: &str, runbook: &str, tests: &str) -> Vec<String> {
+    let rules: RuleFile = serde_yaml::from_str(rules).unwrap_or_else(|e| panic!("rules: {e}"));
+    let tests: RuleTests = serde_yaml::from_str(tests).unwrap_or_else(|e| panic!("tests: {e}"));
+    let headings = anchors(runbook);
+    let fired: BTreeSet<&str> = tests
+        .tests
+        .iter()
+        .flat_map(|case| &case.alert_rule_test)
+        .filter(|test| !test.exp_alerts.is_empty())
+        .map(|test| test.alertname.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    for rule in rules.groups.iter().flat_map(|g| &g.rules) {
+        let Some(name) = rule.alert.as_deref() else {
+            continue;
+        };
+        match rule.labels.get("severity") {
+            Some(severity) if SEVERITIES.contains(&severity.as_str()) => {}
+            Some(severity) => problems.push(format!(
+                "{name}: severity {severity:?} is not one of {SEVERITIES:?}"
+            )),
+            None => problems.push(format!("{name}: no severity label")),
+        }
+        for annotation in ["summary", "description"] {
+            let text = rule.annotations.get(annotation).map(|t| t.trim());
+            if text.is_none_or(str::is_empty) {
+                problems.push(format!("{name}: no {annotation} annotation"));
+            }
+        }
+        match rule.annotations.get("runbook_url") {
+            None => problems.push(format!("{name}: no runbook_url annotation")),
+            Some(url) => match url.strip_prefix(RUNBOOK_URL) {
+                None => problems.push(format!("{name}: runbook_url {url} is not in the runbook")),
+                Some(anchor) if !headings.contains(anchor) => problems.push(format!(
+                    "{name}: runbook_url #{anchor} is no heading of docs/runbook.md"
+                )),
+                Some(_) => {}
+            },
+        }
+        problems.extend(
+            join_problems(&rule.expr)
+                .into_iter()
+                .map(|p| format!("{name}: {p}")),
+        );
+        if !fired.contains(name) {
+            problems.push(format!("{name}: no promtool test case fires it"));
+        }
+    }
+    problems
+}
+
+/// PromQL vector matching that could match one account's table or scope to
+/// another's: `on(...)` without `account_id` (unless it matches only on
+/// [`EXPORTER_LABELS`], the exporter's own series), and `ignoring(...)`,
+/// `group_left(...)` or `group_right(...)` with it. Strings, label matchers
+/// (`{...}`) and comments are skipped; keywords are case-insensitive, as in
+/// PromQL.
+fn join_problems(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut problems = Vec::new();
+    let mut braces = 0usize;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' && c != '`' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '{' => {
+                braces += 1;
+                i += 1;
+            }
+            '}' => {
+                braces = braces.saturating_sub(1);
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect::<String>().to_lowercase();
+                let mut j = i;
+                while j < chars.len() && chars[j].is_whitespace() {
+                    j += 1;
+                }
+                let keyword = matches!(
+                    word.as_str(),
+                    "on" | "ignoring" | "group_left" | "group_right"
+                );
+                if braces > 0 || !keyword || chars.get(j) != Some(&'(') {
+                    continue;
+                }
+                let Some(close) = chars[j..].iter().position(|&c| c == ')') else {
+                    problems.push(format!("{word}( is not closed"));
+                    break;
+                };
+                let inside: String = chars[j + 1..j + close].iter().collect();
+                let labels: Vec<&str> = inside
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                let has_account = labels.contains(&"account_id");
+                let exporter_only =
+                    !labels.is_empty() && labels.iter().all(|l| EXPORTER_LABELS.contains(l));
+                let list = labels.join(", ");
+                match word.as_str() {
+                    "on" if !has_account && !exporter_only => {
+                        problems.push(format!("on({list}) does not match on account_id"))
+                    }
+                    "ignoring" | "group_left" | "group_right" if has_account => {
+                        problems.push(format!("{word}({list}) leaves account_id out of the match"))
+                    }
+                    _ => {}
+                }
+                i = j + close + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_alert_rule_meets_the_invariants() {
+    let problems = rule_problems(
+        &read("deploy/prometheus/alerts.yml"),
+        &read("docs/runbook.md"),
+        &read("deploy/prometheus/alerts.test.yml"),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The checker finds each kind of problem: one rule that breaks every
+/// invariant, and one for each way a join can lose the account.
+#[test]
+fn the_rule_invariants_catch_bad_rules() {
+    let runbook = "# Runbook\n## GoodAlert\n```\n# BadAlert\n```\n";
+    let rule = |name: &str, expr: &str, labels: &str, annotations: &str| {
+        format!(
+            "      - alert: {name}\n        expr: {expr}\n        labels: {labels}\n        annotations: {annotations}\n"
+        )
+    };
+    let good_annotations =
+        format!("{{summary: s, description: d, runbook_url: \"{RUNBOOK_URL}goodalert\"}}");
+    let mut rules = String::from("groups:\n  - name: g\n    rules:\n");
+    rules += &rule(
+        "GoodAlert",
+        "\"a * on(job, instance, account_id, table) group_left(x) b and on(job, instance) up unless ignoring(code) c\"",
+        "{severity: warning}",
+        &good_annotations,
+    );
+    rules += "      - record: job:up:sum\n        expr: sum by (job) (up)\n";
+    rules += &rule(
+        "BadAlert",
+        "\"a * on(job, instance, table) b\"",
+        "{severity: page}",
+        &format!("{{summary: \"  \", runbook_url: \"{RUNBOOK_URL}badalert\"}}"),
+    );
+    rules += &rule("NoLabels", "up", "{}", "{}");
+    rules += &rule(
+        "LostAccounts",
+        "\"a * ignoring(account_id) b + ON (table) c / on(job, instance, account_id) group_right(account_id) d\"",
+        "{severity: info}",
+        &good_annotations,
+    );
+    rules += &rule(
+        "QuotedJoins",
+        "'a{label=\"x on(table)\"} * on(account_id, table) b # or on(table)'",
+        "{severity: critical}",
+        &good_annotations,
+    );
+    rules += &rule(
+        "ElsewhereRunbook",
+        "up",
+        "{severity: critical}",
+        "{summary: s, description: d, runbook_url: \"https://example.invalid/#goodalert\"}",
+    );
+    let fires = |name: &str| {
+        format!("      - alertname: {name}\n        exp_alerts:\n          - exp_labels: {{}}\n")
+    };
+    let mut tests = String::from("tests:\n  - alert_rule_test:\n");
+    for name in [
+        "GoodAlert",
+        "NoLabels",
+        "LostAccounts",
+        "QuotedJoins",
+        "ElsewhereRunbook",
+    ] {
+        tests += &fires(name);
+    }
+    // A case where BadAlert stays silent does not count as firing it.
+    tests += "      - alertname: BadAlert\n        exp_alerts: []\n";
+    assert_eq!(
+        rule_problems(&rules, runbook, &tests),
+        [
+            "BadAlert: severity \"page\" is not one of [\"critical\", \"warning\", \"info\"]".to_string(),
+            "BadAlert: no summary annotation".to_string(),
+            "BadAlert: no description annotation".to_string(),
+            "BadAlert: runbook_url #badalert is no heading of docs/runbook.md".to_string(),
+            "BadAlert: on(job, instance, table) does not match on account_id".to_string(),
+            "BadAlert: no promtool test case fires it".to_string(),
+            "NoLabels: no severity label".to_string(),
+            "NoLabels: no summary annotation".to_string(),
+            "NoLabels: no description annotation".to_string(),
+            "NoLabels: no runbook_url annotation".to_string(),
+            "LostAccounts: ignoring(account_id) leaves account_id out of the match".to_string(),
+            "LostAccounts: on(table) does not match on account_id".to_string(),
+            "LostAccounts: group_right(account_id) leaves account_id out of the match".to_string(),
+            "ElsewhereRunbook: runbook_url https://example.invalid/#goodalert is not in the runbook"
+                .to_string(),
+        ]
+    );
+    // An unclosed list is a problem, not a panic.
+    assert_eq!(join_problems("a * on(account_id b"), ["on( is not closed"]);
+}
+
 #[test]
 fn every_runbook_url_and_runbook_link_lands_on_a_heading() {
     let runbook = read("docs/runbook.md");
@@ -486,6 +771,8 @@ fn every_runbook_url_and_runbook_link_lands_on_a_heading() {
     }
 }
 
+/// Every alert also has a case where it stays silent, and every firing case
+/// checks the annotations.
 #[test]
 fn every_alert_has_a_firing_and_a_silent_promtool_case() {
     let tests = yaml("deploy/prometheus/alerts.test.yml");
@@ -509,7 +796,10 @@ fn every_alert_has_a_firing_and_a_silent_promtool_case() {
             }
         }
     }
-    let all: BTreeSet<String> = ALERTS.iter().map(|s| s.to_string()).collect();
+    let all: BTreeSet<String> = alert_rules()
+        .iter()
+        .map(|r| s(r, "alert").to_string())
+        .collect();
     assert_eq!(firing, all, "alerts with a firing case");
     assert_eq!(silent, all, "alerts with a silent case");
 }
@@ -522,7 +812,8 @@ fn promtool_checks_and_unit_tests_the_rules() {
     let dir = repo().join("deploy/prometheus");
     let (ok, out) = run_tool(&promtool, &["check", "rules", "alerts.yml"], &dir);
     assert!(ok, "promtool check rules failed:\n{out}");
-    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+    let found = format!("SUCCESS: {} rules found", alert_rules().len());
+    assert!(out.contains(&found), "{out}");
     let (ok, out) = run_tool(&promtool, &["test", "rules", "alerts.test.yml"], &dir);
     assert!(ok, "promtool test rules failed:\n{out}");
     assert!(out.contains("SUCCESS"), "{out}");
@@ -692,8 +983,7 @@ fn sharded_config_divides_the_request_budget_among_the_shards() {
 /// `kubectl kustomize` (offline) builds both bundles.
 #[test]
 fn kustomize_builds_the_base_and_the_sharded_bundle() {
-    let Some(kubectl) = on_path("kubectl") else {
-        loud!("kubectl is not on PATH: kustomize build skipped");
+    let Some(kubectl) = required_tool("kubectl", "the kustomize builds are") else {
         return;
     };
     for (dir, workload) in [(K8S, "Deployment"), (SHARDED, "StatefulSet")] {
@@ -925,8 +1215,7 @@ fn prometheus_rule_carries_the_rule_file_groups_verbatim() {
 /// The generator, run on a copy of the tree, reproduces the groups.
 #[test]
 fn prometheus_rule_generator_reproduces_the_rule_file() {
-    let Some(python) = on_path("python3") else {
-        loud!("python3 is not on PATH: generator check skipped");
+    let Some(python) = required_tool("python3", "the generator check is") else {
         return;
     };
     let tmp = scratch(&[]);
@@ -1529,8 +1818,7 @@ fn systemd_unit_is_sandboxed() {
 
 #[test]
 fn systemd_analyze_verifies_the_unit() {
-    let Some(analyze) = on_path("systemd-analyze") else {
-        loud!("systemd-analyze is not on PATH: unit verification skipped");
+    let Some(analyze) = required_tool("systemd-analyze", "the unit verification is") else {
         return;
     };
     let tmp = scratch(&[]);
@@ -1551,7 +1839,13 @@ fn systemd_analyze_verifies_the_unit() {
     let (control_ok, control_out) =
         run_tool(&analyze, &["verify", "./control.service"], tmp.path());
     if !control_ok {
-        loud!("systemd-analyze verify cannot run here; skipped:\n{control_out}");
+        // In CI it must run (`.ci/run` installs systemd's tools), so a
+        // verify that cannot is a failure there, never a pass.
+        assert!(
+            !in_ci(),
+            "systemd-analyze verify cannot run here, and CI is set:\n{control_out}"
+        );
+        loud!("systemd-analyze verify cannot run here: unit verification SKIPPED:\n{control_out}");
         return;
     }
     let (ok, out) = run_tool(&analyze, &["verify", &format!("./{name}")], tmp.path());
@@ -1595,13 +1889,25 @@ fn systemd_socket_unit_listens_like_the_default_address() {
         settings.contains(&("WantedBy", "sockets.target")),
         "{settings:?}"
     );
-    // Its own name matches the service's, which is how systemd pairs them,
-    // and it says which flag the service then needs.
-    assert_eq!(
-        SOCKET_UNIT.strip_suffix(".socket"),
-        UNIT.strip_suffix(".service")
-    );
+    // It says which flag the service then needs.
     assert!(unit.contains("--web.systemd-socket"));
+}
+
+/// systemd pairs a socket with the service of the same name: every socket
+/// unit in the bundle has its service beside it.
+#[test]
+fn every_systemd_socket_unit_has_its_service() {
+    let dir = repo().join("deploy/systemd");
+    let names: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let sockets: Vec<&String> = names.iter().filter(|n| n.ends_with(".socket")).collect();
+    assert!(!sockets.is_empty(), "no socket unit in {names:?}");
+    for socket in sockets {
+        let service = socket.replace(".socket", ".service");
+        assert!(names.contains(&service), "{socket} without {service}");
+    }
 }
 
 // ------------------------------------------------------------------- docker

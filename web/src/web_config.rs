@@ -22,7 +22,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::web::tls::{self, TlsFile};
+use crate::tls::{self, TlsFile};
 
 /// How often [`WebState::watch`] looks for changes.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
