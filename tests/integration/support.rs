@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dke_simulator::{Scenario, Simulator};
@@ -430,58 +429,10 @@ pub fn expand_grafana_variables(expr: &str) -> String {
         .replace("$table", ".*")
 }
 
-/// A test PKI made with rcgen: a CA, a server certificate for `localhost`
-/// and 127.0.0.1, and a client certificate, all as PEM.
-pub struct Pki {
-    pub ca: String,
-    pub server_cert: String,
-    pub server_key: String,
-    pub client_cert: String,
-    pub client_key: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    pub fn new(name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap()
-                .signed_by(&server_key, &ca)
-                .unwrap();
-        let client_key = KeyPair::generate().unwrap();
-        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "scraper");
-        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
-        Pki {
-            ca: ca.pem(),
-            server_cert: server_cert.pem(),
-            server_key: server_key.serialize_pem(),
-            client_cert: client_cert.pem(),
-            client_key: client_key.serialize_pem(),
-            issuer: ca,
-        }
-    }
-
-    /// Another client certificate from this CA, with `sans` as its subject
-    /// alternative names: (certificate, key) PEM.
-    pub fn client_with_sans(&self, sans: Vec<rcgen::SanType>) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+// The test PKI and TLS client live once, with the web crate's tests.
+#[path = "../../web/tests/support/pki.rs"]
+mod pki;
+pub use pki::Pki;
 
 /// One HTTPS request to `localhost` at `addr`, trusting `ca_pem`,
 /// presenting `client` (certificate and key PEM) if given; bounded by 10 s.
@@ -492,39 +443,8 @@ pub async fn tls_request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots);
-    let config = match client {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?,
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?,
-        None => builder.with_no_client_auth(),
-    };
     let exchange = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = ServerName::try_from("localhost").unwrap();
-        let stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let stream = pki::tls_connect(addr, ca_pem, client).await?;
         exchange_on(stream, "GET", target, "localhost", headers).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
