@@ -14,7 +14,6 @@ use dynamodb_kinesis_exporter::aws::ClientOptions;
 use dynamodb_kinesis_exporter::config::{self, Config};
 use dynamodb_kinesis_exporter::state::store::Store;
 use dynamodb_kinesis_exporter::{Exporter, Settings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -156,10 +155,10 @@ pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result
     try_request_with(addr, method, target, &[]).await
 }
 
-/// One HTTP/1.0 request on an open connection, plain or TLS, read to the
-/// end: the one client both [`try_request_with`] and the TLS client use.
+/// One HTTP/1.0 exchange on an open connection, plain or TLS, parsed: the
+/// one client both [`try_request_with`] and the TLS client use.
 async fn exchange_on<S>(
-    mut stream: S,
+    stream: S,
     method: &str,
     target: &str,
     host: &str,
@@ -168,21 +167,7 @@ async fn exchange_on<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("{method} {target} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    parse_reply(&raw)
+    parse_reply(&client::exchange_raw(stream, method, target, host, headers).await?)
 }
 
 /// [`try_request`] with extra request headers.
@@ -429,10 +414,10 @@ pub fn expand_grafana_variables(expr: &str) -> String {
         .replace("$table", ".*")
 }
 
-// The test PKI and TLS client live once, with the web crate's tests.
-#[path = "../../web/tests/support/pki.rs"]
-mod pki;
-pub use pki::Pki;
+// The test PKI and client live once, with the web crate's tests.
+#[path = "../../web/tests/support/client.rs"]
+mod client;
+pub use client::Pki;
 
 /// One HTTPS request to `localhost` at `addr`, trusting `ca_pem`,
 /// presenting `client` (certificate and key PEM) if given; bounded by 10 s.
@@ -444,7 +429,7 @@ pub async fn tls_request(
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
     let exchange = async {
-        let stream = pki::tls_connect(addr, ca_pem, client).await?;
+        let stream = client::tls_connect(addr, ca_pem, client).await?;
         exchange_on(stream, "GET", target, "localhost", headers).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)

@@ -3,8 +3,8 @@
 //! rcgen), basic auth (also under a flood of clients that go away), and
 //! reloads that fail closed. Every wait is bounded.
 
-#[path = "support/pki.rs"]
-mod pki;
+#[path = "support/client.rs"]
+mod client;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use client::{exchange_raw, tls_connect, Pki};
 use dke_web::serve::{serve, Body, Limits};
 use dke_web::web_config::{self, Auth, WebConfig, WebState, RELOAD_CHECK_INTERVAL};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use pki::{tls_connect, Pki};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -125,25 +125,12 @@ struct Reply {
     body: String,
 }
 
-/// One HTTP/1.0 exchange on `stream`, read to the end.
+/// One HTTP/1.0 `GET /metrics` on `stream`, parsed.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("GET /metrics HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
+    let raw = exchange_raw(stream, "GET", "/metrics", "localhost", headers).await?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")

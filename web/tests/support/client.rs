@@ -1,12 +1,40 @@
-//! A test PKI made with rcgen, and a TLS client for it: shared by the web
-//! crate's tests and the exporter's (which include this file by path), so
-//! the helper lives once.
+//! The test client: a PKI made with rcgen, a TLS connection trusting it,
+//! and one HTTP/1.0 exchange. Shared by the web crate's tests and the
+//! exporter's (which include this file by path), so it lives once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// One HTTP/1.0 request on an open connection (plain or TLS), so the answer
+/// is never chunked and the server closes the connection after it; the
+/// raw answer, read to the end.
+pub async fn exchange_raw<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Vec<u8>, String> {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("{method} {target} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(raw)
+}
 
 /// A CA, a server certificate for `localhost` and 127.0.0.1, and a client
 /// certificate, all as PEM.
