@@ -147,12 +147,12 @@ impl Default for Limits {
 }
 
 /// Connections served at once by default.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// The default response timeout: a 36 MB page (10,000 tables, no gzip)
 /// over a 1 Mbit/s link takes under 5 minutes.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Smallest `max_header_bytes` hyper accepts.
-pub const MIN_HEADER_BYTES: usize = 8192;
+pub(crate) const MIN_HEADER_BYTES: usize = 8192;
 /// Header timeout of the overflow pool: it serves probes, which send their
 /// request at once.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);

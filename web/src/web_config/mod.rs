@@ -7,8 +7,8 @@
 //! [`load`] reads and checks the file and every file it names, reporting
 //! every problem at once (each a [`Problem`]: a field path and a message);
 //! an exporter calls it before binding any port. [`WebState`] holds the
-//! running config: it checks credentials ([`auth`]), applies the rate
-//! limit ([`rate_limit`]) and follows the file as it changes ([`state`]).
+//! running config: it checks credentials (`auth`), applies the rate limit
+//! (`rate_limit`) and follows the file as it changes (`state`).
 
 mod auth;
 mod rate_limit;
