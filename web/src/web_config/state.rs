@@ -257,10 +257,11 @@ impl WebState {
                     continue;
                 }
             };
-            if used.names() != names {
-                // It names other files: read those twice as well before
-                // using them. This read counts as the first.
-                names = used.names();
+            // It names files these reads did not cover: read those twice
+            // as well before using them (this read counts as the first).
+            let unread = used.named.keys().any(|name| !names.contains(name));
+            names = used.names();
+            if unread {
                 pending = Some(used);
                 continue;
             }
@@ -540,9 +541,11 @@ mod tests {
         assert!(!state.last_reload_successful());
         assert!(state.current().tls().is_some());
         assert!(state.tls_source().borrow().is_some());
-        // Invalid: refused, once.
+        // Invalid: refused after two reads, once.
         std::fs::write(&path, "typo: 1\n").unwrap();
-        ticks(6).await;
+        ticks(2).await;
+        assert_eq!(*outcomes.lock().unwrap(), [false, false]);
+        ticks(4).await;
         assert_eq!(*outcomes.lock().unwrap(), [false, false]);
         // Whole again.
         std::fs::write(&path, &whole).unwrap();
