@@ -229,7 +229,12 @@ impl Exporter {
             Some((config, path)) => WebState::new(config, Some(path)),
             None => WebState::plain(),
         });
-        tokio::spawn(Arc::clone(&web).watch(root.clone().cancelled_owned()));
+        let telemetry = Arc::clone(&self.telemetry);
+        tokio::spawn(
+            Arc::clone(&web).watch(root.clone().cancelled_owned(), move |ok| {
+                telemetry.record_web_reload(ok)
+            }),
+        );
         let tls = web.tls_source();
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
