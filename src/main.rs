@@ -73,6 +73,12 @@ struct Flags {
     #[arg(long = "web.write-timeout", value_name = "DURATION", default_value = "10s",
         value_parser = parse_timeout)]
     write_timeout: Duration,
+    /// A response not completely written this long after its request
+    /// arrived drops the connection (a client reading a trickle); the
+    /// default lets a 36 MB page through a 1 Mbit/s link.
+    #[arg(long = "web.response-timeout", value_name = "DURATION", default_value = "5m",
+        value_parser = parse_timeout)]
+    response_timeout: Duration,
     /// Largest request head (request line and headers) in bytes; larger
     /// ones get 431.
     #[arg(long = "web.max-header-bytes", value_name = "BYTES", default_value_t = 16384,
@@ -184,6 +190,7 @@ fn real_main(flags: Flags) -> anyhow::Result<()> {
         max_overflow_connections: flags.max_overflow_connections as usize,
         read_header_timeout: flags.read_header_timeout,
         write_timeout: flags.write_timeout,
+        response_timeout: flags.response_timeout,
         max_header_bytes: flags.max_header_bytes as usize,
         ..Limits::default()
     };
@@ -220,9 +227,9 @@ fn report(err: &anyhow::Error) {
             "error: the configuration has {} problem{s}; nothing was started",
             problems.len()
         );
-    } else if let Some(web_config::WebConfigError(problems)) = err.downcast_ref() {
-        for problem in problems {
-            eprintln!("{problem}");
+    } else if let Some(web) = err.downcast_ref::<web_config::WebConfigError>() {
+        for line in web.lines() {
+            eprintln!("{line}");
         }
         eprintln!("error: the web config file is invalid; nothing was started");
     } else {
@@ -289,6 +296,7 @@ mod tests {
         assert!(!defaults.systemd_socket);
         assert_eq!(defaults.max_connections, 512);
         assert_eq!(defaults.write_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.response_timeout, Duration::from_secs(300));
         let several = Flags::try_parse_from([
             "dynamodb-kinesis-exporter",
             "--web.listen-address=:1",

@@ -6,11 +6,12 @@
 //! and encoding [`negotiate`](dke_web::negotiate) picks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{
     HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
-    VARY,
+    RETRY_AFTER, VARY,
 };
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
@@ -20,9 +21,6 @@ use dke_web::negotiate;
 use dke_web::serve::Body;
 use dke_web::web_config::{Auth, WebState};
 
-/// Content type of the Prometheus text exposition format 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = negotiate::TEXT_CONTENT_TYPE;
-
 /// What the routes need.
 pub struct App {
     pub store: Arc<Store>,
@@ -30,8 +28,8 @@ pub struct App {
     pub telemetry_path: String,
     /// The web config: users and extra headers.
     pub web: Arc<WebState>,
-    /// Answer `/healthz` and `/readyz` without credentials
-    /// (`--web.unauthenticated-probes`).
+    /// Answer `/healthz` and `/readyz` without credentials, and outside
+    /// the web config's rate limit (`--web.unauthenticated-probes`).
     pub unauthenticated_probes: bool,
 }
 
@@ -55,8 +53,9 @@ impl App {
         }
     }
 
-    /// Answer one request: check credentials, route, and add the web
-    /// config's headers. HEAD gets GET's headers; hyper drops the body.
+    /// Answer one request: apply the rate limit, check credentials, route,
+    /// and add the web config's headers. HEAD gets GET's headers; hyper
+    /// drops the body.
     pub async fn respond(
         &self,
         method: &Method,
@@ -64,7 +63,7 @@ impl App {
         headers: &HeaderMap,
     ) -> Response<Body> {
         let mut resp = self.authorized(method, path, headers).await;
-        for (name, value) in &self.web.current().headers {
+        for (name, value) in self.web.current().headers() {
             resp.headers_mut().insert(name.clone(), value.clone());
         }
         resp
@@ -73,18 +72,25 @@ impl App {
     async fn authorized(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
         let probe = matches!(self.route(path), Some(Route::Health | Route::Ready));
         if !(probe && self.unauthenticated_probes) {
+            if let Err(wait) = self.web.admit() {
+                return too_many_requests(wait);
+            }
             let authorization = headers
                 .get(hyper::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            if self.web.authorize(authorization).await == Auth::Denied {
-                let mut resp = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
-                resp.headers_mut().insert(
-                    hyper::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Basic realm=\"dynamodb-kinesis-exporter\", charset=\"UTF-8\"",
-                    ),
-                );
-                return resp;
+            match self.web.authorize(authorization).await {
+                Auth::Allowed => {}
+                Auth::Denied => {
+                    let mut resp = text(StatusCode::UNAUTHORIZED, "401 unauthorized\n");
+                    resp.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(
+                            "Basic realm=\"dynamodb-kinesis-exporter\", charset=\"UTF-8\"",
+                        ),
+                    );
+                    return resp;
+                }
+                Auth::Busy => return too_many_requests(Duration::from_secs(1)),
             }
         }
         self.route_request(method, path, headers).await
@@ -169,6 +175,15 @@ impl App {
         );
         resp
     }
+}
+
+/// `429`, with when to try again (whole seconds, at least 1).
+fn too_many_requests(wait: Duration) -> Response<Body> {
+    let mut resp = text(StatusCode::TOO_MANY_REQUESTS, "429 too many requests\n");
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    resp
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -283,7 +298,7 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         let resp = get(&app, &Method::GET, "/custom/path").await;
-        assert_eq!(resp.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert_eq!(resp.headers()[CONTENT_TYPE], negotiate::TEXT_CONTENT_TYPE);
         let text = body(resp).await;
         assert!(text.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
         let landing = body(get(&app, &Method::GET, "/").await).await;
@@ -345,6 +360,45 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_answers_429_and_spares_unauthenticated_probes() {
+        let config = dke_web::web_config::parse(
+            "rate_limit:\n  interval: 10s\n  burst: 2\n",
+            std::path::Path::new("w.yml"),
+        )
+        .unwrap();
+        let mut app = app("/metrics");
+        app.web = Arc::new(WebState::new(config, None));
+        assert_eq!(
+            get(&app, &Method::GET, "/metrics").await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(get(&app, &Method::GET, "/").await.status(), StatusCode::OK);
+        let limited = get(&app, &Method::GET, "/metrics").await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[RETRY_AFTER], "10");
+        // Probes count too, unless they are answered without credentials.
+        assert_eq!(
+            get(&app, &Method::GET, "/healthz").await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        app.unauthenticated_probes = true;
+        for _ in 0..5 {
+            assert_eq!(
+                get(&app, &Method::GET, "/healthz").await.status(),
+                StatusCode::OK
+            );
+        }
+        tokio::time::advance(Duration::from_millis(2500)).await;
+        let limited = get(&app, &Method::GET, "/metrics").await;
+        assert_eq!(limited.headers()[RETRY_AFTER], "8", "7.5 s, rounded up");
+        tokio::time::advance(Duration::from_millis(7500)).await;
+        assert_eq!(
+            get(&app, &Method::GET, "/metrics").await.status(),
+            StatusCode::OK
+        );
+    }
+
     #[tokio::test]
     async fn metrics_negotiate_format_and_gzip() {
         let app = app("/metrics");
@@ -364,6 +418,6 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
         headers.remove(ACCEPT);
         let resp = app.respond(&Method::GET, "/metrics", &headers).await;
-        assert_eq!(resp.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert_eq!(resp.headers()[CONTENT_TYPE], negotiate::TEXT_CONTENT_TYPE);
     }
 }

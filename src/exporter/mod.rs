@@ -238,7 +238,13 @@ impl Exporter {
             root.clone(),
             {
                 let (web, root) = (Arc::clone(&web), root.clone());
-                move || Arc::clone(&web).watch(root.clone().cancelled_owned())
+                let telemetry = Arc::clone(&self.telemetry);
+                move || {
+                    let telemetry = Arc::clone(&telemetry);
+                    Arc::clone(&web).watch(root.clone().cancelled_owned(), move |ok| {
+                        telemetry.record_web_reload(ok)
+                    })
+                }
             },
         ));
         let tls = web.tls_source();

@@ -608,6 +608,7 @@ pub struct Telemetry {
     reload_successful: Gauge,
     reload_success_time: Gauge,
     task_restarts: IntCounterVec,
+    web_reload_successful: Gauge,
 }
 
 impl Telemetry {
@@ -672,9 +673,19 @@ impl Telemetry {
         registry
             .register(Box::new(task_restarts.clone()))
             .expect("first registration of task_restarts");
+        let web_reload_successful = Gauge::new(
+            "dynamodb_kinesis_exporter_web_config_last_reload_successful",
+            "Whether the last reload of the web config file (--web.config.file) was applied; 0 while a changed file is invalid or would turn off TLS or authentication. 1 at start.",
+        )
+        .expect("static gauge options are valid");
         reload_successful.set(1.0);
         reload_success_time.set(unix_now());
-        for gauge in [&reload_successful, &reload_success_time] {
+        web_reload_successful.set(1.0);
+        for gauge in [
+            &reload_successful,
+            &reload_success_time,
+            &web_reload_successful,
+        ] {
             registry
                 .register(Box::new(gauge.clone()))
                 .expect("first registration of the reload gauges");
@@ -695,6 +706,7 @@ impl Telemetry {
             reload_successful,
             reload_success_time,
             task_restarts,
+            web_reload_successful,
         }
     }
 
@@ -720,6 +732,11 @@ impl Telemetry {
         if ok {
             self.reload_success_time.set(unix_now());
         }
+    }
+
+    /// Record the outcome of a web config reload.
+    pub fn record_web_reload(&self, ok: bool) {
+        self.web_reload_successful.set(if ok { 1.0 } else { 0.0 });
     }
 
     /// Record the wall time of one poll.

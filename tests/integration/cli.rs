@@ -116,7 +116,7 @@ fn bad_web_config_fails_before_binding_with_a_clear_error() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
     let web = dir.path().join("web.yml");
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 10] = [
         ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  colour: blue\n", &["unknown field `colour`"]),
         ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", &[
             "tls_server_config.cert_file: cannot read",
@@ -133,6 +133,14 @@ fn bad_web_config_fails_before_binding_with_a_clear_error() {
         ("basic_auth_users:\n  alice: hunter2\n", &["basic_auth_users.alice: not a bcrypt hash"]),
         ("http_server_config:\n  headers:\n    Server: me\n", &["\"Server\" is not an allowed header"]),
         ("- just\n- a list\n", &["invalid type"]),
+        ("tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n  client_allowed_sans: [scraper.example]\n", &[
+            "tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, not NoClientCert",
+        ]),
+        ("basic_auth_users:\n  alice: $2y$03$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi\n  bob: $2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeS\n", &[
+            "basic_auth_users.alice: cost 3 is outside 4 to 31",
+            "basic_auth_users.bob: salt and hash must be 53 characters after the cost, found 52",
+        ]),
+        ("rate_limit:\n  interval: 1s\n  burst: 0\n", &["rate_limit.burst: 0 admits no request at all"]),
     ];
     for (text, wants) in cases {
         std::fs::write(&web, text).unwrap();

@@ -4,6 +4,7 @@
 //!   real SDK client against the simulator;
 //! - `cdc`: the stream cross-check and the CloudWatch replication metrics;
 //! - `cli`: the built binary as an operator runs it;
+//! - `config_edges`: configs at the edges of every range run without a panic;
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
 //! - `serving`: TLS, basic auth, the web config and hostile clients;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
@@ -23,6 +24,7 @@ macro_rules! loud {
 
 mod cdc;
 mod cli;
+mod config_edges;
 mod deploy_bundle;
 mod e2e_alerting;
 mod exporter;

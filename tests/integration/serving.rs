@@ -1,7 +1,7 @@
-//! Production serving, in process against the simulator: TLS and client
-//! certificates from an exporter-toolkit web config (made with rcgen), basic
-//! auth, reloads of the web config, and hostile clients (readers that never
-//! read, oversized headers). Every wait is bounded.
+//! Production serving, in process against the simulator: the exporter's
+//! wiring of the web crate (TLS, basic auth, probes without credentials,
+//! the web config reload gauge) and hostile clients against the real page
+//! (readers that never read, oversized headers). Every wait is bounded.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,258 +36,93 @@ async fn with_web_config(
     .await
 }
 
-fn tls_files(dir: &Path, pki: &Pki) {
-    std::fs::write(dir.join("server.crt"), &pki.server_cert).unwrap();
-    std::fs::write(dir.join("server.key"), &pki.server_key).unwrap();
-    std::fs::write(dir.join("ca.crt"), &pki.ca).unwrap();
-}
-
-#[tokio::test]
-async fn tls_serves_https_and_plain_http_to_it_fails() {
-    let pki = Pki::new("a");
-    let dir = scratch(&[(
-        "web.yml",
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    )]);
-    tls_files(dir.path(), &pki);
-    let sim = simulator(ONE_TABLE).await;
-    let exp = with_web_config(&sim, &dir.path().join("web.yml"), false).await;
-
-    let reply = tls_request(exp.addr, &pki.ca, None, "/healthz", &[])
-        .await
-        .expect("HTTPS works");
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, "ok\n");
-
-    let plain = try_request(exp.addr, "GET", "/healthz").await;
-    assert!(
-        plain.as_ref().map_or(true, |r| r.status != 200),
-        "plain HTTP must not be served on a TLS port: {plain:?}"
-    );
-    // A client trusting another CA refuses the server.
-    let other = Pki::new("b");
-    let err = tls_request(exp.addr, &other.ca, None, "/healthz", &[])
-        .await
-        .unwrap_err();
-    assert!(err.contains("handshake"), "{err}");
-    exp.stop().await;
-    sim.shutdown().await;
-}
-
-#[tokio::test]
-async fn client_certificates_follow_client_auth_type() {
-    let pki = Pki::new("a");
-    let stranger = Pki::new("stranger");
-    let sim = simulator(ONE_TABLE).await;
-    // (client_auth_type, no cert ok, CA-signed cert ok, foreign cert ok)
-    let cases = [
-        ("NoClientCert", true, true, true),
-        ("RequestClientCert", true, true, true),
-        ("RequireAnyClientCert", false, true, true),
-        ("VerifyClientCertIfGiven", true, true, false),
-        ("RequireAndVerifyClientCert", false, true, false),
-    ];
-    for (kind, none_ok, signed_ok, foreign_ok) in cases {
-        let ca = if kind.contains("Verify") {
-            "  client_ca_file: ca.crt\n"
-        } else {
-            ""
-        };
-        let dir = scratch(&[(
-            "web.yml",
-            &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {kind}\n{ca}"),
-        )]);
-        tls_files(dir.path(), &pki);
-        let exp = with_web_config(&sim, &dir.path().join("web.yml"), false).await;
-        let ok = |r: &Result<Reply, String>| r.as_ref().is_ok_and(|r| r.status == 200);
-        let none = tls_request(exp.addr, &pki.ca, None, "/healthz", &[]).await;
-        assert_eq!(ok(&none), none_ok, "{kind}, no certificate: {none:?}");
-        let signed = tls_request(
-            exp.addr,
-            &pki.ca,
-            Some((&pki.client_cert, &pki.client_key)),
-            "/healthz",
-            &[],
-        )
-        .await;
-        assert_eq!(ok(&signed), signed_ok, "{kind}, CA-signed: {signed:?}");
-        let foreign = tls_request(
-            exp.addr,
-            &pki.ca,
-            Some((&stranger.client_cert, &stranger.client_key)),
-            "/healthz",
-            &[],
-        )
-        .await;
-        assert_eq!(ok(&foreign), foreign_ok, "{kind}, foreign: {foreign:?}");
-        exp.stop().await;
-    }
-    sim.shutdown().await;
-}
-
-/// A client certificate and its key, PEM.
-type ClientPem<'a> = (&'a str, &'a str);
-
-#[tokio::test]
-async fn client_allowed_sans_admit_only_certificates_naming_one() {
-    use rcgen::SanType;
-    let pki = Pki::new("a");
-    let stranger = Pki::new("stranger");
-    let sim = simulator(ONE_TABLE).await;
-    let allowed = "  client_allowed_sans: [scraper.example, prometheus@example.com, 10.0.0.7, \"spiffe://example.org/prometheus\"]\n";
-    let dns = pki.client_with_sans(vec![SanType::DnsName(
-        "scraper.example".try_into().unwrap(),
-    )]);
-    let email = pki.client_with_sans(vec![SanType::Rfc822Name(
-        "prometheus@example.com".try_into().unwrap(),
-    )]);
-    let ip = pki.client_with_sans(vec![SanType::IpAddress("10.0.0.7".parse().unwrap())]);
-    let uri = pki.client_with_sans(vec![SanType::URI(
-        "spiffe://example.org/prometheus".try_into().unwrap(),
-    )]);
-    let other = pki.client_with_sans(vec![
-        SanType::DnsName("intruder.example".try_into().unwrap()),
-        SanType::IpAddress("10.0.0.8".parse().unwrap()),
-    ]);
-    let foreign_allowed = stranger.client_with_sans(vec![SanType::DnsName(
-        "scraper.example".try_into().unwrap(),
-    )]);
-    let ok = |r: &Result<Reply, String>| r.as_ref().is_ok_and(|r| r.status == 200);
-    // (client_auth_type, CA file line, foreign-CA certificate with an allowed name ok)
-    for (kind, ca, foreign_ok) in [
-        (
-            "RequireAndVerifyClientCert",
-            "  client_ca_file: ca.crt\n",
-            false,
-        ),
-        (
-            "VerifyClientCertIfGiven",
-            "  client_ca_file: ca.crt\n",
-            false,
-        ),
-        ("RequireAnyClientCert", "", true),
-        ("RequestClientCert", "", true),
-    ] {
-        let dir = scratch(&[(
-            "web.yml",
-            &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {kind}\n{ca}{allowed}"),
-        )]);
-        tls_files(dir.path(), &pki);
-        let exp = with_web_config(&sim, &dir.path().join("web.yml"), false).await;
-        let cases: [(&str, Option<ClientPem>, bool); 8] = [
-            ("allowed DNS name", Some((&dns.0, &dns.1)), true),
-            ("allowed email name", Some((&email.0, &email.1)), true),
-            ("allowed IP name", Some((&ip.0, &ip.1)), true),
-            ("allowed URI name", Some((&uri.0, &uri.1)), true),
-            ("other names", Some((&other.0, &other.1)), false),
-            (
-                "no names at all",
-                Some((&pki.client_cert, &pki.client_key)),
-                false,
-            ),
-            ("no certificate", None, false),
-            (
-                "foreign CA, allowed name",
-                Some((&foreign_allowed.0, &foreign_allowed.1)),
-                foreign_ok,
-            ),
-        ];
-        for (what, client, expected) in cases {
-            let reply = tls_request(exp.addr, &pki.ca, client, "/healthz", &[]).await;
-            assert_eq!(ok(&reply), expected, "{kind}, {what}: {reply:?}");
-        }
-        exp.stop().await;
-    }
-    sim.shutdown().await;
-}
-
 const ALICE_PW: &str = "Basic YWxpY2U6czNjcmV0"; // alice:s3cret
-const ALICE_WRONG: &str = "Basic YWxpY2U6bm9wZQ=="; // alice:nope
-const BOB_PW: &str = "Basic Ym9iOnMzY3JldA=="; // bob:s3cret
 
+/// The web crate's own tests (web/tests/serving.rs) cover TLS, client
+/// certificates, basic auth and reloads; this checks the exporter's wiring
+/// of them: the page over HTTPS behind basic auth, the probes without
+/// credentials, and the reload gauge when a changed web config is refused.
 #[tokio::test]
-async fn basic_auth_right_wrong_unknown_and_missing() {
+async fn the_web_config_guards_the_page_and_a_refused_reload_shows_in_a_gauge() {
+    let pki = Pki::new("a");
     let hash = bcrypt::hash("s3cret", 4).unwrap();
-    let dir = scratch(&[("web.yml", &format!("basic_auth_users:\n  alice: {hash}\n"))]);
-    let sim = simulator(ONE_TABLE).await;
-    let exp = with_web_config(&sim, &dir.path().join("web.yml"), true).await;
-    let cases = [
-        (Some(ALICE_PW), 200),
-        (Some(ALICE_WRONG), 401),
-        (Some(BOB_PW), 401),
-        (None, 401),
-    ];
-    for (auth, status) in cases {
-        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        let reply = request_with(exp.addr, "GET", "/metrics", &headers).await;
-        assert_eq!(reply.status, status, "{auth:?}");
-        if status == 401 {
-            let challenge = reply.header("www-authenticate").unwrap_or_default();
-            assert!(challenge.starts_with("Basic realm="), "{challenge}");
-            assert!(!reply.body.contains("dynamodb_kinesis"), "{}", reply.body);
-        }
-    }
-    // --web.unauthenticated-probes: probes answer without credentials.
-    assert_eq!(request(exp.addr, "GET", "/healthz").await.status, 200);
-    assert_ne!(request(exp.addr, "GET", "/readyz").await.status, 401);
-    exp.stop().await;
-    sim.shutdown().await;
-}
-
-#[tokio::test]
-async fn certificates_and_users_rotate_and_an_invalid_file_keeps_the_old_one() {
-    let first = Pki::new("first");
-    let second = Pki::new("second");
-    let hash = bcrypt::hash("s3cret", 4).unwrap();
-    let web = format!(
+    let whole = format!(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: {hash}\n"
     );
-    let dir = scratch(&[("web.yml", &web)]);
-    tls_files(dir.path(), &first);
+    let dir = scratch(&[("web.yml", &whole)]);
+    pki.write_files(dir.path());
     let path = dir.path().join("web.yml");
     let sim = simulator(ONE_TABLE).await;
-    let exp = with_web_config(&sim, &path, false).await;
+    let exp = with_web_config(&sim, &path, true).await;
     let auth = [("Authorization", ALICE_PW)];
-    let reply = tls_request(exp.addr, &first.ca, None, "/metrics", &auth).await;
-    assert_eq!(reply.map(|r| r.status), Ok(200));
+    let gauge = "dynamodb_kinesis_exporter_web_config_last_reload_successful";
+    let page = tls_request(exp.addr, &pki.ca, None, "/metrics", &auth)
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(value(&page.body, gauge, &[]), Some(1.0));
+    let anonymous = tls_request(exp.addr, &pki.ca, None, "/metrics", &[])
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+    assert!(!anonymous.body.contains("dynamodb_kinesis"));
+    let probe = tls_request(exp.addr, &pki.ca, None, "/healthz", &[])
+        .await
+        .unwrap();
+    assert_eq!(probe.status, 200);
+    assert!(try_request(exp.addr, "GET", "/metrics")
+        .await
+        .map_or(true, |r| r.status != 200));
 
-    // An invalid file: logged, and the running one stays.
-    std::fs::write(
-        &path,
-        "tls_server_config:\n  cert_file: server.crt\n  typo: 1\n",
-    )
-    .unwrap();
-    tokio::time::sleep(web_config::RELOAD_CHECK_INTERVAL * 3).await;
-    let reply = tls_request(exp.addr, &first.ca, None, "/metrics", &auth).await;
-    assert_eq!(reply.map(|r| r.status), Ok(200), "old config kept");
-
-    // New certificate files and a new user, without a restart.
-    tls_files(dir.path(), &second);
-    let hash_bob = bcrypt::hash("s3cret", 4).unwrap();
-    std::fs::write(&path, format!("{web}  bob: {hash_bob}\n")).unwrap();
+    // Emptied for good: refused, and the gauge says so.
+    std::fs::write(&path, "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = tls_request(
-            exp.addr,
-            &second.ca,
-            None,
-            "/metrics",
-            &[("Authorization", BOB_PW)],
-        )
-        .await;
-        if reply.as_ref().is_ok_and(|r| r.status == 200) {
+        let page = tls_request(exp.addr, &pki.ca, None, "/metrics", &auth)
+            .await
+            .unwrap();
+        assert_eq!(page.status, 200);
+        if value(&page.body, gauge, &[]) == Some(0.0) {
             break;
+        }
+        assert!(Instant::now() < deadline, "the gauge never dropped");
+        tokio::time::sleep(web_config::RELOAD_CHECK_INTERVAL / 2).await;
+    }
+    let anonymous = tls_request(exp.addr, &pki.ca, None, "/metrics", &[])
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401, "still guarded");
+    std::fs::write(&path, &whole).unwrap();
+    scrape_tls_until(exp.addr, &pki.ca, &auth, |page| {
+        value(page, gauge, &[]) == Some(1.0)
+    })
+    .await;
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+/// Scrape over HTTPS until `check` accepts the page (10 s at most).
+async fn scrape_tls_until(
+    addr: SocketAddr,
+    ca: &str,
+    headers: &[(&str, &str)],
+    check: impl Fn(&str) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = tls_request(addr, ca, None, "/metrics", headers)
+            .await
+            .unwrap();
+        if page.status == 200 && check(&page.body) {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "no rotation within 10 s: {reply:?}"
+            "condition not met: {}",
+            page.body
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(web_config::RELOAD_CHECK_INTERVAL / 2).await;
     }
-    let old = tls_request(exp.addr, &first.ca, None, "/healthz", &auth).await;
-    assert!(old.is_err(), "the old certificate is gone: {old:?}");
-    exp.stop().await;
-    sim.shutdown().await;
 }
 
 fn rss_bytes() -> u64 {

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use dke_simulator::{Scenario, Simulator};
@@ -15,7 +14,6 @@ use dynamodb_kinesis_exporter::aws::ClientOptions;
 use dynamodb_kinesis_exporter::config::{self, Config};
 use dynamodb_kinesis_exporter::state::store::Store;
 use dynamodb_kinesis_exporter::{Exporter, Settings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -157,10 +155,10 @@ pub async fn try_request(addr: SocketAddr, method: &str, target: &str) -> Result
     try_request_with(addr, method, target, &[]).await
 }
 
-/// One HTTP/1.0 request on an open connection, plain or TLS, read to the
-/// end: the one client both [`try_request_with`] and the TLS client use.
+/// One HTTP/1.0 exchange on an open connection, plain or TLS, parsed: the
+/// one client both [`try_request_with`] and the TLS client use.
 async fn exchange_on<S>(
-    mut stream: S,
+    stream: S,
     method: &str,
     target: &str,
     host: &str,
@@ -169,21 +167,7 @@ async fn exchange_on<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("{method} {target} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| e.to_string())?;
-    parse_reply(&raw)
+    parse_reply(&client::exchange_raw(stream, method, target, host, headers).await?)
 }
 
 /// [`try_request`] with extra request headers.
@@ -430,58 +414,10 @@ pub fn expand_grafana_variables(expr: &str) -> String {
         .replace("$table", ".*")
 }
 
-/// A test PKI made with rcgen: a CA, a server certificate for `localhost`
-/// and 127.0.0.1, and a client certificate, all as PEM.
-pub struct Pki {
-    pub ca: String,
-    pub server_cert: String,
-    pub server_key: String,
-    pub client_cert: String,
-    pub client_key: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    pub fn new(name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} test CA"));
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap()
-                .signed_by(&server_key, &ca)
-                .unwrap();
-        let client_key = KeyPair::generate().unwrap();
-        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "scraper");
-        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
-        Pki {
-            ca: ca.pem(),
-            server_cert: server_cert.pem(),
-            server_key: server_key.serialize_pem(),
-            client_cert: client_cert.pem(),
-            client_key: client_key.serialize_pem(),
-            issuer: ca,
-        }
-    }
-
-    /// Another client certificate from this CA, with `sans` as its subject
-    /// alternative names: (certificate, key) PEM.
-    pub fn client_with_sans(&self, sans: Vec<rcgen::SanType>) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+// The test PKI and client live once, with the web crate's tests.
+#[path = "../../web/tests/support/client.rs"]
+mod client;
+pub use client::Pki;
 
 /// One HTTPS request to `localhost` at `addr`, trusting `ca_pem`,
 /// presenting `client` (certificate and key PEM) if given; bounded by 10 s.
@@ -492,39 +428,8 @@ pub async fn tls_request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> Result<Reply, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots);
-    let config = match client {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_slice_iter(cert.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?,
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?,
-        None => builder.with_no_client_auth(),
-    };
     let exchange = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let name = ServerName::try_from("localhost").unwrap();
-        let stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let stream = client::tls_connect(addr, ca_pem, client).await?;
         exchange_on(stream, "GET", target, "localhost", headers).await
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)

@@ -2,13 +2,17 @@
 //! page safely, with nothing about what the page says.
 //!
 //! - [`web_config`]: the exporter-toolkit web config file
-//!   (`--web.config.file`: TLS, basic auth, response headers), checked with
-//!   every problem reported at once, and followed as it changes.
-//! - [`tls`]: its `tls_server_config` section as rustls server settings.
+//!   (`--web.config.file`: TLS, basic auth, response headers, a rate
+//!   limit), checked with every problem reported at once, and
+//!   [`WebState`](web_config::WebState): the running version, which checks
+//!   credentials and follows the file as it changes, failing closed.
+//! - `tls` (private): its `tls_server_config` section as rustls server
+//!   settings.
 //! - [`negotiate`]: the exposition format and the encoding a scraper asks
 //!   for (`Accept`, `Accept-Encoding`), as client_golang decides them.
 //! - [`serve`]: the HTTP/1.1 accept loops over plain or TLS listeners, with
-//!   connection limits, header and write deadlines and a graceful drain.
+//!   connection limits, capacity kept for the health probes, header, write
+//!   and whole-response deadlines and a graceful drain.
 //!
 //! It depends on no AWS crate and on nothing of the exporter that uses it;
 //! see the README next to this crate's `Cargo.toml` for how an exporter
@@ -17,5 +21,5 @@
 
 pub mod negotiate;
 pub mod serve;
-pub mod tls;
+mod tls;
 pub mod web_config;

@@ -36,7 +36,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of OpenMetrics 0.0.1 (the same text, for clients that only
 /// accept that version).
-pub const OPENMETRICS_0_0_1_CONTENT_TYPE: &str =
+pub(crate) const OPENMETRICS_0_0_1_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=0.0.1; charset=utf-8";
 
 /// The negotiated format and its content type.

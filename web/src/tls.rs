@@ -15,13 +15,13 @@
 //! - `cipher_suites`, `curve_preferences`, `prefer_server_cipher_suites`
 //!   are accepted for compatibility; rustls' own safe defaults apply.
 //! - `client_allowed_sans`: a client certificate the `client_auth_type`
-//!   accepts must also name one of these among its subject alternative
+//!   verifies must also name one of these among its subject alternative
 //!   names (DNS names, email addresses, IP addresses, URIs, compared as
 //!   text), and a client without a certificate is refused, as the toolkit
-//!   does. It has no effect with `NoClientCert` (no certificate is asked
-//!   for), which is logged.
+//!   does. It needs `client_auth_type` `RequireAndVerifyClientCert` or
+//!   `VerifyClientCertIfGiven`: a certificate nobody verified proves no
+//!   name, so with any other type the file is refused.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -36,63 +36,69 @@ use rustls::{
 
 use serde::Deserialize;
 
+use crate::web_config::Problem;
+
 /// `tls_server_config`, as exporter-toolkit names its keys.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
+pub(crate) struct TlsFile {
+    cert_file: Option<String>,
+    key_file: Option<String>,
     /// Inline PEM instead of `cert_file`.
-    pub cert: Option<String>,
+    cert: Option<String>,
     /// Inline PEM instead of `key_file`.
-    pub key: Option<String>,
-    pub client_auth_type: Option<String>,
-    pub client_ca_file: Option<String>,
-    pub client_allowed_sans: Option<Vec<String>>,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
-    pub cipher_suites: Option<Vec<String>>,
-    pub prefer_server_cipher_suites: Option<bool>,
-    pub curve_preferences: Option<Vec<String>>,
+    key: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    client_allowed_sans: Option<Vec<String>>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    prefer_server_cipher_suites: Option<bool>,
+    curve_preferences: Option<Vec<String>>,
 }
 
 /// The crypto provider for the server side: aws-lc-rs.
-pub fn provider() -> Arc<CryptoProvider> {
+fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Build the server settings. `resolve` turns a file name from the config
-/// into a path; `seen` gets the contents of every file read (to notice
-/// changes). Errors name the field, without the `tls_server_config.`
-/// prefix.
-pub fn server_config(
+/// Server settings, and what they demand of clients.
+pub(crate) struct Built {
+    pub(crate) config: ServerConfig,
+    /// Every client must present a certificate the CA verifies.
+    pub(crate) verified_client_certs: bool,
+    pub(crate) allowed_sans: bool,
+}
+
+/// The `client_auth_type`s that verify a certificate against the CA.
+const VERIFYING: [&str; 2] = ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"];
+
+/// Build the server settings. `read` reads a file the config names (as
+/// given in the file), or says why it cannot. Problems name the field,
+/// without the `tls_server_config.` prefix.
+pub(crate) fn server_config(
     file: &TlsFile,
-    resolve: &dyn Fn(&str) -> PathBuf,
-    seen: &mut dyn FnMut(&[u8]),
-) -> Result<ServerConfig, Vec<String>> {
-    let mut problems: Vec<String> = Vec::new();
-    let mut read = |problems: &mut Vec<String>, field: &str, name: &str| -> Option<Vec<u8>> {
-        let path = resolve(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                seen(&bytes);
-                Some(bytes)
-            }
-            Err(e) => {
-                problems.push(format!("{field}: cannot read {:?}: {e}", path_text(&path)));
-                None
-            }
-        }
+    read_file: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+) -> Result<Built, Vec<Problem>> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut read = |problems: &mut Vec<Problem>, field: &str, name: &str| -> Option<Vec<u8>> {
+        read_file(name)
+            .map_err(|e| problems.push(Problem::new(field, e)))
+            .ok()
     };
     let cert_pem = match (&file.cert_file, &file.cert) {
         (Some(name), None) => read(&mut problems, "cert_file", name),
         (None, Some(inline)) => Some(inline.as_bytes().to_vec()),
         (Some(_), Some(_)) => {
-            problems.push("cert_file: give cert_file or cert, not both".to_string());
+            problems.push(Problem::new(
+                "cert_file",
+                "give cert_file or cert, not both",
+            ));
             None
         }
         (None, None) => {
-            problems.push("cert_file: required (or cert, inline PEM)".to_string());
+            problems.push(Problem::new("cert_file", "required (or cert, inline PEM)"));
             None
         }
     };
@@ -100,11 +106,11 @@ pub fn server_config(
         (Some(name), None) => read(&mut problems, "key_file", name),
         (None, Some(inline)) => Some(inline.as_bytes().to_vec()),
         (Some(_), Some(_)) => {
-            problems.push("key_file: give key_file or key, not both".to_string());
+            problems.push(Problem::new("key_file", "give key_file or key, not both"));
             None
         }
         (None, None) => {
-            problems.push("key_file: required (or key, inline PEM)".to_string());
+            problems.push(Problem::new("key_file", "required (or key, inline PEM)"));
             None
         }
     };
@@ -117,11 +123,14 @@ pub fn server_config(
         Some(pem) => match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
             Ok(certs) if !certs.is_empty() => certs,
             Ok(_) => {
-                problems.push("cert_file: no certificate in it".to_string());
+                problems.push(Problem::new("cert_file", "no certificate in it"));
                 Vec::new()
             }
             Err(e) => {
-                problems.push(format!("cert_file: not PEM certificates: {e}"));
+                problems.push(Problem::new(
+                    "cert_file",
+                    format!("not PEM certificates: {e}"),
+                ));
                 Vec::new()
             }
         },
@@ -132,7 +141,10 @@ pub fn server_config(
         .and_then(|pem| match PrivateKeyDer::from_pem_slice(pem) {
             Ok(key) => Some(key),
             Err(e) => {
-                problems.push(format!("key_file: not a PEM private key: {e}"));
+                problems.push(Problem::new(
+                    "key_file",
+                    format!("not a PEM private key: {e}"),
+                ));
                 None
             }
         });
@@ -166,24 +178,29 @@ pub fn server_config(
                     .and_then(|c| roots.add(c).map_err(|e| e.to_string()))
                 {
                     Ok(()) => any = true,
-                    Err(e) => problems.push(format!("client_ca_file: {e}")),
+                    Err(e) => problems.push(Problem::new("client_ca_file", e)),
                 }
             }
             if !any {
-                problems.push("client_ca_file: no certificate in it".to_string());
+                problems.push(Problem::new("client_ca_file", "no certificate in it"));
             }
             Some(Arc::new(roots))
         }
         None => None,
     };
-    let verifier = client_verifier(
-        file.client_auth_type.as_deref().unwrap_or("NoClientCert"),
-        roots,
-        &provider,
-    )
-    .map_err(|e| problems.push(e))
-    .ok()
-    .map(|verifier| with_allowed_sans(verifier, file.client_allowed_sans.as_deref()));
+    let kind = file.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    if file.client_allowed_sans.is_some() && !VERIFYING.contains(&kind) {
+        problems.push(Problem::new(
+            "client_allowed_sans",
+            format!(
+                "needs client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, not {kind}: a certificate nobody verified proves no name"
+            ),
+        ));
+    }
+    let verifier = client_verifier(kind, roots, &provider)
+        .map_err(|e| problems.push(e))
+        .ok()
+        .map(|verifier| with_allowed_sans(verifier, file.client_allowed_sans.as_deref()));
 
     let (Some(key), Some(versions), Some(verifier), true) = (
         key,
@@ -195,46 +212,53 @@ pub fn server_config(
     };
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| vec![format!("min_version: {e}")])?;
+        .map_err(|e| vec![Problem::new("min_version", e.to_string())])?;
     let builder = match verifier {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| vec![format!("key_file: does not fit cert_file: {e}")])?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        vec![Problem::new(
+            "key_file",
+            format!("does not fit cert_file: {e}"),
+        )]
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-fn path_text(path: &Path) -> String {
-    path.display().to_string()
+    Ok(Built {
+        config,
+        // With client_allowed_sans, a certificate is required.
+        verified_client_certs: kind == "RequireAndVerifyClientCert"
+            || (kind == "VerifyClientCertIfGiven" && file.client_allowed_sans.is_some()),
+        allowed_sans: file.client_allowed_sans.is_some(),
+    })
 }
 
 fn versions(
     min: Option<&str>,
     max: Option<&str>,
-) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
-    let rank = |field: &str, v: &str| -> Result<u8, String> {
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, Problem> {
+    let rank = |field: &str, v: &str| -> Result<u8, Problem> {
         match v {
             "TLS10" => Ok(10),
             "TLS11" => Ok(11),
             "TLS12" => Ok(12),
             "TLS13" => Ok(13),
-            other => Err(format!(
-                "{field}: {other:?} is not one of TLS10, TLS11, TLS12, TLS13"
+            other => Err(Problem::new(
+                field,
+                format!("{other:?} is not one of TLS10, TLS11, TLS12, TLS13"),
             )),
         }
     };
     let min = rank("min_version", min.unwrap_or("TLS12"))?;
     let max = rank("max_version", max.unwrap_or("TLS13"))?;
     if max < 12 {
-        return Err(
-            "max_version: TLS 1.0 and 1.1 are not offered (rustls has TLS 1.2 and 1.3)".into(),
-        );
+        return Err(Problem::new(
+            "max_version",
+            "TLS 1.0 and 1.1 are not offered (rustls has TLS 1.2 and 1.3)",
+        ));
     }
     if min > max {
-        return Err("min_version: above max_version".into());
+        return Err(Problem::new("min_version", "above max_version"));
     }
     let mut out = Vec::new();
     if min <= 12 {
@@ -252,10 +276,14 @@ fn client_verifier(
     kind: &str,
     roots: Option<Arc<RootCertStore>>,
     provider: &Arc<CryptoProvider>,
-) -> Result<Option<Arc<dyn ClientCertVerifier>>, String> {
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, Problem> {
     let verifying = |roots: Option<Arc<RootCertStore>>, optional: bool| {
-        let roots = roots
-            .ok_or_else(|| format!("client_ca_file: required with client_auth_type {kind}"))?;
+        let roots = roots.ok_or_else(|| {
+            Problem::new(
+                "client_ca_file",
+                format!("required with client_auth_type {kind}"),
+            )
+        })?;
         let builder = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(provider));
         let builder = if optional {
             builder.allow_unauthenticated()
@@ -265,12 +293,15 @@ fn client_verifier(
         builder
             .build()
             .map(Some)
-            .map_err(|e| format!("client_ca_file: {e}"))
+            .map_err(|e| Problem::new("client_ca_file", e.to_string()))
     };
     match kind {
         "" | "NoClientCert" => {
             if roots.is_some() {
-                Err("client_ca_file: set without a client_auth_type that uses it".to_string())
+                Err(Problem::new(
+                    "client_ca_file",
+                    "set without a client_auth_type that uses it",
+                ))
             } else {
                 Ok(None)
             }
@@ -286,8 +317,9 @@ fn client_verifier(
         }))),
         "VerifyClientCertIfGiven" => verifying(roots, true),
         "RequireAndVerifyClientCert" => verifying(roots, false),
-        other => Err(format!(
-            "client_auth_type: {other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+        other => Err(Problem::new(
+            "client_auth_type",
+            format!("{other:?} is not one of NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"),
         )),
     }
 }
@@ -363,10 +395,8 @@ fn with_allowed_sans(
     let Some(allowed) = allowed else {
         return verifier;
     };
-    let Some(inner) = verifier else {
-        tracing::warn!("tls_server_config.client_allowed_sans has no effect: client_auth_type NoClientCert asks for no client certificate");
-        return None;
-    };
+    // Refused before this, without a verifier (NoClientCert).
+    let inner = verifier?;
     if allowed.is_empty() {
         tracing::warn!(
             "tls_server_config.client_allowed_sans is empty: every client certificate is refused"
@@ -537,13 +567,15 @@ mod tests {
         assert_eq!(names(Some("TLS13"), None).unwrap(), ["TLSv1_3"]);
         assert_eq!(names(None, Some("TLS12")).unwrap(), ["TLSv1_2"]);
         assert_eq!(names(Some("TLS10"), None).unwrap(), ["TLSv1_2", "TLSv1_3"]);
-        assert!(names(None, Some("TLS11"))
+        assert_eq!(names(None, Some("TLS11")).unwrap_err().field, "max_version");
+        assert_eq!(
+            names(Some("TLS13"), Some("TLS12")).unwrap_err(),
+            Problem::new("min_version", "above max_version")
+        );
+        assert!(names(Some("SSL3"), None)
             .unwrap_err()
-            .starts_with("max_version"));
-        assert!(names(Some("TLS13"), Some("TLS12"))
-            .unwrap_err()
-            .starts_with("min_version"));
-        assert!(names(Some("SSL3"), None).unwrap_err().contains("\"SSL3\""));
+            .message
+            .contains("\"SSL3\""));
     }
 
     #[test]
@@ -558,16 +590,19 @@ mod tests {
         }
         for kind in ["VerifyClientCertIfGiven", "RequireAndVerifyClientCert"] {
             let err = client_verifier(kind, None, &provider).err().unwrap();
-            assert!(err.starts_with("client_ca_file: required"), "{err}");
+            assert_eq!(err.field, "client_ca_file");
+            assert!(err.message.starts_with("required"), "{err:?}");
         }
         let roots = Arc::new(RootCertStore::empty());
         assert!(client_verifier("NoClientCert", Some(roots), &provider)
             .err()
             .unwrap()
+            .message
             .contains("without a client_auth_type"));
         assert!(client_verifier("Sometimes", None, &provider)
             .err()
             .unwrap()
+            .message
             .contains("\"Sometimes\""));
     }
 }

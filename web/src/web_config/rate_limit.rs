@@ -1,0 +1,248 @@
+//! exporter-toolkit's `rate_limit`: one token bucket for the whole server,
+//! as Go's `rate.NewLimiter(rate.Every(interval), burst)` makes it. The
+//! bucket holds `burst` tokens and starts full; a token comes back every
+//! `interval`; a request that finds no token is answered `429 Too Many
+//! Requests`. `interval: 0` (or no `rate_limit`) turns the limit off.
+//!
+//! `interval` is a Go duration (`500ms`, `1m30s`, `1.5s`), as the toolkit
+//! reads it. Unlike the toolkit, `burst: 0` with an interval is refused:
+//! it admits no request at all.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::Problem;
+
+/// `rate_limit`, as exporter-toolkit names its keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitFile {
+    interval: Option<GoDuration>,
+    #[serde(default)]
+    burst: u32,
+}
+
+/// A Go duration as YAML may give it: text (`1s`), or a number of
+/// nanoseconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GoDuration {
+    Nanos(i64),
+    Text(String),
+}
+
+/// A checked rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimit {
+    pub(crate) interval: Duration,
+    pub(crate) burst: u32,
+}
+
+impl RateLimit {
+    /// The limit a file asks for; `None` when it is off.
+    pub(crate) fn from_file(file: &RateLimitFile) -> Result<Option<RateLimit>, Vec<Problem>> {
+        let interval = match &file.interval {
+            None => Duration::ZERO,
+            Some(GoDuration::Nanos(n)) => u64::try_from(*n)
+                .map(Duration::from_nanos)
+                .map_err(|_| vec![Problem::new("interval", format!("{n} is negative"))])?,
+            Some(GoDuration::Text(text)) => {
+                parse_go_duration(text).map_err(|why| vec![Problem::new("interval", why)])?
+            }
+        };
+        if interval.is_zero() {
+            return Ok(None);
+        }
+        if file.burst == 0 {
+            return Err(vec![Problem::new(
+                "burst",
+                "0 admits no request at all; give at least 1 (or interval 0 to turn the limit off)",
+            )]);
+        }
+        Ok(Some(RateLimit {
+            interval,
+            burst: file.burst,
+        }))
+    }
+}
+
+/// Parse a duration as Go's `time.ParseDuration` does: `0`, or a sequence
+/// of decimal numbers, each with an optional fraction and a unit (`ns`,
+/// `us`, `µs`, `ms`, `s`, `m`, `h`).
+pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let not = || format!("{text:?} is not a duration (e.g. 500ms, 1s, 1m30s)");
+    let mut rest = text.trim();
+    if let Some(unsigned) = rest.strip_prefix('+') {
+        rest = unsigned;
+    } else if rest.starts_with('-') {
+        return Err(format!("{text:?} is negative"));
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(not());
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len]
+            .parse()
+            .ok()
+            .filter(|_| rest[..number_len].bytes().any(|b| b.is_ascii_digit()))
+            .ok_or_else(not)?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(not()),
+        };
+        rest = &rest[unit_len..];
+        nanos += number * unit;
+    }
+    // Go's durations end at about 292 years.
+    if nanos > i64::MAX as f64 {
+        return Err(format!("{text:?} is too long"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// The token bucket of a [`RateLimit`].
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub(crate) fn new(limit: RateLimit) -> Self {
+        Bucket {
+            limit,
+            tokens: f64::from(limit.burst),
+            refilled: Instant::now(),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// Take a token if there is one; otherwise how long until there is.
+    pub(crate) fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let interval = self.limit.interval.as_secs_f64();
+        let earned = now.duration_since(self.refilled).as_secs_f64() / interval;
+        self.tokens = (self.tokens + earned).min(f64::from(self.limit.burst));
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.limit.interval.mul_f64(1.0 - self.tokens))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(yaml: &str) -> Result<Option<RateLimit>, Vec<Problem>> {
+        RateLimit::from_file(&serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("0", 0),
+            ("1s", 1_000_000_000),
+            ("+1s", 1_000_000_000),
+            ("500ms", 500_000_000),
+            ("1.5s", 1_500_000_000),
+            ("1m30s", 90_000_000_000),
+            ("2h", 7_200_000_000_000),
+            ("10us", 10_000),
+            ("10µs", 10_000),
+            ("7ns", 7),
+            (".5s", 500_000_000),
+        ];
+        for (text, nanos) in ok {
+            assert_eq!(
+                parse_go_duration(text),
+                Ok(Duration::from_nanos(nanos)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "", "1", "s", "1x", "1d", ".s", "1.2.3s", "-1s", "1s-", "9999999h",
+        ] {
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_file_turns_the_limit_on_and_off() {
+        assert_eq!(
+            file("interval: 1s\nburst: 5\n"),
+            Ok(Some(RateLimit {
+                interval: Duration::from_secs(1),
+                burst: 5
+            }))
+        );
+        assert_eq!(
+            file("interval: 1000000\nburst: 1\n")
+                .unwrap()
+                .unwrap()
+                .interval,
+            Duration::from_millis(1)
+        );
+        assert_eq!(file("interval: 0\nburst: 5\n"), Ok(None));
+        assert_eq!(file("burst: 5\n"), Ok(None));
+        let err = file("interval: 1s\n").unwrap_err();
+        assert_eq!(err[0].field, "burst");
+        let err = file("interval: -5\nburst: 1\n").unwrap_err();
+        assert_eq!(err[0], Problem::new("interval", "-5 is negative"));
+        assert!(serde_yaml::from_str::<RateLimitFile>("burst: -1\n").is_err());
+        assert!(serde_yaml::from_str::<RateLimitFile>("every: 1s\n").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_starts_full_and_refills_one_token_per_interval() {
+        let mut bucket = Bucket::new(RateLimit {
+            interval: Duration::from_secs(1),
+            burst: 3,
+        });
+        for _ in 0..3 {
+            assert_eq!(bucket.take(), Ok(()));
+        }
+        assert_eq!(bucket.take(), Err(Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_millis(400)).await;
+        let wait = bucket.take().unwrap_err();
+        assert!(
+            wait.abs_diff(Duration::from_millis(600)) < Duration::from_millis(1),
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(bucket.take(), Ok(()));
+        assert!(bucket.take().is_err());
+        // A long pause refills to `burst`, no more.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..3 {
+            assert_eq!(bucket.take(), Ok(()));
+        }
+        assert!(bucket.take().is_err());
+    }
+}
