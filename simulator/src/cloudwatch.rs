@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{FaultOutcome, Service, Shared};
+use super::{repeated_token, FaultOutcome, Listing, Service, Shared, UNKNOWN_ERROR_CODE};
 use crate::serve::Body;
 use crate::wire::{authenticate, read_body, AuthError, BodyError, Caller, Reset};
 
@@ -171,6 +171,11 @@ fn fault_error(caller: &Caller, outcome: FaultOutcome, action: &str) -> Failure 
         FaultOutcome::Throttle => {
             CwError::new(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded")
         }
+        FaultOutcome::UnknownCode => CwError::new(
+            StatusCode::BAD_REQUEST,
+            UNKNOWN_ERROR_CODE,
+            "An error this simulator made up: no client knows its code.",
+        ),
         FaultOutcome::NotFound => CwError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -282,6 +287,9 @@ fn list_metrics(
     let mut body = vec![("Metrics", Value::Array(page))];
     if start + page_size < total {
         body.push(("NextToken", text(&(start + page_size).to_string())));
+    } else if shared.repeats(Listing::ListMetrics) {
+        let asked = get_text(input, "NextToken");
+        body.push(("NextToken", text(&repeated_token(asked, "1", "2"))));
     }
     Ok(map(body))
 }
@@ -305,7 +313,8 @@ fn get_metric_data(
         ))
         .into());
     }
-    if get(input, "NextToken").is_some() {
+    let repeats = shared.repeats(Listing::GetMetricData);
+    if get(input, "NextToken").is_some() && !repeats {
         return Err(CwError::new(
             StatusCode::BAD_REQUEST,
             "InvalidNextToken",
@@ -417,10 +426,16 @@ fn get_metric_data(
             ("StatusCode", text("Complete")),
         ]));
     }
-    Ok(map(vec![
+    let mut body = vec![
         ("MetricDataResults", Value::Array(results)),
         ("Messages", Value::Array(Vec::new())),
-    ]))
+    ];
+    if repeats {
+        // Every page answers alike; only the token goes round.
+        let asked = get_text(input, "NextToken");
+        body.push(("NextToken", text(&repeated_token(asked, "1", "2"))));
+    }
+    Ok(map(body))
 }
 
 fn epoch_secs(time: SystemTime) -> f64 {
@@ -523,6 +538,53 @@ mod tests {
                 .stat("Maximum")
                 .build(),
         )
+    }
+
+    #[tokio::test]
+    async fn repeating_tokens_go_round_in_both_listings() {
+        let scenario = Scenario::default()
+            .with_table(TableSpec::new("orders").with_cdc_metrics(CdcMetricsSpec::new()))
+            .with_repeating_token(crate::Listing::ListMetrics)
+            .with_repeating_token(crate::Listing::GetMetricData);
+        let sim = Simulator::start(scenario).await.unwrap();
+        let client = cloudwatch_client(&sim, "us-east-1", BASE_KEYS);
+        let mut tokens = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..3 {
+            let out = client
+                .list_metrics()
+                .namespace("AWS/DynamoDB")
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            token = out.next_token().map(str::to_string);
+            tokens.push(token.clone().unwrap());
+        }
+        assert_eq!(tokens, ["1", "2", "1"]);
+
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut tokens = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..3 {
+            let out = client
+                .get_metric_data()
+                .metric_data_queries(query("q0", "orders", "AgeOfOldestUnreplicatedRecord", 60))
+                .start_time(DateTime::from_secs(now - 600))
+                .end_time(DateTime::from_secs(now))
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(out.metric_data_results().len(), 1);
+            token = out.next_token().map(str::to_string);
+            tokens.push(token.clone().unwrap());
+        }
+        assert_eq!(tokens, ["1", "2", "1"]);
+        sim.shutdown().await;
     }
 
     #[tokio::test]

@@ -16,7 +16,10 @@ use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{partition, FaultOutcome, Scope, Service, Shared, TableSnapshot};
+use super::{
+    partition, repeated_token, FaultOutcome, Listing, Scope, Service, Shared, TableSnapshot,
+    UNKNOWN_ERROR_CODE,
+};
 use crate::serve::Body;
 use crate::wire::{authenticate, read_body, AuthError, BodyError, Caller, Reset, MAX_BODY_BYTES};
 
@@ -269,6 +272,10 @@ fn fault_error(
         // garble that reaches here has nothing to garble.
         FaultOutcome::Garble | FaultOutcome::InternalError => ApiError::internal_server_error(),
         FaultOutcome::Throttle => ApiError::throttling(),
+        FaultOutcome::UnknownCode => ApiError::bad_request(
+            UNKNOWN_ERROR_CODE,
+            "An error this simulator made up: no client knows its code.",
+        ),
         FaultOutcome::NotFound => match table {
             Some((_, name)) => ApiError::table_not_found(name),
             None => {
@@ -416,6 +423,9 @@ fn list_tables(ctx: &Ctx<'_>, input: &Map<String, Value>) -> Result<Answer, Fail
         if let Some(last) = page.last() {
             body["LastEvaluatedTableName"] = json!(last);
         }
+    } else if let (true, Some(first)) = (ctx.shared.repeats(Listing::ListTables), names.first()) {
+        let second = names.get(1).unwrap_or(first);
+        body["LastEvaluatedTableName"] = json!(repeated_token(start, first, second));
     }
     Ok(Answer {
         body,
@@ -443,6 +453,29 @@ async fn list_tags_of_resource(
         Some(_) => return Err(ApiError::serialization("NextToken must be a string").into()),
     };
     let table = admit_table_request(ctx, arn, "ListTagsOfResource", false).await?;
+    // The tag read's own fault, unless a scope fault is in force.
+    let mut garble = table.garble;
+    if let (Some(fault), false) = (table.snapshot.spec.tag_fault, ctx.scope_fault) {
+        match ctx.shared.enact(fault).await {
+            FaultOutcome::Garble => garble = true,
+            outcome => {
+                let (scope, name) = match resolve_table(&ctx.caller.scope, arn) {
+                    Ok(resolved) => (
+                        resolved.scope.unwrap_or_else(|| ctx.caller.scope.clone()),
+                        resolved.name,
+                    ),
+                    Err(_) => (ctx.caller.scope.clone(), arn),
+                };
+                let table_arn = ctx.shared.table_arn(&scope, name);
+                return Err(fault_error(
+                    &ctx.caller,
+                    outcome,
+                    Some((&table_arn, name)),
+                    "ListTagsOfResource",
+                ));
+            }
+        }
+    }
     let page_size = ctx.shared.world().tags_page_size;
     let tags = &table.snapshot.spec.tags;
     let page: Vec<Value> = tags
@@ -454,8 +487,11 @@ async fn list_tags_of_resource(
     let mut body = json!({ "Tags": page });
     if start + page_size < tags.len() {
         body["NextToken"] = json!((start + page_size).to_string());
+    } else if ctx.shared.repeats(Listing::ListTagsOfResource) {
+        let asked = input.get("NextToken").and_then(Value::as_str);
+        body["NextToken"] = json!(repeated_token(asked, "1", "2"));
     }
-    Ok(table.answer(body))
+    Ok(Answer { body, garble })
 }
 
 /// A table request that passed its table's latency and fault.
@@ -674,7 +710,7 @@ mod tests {
 
     use super::crc32;
     use crate::testing::{bounded, eventually, send_raw, VALID_AUTH};
-    use crate::{DestinationSpec, Fault, Scenario, Simulator, Step, TableSpec};
+    use crate::{DestinationSpec, Fault, Scenario, Simulator, Step, TableSpec, UNKNOWN_ERROR_CODE};
 
     type Outcome = Result<
         DescribeKinesisStreamingDestinationOutput,
@@ -1568,6 +1604,108 @@ mod tests {
             sim.operation_requests(crate::Service::DynamoDb, "ListTagsOfResource"),
             5
         );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tag_faults_hit_the_tag_read_only() {
+        let sim = start(vec![
+            TableSpec::new("denied").with_tag_fault(Fault::AccessDenied),
+            TableSpec::new("gone").with_tag_fault(Fault::NotFound),
+            TableSpec::new("new-code").with_tag_fault(Fault::UnknownCode),
+            TableSpec::new("slow-down").with_tag_fault(Fault::Throttle),
+            TableSpec::new("fine").with_tag("cdc", "true"),
+        ])
+        .await;
+        let client = client(&sim);
+        let listed = client.list_tables().send().await.unwrap();
+        assert_eq!(
+            listed.table_names(),
+            ["denied", "fine", "gone", "new-code", "slow-down"],
+            "tables with a tag fault are still listed"
+        );
+        let code = |table: &'static str| {
+            let client = client.clone();
+            let arn = sim.table_arn(table);
+            async move {
+                client
+                    .list_tags_of_resource()
+                    .resource_arn(arn)
+                    .send()
+                    .await
+                    .map(|out| out.tags().len())
+                    .map_err(|e| e.into_service_error().code().map(str::to_string))
+            }
+        };
+        assert_eq!(
+            code("denied").await,
+            Err(Some("AccessDeniedException".into()))
+        );
+        assert_eq!(
+            code("gone").await,
+            Err(Some("ResourceNotFoundException".into()))
+        );
+        assert_eq!(code("new-code").await, Err(Some(UNKNOWN_ERROR_CODE.into())));
+        assert_eq!(
+            code("slow-down").await,
+            Err(Some("ThrottlingException".into()))
+        );
+        assert_eq!(code("fine").await, Ok(1));
+        // Describes are unaffected.
+        for table in ["denied", "gone", "new-code", "slow-down"] {
+            assert!(describe(&client, table).await.is_ok(), "{table}");
+        }
+        // And the fault can be cleared.
+        sim.set_tag_fault("denied", None);
+        assert_eq!(code("denied").await, Ok(0));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn repeating_tokens_go_round_instead_of_ending() {
+        let sim = start(vec![
+            TableSpec::new("a").with_tag("k1", "v").with_tag("k2", "v"),
+            TableSpec::new("b"),
+            TableSpec::new("c"),
+        ])
+        .await;
+        sim.set_repeating_token(crate::Listing::ListTables, true);
+        sim.set_repeating_token(crate::Listing::ListTagsOfResource, true);
+        let client = client(&sim);
+        let mut tokens = Vec::new();
+        let mut start: Option<String> = None;
+        for _ in 0..4 {
+            let out = client
+                .list_tables()
+                .set_exclusive_start_table_name(start.clone())
+                .send()
+                .await
+                .unwrap();
+            start = out.last_evaluated_table_name().map(str::to_string);
+            tokens.push(start.clone().unwrap());
+        }
+        // Past the first table, past the second, past the first again...
+        assert_eq!(tokens, ["a", "b", "a", "b"]);
+
+        let arn = sim.table_arn("a");
+        let mut tokens = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..3 {
+            let out = client
+                .list_tags_of_resource()
+                .resource_arn(&arn)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            token = out.next_token().map(str::to_string);
+            tokens.push(token.clone().unwrap());
+        }
+        assert_eq!(tokens, ["1", "2", "1"]);
+
+        sim.set_repeating_token(crate::Listing::ListTables, false);
+        let out = client.list_tables().send().await.unwrap();
+        assert_eq!(out.last_evaluated_table_name(), None);
         sim.shutdown().await;
     }
 

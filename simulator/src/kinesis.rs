@@ -11,7 +11,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::{partition, FaultOutcome, Service, Shared, StreamSnapshot};
+use super::{partition, FaultOutcome, Service, Shared, StreamSnapshot, UNKNOWN_ERROR_CODE};
 use crate::scenario::parse_stream_arn;
 use crate::serve::Body;
 use crate::wire::{authenticate, read_body, AuthError, BodyError, Caller, Reset};
@@ -184,6 +184,10 @@ fn fault_error(
             format!("Rate exceeded for stream {name} under account {account}."),
         ),
         FaultOutcome::NotFound => KinesisError::not_found(name, account),
+        FaultOutcome::UnknownCode => KinesisError::bad_request(
+            UNKNOWN_ERROR_CODE,
+            "An error this simulator made up: no client knows its code.",
+        ),
         FaultOutcome::AccessDenied => KinesisError::bad_request(
             "AccessDeniedException",
             format!(

@@ -38,12 +38,13 @@ mod testing;
 mod wire;
 
 pub use scenario::{
-    parse_stream_arn, role_account, CdcMetricsSpec, DestinationSpec, Fault, MetricStep, RoleSpec,
-    Scenario, ScenarioError, ScopeSpec, Step, StreamSpec, TableSpec, CDC_METRIC_NAMES,
+    parse_stream_arn, role_account, CdcMetricsSpec, DestinationSpec, Fault, Listing, MetricStep,
+    RoleSpec, Scenario, ScenarioError, ScopeSpec, Step, StreamSpec, TableSpec, CDC_METRIC_NAMES,
     DEFAULT_ACCOUNT_ID, DEFAULT_DELEGATED_OPERATION, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE,
+    UNKNOWN_ERROR_CODE,
 };
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -157,6 +158,8 @@ struct World {
     /// Streams deleted since start: no longer implied by destinations.
     deleted_streams: HashSet<String>,
     list_metrics_page_size: usize,
+    /// Listings whose tokens go round (see [`Listing`]).
+    repeating_tokens: BTreeSet<Listing>,
 }
 
 struct InstalledStream {
@@ -277,6 +280,8 @@ enum FaultOutcome {
     InternalError,
     NotFound,
     AccessDenied,
+    /// 400 with [`UNKNOWN_ERROR_CODE`].
+    UnknownCode,
     /// Close the connection without answering.
     Reset,
 }
@@ -302,6 +307,7 @@ impl Shared {
             Fault::InternalError => FaultOutcome::InternalError,
             Fault::NotFound => FaultOutcome::NotFound,
             Fault::AccessDenied => FaultOutcome::AccessDenied,
+            Fault::UnknownCode => FaultOutcome::UnknownCode,
             Fault::Reset => FaultOutcome::Reset,
             Fault::Hang => {
                 self.stopped().await;
@@ -338,6 +344,11 @@ impl Shared {
             .get(scope)
             .map(|s| s.tables.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `listing`'s tokens go round.
+    fn repeats(&self, listing: Listing) -> bool {
+        self.world().repeating_tokens.contains(&listing)
     }
 
     fn scope_fault(&self, scope: &Scope) -> Option<Fault> {
@@ -446,6 +457,17 @@ fn unique_id(mut seq: u64, len: usize) -> String {
     String::from_utf8_lossy(&id).into_owned()
 }
 
+/// The token the page that would end a listing names instead when its
+/// tokens go round (see [`Listing`]): `first`, or `second` when `first` is
+/// the one just asked for.
+fn repeated_token(asked: Option<&str>, first: &str, second: &str) -> String {
+    if asked == Some(first) {
+        second.to_string()
+    } else {
+        first.to_string()
+    }
+}
+
 /// The ARN partition a region belongs to.
 fn partition(region: &str) -> &'static str {
     scenario::arn_partition(region)
@@ -539,6 +561,7 @@ impl Simulator {
                 streams,
                 deleted_streams: HashSet::new(),
                 list_metrics_page_size: LIST_METRICS_PAGE_SIZE,
+                repeating_tokens: scenario.repeating_tokens,
             }),
             stats: Stats::default(),
             started,
@@ -651,6 +674,35 @@ impl Simulator {
         self.modify(Some(Scope::new(account_id, region)), table, |t| {
             t.spec.fault = fault
         });
+    }
+
+    /// Set or clear the fault of a table's `ListTagsOfResource` alone (see
+    /// [`TableSpec::tag_fault`]). Does nothing for an unknown table.
+    pub fn set_tag_fault(&self, table: &str, fault: Option<Fault>) {
+        self.modify(None, table, |t| t.spec.tag_fault = fault);
+    }
+
+    /// [`Simulator::set_tag_fault`] for a table of (`account_id`, `region`).
+    pub fn set_tag_fault_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        fault: Option<Fault>,
+    ) {
+        self.modify(Some(Scope::new(account_id, region)), table, |t| {
+            t.spec.tag_fault = fault
+        });
+    }
+
+    /// Make `listing`'s tokens go round, or end again (see [`Listing`]).
+    pub fn set_repeating_token(&self, listing: Listing, repeating: bool) {
+        let mut world = self.handle.shared.world();
+        if repeating {
+            world.repeating_tokens.insert(listing);
+        } else {
+            world.repeating_tokens.remove(&listing);
+        }
     }
 
     /// Set or clear a fault for every DynamoDB, Kinesis and CloudWatch

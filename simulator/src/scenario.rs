@@ -5,7 +5,7 @@
 //! validation, and the pure timeline evaluation the service modules call on
 //! every request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +47,24 @@ pub struct Scenario {
     /// destination names but no entry declares exists as
     /// [`StreamSpec::new`] describes it.
     pub streams: Vec<StreamSpec>,
+    /// Listings whose pagination tokens go round in a cycle instead of
+    /// ending (see [`Listing`]).
+    pub repeating_tokens: BTreeSet<Listing>,
+}
+
+/// A paginated operation. In [`Scenario::repeating_tokens`], the page that
+/// would end the listing names a token instead: the one that starts after
+/// the first item, or, when that one was just asked for, the one after the
+/// second (`ListTables`: the first and second table names; the others
+/// count items, "1" and "2"; `GetMetricData` answers every page alike). So
+/// a walk goes round: ..., token A, token B, token A... A client that only
+/// compares a token with the one before never ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Listing {
+    ListTables,
+    ListTagsOfResource,
+    ListMetrics,
+    GetMetricData,
 }
 
 /// One Kinesis data stream, as `DescribeStreamSummary` reports it.
@@ -136,6 +154,11 @@ pub struct TableSpec {
     pub latency: Option<Duration>,
     /// Resource tags in order, as `ListTagsOfResource` pages them.
     pub tags: Vec<(String, String)>,
+    /// Replaces the answer of `ListTagsOfResource` only (the table is
+    /// still listed and described): `not_found` is a table deleted between
+    /// `ListTables` and the tag read, `access_denied` a policy without
+    /// `dynamodb:ListTagsOfResource` on the table.
+    pub tag_fault: Option<Fault>,
     /// CloudWatch metrics of the table's Kinesis streaming, if published.
     pub cdc_metrics: Option<CdcMetricsSpec>,
 }
@@ -181,7 +204,12 @@ pub enum Fault {
     NotFound,
     /// 400 `AccessDeniedException`.
     AccessDenied,
+    /// 400 with [`UNKNOWN_ERROR_CODE`], a code no client knows.
+    UnknownCode,
 }
+
+/// The error code of [`Fault::UnknownCode`]: one AWS has never sent.
+pub const UNKNOWN_ERROR_CODE: &str = "SimulatedUnknownException";
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +245,7 @@ impl Default for Scenario {
             credential_lifetime: None,
             tags_page_size: DEFAULT_TAGS_PAGE_SIZE,
             streams: Vec::new(),
+            repeating_tokens: BTreeSet::new(),
         }
     }
 }
@@ -260,6 +289,12 @@ impl Scenario {
     /// Declare a stream (builder style).
     pub fn with_stream(mut self, stream: StreamSpec) -> Self {
         self.streams.push(stream);
+        self
+    }
+
+    /// Make `listing`'s tokens go round (builder style; see [`Listing`]).
+    pub fn with_repeating_token(mut self, listing: Listing) -> Self {
+        self.repeating_tokens.insert(listing);
         self
     }
 
@@ -353,8 +388,15 @@ impl TableSpec {
             fault: None,
             latency: None,
             tags: Vec::new(),
+            tag_fault: None,
             cdc_metrics: None,
         }
+    }
+
+    /// Fail `ListTagsOfResource` of this table only (see [`TableSpec::tag_fault`]).
+    pub fn with_tag_fault(mut self, fault: Fault) -> Self {
+        self.tag_fault = Some(fault);
+        self
     }
 
     pub fn with_cdc_metrics(mut self, metrics: CdcMetricsSpec) -> Self {
@@ -883,6 +925,8 @@ struct RawScenario {
     tags_page_size: usize,
     #[serde(default)]
     streams: Vec<RawStream>,
+    #[serde(default)]
+    repeating_tokens: Vec<Listing>,
 }
 
 #[derive(Deserialize)]
@@ -985,6 +1029,8 @@ struct RawTable {
     #[serde(default)]
     fault: Option<Fault>,
     #[serde(default)]
+    tag_fault: Option<Fault>,
+    #[serde(default)]
     destinations: Vec<RawDestination>,
     #[serde(default)]
     tags: Option<RawTags>,
@@ -1077,6 +1123,7 @@ fn decode_tables(prefix: &str, raw: Vec<RawTable>, problems: &mut Vec<String>) -
             fault: raw.fault,
             latency,
             tags,
+            tag_fault: raw.tag_fault,
             cdc_metrics,
         });
     }
@@ -1142,6 +1189,7 @@ impl RawScenario {
             credential_lifetime,
             tags_page_size: self.tags_page_size,
             streams,
+            repeating_tokens: self.repeating_tokens.into_iter().collect(),
         };
         // Shape problems found while decoding come first, then the rules that
         // also apply to scenarios built in code, minus those that only echo a
@@ -1444,6 +1492,7 @@ tables:
                     fault: Some(Fault::Throttle),
                     latency: Some(Duration::from_millis(200)),
                     tags: Vec::new(),
+                    tag_fault: None,
                     cdc_metrics: None,
                 },
                 TableSpec::new("payments"),
@@ -1664,6 +1713,32 @@ tables:
     }
 
     #[test]
+    fn repeating_tokens_name_the_listings() {
+        let scenario = Scenario::from_yaml(
+            "repeating_tokens: [ListTables, GetMetricData, ListTagsOfResource, ListMetrics]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            scenario.repeating_tokens.into_iter().collect::<Vec<_>>(),
+            [
+                Listing::ListTables,
+                Listing::ListTagsOfResource,
+                Listing::ListMetrics,
+                Listing::GetMetricData
+            ]
+        );
+        assert!(Scenario::from_yaml("tables: []")
+            .unwrap()
+            .repeating_tokens
+            .is_empty());
+        let message = syntax_message("repeating_tokens: [ListStreams]\n");
+        assert!(
+            message.contains("unknown variant `ListStreams`"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn unquoted_account_id_keeps_its_digits() {
         let scenario = Scenario::from_yaml("account_id: 012345678901\n").unwrap();
         assert_eq!(scenario.account_id, "012345678901");
@@ -1679,11 +1754,16 @@ tables:
             ("malformed", Fault::Malformed),
             ("not_found", Fault::NotFound),
             ("access_denied", Fault::AccessDenied),
+            ("unknown_code", Fault::UnknownCode),
         ];
         for (name, fault) in names {
             let yaml = format!("tables: [{{name: t, fault: {name}}}]");
             let scenario = Scenario::from_yaml(&yaml).unwrap();
             assert_eq!(scenario.tables[0].fault, Some(fault), "{name}");
+            let yaml = format!("tables: [{{name: t, tag_fault: {name}}}]");
+            let scenario = Scenario::from_yaml(&yaml).unwrap();
+            assert_eq!(scenario.tables[0].tag_fault, Some(fault), "{name}");
+            assert_eq!(scenario.tables[0].fault, None, "{name}");
         }
         let message = syntax_message("tables: [{name: t, fault: explode}]");
         assert!(message.contains("unknown variant `explode`"), "{message}");
@@ -1694,7 +1774,7 @@ tables:
         assert_eq!(
             syntax_message("tables:\n  - name: t\n    colour: red\n"),
             "tables[0]: unknown field `colour`, expected one of `name`, `latency`, `fault`, \
-             `destinations`, `tags`, `cdc_metrics` at line 3 column 5"
+             `tag_fault`, `destinations`, `tags`, `cdc_metrics` at line 3 column 5"
         );
 
         let message = syntax_message("regoin: us-east-1\n");

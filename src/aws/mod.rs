@@ -9,7 +9,10 @@
 //! Every SDK failure is classified into a [`PollError`] by its AWS error
 //! *code*; [`PollError::code`] becomes the `code` label of the error
 //! counters, from a known set only ([`KNOWN_CODES`]), so a new code from AWS
-//! cannot grow the number of series.
+//! cannot grow the number of series; the real code is logged by
+//! [`warn_unknown_code`], once per scope and code, then at most hourly.
+//! Every paginated listing walks its pages through [`paginate::all_pages`],
+//! which guarantees that it ends.
 //!
 //! Accounts: a target's role is assumed with aws-config's assume-role
 //! provider ([`role_credentials`]), which refreshes the credentials before
@@ -35,9 +38,12 @@ use crate::config::{Config, Role, TableRef, Target};
 pub mod budget;
 pub mod cloudwatch;
 pub mod kinesis;
+pub mod paginate;
+pub mod unknown_codes;
 
 pub use cloudwatch::CloudWatchApi;
 pub use kinesis::{KinesisApi, StreamSummary};
+pub use unknown_codes::warn_unknown_code;
 
 /// One Kinesis streaming destination as AWS reported it. Optional fields
 /// are `None` when AWS did not send them.
@@ -72,6 +78,11 @@ pub enum PollError {
     /// An answer arrived but could not be understood.
     #[error("unparseable response: {0}")]
     Response(String),
+    /// A listing did not end: AWS handed back a pagination token it had
+    /// sent before, or more pages than any real account has (see
+    /// [`paginate`]).
+    #[error("listing stopped: {0}")]
+    Pagination(String),
 }
 
 /// The AWS error code for tables that do not exist.
@@ -124,7 +135,7 @@ const TRANSIENT_CODES: &[&str] = &[
 impl PollError {
     /// The value of the `code` label on the error counters: a known AWS
     /// code, `other`, or one of `timeout`, `dispatch`, `credentials`,
-    /// `response`.
+    /// `response`, `pagination`.
     pub fn code(&self) -> &str {
         match self {
             PollError::NotFound(_) => NOT_FOUND_CODE,
@@ -134,6 +145,16 @@ impl PollError {
             PollError::Dispatch(_) => "dispatch",
             PollError::Credentials(_) => "credentials",
             PollError::Response(_) => "response",
+            PollError::Pagination(_) => "pagination",
+        }
+    }
+
+    /// The AWS error code when it is one this exporter does not know (and
+    /// so exports as `other`).
+    pub fn unknown_code(&self) -> Option<&str> {
+        match self {
+            PollError::Service { code, .. } if !KNOWN_CODES.contains(&code.as_str()) => Some(code),
+            _ => None,
         }
     }
 
@@ -151,7 +172,10 @@ impl PollError {
                     || TRANSIENT_CODES.contains(&code.as_str())
             }
             PollError::Timeout(_) | PollError::Dispatch(_) => true,
-            PollError::NotFound(_) | PollError::Credentials(_) | PollError::Response(_) => false,
+            PollError::NotFound(_)
+            | PollError::Credentials(_)
+            | PollError::Response(_)
+            | PollError::Pagination(_) => false,
         }
     }
 }
@@ -578,15 +602,12 @@ where
             let message = inner.message().unwrap_or("").to_string();
             match inner.code() {
                 Some(NOT_FOUND_CODE) => PollError::NotFound(message),
-                Some(code) if !code.is_empty() => {
-                    if !KNOWN_CODES.contains(&code) {
-                        tracing::warn!(code, %message, "AWS answered with an error code this exporter does not know; it is counted as code \"other\"");
-                    }
-                    PollError::Service {
-                        code: code.to_string(),
-                        message,
-                    }
-                }
+                // An unknown code is warned about by the caller, which
+                // knows the scope ([`warn_unknown_code`]).
+                Some(code) if !code.is_empty() => PollError::Service {
+                    code: code.to_string(),
+                    message,
+                },
                 // No code at all: the body was not an AWS error document.
                 _ => PollError::Response(detail),
             }
@@ -627,6 +648,7 @@ mod tests {
             (PollError::Dispatch("d".into()), "dispatch"),
             (PollError::Response("r".into()), "response"),
             (PollError::Credentials("c".into()), "credentials"),
+            (PollError::Pagination("p".into()), "pagination"),
             (
                 PollError::Service {
                     code: "SomethingNewException".into(),

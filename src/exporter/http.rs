@@ -123,10 +123,12 @@ impl App {
                         &format!("ready: {polled} of {total} tables polled\n"),
                     )
                 } else {
-                    text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("not ready: {polled} of {total} tables polled\n"),
-                    )
+                    let mut body = format!("not ready: {polled} of {total} tables polled\n");
+                    let waiting = self.store.waiting();
+                    if !waiting.is_empty() {
+                        body.push_str(&format!("waiting for: {}\n", waiting.join(", ")));
+                    }
+                    text(StatusCode::SERVICE_UNAVAILABLE, &body)
                 }
             }
         }
@@ -273,7 +275,16 @@ mod tests {
             region: "us-east-1".into(),
             table: "orders".into(),
         };
+        app.store
+            .set_waiting(vec!["discovery in 123456789012/us-east-1".into()]);
         app.store.record(&key, &Ok(Vec::<Destination>::new()), 1.0);
+        let resp = get(&app, &Method::GET, "/readyz").await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(resp).await,
+            "not ready: 1 of 1 tables polled\nwaiting for: discovery in 123456789012/us-east-1\n"
+        );
+        app.store.set_waiting(Vec::new());
         let resp = get(&app, &Method::GET, "/readyz").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(body(resp).await, "ready: 1 of 1 tables polled\n");

@@ -41,6 +41,7 @@ use crate::exporter::http::App;
 use crate::exposition::metrics::Telemetry;
 use crate::exposition::page::Page;
 use crate::poll::fleet::{Fleet, FleetSettings};
+use crate::poll::supervise::supervise;
 use crate::state::store::Store;
 use crate::state::Shard;
 use dke_web::serve::Limits;
@@ -229,12 +230,23 @@ impl Exporter {
             Some((config, path)) => WebState::new(config, Some(path)),
             None => WebState::plain(),
         });
-        let telemetry = Arc::clone(&self.telemetry);
-        tokio::spawn(
-            Arc::clone(&web).watch(root.clone().cancelled_owned(), move |ok| {
-                telemetry.record_web_reload(ok)
-            }),
-        );
+        // Supervised: a panic is logged, counted and followed by a restart.
+        let watcher = tokio::spawn(supervise(
+            "web_config_watcher",
+            String::new(),
+            Arc::clone(&self.telemetry),
+            root.clone(),
+            {
+                let (web, root) = (Arc::clone(&web), root.clone());
+                let telemetry = Arc::clone(&self.telemetry);
+                move || {
+                    let telemetry = Arc::clone(&telemetry);
+                    Arc::clone(&web).watch(root.clone().cancelled_owned(), move |ok| {
+                        telemetry.record_web_reload(ok)
+                    })
+                }
+            },
+        ));
         let tls = web.tls_source();
         let app = Arc::new(App {
             store: Arc::clone(&self.store),
@@ -246,7 +258,16 @@ impl Exporter {
             web,
             unauthenticated_probes: self.settings.unauthenticated_probes,
         });
-        tokio::spawn(Arc::clone(&app.page).keep_fresh(root.clone().cancelled_owned()));
+        let janitor = tokio::spawn(supervise(
+            "page_janitor",
+            String::new(),
+            Arc::clone(&self.telemetry),
+            root.clone(),
+            {
+                let (page, root) = (Arc::clone(&app.page), root.clone());
+                move || Arc::clone(&page).keep_fresh(root.clone().cancelled_owned())
+            },
+        ));
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
             async move {
@@ -279,6 +300,8 @@ impl Exporter {
         };
         let polls = Fleet::run(fleet, self.settings.config, root, reloads);
         let (open_connections, aborted_polls) = tokio::join!(server, polls);
+        // Both end with the root token, which is cancelled by now.
+        let _ = tokio::join!(watcher, janitor);
         if open_connections > 0 {
             tracing::warn!(
                 connections = open_connections,

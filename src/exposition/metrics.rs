@@ -13,7 +13,9 @@
 
 use std::fmt::Write as _;
 
-use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::state::{
     unix_now, ScopeKey, ScopeState, StreamState, TableState, KNOWN_STATUSES, KNOWN_STREAM_STATUSES,
@@ -369,7 +371,7 @@ pub const SCOPE_FAMILIES: [Family<ScopeState>; 8] = [
     },
     Family {
         name: "dynamodb_kinesis_discovery_errors_total",
-        help: "Failed table discovery refreshes by error code; the last known table list stays in use.",
+        help: "Failed discovery calls by error code: refreshes whose ListTables failed (the last known table list stays in use) and single tables whose tags could not be read (each keeps its last decision).",
         kind: Kind::Counter,
         samples: discovery_errors,
     },
@@ -605,6 +607,7 @@ pub struct Telemetry {
     shard_tables: GaugeVec,
     reload_successful: Gauge,
     reload_success_time: Gauge,
+    task_restarts: IntCounterVec,
     web_reload_successful: Gauge,
 }
 
@@ -659,6 +662,17 @@ impl Telemetry {
         registry
             .register(Box::new(shard_tables.clone()))
             .expect("first registration of shard_tables");
+        let task_restarts = IntCounterVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_task_restarts_total",
+                "Background tasks that ended in a panic and were restarted after a backoff, by task: scope (a scope's poll loop), poll (one table poll or stream check), discovery, cdc, account, page_janitor, web_config_watcher.",
+            ),
+            &["task"],
+        )
+        .expect("static counter options are valid");
+        registry
+            .register(Box::new(task_restarts.clone()))
+            .expect("first registration of task_restarts");
         let web_reload_successful = Gauge::new(
             "dynamodb_kinesis_exporter_web_config_last_reload_successful",
             "Whether the last reload of the web config file (--web.config.file) was applied; 0 while a changed file is invalid or would turn off TLS or authentication. 1 at start.",
@@ -691,8 +705,25 @@ impl Telemetry {
             shard_tables,
             reload_successful,
             reload_success_time,
+            task_restarts,
             web_reload_successful,
         }
+    }
+
+    /// Show `task`'s restart counter (at 0 until its first restart), so an
+    /// alert on its increase sees the first one.
+    pub fn supervise_task(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]);
+    }
+
+    /// Count one restart of `task` after a panic.
+    pub fn record_task_restart(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc();
+    }
+
+    /// Restarts of `task` so far.
+    pub fn task_restarts(&self, task: &str) -> u64 {
+        self.task_restarts.with_label_values(&[task]).get()
     }
 
     /// Record the outcome of a configuration reload.

@@ -12,7 +12,10 @@
 //!   the newest datapoint is exported with its own timestamp. A series with
 //!   no datapoint in the window is exported as no series, not as zero.
 //!
-//! Every call takes a token from the scope's budget.
+//! Every call takes a token from the scope's budget; both listings walk
+//! their pages through [`paginate::all_pages`], so a token AWS repeats
+//! fails the round (counted in `cdc_errors_total{code="pagination"}`)
+//! instead of looping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::budget::Budget;
 use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
+use crate::aws::paginate::{self, GET_METRIC_DATA, LIST_METRICS};
 use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
 use crate::exposition::metrics::CDC_METRICS;
 use crate::state::store::Store;
@@ -102,18 +106,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
     async fn list_series(&self) -> Result<Vec<CdcSeries>, PollError> {
         let mut all = Vec::new();
         for (metric, _, _) in CDC_METRICS {
-            let mut token = None;
-            loop {
-                let page = aws::call(&self.budget, self.policy, || {
+            let series = paginate::all_pages(LIST_METRICS, |token| {
+                aws::call(&self.budget, self.policy, move || {
                     self.client.list_cdc_series(metric, token.clone())
                 })
-                .await?;
-                all.extend(page.items);
-                match page.next {
-                    Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-                    _ => break,
-                }
-            }
+            })
+            .await?;
+            all.extend(series);
         }
         all.sort();
         all.dedup();
@@ -136,9 +135,8 @@ impl<C: CloudWatchApi> CdcReader<C> {
             .collect();
         let mut latest: BTreeMap<String, Option<(f64, f64)>> = BTreeMap::new();
         for batch in queries.chunks(MAX_QUERIES) {
-            let mut token = None;
-            loop {
-                let page = aws::call(&self.budget, self.policy, || {
+            let results = paginate::all_pages(GET_METRIC_DATA, |token| {
+                aws::call(&self.budget, self.policy, move || {
                     self.client.latest_datapoints(
                         batch,
                         now - WINDOW.as_secs_f64(),
@@ -146,17 +144,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
                         token.clone(),
                     )
                 })
-                .await?;
-                for result in page.items {
-                    let slot = latest.entry(result.id).or_insert(None);
-                    // Pages of one query: keep the newest datapoint.
-                    if result.point.is_some_and(|p| slot.is_none_or(|s| p.1 > s.1)) {
-                        *slot = result.point;
-                    }
-                }
-                match page.next {
-                    Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-                    _ => break,
+            })
+            .await?;
+            for result in results {
+                let slot = latest.entry(result.id).or_insert(None);
+                // Pages of one query: keep the newest datapoint.
+                if result.point.is_some_and(|p| slot.is_none_or(|s| p.1 > s.1)) {
+                    *slot = result.point;
                 }
             }
         }
@@ -183,8 +177,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
     }
 
     fn failed(&self, err: &PollError) {
-        tracing::warn!(account_id = %self.scope.account_id, region = %self.scope.region,
+        let during = "CloudWatch CDC read";
+        aws::warn_unknown_code(&self.scope.account_id, &self.scope.region, during, err);
+        // An unknown code is warned about there, at most hourly.
+        if err.unknown_code().is_none() {
+            tracing::warn!(account_id = %self.scope.account_id, region = %self.scope.region,
             code = err.code(), error = %err, "reading CDC metrics from CloudWatch failed; the last values stay");
+        }
         let code = err.code().to_string();
         self.store.update_scope(&self.scope, |scope| {
             *scope.cdc_errors.entry(code).or_insert(0) += 1;
@@ -223,7 +222,11 @@ mod tests {
         tables: Vec<String>,
         quiet: String,
         list_page: usize,
+        /// GetMetricData answers with tokens 0, 1, 0, 1...
+        looping: bool,
         calls: Mutex<Vec<usize>>,
+        /// The next ListMetrics call panics (once).
+        panic_once: std::sync::atomic::AtomicBool,
     }
 
     impl CloudWatchApi for FakeCloudWatch {
@@ -232,6 +235,12 @@ mod tests {
             metric: &str,
             token: Option<String>,
         ) -> Result<Page<CdcSeries>, PollError> {
+            if self
+                .panic_once
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("a bug in the ListMetrics answer handling");
+            }
             let from: usize = token.map_or(0, |t| t.parse().unwrap());
             let items: Vec<CdcSeries> = self.tables[from..]
                 .iter()
@@ -252,7 +261,7 @@ mod tests {
             queries: &[Query],
             _start: f64,
             end: f64,
-            _token: Option<String>,
+            token: Option<String>,
         ) -> Result<Page<Latest>, PollError> {
             assert!(queries.len() <= MAX_QUERIES);
             self.calls.lock().unwrap().push(queries.len());
@@ -263,17 +272,29 @@ mod tests {
                     point: (q.series.table != self.quiet).then_some((7.0, end - 120.0)),
                 })
                 .collect();
-            Ok(Page { items, next: None })
+            let next = self.looping.then(|| {
+                if token.as_deref() == Some("0") {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string()
+            });
+            Ok(Page { items, next })
         }
     }
 
     fn reader(fake: FakeCloudWatch, store: &Arc<Store>) -> CdcReader<FakeCloudWatch> {
+        shared_reader(Arc::new(fake), store)
+    }
+
+    fn shared_reader(client: Arc<FakeCloudWatch>, store: &Arc<Store>) -> CdcReader<FakeCloudWatch> {
         CdcReader {
             scope: ScopeKey {
                 account_id: "123456789012".into(),
                 region: "us-east-1".into(),
             },
-            client: Arc::new(fake),
+            client,
             budget: Budget::new(1000.0, 4),
             policy: CallPolicy {
                 max_attempts: 1,
@@ -301,7 +322,9 @@ mod tests {
             tables: tables.clone(),
             quiet: String::new(),
             list_page: 500,
+            looping: false,
             calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         };
         let reader = reader(fake, &store);
         let wanted: BTreeSet<Name> = tables.iter().map(|t| Name::from(t.as_str())).collect();
@@ -324,7 +347,9 @@ mod tests {
             tables: tables.clone(),
             quiet: "quiet".into(),
             list_page: 1,
+            looping: false,
             calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
         };
         let reader = reader(fake, &store);
         let series = reader.list_series().await.unwrap();
@@ -350,5 +375,73 @@ mod tests {
         );
         assert_eq!(stat_of("AgeOfOldestUnreplicatedRecord"), "Maximum");
         assert_eq!(stat_of("ThrottledPutRecordCount"), "Sum");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_looping_token_fails_the_round_and_is_counted() {
+        let tables = vec!["orders".to_string()];
+        let store = Arc::new(Store::new(tables.iter().map(|t| key(t))));
+        let fake = FakeCloudWatch {
+            tables: tables.clone(),
+            quiet: String::new(),
+            list_page: 500,
+            looping: true,
+            calls: Mutex::new(Vec::new()),
+            panic_once: Default::default(),
+        };
+        let reader = reader(fake, &store);
+        let series = reader.list_series().await.unwrap();
+        let refs: Vec<&CdcSeries> = series.iter().collect();
+        let wanted = tables.iter().map(|t| Name::from(t.as_str())).collect();
+        let err = reader.read(&refs, &wanted).await.unwrap_err();
+        assert_eq!(err.code(), "pagination");
+        // Tokens 0, 1, then 0 again: three pages, then the stop.
+        assert_eq!(reader.client.calls.lock().unwrap().len(), 3);
+        reader.failed(&err);
+        let scope = store.scope_state(&reader.scope).unwrap();
+        assert_eq!(scope.cdc_errors["pagination"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_supervised_reader_whose_client_panics_is_restarted_and_reads() {
+        use crate::exposition::metrics::Telemetry;
+        use crate::poll::supervise::{supervise, FIRST_BACKOFF};
+        let tables = vec!["orders".to_string()];
+        let store = Arc::new(Store::new(tables.iter().map(|t| key(t))));
+        let fake = FakeCloudWatch {
+            tables: tables.clone(),
+            quiet: String::new(),
+            list_page: 500,
+            looping: false,
+            calls: Mutex::new(Vec::new()),
+            panic_once: true.into(),
+        };
+        let client = Arc::new(fake);
+        let telemetry = Arc::new(Telemetry::new(false));
+        let shutdown = CancellationToken::new();
+        let (_tables, receiver) = watch::channel(vec![Name::from("orders")]);
+        let make = {
+            let (client, store, shutdown) =
+                (Arc::clone(&client), Arc::clone(&store), shutdown.clone());
+            move || {
+                let reader = shared_reader(Arc::clone(&client), &store);
+                reader.run(receiver.clone(), shutdown.clone())
+            }
+        };
+        let supervisor = tokio::spawn(supervise(
+            "cdc",
+            String::new(),
+            Arc::clone(&telemetry),
+            shutdown.clone(),
+            make,
+        ));
+        tokio::time::sleep(FIRST_BACKOFF + Duration::from_millis(100)).await;
+        assert_eq!(telemetry.task_restarts("cdc"), 1);
+        // The restarted reader listed the series and read them.
+        assert_eq!(client.calls.lock().unwrap().len(), 1);
+        let state = store.state(&key("orders")).unwrap();
+        assert_eq!(state.cdc["PutRecords"].len(), 4);
+        shutdown.cancel();
+        assert_eq!(supervisor.await.unwrap(), Some(()));
     }
 }

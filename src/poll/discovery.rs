@@ -1,17 +1,56 @@
 //! Table discovery for one target in one region: `ListTables` (every page),
 //! the name filters, this replica's shard, then `ListTagsOfResource` (every
 //! page) for the tables still in the running, and the tag filters. Every
-//! call goes through the scope's budget like the polls do.
+//! call goes through the scope's budget like the polls do, and every
+//! listing through [`paginate::all_pages`], so it ends.
 //!
 //! Tags are read only for tables that pass the name filters and belong to
 //! this replica's shard, so replicas share the cost of the tag reads.
+//!
+//! One table never fails the refresh: only a failed `ListTables` does.
+//! - A table whose tag read answers `ResourceNotFoundException` was deleted
+//!   since it was listed: it is skipped.
+//! - Any other failure of one table's tag read (access denied, throttling
+//!   after the retries, a code this exporter does not know) leaves that
+//!   table *undecided*: [`Refresh::tables`] keeps its last decision (polled
+//!   if it matched last time, not polled otherwise), and the caller counts
+//!   the error.
 
 use crate::aws::budget::Budget;
+use crate::aws::paginate::{self, LIST_TABLES, LIST_TAGS};
 use crate::aws::{self, CallPolicy, DynamoDbApi, PollError};
 use crate::config::Discovery;
 use crate::state::{Name, ScopeKey, Shard, TableKey};
 
-/// The tables of `scope` that match `filters` and belong to `shard`, sorted.
+/// What one successful refresh found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Refresh {
+    /// Tables that match the filters, sorted.
+    pub matched: Vec<Name>,
+    /// Tables whose tags could not be read, sorted, with the error.
+    pub undecided: Vec<(Name, PollError)>,
+    /// Tables listed but gone by the time their tags were read.
+    pub gone: Vec<Name>,
+}
+
+impl Refresh {
+    /// The tables to poll: those that matched, and the undecided ones that
+    /// were polled before (`previous`: the last list, sorted), sorted.
+    pub fn tables(&self, previous: Option<&[Name]>) -> Vec<Name> {
+        let previous = previous.unwrap_or_default();
+        let kept = self
+            .undecided
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| previous.binary_search(name).is_ok());
+        let mut tables: Vec<Name> = self.matched.iter().chain(kept).cloned().collect();
+        tables.sort();
+        tables
+    }
+}
+
+/// The tables of `scope` that match `filters` and belong to `shard`. Fails
+/// only when `ListTables` does.
 pub async fn discover<C: DynamoDbApi>(
     client: &C,
     budget: &Budget,
@@ -19,21 +58,22 @@ pub async fn discover<C: DynamoDbApi>(
     filters: &Discovery,
     scope: &ScopeKey,
     shard: &Shard,
-) -> Result<Vec<Name>, PollError> {
-    let mut names = Vec::new();
-    let mut start = None;
-    loop {
-        let page = aws::call(budget, policy, || client.list_tables(start.clone())).await?;
-        names.extend(page.items);
-        match page.next {
-            // A page that names itself as the next start would loop forever.
-            Some(next) if Some(&next) != start.as_ref() => start = Some(next),
-            _ => break,
-        }
-    }
+) -> Result<Refresh, PollError> {
+    let listed = paginate::all_pages(LIST_TABLES, |start| {
+        aws::call(budget, policy, move || client.list_tables(start.clone()))
+    })
+    .await;
+    let mut names = listed.inspect_err(|err| {
+        aws::warn_unknown_code(
+            &scope.account_id,
+            &scope.region,
+            "discovery ListTables",
+            err,
+        );
+    })?;
     names.sort();
     names.dedup();
-    let mut matched = Vec::new();
+    let mut refresh = Refresh::default();
     for name in names {
         let key = TableKey {
             account_id: scope.account_id.clone(),
@@ -44,14 +84,26 @@ pub async fn discover<C: DynamoDbApi>(
             continue;
         }
         if !filters.tags.is_empty() {
-            let tags = tags_of(client, budget, policy, &table_arn(&key)).await?;
-            if !filters.matches_tags(&tags) {
-                continue;
+            match tags_of(client, budget, policy, &table_arn(&key)).await {
+                Ok(tags) if filters.matches_tags(&tags) => {}
+                Ok(_) => continue,
+                Err(PollError::NotFound(_)) => {
+                    tracing::debug!(account_id = %scope.account_id, region = %scope.region, table = %key.table,
+                        "table deleted between ListTables and ListTagsOfResource; skipped");
+                    refresh.gone.push(key.table);
+                    continue;
+                }
+                Err(err) => {
+                    let during = "discovery tag read";
+                    aws::warn_unknown_code(&scope.account_id, &scope.region, during, &err);
+                    refresh.undecided.push((key.table, err));
+                    continue;
+                }
             }
         }
-        matched.push(key.table);
+        refresh.matched.push(key.table);
     }
-    Ok(matched)
+    Ok(refresh)
 }
 
 /// Every tag of one table.
@@ -61,16 +113,10 @@ async fn tags_of<C: DynamoDbApi>(
     policy: CallPolicy,
     arn: &str,
 ) -> Result<Vec<(String, String)>, PollError> {
-    let mut tags = Vec::new();
-    let mut token = None;
-    loop {
-        let page = aws::call(budget, policy, || client.list_tags(arn, token.clone())).await?;
-        tags.extend(page.items);
-        match page.next {
-            Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-            _ => return Ok(tags),
-        }
-    }
+    paginate::all_pages(LIST_TAGS, |token| {
+        aws::call(budget, policy, move || client.list_tags(arn, token.clone()))
+    })
+    .await
 }
 
 /// The ARN of a table, in the partition its region belongs to.
@@ -103,6 +149,10 @@ mod tests {
         tables: Vec<(String, Vec<(String, String)>)>,
         page: usize,
         fail_listing: bool,
+        /// The last ListTables page names the first page's token again.
+        loop_listing: bool,
+        /// Tag reads of these tables fail with the error.
+        tag_faults: HashMap<String, PollError>,
         tag_reads: Mutex<Vec<String>>,
     }
 
@@ -127,6 +177,12 @@ mod tests {
             let next = (from + items.len() < names.len())
                 .then(|| items.last().cloned())
                 .flatten();
+            // Looping: the last page names the first page's token again.
+            let next = next.or_else(|| {
+                self.loop_listing
+                    .then(|| names.get(self.page - 1).cloned())
+                    .flatten()
+            });
             Ok(Page { items, next })
         }
 
@@ -137,6 +193,9 @@ mod tests {
         ) -> Result<Page<(String, String)>, PollError> {
             self.tag_reads.lock().unwrap().push(arn.to_string());
             let name = arn.rsplit('/').next().unwrap();
+            if let Some(err) = self.tag_faults.get(name) {
+                return Err(err.clone());
+            }
             let tags = &self.tables.iter().find(|(n, _)| n == name).unwrap().1;
             let from: usize = token.map_or(0, |t| t.parse().unwrap());
             let items: Vec<_> = tags[from..].iter().take(1).cloned().collect();
@@ -160,6 +219,8 @@ mod tests {
                 .collect(),
             page: 2,
             fail_listing: false,
+            loop_listing: false,
+            tag_faults: HashMap::new(),
             tag_reads: Mutex::new(Vec::new()),
         }
     }
@@ -201,7 +262,8 @@ mod tests {
         let budget = Budget::new(100.0, 4);
         let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
             .await
-            .unwrap();
+            .unwrap()
+            .matched;
         assert_eq!(found, [Name::from("orders-eu"), Name::from("payments")]);
         // Tags were read only for tables that passed the name filters, and
         // the two-tag table needed two pages.
@@ -229,7 +291,8 @@ mod tests {
         let budget = Budget::new(100.0, 4);
         let found = discover(&fake, &budget, POLICY, &discovery, &scope(), &Shard::ALL)
             .await
-            .unwrap();
+            .unwrap()
+            .matched;
         assert!(found
             .iter()
             .map(|n| &**n)
@@ -270,12 +333,106 @@ mod tests {
             for name in discover(&fake, &budget, POLICY, &discovery, &scope(), &shard)
                 .await
                 .unwrap()
+                .matched
             {
                 *seen.entry(name).or_insert(0) += 1;
             }
         }
         assert_eq!(seen.len(), 300);
         assert!(seen.values().all(|n| *n == 1));
+    }
+
+    fn service(code: &str) -> PollError {
+        PollError::Service {
+            code: code.into(),
+            message: "no".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_table_s_tag_failure_never_fails_the_refresh() {
+        let tagged: &[(&str, &str)] = &[("cdc", "true")];
+        let mut fake = account(&[
+            ("denied", tagged),
+            ("gone", tagged),
+            ("good-1", tagged),
+            ("good-2", tagged),
+            ("new-code", tagged),
+            ("throttled", tagged),
+            ("untagged", &[]),
+        ]);
+        fake.tag_faults = HashMap::from([
+            ("denied".to_string(), service("AccessDeniedException")),
+            ("gone".to_string(), PollError::NotFound("deleted".into())),
+            ("new-code".to_string(), service("SomethingNewException")),
+            ("throttled".to_string(), service("ThrottlingException")),
+        ]);
+        let budget = Budget::new(1000.0, 4);
+        let refresh = discover(
+            &fake,
+            &budget,
+            POLICY,
+            &filters("      tags: {cdc: \"true\"}\n"),
+            &scope(),
+            &Shard::ALL,
+        )
+        .await
+        .expect("a tag failure is not a failed refresh");
+        assert_eq!(
+            refresh.matched,
+            [Name::from("good-1"), Name::from("good-2")]
+        );
+        assert_eq!(refresh.gone, [Name::from("gone")]);
+        let undecided: Vec<(&str, &str)> = refresh
+            .undecided
+            .iter()
+            .map(|(name, err)| (&**name, err.code()))
+            .collect();
+        assert_eq!(
+            undecided,
+            [
+                ("denied", "AccessDeniedException"),
+                ("new-code", "other"),
+                ("throttled", "ThrottlingException"),
+            ]
+        );
+        // Never polled before: the undecided tables stay out.
+        assert_eq!(refresh.tables(None), refresh.matched);
+        // Polled before (matched last time): "denied" and "throttled" keep
+        // being polled; "untagged" did not match last time and "new-code"
+        // was never decided, so they stay out; "gone" goes.
+        let previous = [
+            Name::from("denied"),
+            Name::from("gone"),
+            Name::from("good-1"),
+            Name::from("throttled"),
+        ];
+        assert_eq!(
+            refresh.tables(Some(&previous)),
+            ["denied", "good-1", "good-2", "throttled"].map(Name::from)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listing_that_loops_fails_the_refresh() {
+        let names: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
+        let entries: Vec<(&str, &[(&str, &str)])> =
+            names.iter().map(|n| (n.as_str(), &[][..])).collect();
+        let mut fake = account(&entries);
+        fake.loop_listing = true;
+        let budget = Budget::new(1000.0, 4);
+        let err = discover(
+            &fake,
+            &budget,
+            POLICY,
+            &filters("      refresh_interval: 1m\n"),
+            &scope(),
+            &Shard::ALL,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "pagination");
+        assert!(err.to_string().contains("ListTables"), "{err}");
     }
 
     #[test]

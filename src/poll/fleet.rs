@@ -15,9 +15,19 @@
 //! - Scopes live across reloads: a reload that keeps a table keeps its
 //!   schedule and its budget; a scope that no longer has tables stops and
 //!   its series go.
-//! - A failed discovery refresh keeps the last known list and is counted;
-//!   one that finds a table gone drops its series.
+//! - A failed discovery refresh (`ListTables` failed) keeps the last known
+//!   list and is counted; one that finds a table gone drops its series. A
+//!   table whose tags could not be read keeps its last decision (see
+//!   [`discovery`]), and the error is counted with the scope's discovery
+//!   errors.
+//! - Readiness waits for every account lookup and for the first
+//!   *successful* refresh of every unit with discovery, and names them.
+//! - A reload whose file parses to the running config changes nothing.
 //! - Sharding: a unit only keeps the tables this replica owns.
+//! - Every long-lived task (scope runners, discovery refreshes, CDC
+//!   readers, account lookups) runs under [`supervise`], so a panic is
+//!   logged, counted and followed by a restart; the fleet owns and waits
+//!   for all of them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -27,7 +37,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::budget::Budget;
@@ -35,8 +45,9 @@ use crate::aws::{self, CallPolicy, ClientOptions, PollError, SdkClient};
 use crate::config::{self, Config, Role, Target};
 use crate::exposition::metrics::Telemetry;
 use crate::poll::cdc::CdcReader;
-use crate::poll::discovery;
+use crate::poll::discovery::{self, Refresh};
 use crate::poll::scheduler::{Jobs, PollJob, ScopeRunner};
+use crate::poll::supervise::supervise;
 use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, Shard, TableKey};
 
@@ -75,10 +86,12 @@ struct Unit {
     client: Arc<SdkClient>,
     /// `None` until the account is known.
     account: Option<Name>,
-    /// `None` until the first discovery refresh succeeded (or without discovery).
+    /// `None` until the first discovery refresh succeeded (or without
+    /// discovery); readiness waits for it. Sorted.
     discovered: Option<Vec<Name>>,
-    /// Whether the first refresh has finished, successfully or not.
-    refreshed: bool,
+    /// The tables the last successful refresh could not decide on, with
+    /// their codes: they are warned about again only when this changes.
+    undecided: Vec<(Name, String)>,
     /// When the last refresh finished; a reload that keeps the unit waits
     /// out its refresh interval from there instead of listing again at once.
     refreshed_at: Option<tokio::time::Instant>,
@@ -94,7 +107,8 @@ struct ScopeHandle {
     jobs: watch::Sender<Jobs<SdkClient>>,
     budget: Arc<Budget>,
     shutdown: CancellationToken,
-    task: JoinHandle<usize>,
+    /// The supervised runner; `None` if shutdown came during a restart.
+    task: JoinHandle<Option<usize>>,
 }
 
 /// What the fleet's background tasks report.
@@ -107,7 +121,7 @@ enum Event {
     Discovered {
         generation: u64,
         unit: usize,
-        outcome: Result<Vec<Name>, PollError>,
+        outcome: Result<Refresh, PollError>,
     },
 }
 
@@ -121,6 +135,9 @@ pub struct Fleet {
     credentials: HashMap<(String, String), SharedCredentialsProvider>,
     generation: u64,
     events: mpsc::UnboundedSender<Event>,
+    /// The supervised account lookups, discovery refreshes and CDC readers
+    /// of every generation, until they end.
+    tasks: JoinSet<()>,
 }
 
 impl Fleet {
@@ -142,6 +159,7 @@ impl Fleet {
             credentials: HashMap::new(),
             generation: 0,
             events,
+            tasks: JoinSet::new(),
         };
         let mut generation = root.child_token();
         fleet.start(config, &generation).await;
@@ -156,13 +174,27 @@ impl Fleet {
                     }
                 }
                 Some(event) = inbox.recv() => fleet.handle(event, &generation),
+                // Tasks of cancelled generations end here.
+                Some(_) = fleet.tasks.join_next(), if !fleet.tasks.is_empty() => {}
             }
         }
         generation.cancel();
         let mut aborted = 0;
         for (_, scope) in fleet.scopes.drain() {
             scope.shutdown.cancel();
-            aborted += scope.task.await.unwrap_or(0);
+            aborted += scope.task.await.ok().flatten().unwrap_or(0);
+        }
+        let grace = fleet.settings.grace;
+        let drained = tokio::time::timeout(grace, async {
+            while fleet.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                tasks = fleet.tasks.len(),
+                "background tasks still running after the grace period; aborting them"
+            );
+            fleet.tasks.shutdown().await;
         }
         aborted
     }
@@ -216,8 +248,8 @@ impl Fleet {
                     region,
                     client,
                     account: known.clone(),
-                    refreshed: target.discovery.is_none() || refreshed_at.is_some(),
                     discovered,
+                    undecided: Vec::new(),
                     refreshed_at,
                     cdc_tables: None,
                 });
@@ -258,7 +290,12 @@ impl Fleet {
 
     /// Ask STS which account a role-less target's credentials belong to, in
     /// the background, until it answers.
-    fn lookup_account(&self, target: &Target, identity: Identity, generation: &CancellationToken) {
+    fn lookup_account(
+        &mut self,
+        target: &Target,
+        identity: Identity,
+        generation: &CancellationToken,
+    ) {
         let shared = sts_config(&self.settings.shared, target);
         let region = target.regions.first().cloned().unwrap_or_default();
         let local = target
@@ -273,36 +310,51 @@ impl Fleet {
         let events = self.events.clone();
         let generation_id = self.generation;
         let cancel = generation.clone();
-        tokio::spawn(async move {
-            let mut failures = 0u32;
-            let account = loop {
-                match aws::caller_account(&shared, &region, credentials.clone(), policy).await {
-                    Ok(account) => break account,
-                    Err(err) if local => {
-                        tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,
+        let make = move || {
+            let (shared, region, credentials) =
+                (shared.clone(), region.clone(), credentials.clone());
+            let (events, cancel, identity) = (events.clone(), cancel.clone(), identity.clone());
+            async move {
+                let mut failures = 0u32;
+                let account = loop {
+                    let outcome = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        outcome = aws::caller_account(&shared, &region, credentials.clone(), policy) => outcome,
+                    };
+                    match outcome {
+                        Ok(account) => break account,
+                        Err(err) if local => {
+                            tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,
                             "the loopback endpoint's account is unknown (STS GetCallerIdentity failed); using a placeholder");
-                        break LOCAL_ACCOUNT_ID.to_string();
-                    }
-                    Err(err) => {
-                        failures += 1;
-                        if failures == 1 {
-                            tracing::error!(region = %region, code = err.code(), error = %err,
+                            break LOCAL_ACCOUNT_ID.to_string();
+                        }
+                        Err(err) => {
+                            failures += 1;
+                            if failures == 1 {
+                                tracing::error!(region = %region, code = err.code(), error = %err,
                                 "cannot tell the account of a target (STS GetCallerIdentity); its tables wait until it answers");
-                        } else {
-                            tracing::debug!(error = %err, "STS GetCallerIdentity failed again");
-                        }
-                        tokio::select! {
-                            () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(ACCOUNT_RETRY) => {}
+                            } else {
+                                tracing::debug!(error = %err, "STS GetCallerIdentity failed again");
+                            }
+                            tokio::select! {
+                                () = cancel.cancelled() => return,
+                                () = tokio::time::sleep(ACCOUNT_RETRY) => {}
+                            }
                         }
                     }
-                }
-            };
-            let _ = events.send(Event::Account {
-                generation: generation_id,
-                identity,
-                account,
-            });
+                };
+                let _ = events.send(Event::Account {
+                    generation: generation_id,
+                    identity,
+                    account,
+                });
+            }
+        };
+        let telemetry = Arc::clone(&self.settings.telemetry);
+        let detail = target.regions.first().cloned().unwrap_or_default();
+        let cancel = generation.clone();
+        self.tasks.spawn(async move {
+            supervise("account", detail, telemetry, cancel, make).await;
         });
     }
 
@@ -329,32 +381,46 @@ impl Fleet {
         let events = self.events.clone();
         let generation_id = self.generation;
         let cancel = generation.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(first_wait) => {}
-            }
-            loop {
-                let outcome = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    outcome = discovery::discover(&*client, &budget, policy, &filters, &scope, &shard) => outcome,
-                };
-                let sent = events.send(Event::Discovered {
-                    generation: generation_id,
-                    unit: index,
-                    outcome,
-                });
-                if sent.is_err() {
-                    return;
-                }
-                let pause = filters
-                    .refresh_interval
-                    .mul_f64(0.9 + 0.2 * fastrand::f64());
+        let detail = format!("{}/{}", scope.account_id, scope.region);
+        // After a restart the backoff was the wait: refresh at once.
+        let mut first_wait = Some(first_wait);
+        let make = move || {
+            let wait = first_wait.take().unwrap_or_default();
+            let (client, budget, filters) =
+                (Arc::clone(&client), Arc::clone(&budget), filters.clone());
+            let (scope, events, cancel) = (scope.clone(), events.clone(), cancel.clone());
+            async move {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+                loop {
+                    let outcome = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        outcome = discovery::discover(&*client, &budget, policy, &filters, &scope, &shard) => outcome,
+                    };
+                    let sent = events.send(Event::Discovered {
+                        generation: generation_id,
+                        unit: index,
+                        outcome,
+                    });
+                    if sent.is_err() {
+                        return;
+                    }
+                    let pause = filters
+                        .refresh_interval
+                        .mul_f64(0.9 + 0.2 * fastrand::f64());
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
+        };
+        let telemetry = Arc::clone(&self.settings.telemetry);
+        let cancel = generation.clone();
+        self.tasks.spawn(async move {
+            supervise("discovery", detail, telemetry, cancel, make).await;
         });
     }
 
@@ -381,16 +447,26 @@ impl Fleet {
         let budget = self.budget(&scope, rate);
         let (tables, receiver) = watch::channel(Vec::new());
         self.units[index].cdc_tables = Some(tables);
-        let reader = CdcReader {
-            scope,
-            client,
-            budget,
-            policy,
-            store: Arc::clone(&self.settings.store),
-            interval: cdc.interval,
-            refresh,
+        let store = Arc::clone(&self.settings.store);
+        let detail = format!("{}/{}", scope.account_id, scope.region);
+        let cancel = generation.clone();
+        let make = move || {
+            let reader = CdcReader {
+                scope: scope.clone(),
+                client: Arc::clone(&client),
+                budget: Arc::clone(&budget),
+                policy,
+                store: Arc::clone(&store),
+                interval: cdc.interval,
+                refresh,
+            };
+            reader.run(receiver.clone(), cancel.clone())
         };
-        tokio::spawn(reader.run(receiver, generation.clone()));
+        let telemetry = Arc::clone(&self.settings.telemetry);
+        let cancel = generation.clone();
+        self.tasks.spawn(async move {
+            supervise("cdc", detail, telemetry, cancel, make).await;
+        });
     }
 
     /// The budget of a scope, created on first use; its rate is the lowest
@@ -407,15 +483,31 @@ impl Fleet {
             let budget = Budget::new(rate, concurrency);
             let (jobs, receiver) = watch::channel(Vec::new());
             let shutdown = CancellationToken::new();
-            let runner = ScopeRunner {
-                key: scope.clone(),
-                budget: Arc::clone(&budget),
-                store: Arc::clone(&settings.store),
-                telemetry: Arc::clone(&settings.telemetry),
-                concurrency,
-                grace: settings.grace,
+            let make = {
+                let (key, budget) = (scope.clone(), Arc::clone(&budget));
+                let (store, telemetry) =
+                    (Arc::clone(&settings.store), Arc::clone(&settings.telemetry));
+                let (grace, shutdown) = (settings.grace, shutdown.clone());
+                move || {
+                    let runner = ScopeRunner {
+                        key: key.clone(),
+                        budget: Arc::clone(&budget),
+                        store: Arc::clone(&store),
+                        telemetry: Arc::clone(&telemetry),
+                        concurrency,
+                        grace,
+                    };
+                    // A clone sees the current job list: the runner reads it first.
+                    runner.run(receiver.clone(), shutdown.clone())
+                }
             };
-            let task = tokio::spawn(runner.run(receiver, shutdown.clone()));
+            let task = tokio::spawn(supervise(
+                "scope",
+                format!("{}/{}", scope.account_id, scope.region),
+                Arc::clone(&settings.telemetry),
+                shutdown.clone(),
+                make,
+            ));
             ScopeHandle {
                 jobs,
                 budget,
@@ -460,7 +552,6 @@ impl Fleet {
                 let Some(state) = self.units.get_mut(unit) else {
                     return;
                 };
-                state.refreshed = true;
                 state.refreshed_at = Some(tokio::time::Instant::now());
                 let scope = ScopeKey {
                     account_id: state.account.clone().unwrap_or_default(),
@@ -468,21 +559,34 @@ impl Fleet {
                 };
                 let now = unix_now();
                 match outcome {
-                    Ok(tables) => {
+                    Ok(refresh) => {
+                        let tables = refresh.tables(state.discovered.as_deref());
                         let count = tables.len();
+                        let undecided: Vec<(Name, String)> = (refresh.undecided.iter())
+                            .map(|(name, err)| (name.clone(), err.code().to_string()))
+                            .collect();
+                        log_undecided(&scope, &refresh, undecided != state.undecided);
+                        state.undecided = undecided;
                         // An unchanged list is kept, and with it the names
                         // the store and the scheduler share.
                         if state.discovered.as_ref() != Some(&tables) {
                             tracing::info!(account_id = %scope.account_id, region = %scope.region, tables = count, "discovery refreshed the table list");
                             state.discovered = Some(tables);
                         }
-                        self.settings
-                            .store
-                            .update_scope(&scope, |s| s.record_discovery(Ok(count), now));
+                        self.settings.store.update_scope(&scope, |s| {
+                            for (_, err) in &refresh.undecided {
+                                s.record_discovery_table_error(err.code());
+                            }
+                            s.record_discovery(Ok(count), now);
+                        });
                     }
                     Err(err) => {
-                        tracing::warn!(account_id = %scope.account_id, region = %scope.region, code = err.code(), error = %err,
-                            "table discovery failed; keeping the last known table list");
+                        // An unknown code was warned about (at most hourly)
+                        // where it arrived.
+                        if err.unknown_code().is_none() {
+                            tracing::warn!(account_id = %scope.account_id, region = %scope.region, code = err.code(), error = %err,
+                                "table discovery failed; keeping the last known table list");
+                        }
                         self.settings
                             .store
                             .update_scope(&scope, |s| s.record_discovery(Err(err.code()), now));
@@ -500,14 +604,19 @@ impl Fleet {
         let mut rates: HashMap<ScopeKey, f64> = HashMap::new();
         let mut seen: BTreeSet<TableKey> = BTreeSet::new();
         let shard = self.settings.shard;
-        let mut pending = 0;
+        // What readiness waits for: accounts not known yet, and units with
+        // discovery that never had a successful refresh.
+        let mut waiting: BTreeSet<String> = BTreeSet::new();
         for unit in &self.units {
             let Some(account) = &unit.account else {
-                pending += 1;
+                waiting.insert(format!(
+                    "the account of a target in {} (STS GetCallerIdentity)",
+                    unit.region
+                ));
                 continue;
             };
-            if !unit.refreshed {
-                pending += 1;
+            if unit.target.discovery.is_some() && unit.discovered.is_none() {
+                waiting.insert(format!("discovery in {account}/{}", unit.region));
             }
             let policy = CallPolicy {
                 max_attempts: self.config.max_attempts,
@@ -593,7 +702,9 @@ impl Fleet {
         }
         let keys: Vec<TableKey> = seen.into_iter().collect();
         self.settings.store.reconcile(keys.iter().cloned());
-        self.settings.store.set_pending(pending);
+        self.settings
+            .store
+            .set_waiting(waiting.into_iter().collect());
         self.settings.telemetry.set_shard_tables(
             self.settings.shard.index,
             self.settings.shard.total,
@@ -609,6 +720,10 @@ impl Fleet {
         for scope in gone {
             if let Some(handle) = self.scopes.remove(&scope) {
                 handle.shutdown.cancel();
+                // Its polls in flight drain; shutdown waits for them too.
+                self.tasks.spawn(async move {
+                    let _ = handle.task.await;
+                });
                 tracing::info!(account_id = %scope.account_id, region = %scope.region, "scope no longer polled; its series go");
             }
             self.settings.telemetry.remove_scope(&scope);
@@ -633,6 +748,11 @@ impl Fleet {
             return None;
         };
         match config::load(path) {
+            Ok(config) if config == self.config => {
+                tracing::info!(path = %path.display(), "configuration unchanged; nothing to reload");
+                self.settings.telemetry.record_reload(true);
+                None
+            }
             Ok(config) => {
                 tracing::info!(path = %path.display(), tables = config.table_count(), "configuration reloaded");
                 self.settings.telemetry.record_reload(true);
@@ -644,6 +764,31 @@ impl Fleet {
                 None
             }
         }
+    }
+}
+
+/// Say which tables a refresh could not decide on: how many, by code, and
+/// the first; at warn when that `changed` since the last refresh, else at
+/// debug.
+fn log_undecided(scope: &ScopeKey, refresh: &Refresh, changed: bool) {
+    if refresh.undecided.is_empty() {
+        return;
+    }
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, err) in &refresh.undecided {
+        *codes.entry(err.code()).or_insert(0) += 1;
+    }
+    let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+    let first = &refresh.undecided[0];
+    if changed {
+        tracing::warn!(account_id = %scope.account_id, region = %scope.region,
+            tables = refresh.undecided.len(), codes = %codes.join(", "),
+            first_table = %first.0, first_error = %first.1,
+            "discovery could not read the tags of some tables; each keeps its last decision (polled only if it matched before)");
+    } else {
+        tracing::debug!(account_id = %scope.account_id, region = %scope.region,
+            tables = refresh.undecided.len(), codes = %codes.join(", "),
+            "the same tables' tags still cannot be read");
     }
 }
 

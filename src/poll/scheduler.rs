@@ -16,13 +16,18 @@
 //!
 //! On shutdown the runner stops starting polls; polls in flight finish
 //! (each is bounded by its timeout) unless the grace period runs out first.
+//!
+//! Each call runs as a task of the runner's `JoinSet`. One that panics is
+//! logged at error, counted as a restart of task `poll`, and its table or
+//! stream goes back in the queue one interval on, so it is polled again;
+//! the runner itself is supervised by the fleet ([`crate::poll::supervise`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +37,7 @@ use crate::aws::{
 };
 use crate::config::TableRef;
 use crate::exposition::metrics::Telemetry;
+use crate::poll::supervise::panic_message;
 use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
 
@@ -131,7 +137,11 @@ impl ScopeRunner {
             warned_stretch: false,
             effective: None,
         };
+        self.telemetry.supervise_task("poll");
         let mut running: JoinSet<Finished> = JoinSet::new();
+        // What each call in flight is for: a call that panics says nothing
+        // else, and its table or stream must go back in the queue.
+        let mut in_flight: HashMap<Id, Due> = HashMap::new();
         let initial = jobs.borrow_and_update().clone();
         self.merge(initial, &mut state);
         loop {
@@ -143,10 +153,8 @@ impl ScopeRunner {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                Some(finished) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(finished) = finished {
-                        self.finish(finished, &mut state);
-                    }
+                Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                    self.joined(joined, &mut in_flight, &mut state);
                 }
                 changed = jobs.changed() => {
                     if changed.is_err() {
@@ -156,17 +164,15 @@ impl ScopeRunner {
                     self.merge(update, &mut state);
                 }
                 () = sleep_until_some(next) => {
-                    if let Some(call) = self.start_next(&mut state) {
-                        running.spawn(call);
+                    if let Some((due, call)) = self.start_next(&mut state) {
+                        in_flight.insert(running.spawn(call).id(), due);
                     }
                 }
             }
         }
         let drained = tokio::time::timeout(self.grace, async {
-            while let Some(finished) = running.join_next().await {
-                if let Ok(finished) = finished {
-                    self.finish(finished, &mut state);
-                }
+            while let Some(joined) = running.join_next_with_id().await {
+                self.joined(joined, &mut in_flight, &mut state);
             }
         })
         .await;
@@ -180,24 +186,84 @@ impl ScopeRunner {
         left
     }
 
+    /// Record a call that ended: its outcome, or, when it panicked, the
+    /// panic (logged, counted as a restart of task `poll`) and its table or
+    /// stream back in the queue one interval on.
+    fn joined<C>(
+        &self,
+        joined: Result<(Id, Finished), JoinError>,
+        in_flight: &mut HashMap<Id, Due>,
+        state: &mut Running<C>,
+    ) {
+        let err = match joined {
+            Ok((id, finished)) => {
+                in_flight.remove(&id);
+                self.finish(finished, state);
+                return;
+            }
+            Err(err) => err,
+        };
+        let Some(due) = in_flight.remove(&err.id()) else {
+            return;
+        };
+        if err.is_panic() {
+            self.telemetry.record_task_restart("poll");
+            tracing::error!(task = "poll", account_id = %self.key.account_id, region = %self.key.region, call = ?due,
+                panic = %panic_message(err.into_panic()),
+                "a poll panicked; it is scheduled again one interval on (dynamodb_kinesis_exporter_task_restarts_total)");
+        }
+        self.reschedule(due, state);
+    }
+
+    /// Put a table or stream whose call ended without an outcome back in
+    /// the queue, one (jittered) interval from now.
+    fn reschedule<C>(&self, due: Due, state: &mut Running<C>) {
+        let now = Instant::now();
+        match due {
+            Due::Table(key) => {
+                if let Some(slot) = state.tables.get_mut(&key) {
+                    slot.running = false;
+                    slot.due = now + jittered(slot.job.interval, fastrand::f64());
+                    state.queue.insert((slot.due, Due::Table(key)));
+                }
+            }
+            Due::Stream(arn) => {
+                let interval = scope_interval(state);
+                if let Some(slot) = state.streams.get_mut(&arn) {
+                    slot.running = false;
+                    slot.due = now + jittered(interval, fastrand::f64());
+                    state.queue.insert((slot.due, Due::Stream(arn)));
+                }
+            }
+        }
+    }
+
     /// Take the first due entry off the queue and make its call.
     fn start_next<C: DynamoDbApi + KinesisApi>(
         &self,
         state: &mut Running<C>,
-    ) -> Option<impl std::future::Future<Output = Finished> + Send + 'static> {
+    ) -> Option<(
+        Due,
+        impl std::future::Future<Output = Finished> + Send + 'static,
+    )> {
         let (_, due) = state.queue.pop_first()?;
         let budget = Arc::clone(&self.budget);
+        let what = due.clone();
         match due {
             Due::Table(key) => {
                 let slot = state.tables.get_mut(&key)?;
                 slot.running = true;
                 let job = Arc::clone(&slot.job);
-                Some(futures_boxed(async move {
-                    let started = Instant::now();
-                    let outcome =
-                        aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
-                    Finished::Table(job.key.clone(), started, outcome)
-                }))
+                Some((
+                    what,
+                    futures_boxed(async move {
+                        let started = Instant::now();
+                        let outcome =
+                            aws::call(&budget, job.policy, || job.client.describe(&job.table))
+                                .await;
+                        Finished::Table(job.key.clone(), started, outcome)
+                    }),
+                ))
             }
             Due::Stream(arn) => {
                 let slot = state.streams.get_mut(&arn)?;
@@ -209,12 +275,16 @@ impl ScopeRunner {
                     .find_map(|t| state.tables.get(t))
                     .map(|s| Arc::clone(&s.job))?;
                 slot.running = true;
-                Some(futures_boxed(async move {
-                    let started = Instant::now();
-                    let outcome =
-                        aws::call(&budget, job.policy, || job.client.describe_stream(&arn)).await;
-                    Finished::Stream(arn, started, outcome)
-                }))
+                Some((
+                    what,
+                    futures_boxed(async move {
+                        let started = Instant::now();
+                        let outcome =
+                            aws::call(&budget, job.policy, || job.client.describe_stream(&arn))
+                                .await;
+                        Finished::Stream(arn, started, outcome)
+                    }),
+                ))
             }
         }
     }
@@ -335,6 +405,16 @@ impl ScopeRunner {
     /// Record a finished call and put its table or stream back in the queue.
     fn finish<C>(&self, finished: Finished, state: &mut Running<C>) {
         let now = unix_now();
+        let (account, region) = (&self.key.account_id, &self.key.region);
+        match &finished {
+            Finished::Table(_, _, Err(err)) => {
+                aws::warn_unknown_code(account, region, "table poll", err);
+            }
+            Finished::Stream(_, _, Err(err)) => {
+                aws::warn_unknown_code(account, region, "stream check", err);
+            }
+            _ => {}
+        }
         match finished {
             Finished::Table(key, started, outcome) => {
                 self.telemetry
@@ -439,6 +519,8 @@ mod tests {
         calls: Mutex<HashMap<String, Vec<Instant>>>,
         in_flight: AtomicUsize,
         max_in_flight: AtomicUsize,
+        /// Tables whose next poll panics (once each).
+        panic_once: Mutex<BTreeSet<String>>,
     }
 
     impl FakeClient {
@@ -520,6 +602,9 @@ mod tests {
                 .entry(table.name.to_string())
                 .or_default()
                 .push(Instant::now());
+            if self.panic_once.lock().unwrap().remove(&*table.name) {
+                panic!("a bug in the poll of {}", table.name);
+            }
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_in_flight.fetch_max(now, Ordering::SeqCst);
             if let Some(delay) = self.delays.get(&*table.name) {
@@ -593,6 +678,7 @@ mod tests {
     struct Harness {
         store: Arc<Store>,
         budget: Arc<Budget>,
+        telemetry: Arc<Telemetry>,
         jobs: watch::Sender<Jobs<FakeClient>>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<usize>,
@@ -601,11 +687,12 @@ mod tests {
     fn start(jobs: Jobs<FakeClient>, rate: f64, concurrency: usize) -> Harness {
         let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
         let budget = Budget::new(rate, concurrency);
+        let telemetry = Arc::new(Telemetry::new(false));
         let runner = ScopeRunner {
             key: scope(),
             budget: Arc::clone(&budget),
             store: Arc::clone(&store),
-            telemetry: Arc::new(Telemetry::new(false)),
+            telemetry: Arc::clone(&telemetry),
             concurrency,
             grace: Duration::from_secs(30),
         };
@@ -615,6 +702,7 @@ mod tests {
         Harness {
             store,
             budget,
+            telemetry,
             jobs: tx,
             shutdown,
             task,
@@ -880,6 +968,40 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.store.stream_state(&key).is_none());
         h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_that_panics_is_counted_and_its_table_polled_again() {
+        let client = Arc::new(FakeClient::default());
+        client.panic_once.lock().unwrap().insert("boom".into());
+        let start_at = Instant::now();
+        let h = start(
+            vec![job(&client, "boom", 10, 5), job(&client, "fine", 10, 5)],
+            10.0,
+            2,
+        );
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        assert_eq!(h.telemetry.task_restarts("poll"), 1);
+        // The first poll (at once) panicked; the table came back one
+        // interval (±10 %) later and kept its cadence.
+        let boom = client.calls("boom");
+        assert_eq!(boom[0], start_at);
+        assert!((3..=4).contains(&boom.len()), "{boom:?}");
+        let gap = boom[1] - boom[0];
+        assert!(
+            gap >= Duration::from_secs(9) && gap <= Duration::from_secs(11),
+            "{gap:?}"
+        );
+        assert!(client.calls("fine").len() >= 3);
+        let store = h.stop().await;
+        let state = store
+            .state(&TableKey {
+                account_id: ACCOUNT.into(),
+                region: "us-east-1".into(),
+                table: "boom".into(),
+            })
+            .unwrap();
+        assert_eq!(state.last_poll_ok, Some(true));
     }
 
     #[test]

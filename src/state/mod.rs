@@ -378,7 +378,9 @@ pub struct DiscoveryState {
     pub tables: Option<usize>,
     /// Unix time of the last successful refresh.
     pub last_success: Option<f64>,
-    /// Failed refreshes by error code (a counter).
+    /// Failed refreshes (`ListTables`) and failed tag reads of single
+    /// tables (`ListTagsOfResource`, which leave the table's last decision
+    /// in force) by error code (a counter).
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -436,6 +438,13 @@ impl ScopeState {
             }
             Err(code) => *discovery.errors.entry(code.to_string()).or_insert(0) += 1,
         }
+    }
+
+    /// Count one table whose tags a refresh could not read (the refresh
+    /// itself is recorded with [`ScopeState::record_discovery`]).
+    pub fn record_discovery_table_error(&mut self, code: &str) {
+        let discovery = self.discovery.get_or_insert_with(DiscoveryState::default);
+        *discovery.errors.entry(code.to_string()).or_insert(0) += 1;
     }
 }
 

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
 use crate::exposition::metrics::{self, Fragments};
@@ -30,8 +30,11 @@ pub struct Store {
     streams: RwLock<BTreeMap<StreamKey, StreamState>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
-    /// lookups, first discovery refreshes); readiness waits for it.
+    /// lookups, first successful discovery refreshes); readiness waits for it.
     pending: AtomicUsize,
+    /// What that work is, as `/readyz` says it (empty before the fleet
+    /// named it).
+    waiting: Mutex<Vec<String>>,
     /// Set the first time every table had been polled; readiness does not
     /// drop again when a reload adds tables.
     was_ready: AtomicBool,
@@ -81,6 +84,7 @@ impl Store {
             streams: RwLock::new(BTreeMap::new()),
             polled: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
+            waiting: Mutex::new(Vec::new()),
             was_ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         };
@@ -260,6 +264,22 @@ impl Store {
         self.pending.store(pending, Ordering::Relaxed);
     }
 
+    /// Name the start-up steps still running (one entry each, such as
+    /// `discovery in 123456789012/us-east-1`); readiness waits for them.
+    pub fn set_waiting(&self, waiting: Vec<String>) {
+        let mut current = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pending.store(waiting.len(), Ordering::Relaxed);
+        *current = waiting;
+    }
+
+    /// The start-up steps [`Store::set_waiting`] named, while they run.
+    pub fn waiting(&self) -> Vec<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// (tables polled at least once, tables known).
     pub fn readiness(&self) -> (usize, usize) {
         let total = read(&self.tables).len();
@@ -407,6 +427,17 @@ mod tests {
         assert!(store.is_ready(), "readiness must not drop after a reload");
         let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
         assert!(!text.contains("payments"), "{text}");
+    }
+
+    #[test]
+    fn readiness_names_what_it_waits_for() {
+        let store = Store::new([]);
+        store.set_waiting(vec!["discovery in 123456789012/us-east-1".into()]);
+        assert!(!store.is_ready());
+        assert_eq!(store.waiting(), ["discovery in 123456789012/us-east-1"]);
+        store.set_waiting(Vec::new());
+        assert!(store.is_ready());
+        assert!(store.waiting().is_empty());
     }
 
     #[test]

@@ -28,7 +28,7 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 16] = [
+const ALERTS: [&str; 17] = [
     "DynamoDBKinesisTableNoWorkingDestination",
     "DynamoDBKinesisDestinationStaleFailedEntry",
     "DynamoDBKinesisDestinationStuckInTransition",
@@ -43,18 +43,21 @@ const ALERTS: [&str; 16] = [
     "DynamoDBKinesisExporterDataStale",
     "DynamoDBKinesisExporterDiscoveryFailing",
     "DynamoDBKinesisExporterPollCycleStretched",
+    "DynamoDBKinesisExporterTaskRestarts",
     "DynamoDBKinesisExporterDown",
     "DynamoDBKinesisExporterAbsent",
 ];
 
-/// Alerts that page: a table's changes are not reaching its Kinesis stream.
-/// Everything else warns, but for the leftover ENABLE_FAILED entry, which is
-/// only `info` (never the pager).
-const CRITICAL: [&str; 4] = [
+/// Alerts that page: a table's changes are not reaching its Kinesis stream,
+/// or the exporter's own background work panicked (it may stop watching
+/// them without a sound). Everything else warns, but for the leftover
+/// ENABLE_FAILED entry, which is only `info` (never the pager).
+const CRITICAL: [&str; 5] = [
     "DynamoDBKinesisTableNoWorkingDestination",
     "DynamoDBKinesisStreamMissing",
     "DynamoDBKinesisReplicationLagCritical",
     "DynamoDBKinesisRecordsFailingToReplicate",
+    "DynamoDBKinesisExporterTaskRestarts",
 ];
 const INFO: [&str; 1] = ["DynamoDBKinesisDestinationStaleFailedEntry"];
 
@@ -249,7 +252,9 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
         let text = format!("{} {}", annotations["summary"], annotations["description"]);
         let per_exporter = matches!(
             name,
-            "DynamoDBKinesisExporterDown" | "DynamoDBKinesisExporterAbsent"
+            "DynamoDBKinesisExporterDown"
+                | "DynamoDBKinesisExporterAbsent"
+                | "DynamoDBKinesisExporterTaskRestarts"
         );
         let per_scope = matches!(
             name,
@@ -386,6 +391,13 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
         "dynamodb_kinesis_scope_effective_poll_interval_seconds > 2 * 60"
     );
     assert_eq!(s(stretched, "for"), "15m");
+    let restarts = rule(&rules, "DynamoDBKinesisExporterTaskRestarts");
+    assert_eq!(
+        s(restarts, "expr").trim(),
+        "increase(dynamodb_kinesis_exporter_task_restarts_total[15m]) > 0"
+    );
+    assert!(restarts.get("for").is_none(), "a panic pages at once");
+    assert!(s(restarts, "annotations.summary").contains("$labels.task"));
     assert_eq!(
         s(rule(&rules, "DynamoDBKinesisExporterDown"), "expr").trim(),
         format!("up{{job=\"{JOB}\"}} == 0")

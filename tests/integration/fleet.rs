@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dke_simulator::{Fault, Service, TableSpec};
+use dke_simulator::{Fault, Listing, Service, TableSpec};
 
 use crate::support::*;
 
@@ -328,11 +328,15 @@ async fn a_reload_causes_no_burst() {
     let list: String = names.iter().map(|n| format!("      - {n}\n")).collect();
     let dir = scratch(&[]);
     let path = dir.path().join("exporter.yaml");
-    let text = format!(
-        "poll_interval: 3s\nmax_requests_per_second: 100\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
-        sim.endpoint_url()
-    );
-    std::fs::write(&path, &text).unwrap();
+    // Each reload changes the file (an unchanged one is not reloaded at
+    // all), but not the tables.
+    let text = |rate: u32| {
+        format!(
+            "poll_interval: 3s\nmax_requests_per_second: {rate}\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables:\n{list}",
+            sim.endpoint_url()
+        )
+    };
+    std::fs::write(&path, text(100)).unwrap();
     let (exp, reload) = exporter_from_file(&path).await;
     scrape_until(exp.addr, Duration::from_secs(10), |p| {
         polled(p).len() == 30 && p.contains("dynamodb_kinesis_table_poll_success{")
@@ -340,16 +344,36 @@ async fn a_reload_causes_no_burst() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     sim.reset_stats();
-    for _ in 0..10 {
+    let started = tokio::time::Instant::now();
+    for i in 0..10 {
+        std::fs::write(&path, text(101 + i)).unwrap();
         reload.send(()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Ten reloads in one second: 30 tables every 3 s is 10 polls a second;
-    // a burst would re-poll all 30 on each reload.
-    let busiest = sim.max_requests_in_window(DEFAULT_ACCOUNT, "us-east-1", Duration::from_secs(1));
+    let window = started.elapsed();
+    let page = scrape(exp.addr).await;
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_exporter_config_last_reload_successful",
+            &[]
+        ),
+        Some(1.0)
+    );
+    // Ten reloads in about a second, each a new config: a burst would
+    // poll all 30 tables again on each one. Every table keeps its place in
+    // the schedule, so within less than one poll interval (3 s ± 10 %)
+    // none is polled twice, whatever the waves of the schedule itself.
+    assert!(window < Duration::from_millis(2500), "{window:?}");
+    let mut polls: std::collections::BTreeMap<String, usize> = Default::default();
+    for record in sim.requests() {
+        if record.operation == "DescribeKinesisStreamingDestination" {
+            *polls.entry(record.table.unwrap_or_default()).or_default() += 1;
+        }
+    }
     assert!(
-        busiest <= 15,
-        "{busiest} requests in one second around the reloads"
+        polls.values().all(|n| *n == 1),
+        "tables polled more than once around the reloads: {polls:?}"
     );
     exp.stop().await;
     sim.shutdown().await;
@@ -407,4 +431,314 @@ fn first_cycle_done(page: &str) -> bool {
 fn exp_shard(page: &str) -> String {
     let share = family(page, "dynamodb_kinesis_exporter_shard_tables");
     label(share.keys().next().unwrap(), "shard").unwrap()
+}
+
+const DISCOVERY_ERRORS: &str = "dynamodb_kinesis_discovery_errors_total";
+
+/// `tables:` items (at `indent`) named `prefix-NN`, tagged `cdc: "true"`.
+fn tagged(indent: usize, prefix: &str, count: usize) -> String {
+    let pad = " ".repeat(indent);
+    (0..count)
+        .map(|i| format!("{pad}- name: {prefix}-{i:02}\n{pad}  tags: {{cdc: \"true\"}}\n"))
+        .collect()
+}
+
+fn discovery_errors(page: &str, region: &str, code: &str) -> f64 {
+    value(
+        page,
+        DISCOVERY_ERRORS,
+        &[
+            ("account_id", DEFAULT_ACCOUNT),
+            ("region", region),
+            ("code", code),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+fn polled_names(page: &str) -> BTreeSet<String> {
+    polled(page).into_iter().map(|(_, _, t)| t).collect()
+}
+
+const TAG_FILTER: &str = "poll_interval: 500ms\nmax_requests_per_second: 500\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {endpoint}\n    discovery:\n      tags: {cdc: \"true\"}\n      refresh_interval: 1s\n";
+
+#[tokio::test]
+async fn one_table_gone_at_tag_time_and_one_denied_hide_no_other() {
+    // 22 tables under a tag filter: one is deleted between ListTables and
+    // its tag read, one answers AccessDenied to it.
+    let scenario = format!(
+        "tables:\n{}  - name: gone\n    tags: {{cdc: \"true\"}}\n    tag_fault: not_found\n  - name: denied\n    tags: {{cdc: \"true\"}}\n    tag_fault: access_denied\n",
+        tagged(2, "t", 20)
+    );
+    let sim = simulator(&scenario).await;
+    let exp = exporter(TAG_FILTER, &sim).await;
+    let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        polled(p).len() == 20
+            && family(p, SUCCESS).values().all(|v| *v == 1.0)
+            && discovery_errors(p, "us-east-1", "AccessDeniedException") >= 1.0
+    })
+    .await;
+    let names = polled_names(&page);
+    assert!(
+        !names.contains("gone") && !names.contains("denied"),
+        "{names:?}"
+    );
+    let scope = [("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")];
+    assert_eq!(value(&page, DISCOVERED, &scope), Some(20.0));
+    // A table gone at tag time is not an error; the denied one is counted.
+    assert_eq!(
+        discovery_errors(&page, "us-east-1", "ResourceNotFoundException"),
+        0.0
+    );
+    assert!(value(
+        &page,
+        "dynamodb_kinesis_discovery_last_success_timestamp_seconds",
+        &scope
+    )
+    .is_some());
+    let ready = request(exp.addr, "GET", "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready: 20 of 20 tables polled\n")
+    );
+
+    // A polled table whose tag read starts failing keeps being polled (its
+    // last decision); the denied table is polled once its tags can be read.
+    sim.set_tag_fault("t-05", Some(Fault::Throttle));
+    let before = discovery_errors(&page, "us-east-1", "ThrottlingException");
+    let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        discovery_errors(p, "us-east-1", "ThrottlingException") >= before + 2.0
+    })
+    .await;
+    assert!(
+        polled_names(&page).contains("t-05"),
+        "t-05 keeps being polled"
+    );
+    assert_eq!(polled(&page).len(), 20);
+    sim.set_tag_fault("denied", None);
+    scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        success(p, DEFAULT_ACCOUNT, "us-east-1", "denied") == Some(1.0)
+    })
+    .await;
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_code_on_one_table_s_tags_hides_no_other_table_in_either_region() {
+    let mut us = tagged(2, "us", 50);
+    us.push_str("  - name: us-odd\n    tags: {cdc: \"true\"}\n    tag_fault: unknown_code\n");
+    let mut eu = tagged(6, "eu", 50);
+    eu.push_str(
+        "      - name: eu-odd\n        tags: {cdc: \"true\"}\n        tag_fault: unknown_code\n",
+    );
+    let sim = simulator(&format!(
+        "tables:\n{us}scopes:\n  - account_id: \"{DEFAULT_ACCOUNT}\"\n    region: eu-west-1\n    tables:\n{eu}"
+    ))
+    .await;
+    let exp = exporter(
+        &TAG_FILTER.replace("- region: us-east-1", "- regions: [us-east-1, eu-west-1]"),
+        &sim,
+    )
+    .await;
+    let page = scrape_until(exp.addr, Duration::from_secs(30), |p| {
+        polled(p).len() == 100
+            && discovery_errors(p, "us-east-1", "other") >= 1.0
+            && discovery_errors(p, "eu-west-1", "other") >= 1.0
+    })
+    .await;
+    for region in ["us-east-1", "eu-west-1"] {
+        let in_region = polled(&page)
+            .into_iter()
+            .filter(|(_, r, _)| r == region)
+            .count();
+        assert_eq!(in_region, 50, "{region}");
+    }
+    let names = polled_names(&page);
+    assert!(!names.contains("us-odd") && !names.contains("eu-odd"));
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_first_successful_refresh_and_names_the_scope() {
+    let eu = tables_at(6, &["orders-eu"]);
+    let sim = simulator(&format!(
+        "tables:\n{}scopes:\n  - account_id: \"{DEFAULT_ACCOUNT}\"\n    region: eu-west-1\n    tables:\n{eu}",
+        tables(&["orders"])
+    ))
+    .await;
+    // eu-west-1's ListTables is denied from the start.
+    sim.set_scope_fault(DEFAULT_ACCOUNT, "eu-west-1", Some(Fault::AccessDenied));
+    let exp = exporter(
+        "poll_interval: 500ms\nmax_requests_per_second: 100\nmax_attempts: 1\ntargets:\n  - regions: [us-east-1, eu-west-1]\n    endpoint_url: {endpoint}\n    discovery:\n      refresh_interval: 1s\n",
+        &sim,
+    )
+    .await;
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        success(p, DEFAULT_ACCOUNT, "us-east-1", "orders") == Some(1.0)
+            && discovery_errors(p, "eu-west-1", "AccessDeniedException") >= 2.0
+    })
+    .await;
+    let ready = request(exp.addr, "GET", "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(
+        ready.body,
+        format!(
+            "not ready: 1 of 1 tables polled\nwaiting for: discovery in {DEFAULT_ACCOUNT}/eu-west-1\n"
+        )
+    );
+    sim.set_scope_fault(DEFAULT_ACCOUNT, "eu-west-1", None);
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        success(p, DEFAULT_ACCOUNT, "eu-west-1", "orders-eu") == Some(1.0)
+    })
+    .await;
+    assert_eq!(polled(&page).len(), 2);
+    let ready = request(exp.addr, "GET", "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (200, "ready: 2 of 2 tables polled\n")
+    );
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn discovery_listings_that_go_round_stop_and_are_counted() {
+    let sim = simulator(&format!("tables:\n{}", tagged(2, "t", 3))).await;
+    sim.set_repeating_token(Listing::ListTagsOfResource, true);
+    let exp = exporter(TAG_FILTER, &sim).await;
+    // Every tag read goes round: each table is undecided, none polled.
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        discovery_errors(p, "us-east-1", "pagination") >= 6.0
+    })
+    .await;
+    assert!(polled(&page).is_empty(), "{page}");
+    // Three pages per table at most (token 1, token 2, token 1 again).
+    let tag_reads = sim.operation_requests(Service::DynamoDb, "ListTagsOfResource");
+    let refreshes = sim.operation_requests(Service::DynamoDb, "ListTables");
+    assert!(
+        tag_reads <= 3 * 3 * refreshes,
+        "{tag_reads} tag reads in {refreshes} refreshes"
+    );
+    sim.set_repeating_token(Listing::ListTagsOfResource, false);
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| polled(p).len() == 3).await;
+    // Now ListTables goes round: the refresh fails as a whole, and the
+    // tables found before stay polled.
+    sim.set_repeating_token(Listing::ListTables, true);
+    let before = discovery_errors(&page, "us-east-1", "pagination");
+    sim.reset_stats();
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        discovery_errors(p, "us-east-1", "pagination") >= before + 2.0
+    })
+    .await;
+    assert_eq!(polled(&page).len(), 3);
+    assert_eq!(
+        sim.operation_requests(Service::DynamoDb, "ListTagsOfResource"),
+        0,
+        "a failed listing reads no tags"
+    );
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn cloudwatch_listings_that_go_round_stop_and_are_counted() {
+    let sim = simulator(
+        "tables:\n  - name: orders\n    cdc_metrics:\n      started_ago: 30m\n      AgeOfOldestUnreplicatedRecord: [{value: 1500}]\nrepeating_tokens: [ListMetrics]\n",
+    )
+    .await;
+    let exp = exporter(
+        "poll_interval: 1s\nmax_attempts: 1\nmax_requests_per_second: 100\ntargets:\n  - region: us-east-1\n    endpoint_url: {endpoint}\n    tables: [orders]\n    cdc_metrics: {interval: 1s}\n",
+        &sim,
+    )
+    .await;
+    let cdc_errors = |page: &str| {
+        value(
+            page,
+            "dynamodb_kinesis_cdc_errors_total",
+            &[
+                ("account_id", DEFAULT_ACCOUNT),
+                ("region", "us-east-1"),
+                ("code", "pagination"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    let lag = "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds";
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| cdc_errors(p) >= 2.0).await;
+    assert!(family(&page, lag).is_empty());
+    // One listing stops at the third page (token 1, 2, then 1 again).
+    let rounds = cdc_errors(&page);
+    let listings = sim.operation_requests(Service::CloudWatch, "ListMetrics") as f64;
+    assert!(
+        listings <= 3.0 * (rounds + 1.0),
+        "{listings} ListMetrics calls"
+    );
+    sim.set_repeating_token(Listing::ListMetrics, false);
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        !family(p, lag).is_empty()
+    })
+    .await;
+    sim.set_repeating_token(Listing::GetMetricData, true);
+    let before = cdc_errors(&page);
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        cdc_errors(p) >= before + 2.0
+    })
+    .await;
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sighup_with_an_unchanged_file_makes_no_call_and_a_changed_one_applies() {
+    let sim = simulator(
+        "tables:\n  - name: orders\n    tags: {cdc: \"true\"}\n    cdc_metrics:\n      started_ago: 30m\n      AgeOfOldestUnreplicatedRecord: [{value: 1500}]\n  - name: payments\n    cdc_metrics:\n      started_ago: 30m\n      AgeOfOldestUnreplicatedRecord: [{value: 20}]\n",
+    )
+    .await;
+    let dir = scratch(&[]);
+    let path = dir.path().join("exporter.yaml");
+    let text = |tables: &str| {
+        format!(
+            "poll_interval: 10m\nmax_requests_per_second: 100\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    tables: [{tables}]\n    discovery:\n      tags: {{cdc: \"true\"}}\n      refresh_interval: 10m\n    cdc_metrics: {{interval: 10m}}\n",
+            sim.endpoint_url()
+        )
+    };
+    std::fs::write(&path, text("orders")).unwrap();
+    let (exp, reload) = exporter_from_file(&path).await;
+    let lag = "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds";
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        success(p, DEFAULT_ACCOUNT, "us-east-1", "orders") == Some(1.0) && family(p, lag).len() == 1
+    })
+    .await;
+    // Let the first round (polls, stream checks, listings) settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.reset_stats();
+    reload.send(()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sim.operation_counts(),
+        std::collections::BTreeMap::new(),
+        "an unchanged file: no re-poll, no listing, no CloudWatch round"
+    );
+    let page = scrape(exp.addr).await;
+    assert_eq!(
+        value(
+            &page,
+            "dynamodb_kinesis_exporter_config_last_reload_successful",
+            &[]
+        ),
+        Some(1.0)
+    );
+    // A changed file still applies: payments is polled, and read from
+    // CloudWatch.
+    std::fs::write(&path, text("orders, payments")).unwrap();
+    reload.send(()).await.unwrap();
+    scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        success(p, DEFAULT_ACCOUNT, "us-east-1", "payments") == Some(1.0)
+            && family(p, lag).len() == 2
+    })
+    .await;
+    exp.stop().await;
+    sim.shutdown().await;
 }
