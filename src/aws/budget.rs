@@ -14,6 +14,10 @@
 //!   linearly, by [`RECOVERY_PER_SECOND`] of the configured rate each
 //!   second, up to the configured rate.
 //!
+//! - [`Budget::close`] (the scope shuts down) ends every wait at once: a
+//!   call still waiting for its token was never made, so the scope has
+//!   nothing to drain for it.
+//!
 //! Time comes from `tokio::time`, so tests run it on paused time.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The lowest the adaptive rate goes, as a share of the configured rate.
 pub const MIN_RATE_FRACTION: f64 = 1.0 / 64.0;
@@ -41,7 +46,13 @@ pub const GUARD: f64 = 0.04;
 pub struct Budget {
     bucket: Mutex<Bucket>,
     in_flight: Arc<Semaphore>,
+    /// Cancelled by [`Budget::close`].
+    closed: CancellationToken,
 }
+
+/// The budget was closed while a call waited for it: the call was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
 
 #[derive(Debug)]
 struct Bucket {
@@ -81,24 +92,38 @@ impl Budget {
                 throttled: 0,
             }),
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
+            closed: CancellationToken::new(),
         })
     }
 
     /// Wait for a concurrency permit, then for the next token. The permit is
     /// taken first so that a call waiting for a slot does not also hold a
-    /// token it cannot use.
-    pub async fn acquire(&self) -> Ticket {
-        let permit = Arc::clone(&self.in_flight)
-            .acquire_owned()
-            .await
-            .expect("the budget's semaphore is never closed");
+    /// token it cannot use. Fails, at once, when the budget is (or gets)
+    /// closed.
+    pub async fn acquire(&self) -> Result<Ticket, Closed> {
+        let permit = tokio::select! {
+            biased;
+            () = self.closed.cancelled() => return Err(Closed),
+            permit = Arc::clone(&self.in_flight).acquire_owned() => permit.map_err(|_| Closed)?,
+        };
         loop {
             let wait = self.lock().try_take(Instant::now());
             match wait {
-                None => return Ticket { _permit: permit },
-                Some(wait) => tokio::time::sleep(wait.min(RECHECK)).await,
+                None => return Ok(Ticket { _permit: permit }),
+                Some(wait) => tokio::select! {
+                    biased;
+                    () = self.closed.cancelled() => return Err(Closed),
+                    () = tokio::time::sleep(wait.min(RECHECK)) => {}
+                },
             }
         }
+    }
+
+    /// End every wait for this budget, now and later: the scope is shutting
+    /// down and makes no more calls.
+    pub fn close(&self) {
+        self.closed.cancel();
+        self.in_flight.close();
     }
 
     /// AWS answered with a throttling error: halve the rate.
@@ -181,7 +206,7 @@ pub(crate) mod tests {
     async fn starts(budget: &Budget, calls: usize) -> Vec<Instant> {
         let mut out = Vec::with_capacity(calls);
         for _ in 0..calls {
-            let _ticket = budget.acquire().await;
+            let _ticket = budget.acquire().await.unwrap();
             out.push(Instant::now());
         }
         out
@@ -219,7 +244,7 @@ pub(crate) mod tests {
         for _ in 0..20 {
             let budget = Arc::clone(&budget);
             tasks.spawn(async move {
-                let _ticket = budget.acquire().await;
+                let _ticket = budget.acquire().await.unwrap();
                 Instant::now()
             });
         }
@@ -235,14 +260,43 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded_by_the_permits() {
         let budget = Budget::new(1000.0, 2);
-        let first = budget.acquire().await;
-        let _second = budget.acquire().await;
+        let first = budget.acquire().await.unwrap();
+        let _second = budget.acquire().await.unwrap();
         let third = tokio::time::timeout(Duration::from_secs(60), budget.acquire()).await;
         assert!(third.is_err(), "a third call must wait for a permit");
         drop(first);
         tokio::time::timeout(Duration::from_secs(1), budget.acquire())
             .await
-            .expect("a freed permit lets the next call go");
+            .expect("a freed permit lets the next call go")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_every_wait_at_once() {
+        // One call every hundred seconds and two permits: after the first
+        // call, a second caller waits for its token, a third for a permit.
+        let budget = Budget::new(0.01, 2);
+        let _first = budget.acquire().await.unwrap();
+        let begin = Instant::now();
+        let caller = || {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { (budget.acquire().await.err(), Instant::now()) })
+        };
+        let for_token = caller();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let for_permit = caller();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        budget.close();
+        for waiting in [for_token, for_permit] {
+            let (err, at) = waiting.await.unwrap();
+            assert_eq!(err, Some(Closed));
+            assert_eq!(
+                at - begin,
+                Duration::from_secs(2),
+                "at once, not after 100 s"
+            );
+        }
+        assert_eq!(budget.acquire().await.err(), Some(Closed), "and later");
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,6 +18,8 @@
 //! provider ([`role_credentials`]), which refreshes the credentials before
 //! they expire; without a role, [`caller_account`] asks STS
 //! `GetCallerIdentity` which account the default credentials belong to.
+//! The fleet gets both, clients and account, from the [`factory`] in one
+//! call per target and region.
 
 use std::future::Future;
 use std::time::Duration;
@@ -37,6 +39,7 @@ use crate::config::{Config, Role, TableRef, Target};
 
 pub mod budget;
 pub mod cloudwatch;
+pub mod factory;
 pub mod kinesis;
 pub mod paginate;
 pub mod unknown_codes;
@@ -83,6 +86,11 @@ pub enum PollError {
     /// [`paginate`]).
     #[error("listing stopped: {0}")]
     Pagination(String),
+    /// The scope shut down while the call waited for its budget: nothing
+    /// was sent (or, between retries, nothing more). Never recorded: it is
+    /// neither a failure of AWS nor aborted work.
+    #[error("not made: the scope is shutting down")]
+    Cancelled,
 }
 
 /// The AWS error code for tables that do not exist.
@@ -146,6 +154,7 @@ impl PollError {
             PollError::Credentials(_) => "credentials",
             PollError::Response(_) => "response",
             PollError::Pagination(_) => "pagination",
+            PollError::Cancelled => "cancelled",
         }
     }
 
@@ -175,7 +184,8 @@ impl PollError {
             PollError::NotFound(_)
             | PollError::Credentials(_)
             | PollError::Response(_)
-            | PollError::Pagination(_) => false,
+            | PollError::Pagination(_)
+            | PollError::Cancelled => false,
         }
     }
 }
@@ -221,6 +231,15 @@ pub struct CallPolicy {
 }
 
 impl CallPolicy {
+    /// The policy of every call made for `target`: the config's attempts
+    /// and the target's timeout. The one place a policy is built.
+    pub fn of(config: &Config, target: &Target) -> Self {
+        CallPolicy {
+            max_attempts: config.max_attempts,
+            timeout: target.request_timeout,
+        }
+    }
+
     /// Bound on one attempt: the whole timeout split across the attempts,
     /// so a hung first attempt still leaves room for a retry, but never
     /// below 1 s.
@@ -233,7 +252,8 @@ impl CallPolicy {
 /// to the budget, retryable failures retried with exponential backoff and
 /// full jitter. The attempts together are bounded by `policy.timeout`,
 /// counted from the first one; waiting for the budget is not part of it
-/// (a scope slowed by throttling is not a timing-out AWS).
+/// (a scope slowed by throttling is not a timing-out AWS). A budget closed
+/// while the call waits for it ends the call with [`PollError::Cancelled`].
 pub async fn call<T, F, Fut>(
     budget: &Budget,
     policy: CallPolicy,
@@ -248,7 +268,7 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        let ticket = budget.acquire().await;
+        let ticket = budget.acquire().await.map_err(|_| PollError::Cancelled)?;
         let now = tokio::time::Instant::now();
         let deadline = *deadline.get_or_insert(now + policy.timeout);
         let limit = per_attempt.min(deadline.saturating_duration_since(now));
@@ -649,6 +669,7 @@ mod tests {
             (PollError::Response("r".into()), "response"),
             (PollError::Credentials("c".into()), "credentials"),
             (PollError::Pagination("p".into()), "pagination"),
+            (PollError::Cancelled, "cancelled"),
             (
                 PollError::Service {
                     code: "SomethingNewException".into(),
@@ -688,6 +709,7 @@ mod tests {
             PollError::NotFound("t".into()),
             PollError::Credentials("c".into()),
             PollError::Response("r".into()),
+            PollError::Cancelled,
         ] {
             assert!(!final_error.is_retryable(), "{final_error}");
         }
@@ -758,6 +780,26 @@ mod tests {
         );
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(budget.throttled_total(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_budget_cancels_the_call_without_an_attempt() {
+        let budget = Budget::new(0.01, 2);
+        let (count, f) = scripted(vec![]);
+        assert_eq!(call(&budget, POLICY, f).await, Ok(1));
+        // The next token is 100 s away: closing the budget ends the wait.
+        let waiting = {
+            let budget = std::sync::Arc::clone(&budget);
+            let (_, f) = scripted(vec![]);
+            tokio::spawn(async move { call(&budget, POLICY, f).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        budget.close();
+        assert_eq!(waiting.await.unwrap(), Err(PollError::Cancelled));
+        let (later, f) = scripted(vec![]);
+        assert_eq!(call(&budget, POLICY, f).await, Err(PollError::Cancelled));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(later.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,47 +1,69 @@
-//! The poll loop of one (account, region) scope. A scope runner owns the
-//! schedule of its tables: when each is next due, which are in flight. It
-//! starts a poll when one is due and fewer than `concurrency` run, and each
-//! poll takes its requests from the scope's [`Budget`] (through
-//! [`aws::call`]), so the scope never exceeds its rate however many tables
-//! it has: when they cannot all be polled within `poll_interval`, the cycle
-//! stretches, which the scope's effective-interval gauge shows.
+//! The background work of one (account, region) scope. A scope runner owns
+//! one queue of due work, of every kind the scope has:
+//!
+//! - table polls (`DescribeKinesisStreamingDestination`), each table every
+//!   `poll_interval`;
+//! - stream checks (Kinesis `DescribeStreamSummary`) of the streams behind
+//!   the tables' working destinations, once a cycle;
+//! - discovery refreshes ([`DiscoveryJob`]), every `refresh_interval`; their
+//!   outcome goes back to the fleet as a [`ScopeEvent`], and the fleet
+//!   hands the runner its new work;
+//! - CDC reads from CloudWatch ([`CdcJob`]), every `cdc_metrics.interval`
+//!   and at once when their table list changes.
+//!
+//! Every kind shares what the queue gives: the runner starts the first due
+//! item when fewer than `concurrency` run, each takes its requests from the
+//! scope's [`Budget`] (through [`aws::call`]), so the scope never exceeds
+//! its rate however much work it has (when it cannot do it all within the
+//! intervals, the cycle stretches, which the scope's effective-interval
+//! gauge shows); every interval is jittered by the one [`jittered`]; and
+//! shutdown, panics and aborted work are handled the same way for all.
 //!
 //! - New tables (at start, after a reload or a discovery refresh) are spread
 //!   evenly over the first cycle, at no more than half the scope's rate, so
-//!   there is no burst; tables that stay keep their place in the schedule.
+//!   there is no burst; tables that stay keep their place in the schedule,
+//!   and so do discovery refreshes and CDC reads a reload keeps.
 //! - After a poll, the table is due again one `poll_interval` (±10 %
-//!   jitter) after that poll started.
+//!   jitter) after that poll started; the other kinds likewise.
 //! - Scopes are independent: a hung or throttled region only slows its own
-//!   tables.
+//!   work.
 //!
-//! On shutdown the runner stops starting polls; polls in flight finish
-//! (each is bounded by its timeout) unless the grace period runs out first.
+//! On shutdown the runner starts nothing more and closes its budget, so
+//! work waiting for a token ends at once (it was never started: it is not
+//! aborted, and nothing is recorded for it); calls in flight finish (each
+//! is bounded by its timeout) unless the grace period runs out first, and
+//! the runner returns how many it aborted then.
 //!
-//! Each call runs as a task of the runner's `JoinSet`. One that panics is
-//! logged at error, counted as a restart of task `poll`, and its table or
-//! stream goes back in the queue one interval on, so it is polled again;
-//! the runner itself is supervised by the fleet ([`crate::poll::supervise`]).
+//! Each item runs as a task of the runner's `JoinSet`. One that panics is
+//! logged at error, counted as a restart of its task (`poll` for table
+//! polls and stream checks, `discovery`, `cdc`), and goes back in the queue
+//! one interval on (at most [`MAX_BACKOFF`]); the runner itself is
+//! supervised by the fleet ([`crate::poll::supervise`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::budget::Budget;
 use crate::aws::{
-    self, CallPolicy, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
+    self, CallPolicy, CloudWatchApi, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
 };
 use crate::config::TableRef;
 use crate::exposition::metrics::Telemetry;
-use crate::poll::supervise::panic_message;
+use crate::poll::cdc::{CdcJob, CdcReader, Listed};
+use crate::poll::discovery::{self, DiscoveryJob, Refresh};
+use crate::poll::supervise::{panic_message, MAX_BACKOFF};
 use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
 
-/// Share of the poll interval by which each cycle is randomly stretched or
+/// Share of an interval by which each one is randomly stretched or
 /// shortened.
 const JITTER: f64 = 0.1;
 
@@ -64,16 +86,59 @@ pub struct PollJob<C> {
 /// flight, rather than copied into each.
 pub type Jobs<C> = Vec<Arc<PollJob<C>>>;
 
+/// Everything a scope does, as the fleet hands it to the scope's runner.
+#[derive(Debug)]
+pub struct ScopeWork<C> {
+    pub tables: Jobs<C>,
+    /// One per discovering target of the scope, by key.
+    pub discoveries: Vec<Arc<DiscoveryJob<C>>>,
+    /// One per target of the scope with `cdc_metrics`, by key.
+    pub cdc: Vec<Arc<CdcJob<C>>>,
+}
+
+impl<C> Default for ScopeWork<C> {
+    fn default() -> Self {
+        ScopeWork {
+            tables: Vec::new(),
+            discoveries: Vec::new(),
+            cdc: Vec::new(),
+        }
+    }
+}
+
+impl<C> Clone for ScopeWork<C> {
+    fn clone(&self) -> Self {
+        ScopeWork {
+            tables: self.tables.clone(),
+            discoveries: self.discoveries.clone(),
+            cdc: self.cdc.clone(),
+        }
+    }
+}
+
+/// What a runner tells the fleet.
+#[derive(Debug)]
+pub enum ScopeEvent {
+    /// A discovery refresh ended (not when shutdown cut it short).
+    Discovered {
+        scope: ScopeKey,
+        key: Name,
+        outcome: Result<Refresh, PollError>,
+    },
+}
+
 /// What a scope runner shares with the rest of the exporter.
 pub struct ScopeRunner {
     pub key: ScopeKey,
     pub budget: Arc<Budget>,
     pub store: Arc<Store>,
     pub telemetry: Arc<Telemetry>,
-    /// Polls in flight at most.
+    /// Work items in flight at most.
     pub concurrency: usize,
-    /// How long polls in flight may take to finish on shutdown.
+    /// How long work in flight may take to finish on shutdown.
     pub grace: Duration,
+    /// Where discovery outcomes go (the fleet).
+    pub events: mpsc::UnboundedSender<ScopeEvent>,
 }
 
 struct Slot<C> {
@@ -96,23 +161,59 @@ struct StreamSlot {
     tables: Vec<TableKey>,
 }
 
-/// What is next in the queue: a table's poll or a stream's check.
+/// A discovery refresh or a CDC read in the schedule.
+struct WorkSlot<J> {
+    job: Arc<J>,
+    due: Instant,
+    running: bool,
+    /// The job changed while it ran: due again as soon as it ends.
+    again: bool,
+}
+
+/// A CDC read's slot, with what its rounds keep.
+struct CdcSlot<C> {
+    work: WorkSlot<CdcJob<C>>,
+    listed: Option<Listed>,
+    /// Whether its cost was logged (the first round does).
+    estimated: bool,
+}
+
+/// What is next in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Table(TableKey),
     Stream(Name),
+    Discovery(Name),
+    Cdc(Name),
 }
 
-/// A finished call and when it started.
+impl Due {
+    /// The task a panic of this work is counted under.
+    fn task(&self) -> &'static str {
+        match self {
+            Due::Table(_) | Due::Stream(_) => "poll",
+            Due::Discovery(_) => "discovery",
+            Due::Cdc(_) => "cdc",
+        }
+    }
+}
+
+/// A finished work item and when it started.
 enum Finished {
     Table(TableKey, Instant, Result<Vec<Destination>, PollError>),
     Stream(Name, Instant, Result<StreamSummary, PollError>),
+    Discovery(Name, Instant, Result<Refresh, PollError>),
+    Cdc(Name, Instant, Option<Listed>),
 }
+
+type Call = Pin<Box<dyn Future<Output = Finished> + Send>>;
 
 /// The runner's own state while it runs.
 struct Running<C> {
     tables: HashMap<TableKey, Slot<C>>,
     streams: HashMap<Name, StreamSlot>,
+    discoveries: HashMap<Name, WorkSlot<DiscoveryJob<C>>>,
+    cdc: HashMap<Name, CdcSlot<C>>,
     queue: BTreeSet<(Instant, Due)>,
     warned_stretch: bool,
     /// The measured cycle (seconds between two polls of one table), which
@@ -120,29 +221,86 @@ struct Running<C> {
     effective: Option<f64>,
 }
 
-impl ScopeRunner {
-    /// Poll the jobs `jobs` holds (and whatever it is changed to), and
-    /// cross-check the streams their working destinations name, until
-    /// `shutdown` is cancelled or the sender is dropped. Returns the number
-    /// of calls aborted at the end.
-    pub async fn run<C: DynamoDbApi + KinesisApi>(
-        self,
-        mut jobs: watch::Receiver<Jobs<C>>,
-        shutdown: CancellationToken,
-    ) -> usize {
-        let mut state = Running {
+impl<C> Running<C> {
+    fn new() -> Self {
+        Running {
             tables: HashMap::new(),
             streams: HashMap::new(),
+            discoveries: HashMap::new(),
+            cdc: HashMap::new(),
             queue: BTreeSet::new(),
             warned_stretch: false,
             effective: None,
+        }
+    }
+
+    /// The scope's cycle: the shortest poll interval among its tables.
+    fn scope_interval(&self) -> Duration {
+        self.tables
+            .values()
+            .map(|s| s.job.interval)
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// How often `due`'s work comes round; `None` once it is gone.
+    fn interval(&self, due: &Due) -> Option<Duration> {
+        match due {
+            Due::Table(key) => self.tables.get(key).map(|s| s.job.interval),
+            Due::Stream(arn) => self.streams.get(arn).map(|_| self.scope_interval()),
+            Due::Discovery(key) => {
+                (self.discoveries.get(key)).map(|s| s.job.filters.refresh_interval)
+            }
+            Due::Cdc(key) => self.cdc.get(key).map(|s| s.work.job.interval),
+        }
+    }
+
+    /// Mark `due`'s work as no longer running and put it back in the queue
+    /// at `at`. Work that is gone stays gone.
+    fn requeue(&mut self, due: Due, at: Instant) {
+        let slot = match &due {
+            Due::Table(key) => self
+                .tables
+                .get_mut(key)
+                .map(|s| (&mut s.due, &mut s.running)),
+            Due::Stream(arn) => self
+                .streams
+                .get_mut(arn)
+                .map(|s| (&mut s.due, &mut s.running)),
+            Due::Discovery(key) => {
+                (self.discoveries.get_mut(key)).map(|s| (&mut s.due, &mut s.running))
+            }
+            Due::Cdc(key) => {
+                (self.cdc.get_mut(key)).map(|s| (&mut s.work.due, &mut s.work.running))
+            }
         };
-        self.telemetry.supervise_task("poll");
+        if let Some((slot_due, running)) = slot {
+            *running = false;
+            *slot_due = at;
+            self.queue.insert((at, due));
+        }
+    }
+}
+
+impl ScopeRunner {
+    /// Do the work `work` holds (and whatever it is changed to), and
+    /// cross-check the streams the tables' working destinations name, until
+    /// `shutdown` is cancelled or the sender is dropped. Returns the number
+    /// of calls aborted at the end.
+    pub async fn run<C: DynamoDbApi + KinesisApi + CloudWatchApi>(
+        self,
+        mut work: watch::Receiver<ScopeWork<C>>,
+        shutdown: CancellationToken,
+    ) -> usize {
+        let mut state = Running::new();
+        for task in ["poll", "discovery", "cdc"] {
+            self.telemetry.supervise_task(task);
+        }
         let mut running: JoinSet<Finished> = JoinSet::new();
-        // What each call in flight is for: a call that panics says nothing
-        // else, and its table or stream must go back in the queue.
+        // What each item in flight is for: a task that panics says nothing
+        // else, and its work must go back in the queue.
         let mut in_flight: HashMap<Id, Due> = HashMap::new();
-        let initial = jobs.borrow_and_update().clone();
+        let initial = work.borrow_and_update().clone();
         self.merge(initial, &mut state);
         loop {
             let next = if running.len() < self.concurrency.max(1) {
@@ -156,11 +314,11 @@ impl ScopeRunner {
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     self.joined(joined, &mut in_flight, &mut state);
                 }
-                changed = jobs.changed() => {
+                changed = work.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let update = jobs.borrow_and_update().clone();
+                    let update = work.borrow_and_update().clone();
                     self.merge(update, &mut state);
                 }
                 () = sleep_until_some(next) => {
@@ -170,6 +328,8 @@ impl ScopeRunner {
                 }
             }
         }
+        // Work waiting for a token ends now, as not made.
+        self.budget.close();
         let drained = tokio::time::timeout(self.grace, async {
             while let Some(joined) = running.join_next_with_id().await {
                 self.joined(joined, &mut in_flight, &mut state);
@@ -180,15 +340,15 @@ impl ScopeRunner {
             return 0;
         }
         let left = running.len();
-        tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, polls = left,
-            "polls still running after the grace period; aborting them");
+        tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, calls = left,
+            "calls still running after the grace period; aborting them");
         running.shutdown().await;
         left
     }
 
-    /// Record a call that ended: its outcome, or, when it panicked, the
-    /// panic (logged, counted as a restart of task `poll`) and its table or
-    /// stream back in the queue one interval on.
+    /// Record work that ended: its outcome, or, when it panicked, the
+    /// panic (logged, counted as a restart of its task) and its work back
+    /// in the queue one interval on (at most [`MAX_BACKOFF`]).
     fn joined<C>(
         &self,
         joined: Result<(Id, Finished), JoinError>,
@@ -207,63 +367,37 @@ impl ScopeRunner {
             return;
         };
         if err.is_panic() {
-            self.telemetry.record_task_restart("poll");
-            tracing::error!(task = "poll", account_id = %self.key.account_id, region = %self.key.region, call = ?due,
+            let task = due.task();
+            self.telemetry.record_task_restart(task);
+            tracing::error!(task, account_id = %self.key.account_id, region = %self.key.region, work = ?due,
                 panic = %panic_message(err.into_panic()),
-                "a poll panicked; it is scheduled again one interval on (dynamodb_kinesis_exporter_task_restarts_total)");
+                "background work panicked; it is scheduled again one interval on (dynamodb_kinesis_exporter_task_restarts_total)");
         }
-        self.reschedule(due, state);
-    }
-
-    /// Put a table or stream whose call ended without an outcome back in
-    /// the queue, one (jittered) interval from now.
-    fn reschedule<C>(&self, due: Due, state: &mut Running<C>) {
-        let now = Instant::now();
-        match due {
-            Due::Table(key) => {
-                if let Some(slot) = state.tables.get_mut(&key) {
-                    slot.running = false;
-                    slot.due = now + jittered(slot.job.interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Table(key)));
-                }
-            }
-            Due::Stream(arn) => {
-                let interval = scope_interval(state);
-                if let Some(slot) = state.streams.get_mut(&arn) {
-                    slot.running = false;
-                    slot.due = now + jittered(interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Stream(arn)));
-                }
-            }
+        if let Some(interval) = state.interval(&due) {
+            let at = Instant::now() + jittered(interval.min(MAX_BACKOFF), fastrand::f64());
+            state.requeue(due, at);
         }
     }
 
-    /// Take the first due entry off the queue and make its call.
-    fn start_next<C: DynamoDbApi + KinesisApi>(
+    /// Take the first due item off the queue and start its work.
+    fn start_next<C: DynamoDbApi + KinesisApi + CloudWatchApi>(
         &self,
         state: &mut Running<C>,
-    ) -> Option<(
-        Due,
-        impl std::future::Future<Output = Finished> + Send + 'static,
-    )> {
+    ) -> Option<(Due, Call)> {
         let (_, due) = state.queue.pop_first()?;
         let budget = Arc::clone(&self.budget);
         let what = due.clone();
-        match due {
+        let call: Call = match due {
             Due::Table(key) => {
                 let slot = state.tables.get_mut(&key)?;
                 slot.running = true;
                 let job = Arc::clone(&slot.job);
-                Some((
-                    what,
-                    futures_boxed(async move {
-                        let started = Instant::now();
-                        let outcome =
-                            aws::call(&budget, job.policy, || job.client.describe(&job.table))
-                                .await;
-                        Finished::Table(job.key.clone(), started, outcome)
-                    }),
-                ))
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome =
+                        aws::call(&budget, job.policy, || job.client.describe(&job.table)).await;
+                    Finished::Table(job.key.clone(), started, outcome)
+                })
             }
             Due::Stream(arn) => {
                 let slot = state.streams.get_mut(&arn)?;
@@ -275,25 +409,120 @@ impl ScopeRunner {
                     .find_map(|t| state.tables.get(t))
                     .map(|s| Arc::clone(&s.job))?;
                 slot.running = true;
-                Some((
-                    what,
-                    futures_boxed(async move {
-                        let started = Instant::now();
-                        let outcome =
-                            aws::call(&budget, job.policy, || job.client.describe_stream(&arn))
-                                .await;
-                        Finished::Stream(arn, started, outcome)
-                    }),
-                ))
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome =
+                        aws::call(&budget, job.policy, || job.client.describe_stream(&arn)).await;
+                    Finished::Stream(arn, started, outcome)
+                })
+            }
+            Due::Discovery(key) => {
+                let slot = state.discoveries.get_mut(&key)?;
+                slot.running = true;
+                slot.again = false;
+                let job = Arc::clone(&slot.job);
+                let scope = self.key.clone();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome = discovery::discover(
+                        &*job.client,
+                        &budget,
+                        job.policy,
+                        &job.filters,
+                        &scope,
+                        &job.shard,
+                    )
+                    .await;
+                    Finished::Discovery(key, started, outcome)
+                })
+            }
+            Due::Cdc(key) => {
+                let slot = state.cdc.get_mut(&key)?;
+                slot.work.running = true;
+                slot.work.again = false;
+                let job = Arc::clone(&slot.work.job);
+                let listed = slot.listed.clone();
+                let estimate = !std::mem::replace(&mut slot.estimated, true);
+                let reader = CdcReader {
+                    scope: self.key.clone(),
+                    client: Arc::clone(&job.client),
+                    budget,
+                    policy: job.policy,
+                    store: Arc::clone(&self.store),
+                    interval: job.interval,
+                    refresh: job.refresh,
+                };
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let listed = reader.round(&job.tables, listed, estimate).await;
+                    Finished::Cdc(key, started, listed)
+                })
+            }
+        };
+        Some((what, call))
+    }
+
+    /// Make the schedule hold exactly `work`: tables, refreshes and reads
+    /// that stay keep their due time, new tables are spread over their
+    /// first cycle, new refreshes and reads are due at once.
+    fn merge<C>(&self, work: ScopeWork<C>, state: &mut Running<C>) {
+        self.merge_tables(work.tables, state);
+        let now = Instant::now();
+        let wanted: HashSet<Name> = work.discoveries.iter().map(|j| j.key.clone()).collect();
+        state.discoveries.retain(|key, slot| {
+            let keep = wanted.contains(key);
+            if !keep {
+                state.queue.remove(&(slot.due, Due::Discovery(key.clone())));
+            }
+            keep
+        });
+        for job in work.discoveries {
+            match state.discoveries.get_mut(&job.key) {
+                Some(slot) => slot.job = job,
+                None => {
+                    state.queue.insert((now, Due::Discovery(job.key.clone())));
+                    state
+                        .discoveries
+                        .insert(job.key.clone(), fresh_slot(job, now));
+                }
+            }
+        }
+        let wanted: HashSet<Name> = work.cdc.iter().map(|j| j.key.clone()).collect();
+        state.cdc.retain(|key, slot| {
+            let keep = wanted.contains(key);
+            if !keep {
+                state.queue.remove(&(slot.work.due, Due::Cdc(key.clone())));
+            }
+            keep
+        });
+        for job in work.cdc {
+            let key = job.key.clone();
+            let Some(slot) = state.cdc.get_mut(&key) else {
+                state.queue.insert((now, Due::Cdc(key.clone())));
+                let slot = CdcSlot {
+                    work: fresh_slot(job, now),
+                    listed: None,
+                    estimated: false,
+                };
+                state.cdc.insert(key, slot);
+                continue;
+            };
+            let changed = slot.work.job.tables != job.tables;
+            slot.work.job = job;
+            // New tables do not wait a whole interval for their values.
+            if changed && slot.work.running {
+                slot.work.again = true;
+            } else if changed && slot.work.due > now {
+                state.queue.remove(&(slot.work.due, Due::Cdc(key.clone())));
+                slot.work.due = now;
+                state.queue.insert((now, Due::Cdc(key)));
             }
         }
     }
 
-    /// Make the schedule hold exactly `jobs`: tables that stay keep their
-    /// due time, new ones are spread over their first cycle.
-    fn merge<C>(&self, jobs: Jobs<C>, state: &mut Running<C>) {
-        let wanted: std::collections::HashSet<TableKey> =
-            jobs.iter().map(|j| j.key.clone()).collect();
+    /// The table part of [`ScopeRunner::merge`].
+    fn merge_tables<C>(&self, jobs: Jobs<C>, state: &mut Running<C>) {
+        let wanted: HashSet<TableKey> = jobs.iter().map(|j| j.key.clone()).collect();
         let gone: Vec<TableKey> = state
             .tables
             .keys()
@@ -337,7 +566,7 @@ impl ScopeRunner {
             );
         }
         let tables = state.tables.len();
-        let interval = scope_interval(state);
+        let interval = state.scope_interval();
         let cycle = tables as f64 / self.budget.max_rate();
         if !state.warned_stretch && cycle > interval.as_secs_f64() && tables > 0 {
             state.warned_stretch = true;
@@ -402,21 +631,25 @@ impl ScopeRunner {
         }
     }
 
-    /// Record a finished call and put its table or stream back in the queue.
+    /// Record finished work and put it back in the queue.
     fn finish<C>(&self, finished: Finished, state: &mut Running<C>) {
         let now = unix_now();
         let (account, region) = (&self.key.account_id, &self.key.region);
-        match &finished {
-            Finished::Table(_, _, Err(err)) => {
-                aws::warn_unknown_code(account, region, "table poll", err);
-            }
-            Finished::Stream(_, _, Err(err)) => {
-                aws::warn_unknown_code(account, region, "stream check", err);
-            }
-            _ => {}
-        }
         match finished {
+            // Shutdown came before the call was made: nothing to record.
+            Finished::Table(key, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Table(key), Instant::now());
+            }
+            Finished::Stream(arn, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Stream(arn), Instant::now());
+            }
+            Finished::Discovery(key, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Discovery(key), Instant::now());
+            }
             Finished::Table(key, started, outcome) => {
+                if let Err(err) = &outcome {
+                    aws::warn_unknown_code(account, region, "table poll", err);
+                }
                 self.telemetry
                     .observe_poll(&self.key, started.elapsed().as_secs_f64());
                 let checked = self.store.record(&key, &outcome, now);
@@ -428,15 +661,14 @@ impl ScopeRunner {
                 };
                 let mut gap = None;
                 if let Some(slot) = state.tables.get_mut(&key) {
-                    slot.running = false;
                     gap = slot.last_start.map(|last| (started - last).as_secs_f64());
                     slot.last_start = Some(started);
-                    slot.due = started + jittered(slot.job.interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Table(key.clone())));
+                    let at = started + jittered(slot.job.interval, fastrand::f64());
                     if let Some(new) = streams {
                         let old = std::mem::take(&mut slot.streams);
                         self.set_streams(&key, new, old, state);
                     }
+                    state.requeue(Due::Table(key), at);
                 }
                 self.store.update_scope(&self.key, |scope| {
                     if let Some(gap) = gap {
@@ -448,39 +680,65 @@ impl ScopeRunner {
                 });
             }
             Finished::Stream(arn, started, outcome) => {
+                if let Err(err) = &outcome {
+                    aws::warn_unknown_code(account, region, "stream check", err);
+                }
                 // Once a cycle, however many tables name the stream, and a
                 // stretched cycle stretches the checks too, so they never
                 // take more than their share of the budget.
                 let cycle = state.effective.unwrap_or(0.0);
-                let interval = scope_interval(state).max(Duration::from_secs_f64(cycle));
+                let interval = state.scope_interval().max(Duration::from_secs_f64(cycle));
                 // A stream no table names any more is not recorded again.
-                if let Some(slot) = state.streams.get_mut(&arn) {
-                    slot.running = false;
-                    slot.due = started + jittered(interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Stream(arn.clone())));
+                if state.streams.contains_key(&arn) {
                     self.store
                         .record_stream(&self.stream_key(&arn), &outcome, now);
+                    state.requeue(
+                        Due::Stream(arn),
+                        started + jittered(interval, fastrand::f64()),
+                    );
+                }
+            }
+            Finished::Discovery(key, started, outcome) => {
+                if let Some(slot) = state.discoveries.get(&key) {
+                    let interval = slot.job.filters.refresh_interval;
+                    let at = if slot.again {
+                        Instant::now()
+                    } else {
+                        started + jittered(interval, fastrand::f64())
+                    };
+                    state.requeue(Due::Discovery(key.clone()), at);
+                }
+                // The fleet may have no use for it any more (a reload); it
+                // decides.
+                let _ = self.events.send(ScopeEvent::Discovered {
+                    scope: self.key.clone(),
+                    key,
+                    outcome,
+                });
+            }
+            Finished::Cdc(key, started, listed) => {
+                if let Some(slot) = state.cdc.get_mut(&key) {
+                    slot.listed = listed;
+                    let at = if slot.work.again {
+                        Instant::now()
+                    } else {
+                        started + jittered(slot.work.job.interval, fastrand::f64())
+                    };
+                    state.requeue(Due::Cdc(key), at);
                 }
             }
         }
     }
 }
 
-/// The scope's cycle: the shortest poll interval among its tables.
-fn scope_interval<C>(state: &Running<C>) -> Duration {
-    state
-        .tables
-        .values()
-        .map(|s| s.job.interval)
-        .min()
-        .unwrap_or_default()
-}
-
-/// The two call futures as one type.
-fn futures_boxed(
-    call: impl std::future::Future<Output = Finished> + Send + 'static,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>> {
-    Box::pin(call)
+/// A refresh or read slot, due at `now`.
+fn fresh_slot<J>(job: Arc<J>, now: Instant) -> WorkSlot<J> {
+    WorkSlot {
+        job,
+        due: now,
+        running: false,
+        again: false,
+    }
 }
 
 /// Sleep until `at`, or forever for `None`.
@@ -491,9 +749,9 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// `interval` scaled by a factor in [1 - JITTER, 1 + JITTER), from a
-/// uniform `unit` in [0, 1).
-fn jittered(interval: Duration, unit: f64) -> Duration {
+/// `interval` scaled by a factor in [1 - 10 %, 1 + 10 %), from a uniform
+/// `unit` in [0, 1): the one jitter of every schedule.
+pub fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
 }
 
@@ -501,7 +759,9 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 mod tests {
     use super::*;
     use crate::aws::budget::tests::max_in_window;
+    use crate::aws::cloudwatch::{CdcSeries, Latest, Query};
     use crate::aws::Page;
+    use crate::state::Shard;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -521,6 +781,13 @@ mod tests {
         max_in_flight: AtomicUsize,
         /// Tables whose next poll panics (once each).
         panic_once: Mutex<BTreeSet<String>>,
+        /// The tables ListTables names (discovery) and ListMetrics has
+        /// series of (CDC reads).
+        listed: Mutex<Vec<String>>,
+        /// Discovery's and CDC reads' calls, by operation.
+        other_calls: Mutex<Vec<(&'static str, Instant)>>,
+        /// Operations whose next call panics (once each).
+        panic_next: Mutex<BTreeSet<&'static str>>,
     }
 
     impl FakeClient {
@@ -558,8 +825,30 @@ mod tests {
                 .flatten()
                 .copied()
                 .collect();
+            all.extend(self.other_calls.lock().unwrap().iter().map(|(_, at)| *at));
             all.sort();
             all
+        }
+
+        /// When each call of `operation` (discovery's, CDC reads') was made.
+        fn calls_of(&self, operation: &str) -> Vec<Instant> {
+            let calls = self.other_calls.lock().unwrap();
+            calls
+                .iter()
+                .filter(|(op, _)| *op == operation)
+                .map(|(_, at)| *at)
+                .collect()
+        }
+
+        /// Log a call of `operation`, panicking if it was told to.
+        fn other_call(&self, operation: &'static str) {
+            self.other_calls
+                .lock()
+                .unwrap()
+                .push((operation, Instant::now()));
+            if self.panic_next.lock().unwrap().remove(operation) {
+                panic!("a bug in the handling of {operation}");
+            }
         }
     }
 
@@ -627,7 +916,11 @@ mod tests {
         }
 
         async fn list_tables(&self, _start: Option<String>) -> Result<Page<String>, PollError> {
-            unreachable!("the scope runner never lists tables")
+            self.other_call("ListTables");
+            Ok(Page {
+                items: self.listed.lock().unwrap().clone(),
+                next: None,
+            })
         }
 
         async fn list_tags(
@@ -635,7 +928,43 @@ mod tests {
             _arn: &str,
             _token: Option<String>,
         ) -> Result<Page<(String, String)>, PollError> {
-            unreachable!("the scope runner never lists tags")
+            unreachable!("no discovery of these tests filters on tags")
+        }
+    }
+
+    impl CloudWatchApi for FakeClient {
+        async fn list_cdc_series(
+            &self,
+            metric: &str,
+            _token: Option<String>,
+        ) -> Result<Page<CdcSeries>, PollError> {
+            self.other_call("ListMetrics");
+            let items = (self.listed.lock().unwrap().iter())
+                .map(|table| CdcSeries {
+                    metric: metric.into(),
+                    table: table.clone(),
+                    delegated_operation: "PutRecords".into(),
+                })
+                .collect();
+            Ok(Page { items, next: None })
+        }
+
+        async fn latest_datapoints(
+            &self,
+            queries: &[Query],
+            _start: f64,
+            end: f64,
+            _token: Option<String>,
+        ) -> Result<Page<Latest>, PollError> {
+            self.other_call("GetMetricData");
+            let items = queries
+                .iter()
+                .map(|q| Latest {
+                    id: q.id.clone(),
+                    point: Some((3.0, end - 60.0)),
+                })
+                .collect();
+            Ok(Page { items, next: None })
         }
     }
 
@@ -679,15 +1008,28 @@ mod tests {
         store: Arc<Store>,
         budget: Arc<Budget>,
         telemetry: Arc<Telemetry>,
-        jobs: watch::Sender<Jobs<FakeClient>>,
+        work: watch::Sender<ScopeWork<FakeClient>>,
+        events: mpsc::UnboundedReceiver<ScopeEvent>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<usize>,
     }
 
     fn start(jobs: Jobs<FakeClient>, rate: f64, concurrency: usize) -> Harness {
-        let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
+        start_work(
+            ScopeWork {
+                tables: jobs,
+                ..ScopeWork::default()
+            },
+            rate,
+            concurrency,
+        )
+    }
+
+    fn start_work(work: ScopeWork<FakeClient>, rate: f64, concurrency: usize) -> Harness {
+        let store = Arc::new(Store::new(work.tables.iter().map(|j| j.key.clone())));
         let budget = Budget::new(rate, concurrency);
         let telemetry = Arc::new(Telemetry::new(false));
+        let (events, inbox) = mpsc::unbounded_channel();
         let runner = ScopeRunner {
             key: scope(),
             budget: Arc::clone(&budget),
@@ -695,15 +1037,17 @@ mod tests {
             telemetry: Arc::clone(&telemetry),
             concurrency,
             grace: Duration::from_secs(30),
+            events,
         };
-        let (tx, rx) = watch::channel(jobs);
+        let (tx, rx) = watch::channel(work);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(runner.run(rx, shutdown.clone()));
         Harness {
             store,
             budget,
             telemetry,
-            jobs: tx,
+            work: tx,
+            events: inbox,
             shutdown,
             task,
         }
@@ -714,6 +1058,11 @@ mod tests {
             self.shutdown.cancel();
             assert_eq!(self.task.await.unwrap(), 0, "no poll should need aborting");
             self.store
+        }
+
+        /// Replace the tables (only).
+        fn send_tables(&self, jobs: Jobs<FakeClient>) {
+            self.work.send_modify(|work| work.tables = jobs);
         }
     }
 
@@ -856,7 +1205,7 @@ mod tests {
         // ones keep their place, the new one is polled.
         let mut jobs: Vec<_> = names.iter().map(|n| job(&client, n, 60, 5)).collect();
         jobs.push(job(&client, "added", 60, 5));
-        h.jobs.send(jobs).unwrap();
+        h.send_tables(jobs);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(client.calls("added").len(), 1);
         assert_eq!(
@@ -903,7 +1252,7 @@ mod tests {
             2,
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        h.jobs.send(vec![job(&client, "stays", 10, 5)]).unwrap();
+        h.send_tables(vec![job(&client, "stays", 10, 5)]);
         let before = client.calls("goes").len();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(client.calls("goes").len(), before);
@@ -964,7 +1313,7 @@ mod tests {
             Some(crate::state::NOT_FOUND)
         );
         // Once no table names it, its series go.
-        h.jobs.send(vec![job(&client, "c", 10, 5)]).unwrap();
+        h.send_tables(vec![job(&client, "c", 10, 5)]);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.store.stream_state(&key).is_none());
         h.stop().await;
@@ -1002,6 +1351,239 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state.last_poll_ok, Some(true));
+    }
+
+    fn discovery_job(client: &Arc<FakeClient>, refresh: &str) -> Arc<DiscoveryJob<FakeClient>> {
+        let text = format!(
+            "targets:\n  - region: us-east-1\n    discovery:\n      refresh_interval: {refresh}\n"
+        );
+        let filters = crate::config::parse(&text, "t.yaml").unwrap().targets[0]
+            .discovery
+            .clone()
+            .unwrap();
+        Arc::new(DiscoveryJob {
+            key: "discovery".into(),
+            client: Arc::clone(client),
+            filters,
+            shard: Shard::ALL,
+            policy: CallPolicy {
+                max_attempts: 1,
+                timeout: Duration::from_secs(5),
+            },
+        })
+    }
+
+    fn cdc_job(
+        client: &Arc<FakeClient>,
+        interval: u64,
+        tables: &[&str],
+    ) -> Arc<CdcJob<FakeClient>> {
+        Arc::new(CdcJob {
+            key: "cdc".into(),
+            client: Arc::clone(client),
+            policy: CallPolicy {
+                max_attempts: 1,
+                timeout: Duration::from_secs(5),
+            },
+            interval: Duration::from_secs(interval),
+            refresh: Duration::from_secs(3600),
+            tables: tables.iter().map(|t| Name::from(*t)).collect(),
+        })
+    }
+
+    fn key(table: &str) -> TableKey {
+        TableKey {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            table: table.into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_and_cdc_reads_share_the_queue_and_the_budget() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+        *client.listed.lock().unwrap() = names.clone();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let start_at = Instant::now();
+        let mut h = start_work(
+            ScopeWork {
+                tables: names.iter().map(|n| job(&client, n, 10, 5)).collect(),
+                discoveries: vec![discovery_job(&client, "10s")],
+                cdc: vec![cdc_job(&client, 5, &refs)],
+            },
+            5.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        // A refresh at once, then every 10 s ± 10 %; each outcome goes to
+        // the fleet.
+        let refreshes = client.calls_of("ListTables");
+        // Due at once, it waits only for its token behind the first poll.
+        assert!(
+            refreshes[0] - start_at <= Duration::from_millis(500),
+            "{:?}",
+            refreshes[0] - start_at
+        );
+        assert!((6..=7).contains(&refreshes.len()), "{refreshes:?}");
+        for pair in refreshes.windows(2) {
+            let gap = pair[1] - pair[0];
+            // 10 s ± 10 % from one start to the next, give or take the
+            // wait for a token in a busy budget.
+            assert!(
+                gap >= Duration::from_secs(8) && gap <= Duration::from_secs(12),
+                "{gap:?}"
+            );
+        }
+        let mut outcomes = 0;
+        while let Ok(ScopeEvent::Discovered {
+            scope: s,
+            key,
+            outcome,
+        }) = h.events.try_recv()
+        {
+            assert_eq!((s, &*key), (scope(), "discovery"));
+            assert_eq!(outcome.unwrap().matched.len(), 20);
+            outcomes += 1;
+        }
+        assert_eq!(outcomes, refreshes.len());
+        // CDC: the four series listed once, the values read every 5 s ± 10 %.
+        assert_eq!(client.calls_of("ListMetrics").len(), 4);
+        let reads = client.calls_of("GetMetricData");
+        assert!((11..=14).contains(&reads.len()), "{} reads", reads.len());
+        let state = h.store.state(&key("t07")).unwrap();
+        assert_eq!(state.cdc["PutRecords"].len(), 4);
+        // Polls, stream checks, refreshes and reads together stayed within
+        // the one budget (give or take the call at a window's edge, see
+        // `Budget`).
+        let busiest = max_in_window(&client.all_calls(), Duration::from_secs(1));
+        assert!(busiest <= 6, "{busiest} calls in one second at 5 req/s");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_or_cdc_read_that_panics_is_counted_and_done_again() {
+        let client = Arc::new(FakeClient::default());
+        *client.listed.lock().unwrap() = vec!["orders".into()];
+        client
+            .panic_next
+            .lock()
+            .unwrap()
+            .extend(["ListTables", "GetMetricData"]);
+        let mut h = start_work(
+            ScopeWork {
+                tables: vec![job(&client, "orders", 600, 5)],
+                discoveries: vec![discovery_job(&client, "10m")],
+                cdc: vec![cdc_job(&client, 600, &["orders"])],
+            },
+            10.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.telemetry.task_restarts("discovery"), 1);
+        assert_eq!(h.telemetry.task_restarts("cdc"), 1);
+        assert_eq!(h.telemetry.task_restarts("poll"), 0);
+        assert!(
+            h.events.try_recv().is_err(),
+            "a panicked refresh reports nothing"
+        );
+        // Again within a minute (± 10 %), not one 10-minute interval on.
+        tokio::time::sleep(Duration::from_secs(66)).await;
+        assert_eq!(client.calls_of("ListTables").len(), 2);
+        assert_eq!(client.calls_of("GetMetricData").len(), 2);
+        let Ok(ScopeEvent::Discovered { outcome, .. }) = h.events.try_recv() else {
+            panic!("the second refresh reports");
+        };
+        assert_eq!(outcome.unwrap().matched, [Name::from("orders")]);
+        assert_eq!(
+            h.store.state(&key("orders")).unwrap().cdc["PutRecords"].len(),
+            4
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cdc_read_comes_at_once_when_its_tables_change_and_a_kept_one_keeps_its_time() {
+        let client = Arc::new(FakeClient::default());
+        *client.listed.lock().unwrap() = vec!["a".into(), "b".into()];
+        let h = start_work(
+            ScopeWork {
+                tables: vec![job(&client, "a", 600, 5), job(&client, "b", 600, 5)],
+                discoveries: vec![discovery_job(&client, "10m")],
+                cdc: vec![cdc_job(&client, 600, &["a"])],
+            },
+            10.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 1);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        // The same jobs again (a reload that keeps them): nothing is done early.
+        h.work.send_modify(|work| {
+            work.discoveries = vec![discovery_job(&client, "10m")];
+            work.cdc = vec![cdc_job(&client, 600, &["a"])];
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 1);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        // A second table: read at once, from the listing already made.
+        let changed = Instant::now();
+        h.work
+            .send_modify(|work| work.cdc = vec![cdc_job(&client, 600, &["a", "b"])]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let reads = client.calls_of("GetMetricData");
+        assert_eq!(reads.len(), 2);
+        assert!(
+            reads[1] - changed < Duration::from_millis(200),
+            "{:?}",
+            reads[1] - changed
+        );
+        assert_eq!(client.calls_of("ListMetrics").len(), 4);
+        assert_eq!(h.store.state(&key("b")).unwrap().cdc["PutRecords"].len(), 4);
+        // Work that goes stops.
+        h.work.send_modify(|work| {
+            work.discoveries.clear();
+            work.cdc.clear();
+        });
+        tokio::time::sleep(Duration::from_secs(1800)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 2);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_token_waits_at_once_and_lets_calls_in_flight_finish() {
+        // One request every 100 s: "a" goes at once and takes 50 s; "b"
+        // and "c" (due at 20 s and 40 s) wait for tokens.
+        let mut fake = FakeClient::default();
+        fake.delays.insert("a".into(), Duration::from_secs(50));
+        let client = Arc::new(fake);
+        let h = start(
+            vec![
+                job(&client, "a", 60, 60),
+                job(&client, "b", 60, 60),
+                job(&client, "c", 60, 60),
+            ],
+            0.01,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        let stopping = Instant::now();
+        h.shutdown.cancel();
+        assert_eq!(h.task.await.unwrap(), 0, "nothing aborted");
+        // Back when "a" answered, not after the 30 s grace or a token.
+        assert_eq!(stopping.elapsed(), Duration::from_secs(5));
+        assert_eq!(client.table_calls().len(), 1, "b and c were never made");
+        assert_eq!(h.store.state(&key("a")).unwrap().last_poll_ok, Some(true));
+        for table in ["b", "c"] {
+            let state = h.store.state(&key(table)).unwrap();
+            assert_eq!(state.last_poll_ok, None, "nothing recorded for {table}");
+            assert!(state.errors.is_empty(), "{:?}", state.errors);
+        }
+        assert!(
+            client.stream_calls.lock().unwrap().is_empty(),
+            "a's stream check was never made"
+        );
     }
 
     #[test]
