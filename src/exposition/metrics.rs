@@ -108,7 +108,7 @@ pub const TABLE_FAMILIES: [Family<TableState>; 16] = [
     },
     Family {
         name: "dynamodb_kinesis_table_tags",
-        help: "The table's tags named in export_tags, as labels tag_<key> (characters outside [a-zA-Z0-9_] replaced by _), empty for a tag the table lacks; always 1. One series for every polled table once its tags were read (with no tag labels when the target exports none), so alerts can join on it.",
+        help: "The table's tags named in export_tags, as labels tag_<key> (characters outside [a-zA-Z0-9_] replaced by _), empty for a tag the table lacks; always 1. One series for every polled table (with no tag labels when the target exports none; held back only until a table's first tag read), so alerts can join on it.",
         kind: Kind::Gauge,
         samples: table_tags,
     },
@@ -368,8 +368,9 @@ fn table_stream_match(t: &TableState, s: &mut Samples<'_>) {
 }
 
 /// Label names differ from target to target: each sample names its own.
+/// Only for polled tables, as the other per-table families.
 fn table_tags(t: &TableState, s: &mut Samples<'_>) {
-    if let Some(tags) = &t.tags {
+    if let (Some(tags), Some(_)) = (&t.tags, t.last_poll_ok) {
         let labels: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (&**k, v.as_str())).collect();
         s.push(&labels, 1.0);
     }

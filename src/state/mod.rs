@@ -178,11 +178,12 @@ pub struct TableState {
     /// the destinations or the pattern change.
     pub stream_match: Option<bool>,
     /// The exported tags as (label name, value), in the configured order,
-    /// an empty value for a tag the table lacks. `None` only until the
-    /// first tag read finished (or, for a target that exports no tags,
-    /// until [`TableState::set_no_exported_tags`]); a failed first read
-    /// leaves it empty (`Some` of no labels), so the tags series, which
-    /// every table-level alert joins on, exists for every polled table.
+    /// an empty value for a tag the table lacks. A table starts with none
+    /// (`Some` of no labels: its target exports no tags); a table whose
+    /// target exports some has `None` from [`TableState::set_exports_tags`]
+    /// until its first tag read finished. A failed first read leaves it
+    /// empty, so the tags series, which every table-level alert joins on,
+    /// exists for every polled table but while a first read is pending.
     pub tags: Option<Vec<(Name, String)>>,
     /// Unix time of the last successful tag read.
     pub tags_read_at: Option<f64>,
@@ -262,10 +263,18 @@ impl TableState {
         }
     }
 
-    /// The table's target exports no tags: its tags series carries no tag
-    /// labels, from now on, with no read needed.
-    pub fn set_no_exported_tags(&mut self) {
-        self.tags = Some(Vec::new());
+    /// Say whether the table's target exports tags. Without, the tags
+    /// series carries no tag labels and needs no read. With, a table whose
+    /// tags were never read (nor failed to be) has its series held back
+    /// until the first read, so its alerts do not first go out without the
+    /// team's label; tags read before are kept until the next read.
+    pub fn set_exports_tags(&mut self, exports: bool) {
+        let attempted = self.tags_read_at.is_some() || !self.tag_errors.is_empty();
+        if !exports {
+            self.tags = Some(Vec::new());
+        } else if !attempted {
+            self.tags = None;
+        }
     }
 
     /// Replace the CDC datapoints: `points` holds, per (delegated
@@ -287,6 +296,7 @@ impl TableState {
             table: key.table.clone(),
             region: key.region.clone(),
             account_id: key.account_id.clone(),
+            tags: Some(Vec::new()),
             ..TableState::default()
         }
     }
@@ -989,7 +999,10 @@ mod tests {
         let team: Name = "tag_team".into();
         let owner: Name = "tag_owner".into();
         let mut state = fresh();
-        assert_eq!(state.tags, None);
+        // A new table exports no tags until said otherwise.
+        assert_eq!(state.tags, Some(Vec::new()));
+        state.set_exports_tags(true);
+        assert_eq!(state.tags, None, "held back until the first read");
         // A failed first read: no known tags, but an (empty) series, so
         // the table's alerts are not dropped by the join.
         let denied = PollError::Service {
@@ -1000,6 +1013,9 @@ mod tests {
         assert_eq!(state.tags, Some(Vec::new()));
         assert_eq!(state.tags_read_at, None);
         assert_eq!(state.tag_errors["AccessDeniedException"], 1);
+        // Said again (a reload): a read was attempted, nothing is held back.
+        state.set_exports_tags(true);
+        assert_eq!(state.tags, Some(Vec::new()));
         state.record_tags(
             Ok(vec![
                 (team.clone(), "payments".into()),
@@ -1021,11 +1037,14 @@ mod tests {
         assert_eq!(state.tags_read_at, Some(2.0));
         assert_eq!(state.tag_errors["ThrottlingException"], 2);
         assert_eq!(state.tag_errors["AccessDeniedException"], 1);
+        // A reload that still exports tags keeps them until the next read.
+        state.set_exports_tags(true);
+        assert_eq!(state.tags.as_ref(), Some(&read));
         // A changed tag replaces the old value.
         state.record_tags(Ok(vec![(team.clone(), "orders".into())]), 5.0);
         assert_eq!(state.tags, Some(vec![(team, "orders".to_string())]));
-        // A target that exports no tags: a series without tag labels.
-        state.set_no_exported_tags();
+        // A target that no longer exports tags: a series without tag labels.
+        state.set_exports_tags(false);
         assert_eq!(state.tags, Some(Vec::new()));
         // The poll state is untouched by all of this.
         assert_eq!(state.last_poll_ok, None);

@@ -208,11 +208,15 @@ impl Store {
         self.update_table(key, |state| state.record_tags(outcome, now));
     }
 
-    /// Say that a table's target exports no tags: its tags series (which
-    /// the alerts join on) shows at once, with no tag labels, and no tag
-    /// read is needed for it. Unknown tables are ignored.
-    pub fn set_no_exported_tags(&self, key: &TableKey) {
-        self.update_table(key, TableState::set_no_exported_tags);
+    /// Say whether a table's target exports tags (see
+    /// [`TableState::set_exports_tags`]). A table starts as exporting none:
+    /// from its first poll its tags series (which every table-level alert
+    /// joins on) shows, without tag labels. Call this with `true` before
+    /// the first poll of a table whose target has `export_tags`, so its
+    /// series waits for the first tag read; with `false` when a reload
+    /// drops them. Unknown tables are ignored.
+    pub fn set_exports_tags(&self, key: &TableKey, exports: bool) {
+        self.update_table(key, |state| state.set_exports_tags(exports));
     }
 
     /// Count one request to `service`'s `operation` in a scope (every
@@ -557,7 +561,7 @@ mod tests {
         let before = store.generation();
         store.set_expectation(&unknown, Some(true), Some(pattern));
         store.record_tags(&unknown, Ok(Vec::new()), 3.0);
-        store.set_no_exported_tags(&unknown);
+        store.set_exports_tags(&unknown, true);
         assert!(store.state(&unknown).is_none());
         assert_eq!(store.generation(), before);
     }
@@ -572,11 +576,21 @@ mod tests {
             table: "scratch".into(),
             ..key()
         };
-        let store = Store::new([key(), other.clone(), plain.clone()]);
+        let pending = TableKey {
+            table: "pending".into(),
+            ..key()
+        };
+        let store = Store::new([key(), other.clone(), plain.clone(), pending.clone()]);
+        // Nothing before a table's first poll.
         assert!(!store
             .fragments()
             .iter()
             .any(|f| f.0.concat().contains("table_tags")));
+        for table in [key(), other.clone(), plain.clone(), pending.clone()] {
+            store.record(&table, &Ok(vec![]), 1.0);
+        }
+        store.set_exports_tags(&pending, true);
+        store.set_exports_tags(&key(), true);
         store.record_tags(
             &key(),
             Ok(vec![
@@ -590,7 +604,6 @@ mod tests {
             Ok(vec![("tag_cost_center".into(), "42\"x".into())]),
             1.0,
         );
-        store.set_no_exported_tags(&plain);
         let denied = PollError::Service {
             code: "AccessDeniedException".into(),
             message: "no".into(),
