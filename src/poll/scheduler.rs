@@ -39,7 +39,7 @@ use crate::config::TableRef;
 use crate::exposition::metrics::Telemetry;
 use crate::poll::supervise::panic_message;
 use crate::state::store::Store;
-use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
+use crate::state::{unix_now, Name, ScopeKey, Service, StreamKey, TableKey};
 
 /// Share of the poll interval by which each cycle is randomly stretched or
 /// shortened.
@@ -349,8 +349,11 @@ impl ScopeRunner {
         self.store.update_scope(&self.key, |scope| {
             scope.tables = tables;
             scope.poll_interval = interval.as_secs_f64();
-            scope.rate_limit = self.budget.rate();
-            scope.throttled = self.budget.throttled_total();
+            scope.set_budget(
+                Service::DynamoDb,
+                self.budget.rate(),
+                self.budget.throttled_total(),
+            );
         });
     }
 
@@ -442,8 +445,11 @@ impl ScopeRunner {
                     if let Some(gap) = gap {
                         scope.record_gap(gap);
                     }
-                    scope.rate_limit = self.budget.rate();
-                    scope.throttled = self.budget.throttled_total();
+                    scope.set_budget(
+                        Service::DynamoDb,
+                        self.budget.rate(),
+                        self.budget.throttled_total(),
+                    );
                     state.effective = scope.effective_interval;
                 });
             }
@@ -892,7 +898,7 @@ mod tests {
         let after = client.all_calls().len() - before;
         assert!(after >= 95, "{after} calls in 10 s after recovery");
         let store = h.stop().await;
-        assert!(store.scope_state(&scope()).unwrap().throttled > 0);
+        assert!(store.scope_state(&scope()).unwrap().budgets[&Service::DynamoDb].throttled > 0);
     }
 
     #[tokio::test(start_paused = true)]
