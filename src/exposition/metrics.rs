@@ -17,6 +17,7 @@ use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+pub use crate::state::split_stream_arn;
 use crate::state::{
     unix_now, ScopeKey, ScopeState, StreamState, TableState, KNOWN_STATUSES, KNOWN_STREAM_STATUSES,
 };
@@ -50,7 +51,7 @@ pub struct Family<S> {
 }
 
 /// Per-table families, in exposition order.
-pub const TABLE_FAMILIES: [Family<TableState>; 12] = [
+pub const TABLE_FAMILIES: [Family<TableState>; 16] = [
     Family {
         name: "dynamodb_kinesis_destination_status",
         help: "Status of a Kinesis streaming destination as of the last successful background poll: one series per status, 1 for the current one.",
@@ -92,6 +93,30 @@ pub const TABLE_FAMILIES: [Family<TableState>; 12] = [
         help: "Failed background polls of the table by AWS error code, or timeout, dispatch (no answer), credentials (none could be loaded) and response (unparseable answer).",
         kind: Kind::Counter,
         samples: api_errors,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_destination_expected",
+        help: "Whether the configuration expects the table to stream to Kinesis (expect, expect_streaming): 1 expected, 0 not. No series while that is unknown (expect.tag before the table's tags were read).",
+        kind: Kind::Gauge,
+        samples: table_destination_expected,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_destination_stream_match",
+        help: "Whether a working (ACTIVE or UPDATING) destination of the table streams to a stream whose name matches expect.stream: 1 one does, 0 none does. No series without expect.stream or without a working destination.",
+        kind: Kind::Gauge,
+        samples: table_stream_match,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_tags",
+        help: "The table's tags named in export_tags, as labels tag_<key> (characters outside [a-zA-Z0-9_] replaced by _), empty for a tag the table lacks; always 1. One series for every polled table (with no tag labels when the target exports none; held back only until a table's first tag read), so alerts can join on it.",
+        kind: Kind::Gauge,
+        samples: table_tags,
+    },
+    Family {
+        name: "dynamodb_kinesis_table_tag_read_errors_total",
+        help: "Failed tag reads (ListTagsOfResource) of the table by error code; the last known tags stay in use.",
+        kind: Kind::Counter,
+        samples: table_tag_read_errors,
     },
     Family {
         name: "dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds",
@@ -330,9 +355,36 @@ fn api_errors(t: &TableState, s: &mut Samples<'_>) {
     }
 }
 
+fn table_destination_expected(t: &TableState, s: &mut Samples<'_>) {
+    if let Some(expected) = t.expected {
+        s.push(&[], if expected { 1.0 } else { 0.0 });
+    }
+}
+
+fn table_stream_match(t: &TableState, s: &mut Samples<'_>) {
+    if let Some(matched) = t.stream_match {
+        s.push(&[], if matched { 1.0 } else { 0.0 });
+    }
+}
+
+/// Label names differ from target to target: each sample names its own.
+/// Only for polled tables, as the other per-table families.
+fn table_tags(t: &TableState, s: &mut Samples<'_>) {
+    if let (Some(tags), Some(_)) = (&t.tags, t.last_poll_ok) {
+        let labels: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (&**k, v.as_str())).collect();
+        s.push(&labels, 1.0);
+    }
+}
+
+fn table_tag_read_errors(t: &TableState, s: &mut Samples<'_>) {
+    for (code, count) in &t.tag_errors {
+        s.push(&[("code", code)], *count as f64);
+    }
+}
+
 /// Per-scope families, in exposition order; identity labels `account_id`,
 /// `region`.
-pub const SCOPE_FAMILIES: [Family<ScopeState>; 8] = [
+pub const SCOPE_FAMILIES: [Family<ScopeState>; 10] = [
     Family {
         name: "dynamodb_kinesis_scope_tables",
         help: "Tables this exporter polls in the (account, region) scope.",
@@ -347,15 +399,27 @@ pub const SCOPE_FAMILIES: [Family<ScopeState>; 8] = [
     },
     Family {
         name: "dynamodb_kinesis_scope_request_rate_limit",
-        help: "Current adaptive request budget of the scope, requests per second: max_requests_per_second, halved on each throttling answer and recovering linearly.",
+        help: "Current adaptive request budget of the scope per service, requests per second: max_requests_per_second (dynamodb), kinesis_max_requests_per_second, cloudwatch_max_requests_per_second, halved on each throttling answer and recovering linearly.",
         kind: Kind::Gauge,
         samples: scope_rate_limit,
     },
     Family {
         name: "dynamodb_kinesis_scope_throttled_total",
-        help: "Throttling answers AWS gave to calls in the scope.",
+        help: "Throttling answers AWS gave to calls in the scope, by service.",
         kind: Kind::Counter,
         samples: scope_throttled,
+    },
+    Family {
+        name: "dynamodb_kinesis_aws_requests_total",
+        help: "Requests sent to AWS in the scope by service and operation (the AWS operation name): every attempt, retries included.",
+        kind: Kind::Counter,
+        samples: aws_requests,
+    },
+    Family {
+        name: "dynamodb_kinesis_cloudwatch_metrics_requested_total",
+        help: "Metrics requested from CloudWatch GetMetricData in the scope (the MetricDataQueries of every call and page): what AWS bills, per 1,000 metrics.",
+        kind: Kind::Counter,
+        samples: cloudwatch_metrics_requested,
     },
     Family {
         name: "dynamodb_kinesis_discovery_tables",
@@ -398,11 +462,30 @@ fn scope_effective_interval(s: &ScopeState, out: &mut Samples<'_>) {
 }
 
 fn scope_rate_limit(s: &ScopeState, out: &mut Samples<'_>) {
-    out.push(&[], s.rate_limit);
+    for (service, budget) in &s.budgets {
+        out.push(&[("service", service.as_str())], budget.rate_limit);
+    }
 }
 
 fn scope_throttled(s: &ScopeState, out: &mut Samples<'_>) {
-    out.push(&[], s.throttled as f64);
+    for (service, budget) in &s.budgets {
+        out.push(&[("service", service.as_str())], budget.throttled as f64);
+    }
+}
+
+fn aws_requests(s: &ScopeState, out: &mut Samples<'_>) {
+    for (service, operations) in &s.requests {
+        for (operation, count) in operations {
+            out.push(
+                &[("service", service.as_str()), ("operation", operation)],
+                *count as f64,
+            );
+        }
+    }
+}
+
+fn cloudwatch_metrics_requested(s: &ScopeState, out: &mut Samples<'_>) {
+    out.push(&[], s.metrics_requested as f64);
 }
 
 fn discovery_tables(s: &ScopeState, out: &mut Samples<'_>) {
@@ -421,19 +504,6 @@ fn discovery_errors(s: &ScopeState, out: &mut Samples<'_>) {
     for (code, count) in s.discovery.iter().flat_map(|d| &d.errors) {
         out.push(&[("code", code)], *count as f64);
     }
-}
-
-/// The account and stream name inside a Kinesis stream ARN
-/// (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`); empty strings for
-/// the parts that are missing.
-pub fn split_stream_arn(arn: &str) -> (&str, &str) {
-    let mut parts = arn.splitn(6, ':');
-    let account = parts.nth(4).unwrap_or("");
-    let name = parts
-        .next()
-        .and_then(|resource| resource.strip_prefix("stream/"))
-        .unwrap_or("");
-    (account, name)
 }
 
 /// Writes sample lines of one family for one table, with the table's
@@ -809,6 +879,13 @@ mod tests {
                 },
             ],
             errors,
+            expected: Some(true),
+            stream_match: Some(false),
+            tags: Some(vec![
+                ("tag_team".into(), "payments".into()),
+                ("tag_cost_center".into(), String::new()),
+            ]),
+            tag_errors: BTreeMap::from([("AccessDeniedException".to_string(), 1)]),
             ..TableState::default()
         }
     }
@@ -958,6 +1035,96 @@ mod tests {
         )));
     }
 
+    /// Tables of different targets export different tags: one family, one
+    /// header, each sample with its own label names, and an empty value
+    /// for a tag a table lacks.
+    #[test]
+    fn tag_labels_vary_from_table_to_table_under_one_header() {
+        let mut a = sample_state();
+        a.tags = Some(vec![("tag_team".into(), "payments".into())]);
+        let mut b = sample_state();
+        b.table = "scratch".into();
+        b.tags = Some(Vec::new());
+        let mut c = sample_state();
+        c.table = "unread".into();
+        c.tags = None;
+        c.expected = None;
+        c.stream_match = None;
+        let tables = [render_table(&a), render_table(&b), render_table(&c)];
+        let text = render_exposition(
+            &Sections {
+                tables: &tables,
+                streams: &[],
+                scopes: &[],
+            },
+            &Telemetry::new(false),
+        );
+        let family = |name: &str| -> Vec<String> {
+            text.lines()
+                .skip_while(|l| *l != format!("# TYPE {name} gauge"))
+                .skip(1)
+                .take_while(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(
+            text.matches("# TYPE dynamodb_kinesis_table_tags gauge\n")
+                .count(),
+            1
+        );
+        assert_eq!(
+            family("dynamodb_kinesis_table_tags"),
+            [
+                "dynamodb_kinesis_table_tags{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",tag_team=\"payments\"} 1",
+                "dynamodb_kinesis_table_tags{table=\"scratch\",region=\"us-east-1\",account_id=\"123456789012\"} 1",
+            ]
+        );
+        assert_eq!(
+            family("dynamodb_kinesis_table_destination_expected"),
+            [
+                "dynamodb_kinesis_table_destination_expected{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1",
+                "dynamodb_kinesis_table_destination_expected{table=\"scratch\",region=\"us-east-1\",account_id=\"123456789012\"} 1",
+            ]
+        );
+        assert_eq!(
+            family("dynamodb_kinesis_table_destination_stream_match").len(),
+            2
+        );
+    }
+
+    #[test]
+    fn scope_families_carry_service_and_operation() {
+        let scope = ScopeKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+        };
+        let mut state = ScopeState::new(&scope);
+        let text = render_scope(&state).0.concat();
+        // Before anything was counted: only the metrics-requested counter,
+        // at 0, so a rate over it sees the first GetMetricData.
+        let counters: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            counters,
+            [
+                "dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 0",
+                "dynamodb_kinesis_scope_effective_poll_interval_seconds{account_id=\"123456789012\",region=\"us-east-1\"} 0",
+                "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"us-east-1\"} 0",
+            ]
+        );
+        state.set_budget(crate::state::Service::CloudWatch, 5.0, 3);
+        state.count_request(crate::state::Service::Kinesis, "DescribeStreamSummary");
+        state.count_metrics_requested(8);
+        let text = render_scope(&state).0.concat();
+        for line in [
+            "dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"cloudwatch\"} 5\n",
+            "dynamodb_kinesis_scope_throttled_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"cloudwatch\"} 3\n",
+            "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"kinesis\",operation=\"DescribeStreamSummary\"} 1\n",
+            "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"us-east-1\"} 8\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
     /// Undo text-format label escaping (the test's own reader).
     fn unescape(escaped: &str) -> String {
         let mut out = String::new();
@@ -999,7 +1166,7 @@ mod tests {
                 let (_, value) = line.rsplit_once("} ").expect("labels then value");
                 proptest::prop_assert!(value.parse::<f64>().is_ok(), "{}", line);
             }
-            proptest::prop_assert_eq!(text.lines().count(), 21);
+            proptest::prop_assert_eq!(text.lines().count(), 25);
         }
     }
 }

@@ -499,6 +499,7 @@ impl<F: ClientFactory> Fleet<F> {
                         name: name.clone(),
                         account_id: None,
                         region: None,
+                        expect_streaming: None,
                     },
                 )
             });

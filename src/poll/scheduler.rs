@@ -61,7 +61,7 @@ use crate::poll::cdc::{CdcJob, CdcReader, Listed};
 use crate::poll::discovery::{self, DiscoveryJob, Refresh};
 use crate::poll::supervise::{panic_message, MAX_BACKOFF};
 use crate::state::store::Store;
-use crate::state::{unix_now, Name, ScopeKey, StreamKey, TableKey};
+use crate::state::{unix_now, Name, ScopeKey, Service, StreamKey, TableKey};
 
 /// Share of an interval by which each one is randomly stretched or
 /// shortened.
@@ -578,8 +578,11 @@ impl ScopeRunner {
         self.store.update_scope(&self.key, |scope| {
             scope.tables = tables;
             scope.poll_interval = interval.as_secs_f64();
-            scope.rate_limit = self.budget.rate();
-            scope.throttled = self.budget.throttled_total();
+            scope.set_budget(
+                Service::DynamoDb,
+                self.budget.rate(),
+                self.budget.throttled_total(),
+            );
         });
     }
 
@@ -674,8 +677,11 @@ impl ScopeRunner {
                     if let Some(gap) = gap {
                         scope.record_gap(gap);
                     }
-                    scope.rate_limit = self.budget.rate();
-                    scope.throttled = self.budget.throttled_total();
+                    scope.set_budget(
+                        Service::DynamoDb,
+                        self.budget.rate(),
+                        self.budget.throttled_total(),
+                    );
                     state.effective = scope.effective_interval;
                 });
             }
@@ -994,6 +1000,7 @@ mod tests {
                 name: name.into(),
                 account_id: None,
                 region: None,
+                expect_streaming: None,
             },
             client: Arc::clone(client),
             interval: Duration::from_secs(interval),
@@ -1240,7 +1247,7 @@ mod tests {
         let after = client.all_calls().len() - before;
         assert!(after >= 95, "{after} calls in 10 s after recovery");
         let store = h.stop().await;
-        assert!(store.scope_state(&scope()).unwrap().throttled > 0);
+        assert!(store.scope_state(&scope()).unwrap().budgets[&Service::DynamoDb].throttled > 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,13 +4,23 @@
 //! destination's status last changed. The clock is passed in, so the fold is
 //! a plain function of its inputs; nothing here knows about metric text or
 //! HTTP (that is the `metrics` and `store` modules, layers above this one).
+//!
+//! Besides the polls, a table's state holds what the configuration expects
+//! of it ([`TableState::set_expectation`]: must it stream, and to a stream
+//! of which name) and the tags it exports as labels
+//! ([`TableState::record_tags`]); a scope's state holds its request
+//! counters and per-service budgets ([`ScopeState::count_request`],
+//! [`ScopeState::set_budget`]).
 
 pub mod store;
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::aws::{Destination, PollError};
+use crate::config::Pattern;
 
 /// The status values AWS documents today, in the order they are exported.
 pub const KNOWN_STATUSES: [&str; 6] = [
@@ -37,6 +47,60 @@ pub const NOT_FOUND: &str = "NOT_FOUND";
 /// Destination statuses behind which the stream must exist: their streams
 /// are cross-checked.
 pub const STREAM_CHECKED: [&str; 3] = ["ACTIVE", "ENABLING", "UPDATING"];
+
+/// Destination statuses under which the table's changes are delivered: a
+/// table with a destination in one of them is streaming. UPDATING counts:
+/// delivery goes on while a destination is updated.
+pub const WORKING: [&str; 2] = ["ACTIVE", "UPDATING"];
+
+/// The account and stream name inside a Kinesis stream ARN
+/// (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`); empty strings for
+/// the parts that are missing.
+pub fn split_stream_arn(arn: &str) -> (&str, &str) {
+    let mut parts = arn.splitn(6, ':');
+    let account = parts.nth(4).unwrap_or("");
+    let name = parts
+        .next()
+        .and_then(|resource| resource.strip_prefix("stream/"))
+        .unwrap_or("");
+    (account, name)
+}
+
+/// An AWS service the exporter calls: the `service` label of the request
+/// counters and of the per-service budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    DynamoDb,
+    Kinesis,
+    CloudWatch,
+    Sts,
+}
+
+impl Service {
+    /// Every service, in the order the metrics list them.
+    pub const ALL: [Service; 4] = [
+        Service::DynamoDb,
+        Service::Kinesis,
+        Service::CloudWatch,
+        Service::Sts,
+    ];
+
+    /// The `service` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::DynamoDb => "dynamodb",
+            Service::Kinesis => "kinesis",
+            Service::CloudWatch => "cloudwatch",
+            Service::Sts => "sts",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Seconds since the Unix epoch, as a float (0 if the clock is before 1970):
 /// the clock callers pass into this module.
@@ -99,6 +163,34 @@ pub struct TableState {
     /// by metric name, (value, Unix time). A metric without a datapoint has
     /// no entry (which is not a zero).
     pub cdc: BTreeMap<String, BTreeMap<String, (f64, f64)>>,
+    /// Whether the configuration expects the table to stream; `None` while
+    /// that is unknown (an expectation by tag before the table's tags were
+    /// read). Set by [`TableState::set_expectation`].
+    pub expected: Option<bool>,
+    /// The regex a working destination's stream *name* must match
+    /// (`expect.stream`); one `Arc` shared by the target's tables, so its
+    /// matching caches exist once, not once per table.
+    pub stream_pattern: Option<Arc<Pattern>>,
+    /// Whether a working (ACTIVE or UPDATING) destination's stream name
+    /// matches `stream_pattern`: `Some(true)` if one does, `Some(false)` if
+    /// there are working destinations and none does, `None` without a
+    /// pattern or without a working destination. Kept up to date whenever
+    /// the destinations or the pattern change.
+    pub stream_match: Option<bool>,
+    /// The exported tags as (label name, value), in the configured order,
+    /// an empty value for a tag the table lacks. A table starts with none
+    /// (`Some` of no labels: its target exports no tags); a table whose
+    /// target exports some has `None` from [`TableState::set_exports_tags`]
+    /// until its first tag read finished. A failed first read leaves it
+    /// empty, so the tags series, which every table-level alert joins on,
+    /// exists for every polled table but while a first read is pending.
+    pub tags: Option<Vec<(Name, String)>>,
+    /// Unix time of the last successful tag read.
+    pub tags_read_at: Option<f64>,
+    /// Failed tag reads (`ListTagsOfResource`) by error code (a counter).
+    pub tag_errors: BTreeMap<String, u64>,
+    /// The code of the tag-read failure in progress, to log only changes.
+    pub tags_failing_with: Option<String>,
 }
 
 impl TableState {
@@ -110,6 +202,79 @@ impl TableState {
             .iter()
             .filter(|d| STREAM_CHECKED.contains(&d.status.as_str()))
             .map(|d| &d.stream_arn)
+    }
+
+    /// Set what the configuration expects of the table: whether it must
+    /// stream (`None`: not known yet) and the regex its stream's name must
+    /// match. The stream match is recomputed at once.
+    pub fn set_expectation(&mut self, expected: Option<bool>, stream: Option<Arc<Pattern>>) {
+        if self.expected != expected {
+            if let (Some(from), Some(to)) = (self.expected, expected) {
+                tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id,
+                    from, to, "whether the table is expected to stream changed");
+            }
+            self.expected = expected;
+        }
+        self.stream_pattern = stream;
+        self.update_stream_match();
+    }
+
+    /// The streams of the working destinations (see [`WORKING`]).
+    pub fn working_streams(&self) -> impl Iterator<Item = &Name> {
+        self.destinations
+            .iter()
+            .filter(|d| WORKING.contains(&d.status.as_str()))
+            .map(|d| &d.stream_arn)
+    }
+
+    fn update_stream_match(&mut self) {
+        self.stream_match = self.stream_pattern.as_ref().and_then(|pattern| {
+            let mut working = self.working_streams().peekable();
+            working.peek()?;
+            Some(working.any(|arn| pattern.is_match(split_stream_arn(arn).1)))
+        });
+    }
+
+    /// Fold one tag read in: the exported tags as (label name, value) in
+    /// the configured order (an empty value for a missing tag), or the
+    /// error. A failure keeps the last known tags, or, before any read
+    /// worked, makes them empty so the table's alerts still carry the tags
+    /// series (with no team to route to); it counts by code.
+    pub fn record_tags(&mut self, outcome: Result<Vec<(Name, String)>, &PollError>, now: f64) {
+        match outcome {
+            Ok(tags) => {
+                if let Some(code) = self.tags_failing_with.take() {
+                    tracing::info!(table = %self.table, region = %self.region, account_id = %self.account_id,
+                        previous_error = %code, "tag read succeeded again");
+                }
+                self.tags = Some(tags);
+                self.tags_read_at = Some(now);
+            }
+            Err(err) => {
+                let code = err.code().to_string();
+                *self.tag_errors.entry(code.clone()).or_insert(0) += 1;
+                if self.tags_failing_with.as_deref() != Some(code.as_str()) {
+                    tracing::warn!(table = %self.table, region = %self.region, account_id = %self.account_id,
+                        code = %code, error = %err, "tag read failed; keeping the last known tags");
+                }
+                self.tags_failing_with = Some(code);
+                self.tags.get_or_insert_with(Vec::new);
+            }
+        }
+    }
+
+    /// Say whether the table's target exports tags. Without, the tags
+    /// series carries no tag labels and needs no read. With, a table whose
+    /// tags were never read (nor failed to be) has its series held back
+    /// until the first read, so its alerts do not first go out without the
+    /// team's label; tags read before are kept until the next read.
+    pub fn set_exports_tags(&mut self, exports: bool) {
+        let attempted = self.tags_read_at.is_some() || !self.tag_errors.is_empty();
+        if !exports {
+            self.tags = Some(Vec::new());
+        } else if !attempted {
+            self.tags = None;
+        }
     }
 
     /// Replace the CDC datapoints: `points` holds, per (delegated
@@ -131,6 +296,7 @@ impl TableState {
             table: key.table.clone(),
             region: key.region.clone(),
             account_id: key.account_id.clone(),
+            tags: Some(Vec::new()),
             ..TableState::default()
         }
     }
@@ -196,6 +362,7 @@ impl TableState {
         }
         self.destination_count = Some(fresh.len());
         self.destinations = fresh;
+        self.update_stream_match();
         self.last_poll_ok = Some(true);
         self.last_success = Some(now);
     }
@@ -209,6 +376,7 @@ impl TableState {
         if let PollError::NotFound(_) = err {
             self.destinations.clear();
             self.destination_count = Some(0);
+            self.update_stream_match();
         }
         if self.failing_with.as_deref() == Some(code.as_str()) {
             tracing::debug!(table = %self.table, region = %self.region, account_id = %self.account_id, code = %code, error = %err, "poll failed again");
@@ -384,6 +552,15 @@ pub struct DiscoveryState {
     pub errors: BTreeMap<String, u64>,
 }
 
+/// One service's request budget in a scope, as last read from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetState {
+    /// The budget's current adaptive rate, requests per second.
+    pub rate_limit: f64,
+    /// Throttling answers the service gave in the scope (a counter).
+    pub throttled: u64,
+}
+
 /// Everything the metrics say about one (account, region) scope.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScopeState {
@@ -396,10 +573,15 @@ pub struct ScopeState {
     /// Average time between two polls of one table, seconds; `None` until a
     /// table has been polled twice.
     pub effective_interval: Option<f64>,
-    /// The budget's current adaptive rate, requests per second.
-    pub rate_limit: f64,
-    /// Throttling answers in the scope (a counter).
-    pub throttled: u64,
+    /// Each budgeted service's budget ([`ScopeState::set_budget`]).
+    pub budgets: BTreeMap<Service, BudgetState>,
+    /// Requests sent, by service and operation (the AWS name, such as
+    /// `DescribeKinesisStreamingDestination`): every attempt, retries
+    /// included (a counter).
+    pub requests: BTreeMap<Service, BTreeMap<String, u64>>,
+    /// Metrics requested from CloudWatch's GetMetricData (the
+    /// `MetricDataQueries` of every call and page): what AWS bills.
+    pub metrics_requested: u64,
     /// `None` when no target discovers tables in the scope.
     pub discovery: Option<DiscoveryState>,
     /// Failed CloudWatch calls (ListMetrics, GetMetricData) by error code.
@@ -414,6 +596,36 @@ impl ScopeState {
             region: key.region.clone(),
             ..ScopeState::default()
         }
+    }
+
+    /// Count one request to `service`'s `operation` (an attempt that left
+    /// the process: each retry counts again).
+    pub fn count_request(&mut self, service: Service, operation: &str) {
+        let operations = self.requests.entry(service).or_default();
+        match operations.get_mut(operation) {
+            Some(count) => *count += 1,
+            None => {
+                operations.insert(operation.to_string(), 1);
+            }
+        }
+    }
+
+    /// Count `n` metrics requested from GetMetricData (one call's or
+    /// page's `MetricDataQueries`).
+    pub fn count_metrics_requested(&mut self, n: u64) {
+        self.metrics_requested += n;
+    }
+
+    /// Record `service`'s budget: its current rate and its throttling
+    /// answers so far (the budget's own total, which never decreases).
+    pub fn set_budget(&mut self, service: Service, rate_limit: f64, throttled: u64) {
+        self.budgets.insert(
+            service,
+            BudgetState {
+                rate_limit,
+                throttled,
+            },
+        );
     }
 
     /// Fold in the gap between two polls of one table: an exponentially
@@ -693,6 +905,212 @@ mod tests {
         assert!(!metrics.contains_key("FailedToReplicateRecordCount"));
         state.record_cdc(&[]);
         assert!(state.cdc.is_empty());
+    }
+
+    fn cdc_pattern(source: &str) -> Option<Arc<Pattern>> {
+        Some(Arc::new(Pattern::new(source).unwrap()))
+    }
+
+    fn arn(name: &str) -> String {
+        format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}")
+    }
+
+    #[test]
+    fn stream_match_looks_at_working_destinations_by_name() {
+        let mut state = fresh();
+        // A pattern before any poll: no destinations, no answer.
+        state.set_expectation(Some(true), cdc_pattern("^cdc-"));
+        assert_eq!(state.stream_match, None);
+        // Only non-working destinations: still no answer, even though one
+        // of them names a matching stream.
+        state.record_success(
+            &[
+                dest(&arn("cdc-orders"), "ENABLE_FAILED"),
+                dest(&arn("cdc-old"), "DISABLED"),
+                dest(&arn("cdc-new"), "ENABLING"),
+            ],
+            1.0,
+        );
+        assert_eq!(state.stream_match, None);
+        // A working destination to the wrong stream beside a failed one to
+        // the right stream: no match.
+        state.record_success(
+            &[
+                dest(&arn("cdc-orders"), "ENABLE_FAILED"),
+                dest(&arn("audit"), "ACTIVE"),
+            ],
+            2.0,
+        );
+        assert_eq!(state.stream_match, Some(false));
+        // Two working destinations, one matching: a match. UPDATING counts.
+        state.record_success(
+            &[
+                dest(&arn("audit"), "ACTIVE"),
+                dest(&arn("cdc-orders"), "UPDATING"),
+            ],
+            3.0,
+        );
+        assert_eq!(state.stream_match, Some(true));
+        // The name is matched, not the ARN: "cdc-" appears in no name here.
+        state.record_success(
+            &[dest(
+                "arn:aws:kinesis:us-east-1:123456789012:stream/x-cdc-y",
+                "ACTIVE",
+            )],
+            4.0,
+        );
+        assert_eq!(state.stream_match, Some(false));
+        state.set_expectation(Some(true), cdc_pattern("cdc"));
+        assert_eq!(
+            state.stream_match,
+            Some(true),
+            "recomputed with the pattern"
+        );
+        // Without a pattern there is nothing to say.
+        state.set_expectation(Some(true), None);
+        assert_eq!(state.stream_match, None);
+        state.set_expectation(Some(true), cdc_pattern("^cdc-"));
+        assert_eq!(state.stream_match, Some(false));
+        // A missing table has no working destination left.
+        state.record_failure(&PollError::NotFound("gone".into()));
+        assert_eq!(state.stream_match, None);
+        // Other failures keep the last known destinations and their match.
+        state.record_success(&[dest(&arn("cdc-orders"), "ACTIVE")], 5.0);
+        state.record_failure(&throttled());
+        assert_eq!(state.stream_match, Some(true));
+    }
+
+    #[test]
+    fn expectation_is_kept_as_given() {
+        let mut state = fresh();
+        assert_eq!(state.expected, None);
+        state.set_expectation(Some(false), None);
+        assert_eq!(state.expected, Some(false));
+        state.set_expectation(Some(true), None);
+        assert_eq!(state.expected, Some(true));
+        // Unknown again (an expectation by tag whose tags are unknown):
+        // the series goes rather than keep a stale answer.
+        state.set_expectation(None, None);
+        assert_eq!(state.expected, None);
+    }
+
+    #[test]
+    fn tag_reads_replace_keep_or_default_the_tags() {
+        let team: Name = "tag_team".into();
+        let owner: Name = "tag_owner".into();
+        let mut state = fresh();
+        // A new table exports no tags until said otherwise.
+        assert_eq!(state.tags, Some(Vec::new()));
+        state.set_exports_tags(true);
+        assert_eq!(state.tags, None, "held back until the first read");
+        // A failed first read: no known tags, but an (empty) series, so
+        // the table's alerts are not dropped by the join.
+        let denied = PollError::Service {
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        };
+        state.record_tags(Err(&denied), 1.0);
+        assert_eq!(state.tags, Some(Vec::new()));
+        assert_eq!(state.tags_read_at, None);
+        assert_eq!(state.tag_errors["AccessDeniedException"], 1);
+        // Said again (a reload): a read was attempted, nothing is held back.
+        state.set_exports_tags(true);
+        assert_eq!(state.tags, Some(Vec::new()));
+        state.record_tags(
+            Ok(vec![
+                (team.clone(), "payments".into()),
+                (owner.clone(), String::new()),
+            ]),
+            2.0,
+        );
+        let read = vec![
+            (team.clone(), "payments".to_string()),
+            (owner.clone(), String::new()),
+        ];
+        assert_eq!(state.tags.as_ref(), Some(&read));
+        assert_eq!(state.tags_read_at, Some(2.0));
+        assert_eq!(state.tags_failing_with, None);
+        // A later failure keeps the last known tags and counts.
+        state.record_tags(Err(&throttled()), 3.0);
+        state.record_tags(Err(&throttled()), 4.0);
+        assert_eq!(state.tags.as_ref(), Some(&read));
+        assert_eq!(state.tags_read_at, Some(2.0));
+        assert_eq!(state.tag_errors["ThrottlingException"], 2);
+        assert_eq!(state.tag_errors["AccessDeniedException"], 1);
+        // A reload that still exports tags keeps them until the next read.
+        state.set_exports_tags(true);
+        assert_eq!(state.tags.as_ref(), Some(&read));
+        // A changed tag replaces the old value.
+        state.record_tags(Ok(vec![(team.clone(), "orders".into())]), 5.0);
+        assert_eq!(state.tags, Some(vec![(team, "orders".to_string())]));
+        // A target that no longer exports tags: a series without tag labels.
+        state.set_exports_tags(false);
+        assert_eq!(state.tags, Some(Vec::new()));
+        // The poll state is untouched by all of this.
+        assert_eq!(state.last_poll_ok, None);
+        assert!(state.errors.is_empty());
+    }
+
+    #[test]
+    fn scopes_count_requests_by_service_and_operation() {
+        let mut scope = ScopeState::new(&ScopeKey {
+            account_id: "1".into(),
+            region: "r".into(),
+        });
+        for _ in 0..3 {
+            scope.count_request(Service::DynamoDb, "DescribeKinesisStreamingDestination");
+        }
+        scope.count_request(Service::DynamoDb, "ListTagsOfResource");
+        scope.count_request(Service::Kinesis, "DescribeStreamSummary");
+        scope.count_request(Service::CloudWatch, "GetMetricData");
+        scope.count_metrics_requested(500);
+        scope.count_metrics_requested(12);
+        let counts: Vec<(&str, &str, u64)> = scope
+            .requests
+            .iter()
+            .flat_map(|(service, ops)| {
+                ops.iter()
+                    .map(move |(op, n)| (service.as_str(), op.as_str(), *n))
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("dynamodb", "DescribeKinesisStreamingDestination", 3),
+                ("dynamodb", "ListTagsOfResource", 1),
+                ("kinesis", "DescribeStreamSummary", 1),
+                ("cloudwatch", "GetMetricData", 1),
+            ]
+        );
+        assert_eq!(scope.metrics_requested, 512);
+    }
+
+    #[test]
+    fn each_service_has_its_own_budget() {
+        let mut scope = ScopeState::new(&ScopeKey {
+            account_id: "1".into(),
+            region: "r".into(),
+        });
+        scope.set_budget(Service::DynamoDb, 25.0, 0);
+        scope.set_budget(Service::Kinesis, 5.0, 0);
+        scope.set_budget(Service::Kinesis, 2.5, 1);
+        assert_eq!(
+            scope.budgets[&Service::DynamoDb],
+            BudgetState {
+                rate_limit: 25.0,
+                throttled: 0
+            }
+        );
+        assert_eq!(
+            scope.budgets[&Service::Kinesis],
+            BudgetState {
+                rate_limit: 2.5,
+                throttled: 1
+            }
+        );
+        assert!(!scope.budgets.contains_key(&Service::CloudWatch));
+        let labels: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(labels, ["dynamodb", "kinesis", "cloudwatch", "sts"]);
     }
 
     /// Seconds (not milliseconds, not zero) since the epoch, read now: the

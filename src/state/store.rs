@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
+use crate::config::Pattern;
 use crate::exposition::metrics::{self, Fragments};
 use crate::state::{
-    CdcPoint, Name, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState,
+    CdcPoint, Name, ScopeKey, ScopeState, Service, StreamKey, StreamState, TableKey, TableState,
 };
+use std::sync::Arc;
 
 /// Entries rendered per read-lock acquisition in the visits.
 const VISIT_BATCH: usize = 256;
@@ -166,6 +168,74 @@ impl Store {
             state.record_cdc(points);
         }
         self.changed();
+    }
+
+    /// Change one table's state, if the table is known (a table removed
+    /// while its work was in flight is ignored).
+    fn update_table(&self, key: &TableKey, change: impl FnOnce(&mut TableState)) {
+        if let Some(state) = write(&self.tables).get_mut(key) {
+            change(state);
+            self.changed();
+        }
+    }
+
+    /// Set what the configuration expects of a table (see
+    /// [`TableState::set_expectation`]): whether it must stream (`None`
+    /// while unknown, such as an expectation by tag before the first tag
+    /// read) and the regex its stream's name must match. Call it when the
+    /// table starts being polled, after a reload, and after every tag read
+    /// of a target that expects by tag. Pass one `Arc` per target, shared by
+    /// its tables. Unknown tables are ignored.
+    pub fn set_expectation(
+        &self,
+        key: &TableKey,
+        expected: Option<bool>,
+        stream: Option<Arc<Pattern>>,
+    ) {
+        self.update_table(key, |state| state.set_expectation(expected, stream));
+    }
+
+    /// Record one tag read of a table (see [`TableState::record_tags`]):
+    /// the exported tags as (label name, value) in the configured order,
+    /// an empty value for a tag the table lacks, or the error. Unknown
+    /// tables are ignored.
+    pub fn record_tags(
+        &self,
+        key: &TableKey,
+        outcome: Result<Vec<(Name, String)>, &PollError>,
+        now: f64,
+    ) {
+        self.update_table(key, |state| state.record_tags(outcome, now));
+    }
+
+    /// Say whether a table's target exports tags (see
+    /// [`TableState::set_exports_tags`]). A table starts as exporting none:
+    /// from its first poll its tags series (which every table-level alert
+    /// joins on) shows, without tag labels. Call this with `true` before
+    /// the first poll of a table whose target has `export_tags`, so its
+    /// series waits for the first tag read; with `false` when a reload
+    /// drops them. Unknown tables are ignored.
+    pub fn set_exports_tags(&self, key: &TableKey, exports: bool) {
+        self.update_table(key, |state| state.set_exports_tags(exports));
+    }
+
+    /// Count one request to `service`'s `operation` in a scope (every
+    /// attempt that leaves the process, retries included), creating the
+    /// scope's entry if new.
+    pub fn count_request(&self, scope: &ScopeKey, service: Service, operation: &str) {
+        self.update_scope(scope, |s| s.count_request(service, operation));
+    }
+
+    /// Count `n` metrics requested from CloudWatch's GetMetricData in a
+    /// scope (the `MetricDataQueries` of one call or page).
+    pub fn count_metrics_requested(&self, scope: &ScopeKey, n: u64) {
+        self.update_scope(scope, |s| s.count_metrics_requested(n));
+    }
+
+    /// Record one service's budget in a scope: its current adaptive rate
+    /// and the throttling answers it has seen (the budget's total).
+    pub fn set_budget(&self, scope: &ScopeKey, service: Service, rate_limit: f64, throttled: u64) {
+        self.update_scope(scope, |s| s.set_budget(service, rate_limit, throttled));
     }
 
     /// Change one scope's state, creating it if new.
@@ -455,13 +525,165 @@ mod tests {
         let store = Store::new([]);
         let scope = key().scope();
         store.update_scope(&scope, |s| s.tables = 3);
-        store.update_scope(&scope, |s| s.rate_limit = 2.5);
+        store.set_budget(&scope, Service::DynamoDb, 2.5, 0);
         let text = store.scope_fragments()[0].0.concat();
         assert!(text.contains("dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 3\n"), "{text}");
-        assert!(text.contains("dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\"} 2.5\n"), "{text}");
+        assert!(text.contains("dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 2.5\n"), "{text}");
         assert_eq!(store.scope_state(&scope).unwrap().tables, 3);
         store.retain_scopes(&BTreeSet::new());
         assert!(store.scope_fragments().is_empty());
+    }
+
+    #[test]
+    fn expectations_and_stream_match_render_and_follow_the_destinations() {
+        let store = Store::new([key()]);
+        let arn = |name: &str| format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}");
+        let pattern = Arc::new(Pattern::new("^cdc-").unwrap());
+        let before = store.generation();
+        store.set_expectation(&key(), Some(true), Some(Arc::clone(&pattern)));
+        assert_ne!(store.generation(), before);
+        let text = store.fragments()[0].0.concat();
+        assert!(text.contains("dynamodb_kinesis_table_destination_expected{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"), "{text}");
+        assert!(!text.contains("stream_match"), "{text}");
+        store.record(&key(), &Ok(vec![dest(&arn("audit"), "ACTIVE")]), 1.0);
+        let text = store.fragments()[0].0.concat();
+        assert!(text.contains("dynamodb_kinesis_table_destination_stream_match{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"), "{text}");
+        store.record(&key(), &Ok(vec![dest(&arn("cdc-orders"), "ACTIVE")]), 2.0);
+        assert_eq!(store.state(&key()).unwrap().stream_match, Some(true));
+        store.set_expectation(&key(), Some(false), None);
+        let state = store.state(&key()).unwrap();
+        assert_eq!((state.expected, state.stream_match), (Some(false), None));
+        // Unknown tables are ignored, and change nothing.
+        let unknown = TableKey {
+            table: "unknown".into(),
+            ..key()
+        };
+        let before = store.generation();
+        store.set_expectation(&unknown, Some(true), Some(pattern));
+        store.record_tags(&unknown, Ok(Vec::new()), 3.0);
+        store.set_exports_tags(&unknown, true);
+        assert!(store.state(&unknown).is_none());
+        assert_eq!(store.generation(), before);
+    }
+
+    #[test]
+    fn tags_render_with_each_tables_own_label_names() {
+        let other = TableKey {
+            table: "payments".into(),
+            ..key()
+        };
+        let plain = TableKey {
+            table: "scratch".into(),
+            ..key()
+        };
+        let pending = TableKey {
+            table: "pending".into(),
+            ..key()
+        };
+        let store = Store::new([key(), other.clone(), plain.clone(), pending.clone()]);
+        // Nothing before a table's first poll.
+        assert!(!store
+            .fragments()
+            .iter()
+            .any(|f| f.0.concat().contains("table_tags")));
+        for table in [key(), other.clone(), plain.clone(), pending.clone()] {
+            store.record(&table, &Ok(vec![]), 1.0);
+        }
+        store.set_exports_tags(&pending, true);
+        store.set_exports_tags(&key(), true);
+        store.record_tags(
+            &key(),
+            Ok(vec![
+                ("tag_team".into(), "payments".into()),
+                ("tag_owner".into(), String::new()),
+            ]),
+            1.0,
+        );
+        store.record_tags(
+            &other,
+            Ok(vec![("tag_cost_center".into(), "42\"x".into())]),
+            1.0,
+        );
+        let denied = PollError::Service {
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        };
+        store.record_tags(&other, Err(&denied), 2.0);
+        let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
+        let tags: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dynamodb_kinesis_table_tag"))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                "dynamodb_kinesis_table_tags{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",tag_team=\"payments\",tag_owner=\"\"} 1",
+                "dynamodb_kinesis_table_tags{table=\"payments\",region=\"us-east-1\",account_id=\"123456789012\",tag_cost_center=\"42\\\"x\"} 1",
+                "dynamodb_kinesis_table_tag_read_errors_total{table=\"payments\",region=\"us-east-1\",account_id=\"123456789012\",code=\"AccessDeniedException\"} 1",
+                "dynamodb_kinesis_table_tags{table=\"scratch\",region=\"us-east-1\",account_id=\"123456789012\"} 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_metrics_and_budgets_are_counted_per_scope() {
+        let store = Store::new([]);
+        let scope = key().scope();
+        let other = ScopeKey {
+            region: "eu-west-1".into(),
+            ..scope.clone()
+        };
+        store.count_request(
+            &scope,
+            Service::DynamoDb,
+            "DescribeKinesisStreamingDestination",
+        );
+        store.count_request(
+            &scope,
+            Service::DynamoDb,
+            "DescribeKinesisStreamingDestination",
+        );
+        store.count_request(&scope, Service::CloudWatch, "GetMetricData");
+        store.count_metrics_requested(&scope, 40);
+        store.count_request(&other, Service::Sts, "GetCallerIdentity");
+        store.set_budget(&scope, Service::DynamoDb, 25.0, 2);
+        store.set_budget(&scope, Service::Kinesis, 5.0, 0);
+        let text: String = store
+            .scope_fragments()
+            .iter()
+            .map(|f| f.0.concat())
+            .collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("dynamodb_kinesis_aws_requests_total")
+                    || l.starts_with("dynamodb_kinesis_cloudwatch_metrics_requested_total")
+                    || l.starts_with("dynamodb_kinesis_scope_request_rate_limit")
+                    || l.starts_with("dynamodb_kinesis_scope_throttled_total")
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"eu-west-1\",service=\"sts\",operation=\"GetCallerIdentity\"} 1",
+                "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"eu-west-1\"} 0",
+                "dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 25",
+                "dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"kinesis\"} 5",
+                "dynamodb_kinesis_scope_throttled_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 2",
+                "dynamodb_kinesis_scope_throttled_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"kinesis\"} 0",
+                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\",operation=\"DescribeKinesisStreamingDestination\"} 2",
+                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"cloudwatch\",operation=\"GetMetricData\"} 1",
+                "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"us-east-1\"} 40",
+            ]
+        );
+        // A scope removed takes its counters with it.
+        store.retain_scopes(&BTreeSet::from([scope.clone()]));
+        assert_eq!(store.scope_fragments().len(), 1);
+        assert_eq!(
+            store.scope_state(&scope).unwrap().requests[&Service::DynamoDb]
+                ["DescribeKinesisStreamingDestination"],
+            2
+        );
     }
 
     #[test]

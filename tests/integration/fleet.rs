@@ -269,7 +269,11 @@ async fn a_throttle_storm_cuts_the_rate_and_it_recovers() {
         &sim,
     )
     .await;
-    let scope = [("account_id", DEFAULT_ACCOUNT), ("region", "us-east-1")];
+    let scope = [
+        ("account_id", DEFAULT_ACCOUNT),
+        ("region", "us-east-1"),
+        ("service", "dynamodb"),
+    ];
     sim.set_scope_fault(DEFAULT_ACCOUNT, "us-east-1", Some(Fault::Throttle));
     let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
         value(p, RATE, &scope).is_some_and(|r| r < 5.0)
