@@ -17,6 +17,17 @@
 //! - [`Budget::close`] (the scope shuts down) ends every wait at once: a
 //!   call still waiting for its token was never made, so the scope has
 //!   nothing to drain for it.
+//! - A budget is one service's in one scope, so it is also where every
+//!   request that leaves is counted: [`crate::aws::call`] reports each
+//!   attempt it lets go to the budget's [`Meter`].
+//! - Calls are spaced by `(1 + GUARD) / rate`. A call let go late (timers
+//!   fire up to a millisecond after their deadline) lets the next one go
+//!   that much sooner, so the rate is kept on average. No window of a
+//!   second sees more calls than the rate (whole calls): from
+//!   [`FULL_CREDIT_FROM`] calls a second the guard leaves room for the
+//!   one call such credit can add to a second; below, a late call moves the
+//!   next one by at most half the guard, so two calls are never closer than
+//!   `(1 + GUARD / 2) / rate`.
 //!
 //! Time comes from `tokio::time`, so tests run it on paused time.
 
@@ -40,14 +51,36 @@ pub const RECHECK: Duration = Duration::from_millis(100);
 /// simulator, 10,000 tables at 100 req/s per scope saw up to 103 calls in
 /// one second without this margin.
 pub const GUARD: f64 = 0.04;
+/// From this rate up a late call's lateness is made up in full (see the
+/// module): at most ⌈rate ÷ (1 + GUARD)⌉ + 1 calls fit in a second, no
+/// more than the rate.
+pub const FULL_CREDIT_FROM: f64 = 26.0;
 
-/// One scope's budget. Cheap to share: clone the `Arc`.
-#[derive(Debug)]
+/// Where a budget reports each request it lets go: the request counters of
+/// its scope and service.
+pub trait Meter: Send + Sync {
+    /// One attempt of `operation` leaves now; it requests `metrics` metrics
+    /// from CloudWatch (GetMetricData's queries; 0 for anything else).
+    fn attempt(&self, operation: &'static str, metrics: u64);
+}
+
+/// One service's budget in one scope. Cheap to share: clone the `Arc`.
 pub struct Budget {
     bucket: Mutex<Bucket>,
     in_flight: Arc<Semaphore>,
     /// Cancelled by [`Budget::close`].
     closed: CancellationToken,
+    meter: Option<Arc<dyn Meter>>,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("bucket", &self.bucket)
+            .field("closed", &self.closed.is_cancelled())
+            .field("metered", &self.meter.is_some())
+            .finish()
+    }
 }
 
 /// The budget was closed while a call waited for it: the call was not made.
@@ -77,6 +110,15 @@ impl Budget {
     /// A budget of `max_rate` requests per second and `concurrency` calls in
     /// flight. Both are clamped to at least a minimal positive value.
     pub fn new(max_rate: f64, concurrency: usize) -> Arc<Self> {
+        Self::build(max_rate, concurrency, None)
+    }
+
+    /// [`Budget::new`], reporting every attempt to `meter`.
+    pub fn metered(max_rate: f64, concurrency: usize, meter: Arc<dyn Meter>) -> Arc<Self> {
+        Self::build(max_rate, concurrency, Some(meter))
+    }
+
+    fn build(max_rate: f64, concurrency: usize, meter: Option<Arc<dyn Meter>>) -> Arc<Self> {
         let max_rate = if max_rate.is_finite() && max_rate > 0.0 {
             max_rate
         } else {
@@ -93,7 +135,16 @@ impl Budget {
             }),
             in_flight: Arc::new(Semaphore::new(concurrency.max(1))),
             closed: CancellationToken::new(),
+            meter,
         })
+    }
+
+    /// Count one attempt of `operation` (requesting `metrics` CloudWatch
+    /// metrics) that is leaving now.
+    pub fn attempt(&self, operation: &'static str, metrics: u64) {
+        if let Some(meter) = &self.meter {
+            meter.attempt(operation, metrics);
+        }
     }
 
     /// Wait for a concurrency permit, then for the next token. The permit is
@@ -180,12 +231,18 @@ impl Bucket {
         if allowed > now {
             return Some(allowed - now);
         }
-        // Back-to-back calls keep exact spacing; after an idle spell the
+        // A call let go late does not delay the next one by its lateness
+        // (within the credit the module explains); after an idle spell the
         // clock restarts at now, so no credit builds up for a burst.
-        self.last_call = Some(if allowed + spacing > now {
-            allowed
+        self.last_call = Some(if self.rate >= FULL_CREDIT_FROM {
+            if allowed + spacing > now {
+                allowed
+            } else {
+                now
+            }
         } else {
-            now
+            let credit = Duration::from_secs_f64(GUARD / 2.0 / self.rate);
+            allowed.max(now.checked_sub(credit).unwrap_or(now))
         });
         None
     }
@@ -269,6 +326,73 @@ pub(crate) mod tests {
             .await
             .expect("a freed permit lets the next call go")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_that_wake_late_get_a_little_credit_and_no_second_sees_more_than_the_rate() {
+        // Waiters that wake up to 1.5 ms late, as tokio's millisecond timer
+        // does, and callers that come at any time up to a spacing late.
+        let cases = [5.0, 10.0, 25.0, 26.0, 100.0, 1000.0]
+            .into_iter()
+            .flat_map(|rate| [(rate, false), (rate, true)]);
+        for (rate, anytime) in cases {
+            let late = |i: usize, spacing: Duration| match anytime {
+                false => Duration::from_micros(((i * 7919) % 1500) as u64),
+                true => spacing.mul_f64(((i * 7919) % 1000) as f64 / 1000.0),
+            };
+            let budget = Budget::new(rate, 4);
+            let spacing = Duration::from_secs_f64((1.0 + GUARD) / rate);
+            let begin = Instant::now();
+            let mut now = begin;
+            let mut grants = Vec::new();
+            let mut lateness = Duration::ZERO;
+            for i in 0..(rate as usize * 20) {
+                while let Some(wait) = budget.lock().try_take(now) {
+                    let late = late(i, spacing);
+                    lateness += late;
+                    now += wait + late;
+                }
+                grants.push(now);
+            }
+            let busiest = max_in_window(&grants, Duration::from_secs(1));
+            assert!(
+                busiest <= rate as usize,
+                "{busiest} in a second at {rate} ({anytime})"
+            );
+            if rate < FULL_CREDIT_FROM {
+                let closest = Duration::from_secs_f64((1.0 + GUARD / 2.0) / rate);
+                for pair in grants.windows(2) {
+                    assert!(pair[1] - pair[0] + Duration::from_nanos(1) >= closest);
+                }
+            }
+            // Without the credit every bit of lateness would add up.
+            let took = *grants.last().unwrap() - begin;
+            let exact = spacing * (grants.len() as u32 - 1);
+            assert!(
+                took < exact + lateness,
+                "{took:?} vs {exact:?} + {lateness:?} at {rate}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_reported_to_the_meter() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<(&'static str, u64)>>);
+        impl Meter for Log {
+            fn attempt(&self, operation: &'static str, metrics: u64) {
+                self.0.lock().unwrap().push((operation, metrics));
+            }
+        }
+        let log = Arc::new(Log::default());
+        let budget = Budget::metered(10.0, 2, Arc::clone(&log) as Arc<dyn Meter>);
+        budget.attempt("ListTables", 0);
+        budget.attempt("GetMetricData", 500);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [("ListTables", 0), ("GetMetricData", 500)]
+        );
+        Budget::new(10.0, 2).attempt("ListTables", 0);
     }
 
     #[tokio::test(start_paused = true)]

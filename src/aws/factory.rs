@@ -26,11 +26,12 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use crate::aws::budget::Budget;
 use crate::aws::{
     self, CallPolicy, ClientOptions, CloudWatchApi, DynamoDbApi, KinesisApi, PollError, SdkClient,
 };
+use crate::config::Name;
 use crate::config::Target;
-use crate::state::Name;
 
 /// The account used for a loopback endpoint (DynamoDB Local, a simulator)
 /// when it cannot tell one: such endpoints have no real account.
@@ -75,12 +76,14 @@ pub trait ClientFactory: Send + Sync + 'static {
 
     /// The clients of `target` in `region` and their account. Fails only
     /// when the account cannot be told yet (STS failed); asking again
-    /// later is the caller's choice.
+    /// later is the caller's choice. An STS call goes through `sts` (whose
+    /// meter counts its attempts).
     fn scope(
         &self,
         target: &Target,
         region: &str,
         policy: CallPolicy,
+        sts: &Budget,
     ) -> impl Future<Output = Result<ScopeClients<Self::Client>, PollError>> + Send;
 
     /// The account [`ClientFactory::scope`] would name without asking
@@ -102,13 +105,14 @@ pub trait Connect: Send + Sync + 'static {
         policy: CallPolicy,
     ) -> impl Future<Output = Self::Client> + Send;
 
-    /// STS `GetCallerIdentity` with `target`'s credentials in `region`:
-    /// the 12-digit account.
+    /// STS `GetCallerIdentity` with `target`'s credentials in `region`,
+    /// through [`aws::call`] under `sts`: the 12-digit account.
     fn caller_account(
         &self,
         target: &Target,
         region: &str,
         policy: CallPolicy,
+        sts: &Budget,
     ) -> impl Future<Output = Result<String, PollError>> + Send;
 }
 
@@ -139,12 +143,21 @@ impl<K: Connect> Factory<K> {
         &self.connect
     }
 
-    async fn account(&self, target: &Target, policy: CallPolicy) -> Result<Name, PollError> {
+    async fn account(
+        &self,
+        target: &Target,
+        policy: CallPolicy,
+        sts: &Budget,
+    ) -> Result<Name, PollError> {
         if let Some(account) = self.known_account(target) {
             return Ok(account);
         }
         let region = target.regions.first().map_or("", String::as_str);
-        let account = match self.connect.caller_account(target, region, policy).await {
+        let account = match self
+            .connect
+            .caller_account(target, region, policy, sts)
+            .await
+        {
             Ok(account) => Name::from(account),
             Err(err) if is_local(target) => {
                 tracing::warn!(error = %err, account_id = LOCAL_ACCOUNT_ID,
@@ -166,8 +179,9 @@ impl<K: Connect> ClientFactory for Factory<K> {
         target: &Target,
         region: &str,
         policy: CallPolicy,
+        sts: &Budget,
     ) -> Result<ScopeClients<K::Client>, PollError> {
-        let account = self.account(target, policy).await?;
+        let account = self.account(target, policy, sts).await?;
         let key: ClientKey = (
             Identity::of(target),
             target.role.as_ref().map(|r| format!("{r:?}")),
@@ -275,12 +289,13 @@ impl Connect for SdkConnect {
         target: &Target,
         region: &str,
         policy: CallPolicy,
+        sts: &Budget,
     ) -> Result<String, PollError> {
         // Like the DynamoDB client of such a target: a loopback endpoint
         // gets local credentials unless the caller gave some.
         let credentials = (is_local(target) && self.options.static_credentials.is_none())
             .then(aws::local_endpoint_credentials);
-        aws::caller_account(&self.sts_config(target), region, credentials, policy).await
+        aws::caller_account(&self.sts_config(target), region, credentials, policy, sts).await
     }
 }
 
@@ -312,19 +327,29 @@ mod tests {
             "targets:\n  - regions: [us-east-1, eu-west-1]\n    endpoint_url: http://127.0.0.1:1\n    tables: [orders]\n",
         );
         assert_eq!(factory.known_account(&local), None);
-        let first = factory.scope(&local, "us-east-1", POLICY).await.unwrap();
+        let sts = Budget::new(10.0, 1);
+        let first = factory
+            .scope(&local, "us-east-1", POLICY, &sts)
+            .await
+            .unwrap();
         assert_eq!(&*first.account, LOCAL_ACCOUNT_ID);
         assert_eq!(
             factory.known_account(&local).as_deref(),
             Some(LOCAL_ACCOUNT_ID),
             "remembered"
         );
-        let again = factory.scope(&local, "us-east-1", POLICY).await.unwrap();
+        let again = factory
+            .scope(&local, "us-east-1", POLICY, &sts)
+            .await
+            .unwrap();
         assert!(
             Arc::ptr_eq(&first.client, &again.client),
             "one client per key"
         );
-        let other = factory.scope(&local, "eu-west-1", POLICY).await.unwrap();
+        let other = factory
+            .scope(&local, "eu-west-1", POLICY, &sts)
+            .await
+            .unwrap();
         assert!(!Arc::ptr_eq(&first.client, &other.client), "one per region");
     }
 }

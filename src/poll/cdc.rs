@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::aws::budget::Budget;
 use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
 use crate::aws::paginate::{self, GET_METRIC_DATA, LIST_METRICS};
-use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
+use crate::aws::{self, CallPolicy, CloudWatchApi, PollError, Request};
 use crate::exposition::metrics::CDC_METRICS;
 use crate::state::store::Store;
 use crate::state::{unix_now, CdcPoint, Name, ScopeKey, TableKey};
@@ -129,9 +129,12 @@ impl<C: CloudWatchApi> CdcReader<C> {
         let mut all = Vec::new();
         for (metric, _, _) in CDC_METRICS {
             let series = paginate::all_pages(LIST_METRICS, |token| {
-                aws::call(&self.budget, self.policy, move || {
-                    self.client.list_cdc_series(metric, token.clone())
-                })
+                aws::call(
+                    &self.budget,
+                    self.policy,
+                    LIST_METRICS.request(),
+                    move || self.client.list_cdc_series(metric, token.clone()),
+                )
             })
             .await?;
             all.extend(series);
@@ -157,8 +160,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
             .collect();
         let mut latest: BTreeMap<String, Option<(f64, f64)>> = BTreeMap::new();
         for batch in queries.chunks(MAX_QUERIES) {
+            // Every page asks for (and AWS bills) the batch's metrics.
+            let request = Request {
+                metrics: batch.len() as u64,
+                ..GET_METRIC_DATA.request()
+            };
             let results = paginate::all_pages(GET_METRIC_DATA, |token| {
-                aws::call(&self.budget, self.policy, move || {
+                aws::call(&self.budget, self.policy, request, move || {
                     self.client.latest_datapoints(
                         batch,
                         now - WINDOW.as_secs_f64(),

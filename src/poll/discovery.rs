@@ -79,7 +79,9 @@ pub async fn discover<C: DynamoDbApi>(
     shard: &Shard,
 ) -> Result<Refresh, PollError> {
     let listed = paginate::all_pages(LIST_TABLES, |start| {
-        aws::call(budget, policy, move || client.list_tables(start.clone()))
+        aws::call(budget, policy, LIST_TABLES.request(), move || {
+            client.list_tables(start.clone())
+        })
     })
     .await;
     let mut names = listed.inspect_err(|err| {
@@ -135,7 +137,9 @@ pub async fn tags_of<C: DynamoDbApi>(
     arn: &str,
 ) -> Result<Vec<(String, String)>, PollError> {
     paginate::all_pages(LIST_TAGS, |token| {
-        aws::call(budget, policy, move || client.list_tags(arn, token.clone()))
+        aws::call(budget, policy, LIST_TAGS.request(), move || {
+            client.list_tags(arn, token.clone())
+        })
     })
     .await
 }

@@ -42,20 +42,24 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::budget::Budget;
+use crate::aws::budget::{Budget, Meter};
 use crate::aws::factory::{ClientFactory, Identity, ScopeClients};
 use crate::aws::CallPolicy;
 use crate::config::{self, Config, Target};
 use crate::exposition::metrics::Telemetry;
 use crate::poll::cdc::CdcJob;
 use crate::poll::discovery::{DiscoveryJob, Refresh};
-use crate::poll::scheduler::{PollJob, ScopeEvent, ScopeRunner, ScopeWork};
+use crate::poll::scheduler::{Budgets, PollJob, ScopeEvent, ScopeMeter, ScopeRunner, ScopeWork};
 use crate::poll::supervise::supervise;
+use crate::poll::tags::TableRules;
 use crate::state::store::Store;
-use crate::state::{unix_now, Name, ScopeKey, Shard, TableKey};
+use crate::state::{unix_now, Name, ScopeKey, Service, Shard, TableKey};
 
 /// How long to wait before asking STS again after a failed lookup.
 pub const ACCOUNT_RETRY: Duration = Duration::from_secs(30);
+
+/// The pace of a lookup's STS calls (its retries, in effect).
+const STS_RATE: f64 = 1.0;
 
 /// How much longer than the grace period shutdown waits for the scopes
 /// (each bounds its own drain by the grace) before it aborts them.
@@ -76,6 +80,8 @@ struct Unit<C> {
     /// Shared by the target's units (one per region): its table list can
     /// be thousands of entries.
     target: Arc<Target>,
+    /// Shared by the target's units and by its tables' poll jobs.
+    rules: Arc<TableRules>,
     region: Name,
     identity: Identity,
     policy: CallPolicy,
@@ -99,7 +105,7 @@ impl<C> Unit<C> {
 
 struct ScopeHandle<C> {
     work: watch::Sender<ScopeWork<C>>,
-    budget: Arc<Budget>,
+    budgets: Budgets,
     /// A child of the fleet's root token: shutdown stops every scope at once.
     shutdown: CancellationToken,
 }
@@ -109,6 +115,46 @@ struct Resolved {
     generation: u64,
     identity: Identity,
     account: Name,
+    /// Where STS was asked, and how many requests that took (failed
+    /// lookups included): counted once the account is known.
+    region: Name,
+    sts_requests: u64,
+}
+
+/// Counts a lookup's STS requests until it knows the account to count
+/// them under.
+#[derive(Default)]
+struct StsRequests(std::sync::atomic::AtomicU64);
+
+impl Meter for StsRequests {
+    fn attempt(&self, _operation: &'static str, _metrics: u64) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The rates of one scope's budgets: the lowest any target using the
+/// scope allows, per service.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    dynamodb: f64,
+    kinesis: f64,
+    cloudwatch: f64,
+}
+
+impl Rates {
+    const NONE: Rates = Rates {
+        dynamodb: f64::INFINITY,
+        kinesis: f64::INFINITY,
+        cloudwatch: f64::INFINITY,
+    };
+
+    fn include(&mut self, target: &Target) {
+        self.dynamodb = self.dynamodb.min(target.max_requests_per_second);
+        self.kinesis = self.kinesis.min(target.kinesis_max_requests_per_second);
+        self.cloudwatch = self
+            .cloudwatch
+            .min(target.cloudwatch_max_requests_per_second);
+    }
 }
 
 /// The running fleet.
@@ -213,6 +259,7 @@ impl<F: ClientFactory> Fleet<F> {
         let mut lookups: BTreeMap<Identity, (Arc<Target>, CallPolicy)> = BTreeMap::new();
         let targets = self.config.targets.clone();
         for target in targets.into_iter().map(Arc::new) {
+            let rules = Arc::new(TableRules::new(Arc::clone(&target)));
             let identity = Identity::of(&target);
             let policy = CallPolicy::of(&self.config, &target);
             let known = self.factory.known_account(&target).is_some();
@@ -234,6 +281,7 @@ impl<F: ClientFactory> Fleet<F> {
                     .flatten();
                 self.units.push(Unit {
                     target: Arc::clone(&target),
+                    rules: Arc::clone(&rules),
                     region: Name::from(region.as_str()),
                     identity: identity.clone(),
                     policy,
@@ -258,7 +306,9 @@ impl<F: ClientFactory> Fleet<F> {
         region: &str,
         policy: CallPolicy,
     ) -> Option<ScopeClients<F::Client>> {
-        match self.factory.scope(target, region, policy).await {
+        // The account is known: no STS call to budget or count.
+        let sts = Budget::new(STS_RATE, 1);
+        match self.factory.scope(target, region, policy, &sts).await {
             Ok(clients) => Some(clients),
             Err(err) => {
                 tracing::error!(region, code = err.code(), error = %err,
@@ -288,11 +338,13 @@ impl<F: ClientFactory> Fleet<F> {
                 (Arc::clone(&factory), Arc::clone(&target), region.clone());
             let (resolved, cancel, identity) = (resolved.clone(), cancel.clone(), identity.clone());
             async move {
+                let requests = Arc::new(StsRequests::default());
+                let sts = Budget::metered(STS_RATE, 1, Arc::clone(&requests) as Arc<dyn Meter>);
                 let mut failures = 0u32;
                 let account = loop {
                     let outcome = tokio::select! {
                         () = cancel.cancelled() => return 0,
-                        outcome = factory.scope(&target, &region, policy) => outcome,
+                        outcome = factory.scope(&target, &region, policy, &sts) => outcome,
                     };
                     match outcome {
                         Ok(clients) => break clients.account,
@@ -315,6 +367,8 @@ impl<F: ClientFactory> Fleet<F> {
                     generation: generation_id,
                     identity,
                     account,
+                    region: Name::from(region.as_str()),
+                    sts_requests: requests.0.load(std::sync::atomic::Ordering::Relaxed),
                 });
                 0
             }
@@ -334,9 +388,16 @@ impl<F: ClientFactory> Fleet<F> {
             generation: id,
             identity,
             account,
+            region,
+            sts_requests,
         } = resolved;
         tracing::info!(account_id = %account, endpoint = ?identity.endpoint_url, "target account resolved");
+        let sts_scope = ScopeKey {
+            account_id: account,
+            region,
+        };
         if id != self.generation {
+            self.count_sts(&sts_scope, sts_requests);
             return;
         }
         let mut failed = None;
@@ -356,6 +417,18 @@ impl<F: ClientFactory> Fleet<F> {
             self.lookup_account(target, identity, policy, generation);
         }
         self.rebuild();
+        self.count_sts(&sts_scope, sts_requests);
+    }
+
+    /// Count a lookup's STS requests in the scope of its account and
+    /// region, if that scope is polled (else they have no series to go in).
+    fn count_sts(&self, scope: &ScopeKey, requests: u64) {
+        if !self.scopes.contains_key(scope) {
+            return;
+        }
+        for _ in 0..requests {
+            (self.settings.store).count_request(scope, Service::Sts, "GetCallerIdentity");
+        }
     }
 
     /// A scope's discovery refresh ended: record it, and recompute the work.
@@ -418,26 +491,39 @@ impl<F: ClientFactory> Fleet<F> {
         self.rebuild();
     }
 
-    /// Start the runner of a scope (and its budget), once.
-    fn scope_handle(&mut self, scope: &ScopeKey, rate: f64) -> &ScopeHandle<F::Client> {
+    /// Start the runner of a scope (and its budgets), once.
+    fn scope_handle(&mut self, scope: &ScopeKey, rates: Rates) -> &ScopeHandle<F::Client> {
         let concurrency = self.config.concurrency;
         let settings = &self.settings;
         let tasks = &mut self.tasks;
         let root = &self.root;
         let events = &self.scope_events;
         self.scopes.entry(scope.clone()).or_insert_with(|| {
-            let budget = Budget::new(rate, concurrency);
-            let (work, receiver) = watch::channel(ScopeWork::default());
             let shutdown = root.child_token();
+            let budget = |service: Service, rate: f64| {
+                let meter = ScopeMeter {
+                    store: Arc::clone(&settings.store),
+                    scope: scope.clone(),
+                    service,
+                    stopped: shutdown.clone(),
+                };
+                Budget::metered(rate, concurrency, Arc::new(meter))
+            };
+            let budgets = Budgets {
+                dynamodb: budget(Service::DynamoDb, rates.dynamodb),
+                kinesis: budget(Service::Kinesis, rates.kinesis),
+                cloudwatch: budget(Service::CloudWatch, rates.cloudwatch),
+            };
+            let (work, receiver) = watch::channel(ScopeWork::default());
             let make = {
-                let (key, budget) = (scope.clone(), Arc::clone(&budget));
+                let (key, budgets) = (scope.clone(), budgets.clone());
                 let (store, telemetry) =
                     (Arc::clone(&settings.store), Arc::clone(&settings.telemetry));
                 let (grace, shutdown, events) = (settings.grace, shutdown.clone(), events.clone());
                 move || {
                     let runner = ScopeRunner {
                         key: key.clone(),
-                        budget: Arc::clone(&budget),
+                        budgets: budgets.clone(),
                         store: Arc::clone(&store),
                         telemetry: Arc::clone(&telemetry),
                         concurrency,
@@ -458,7 +544,7 @@ impl<F: ClientFactory> Fleet<F> {
             tasks.spawn(async move { supervised.await.unwrap_or(0) });
             ScopeHandle {
                 work,
-                budget,
+                budgets,
                 shutdown,
             }
         })
@@ -468,7 +554,7 @@ impl<F: ClientFactory> Fleet<F> {
     /// runners, and make the store hold exactly the polled tables.
     fn rebuild(&mut self) {
         let mut by_scope: BTreeMap<ScopeKey, ScopeWork<F::Client>> = BTreeMap::new();
-        let mut rates: HashMap<ScopeKey, f64> = HashMap::new();
+        let mut rates: HashMap<ScopeKey, Rates> = HashMap::new();
         let mut seen: BTreeSet<TableKey> = BTreeSet::new();
         let shard = self.settings.shard;
         // What readiness waits for: accounts not known yet, and units with
@@ -513,8 +599,10 @@ impl<F: ClientFactory> Fleet<F> {
                     continue;
                 }
                 let scope = key.scope();
-                let rate = rates.entry(scope.clone()).or_insert(f64::INFINITY);
-                *rate = rate.min(unit.target.max_requests_per_second);
+                rates
+                    .entry(scope.clone())
+                    .or_insert(Rates::NONE)
+                    .include(&unit.target);
                 let work = by_scope.entry(scope).or_default();
                 work.tables.push(Arc::new(PollJob {
                     key,
@@ -522,6 +610,7 @@ impl<F: ClientFactory> Fleet<F> {
                     client: Arc::clone(&clients.client),
                     interval: unit.target.poll_interval,
                     policy: unit.policy,
+                    rules: Arc::clone(&unit.rules),
                 }));
             }
         }
@@ -536,8 +625,10 @@ impl<F: ClientFactory> Fleet<F> {
                 account_id: clients.account.clone(),
                 region: unit.region.clone(),
             };
-            let rate = rates.entry(scope.clone()).or_insert(f64::INFINITY);
-            *rate = rate.min(unit.target.max_requests_per_second);
+            rates
+                .entry(scope.clone())
+                .or_insert(Rates::NONE)
+                .include(&unit.target);
             let work = by_scope.entry(scope).or_default();
             if work.discoveries.iter().all(|d| d.key != *key) {
                 work.discoveries.push(Arc::new(DiscoveryJob {
@@ -624,12 +715,15 @@ impl<F: ClientFactory> Fleet<F> {
         }
         self.settings.store.retain_scopes(&wanted);
         for (scope, work) in by_scope {
-            let rate = rates
-                .get(&scope)
-                .copied()
-                .unwrap_or(self.config.max_requests_per_second);
-            let handle = self.scope_handle(&scope, rate);
-            handle.budget.set_max_rate(rate);
+            let rates = rates.get(&scope).copied().unwrap_or(Rates {
+                dynamodb: self.config.max_requests_per_second,
+                kinesis: self.config.kinesis_max_requests_per_second,
+                cloudwatch: self.config.cloudwatch_max_requests_per_second,
+            });
+            let handle = self.scope_handle(&scope, rates);
+            handle.budgets.dynamodb.set_max_rate(rates.dynamodb);
+            handle.budgets.kinesis.set_max_rate(rates.kinesis);
+            handle.budgets.cloudwatch.set_max_rate(rates.cloudwatch);
             handle.work.send_replace(work);
         }
     }
@@ -806,21 +900,25 @@ mod tests {
             &self,
             target: &Target,
             region: &str,
-            _: CallPolicy,
+            policy: CallPolicy,
+            sts: &Budget,
         ) -> Result<String, PollError> {
-            self.0.sts_calls.lock().unwrap().push(region.into());
-            if target.endpoint_url.is_some() {
-                return Err(PollError::Dispatch("this endpoint has no STS".into()));
-            }
-            let failures = &self.0.sts_failures;
-            if failures.load(Ordering::SeqCst) > 0 {
-                failures.fetch_sub(1, Ordering::SeqCst);
-                return Err(PollError::Service {
-                    code: "ExpiredToken".into(),
-                    message: "the token expired".into(),
-                });
-            }
-            Ok(STS_ACCOUNT.into())
+            crate::aws::call(sts, policy, crate::aws::GET_CALLER_IDENTITY, || async {
+                self.0.sts_calls.lock().unwrap().push(region.into());
+                if target.endpoint_url.is_some() {
+                    return Err(PollError::Dispatch("this endpoint has no STS".into()));
+                }
+                let failures = &self.0.sts_failures;
+                if failures.load(Ordering::SeqCst) > 0 {
+                    failures.fetch_sub(1, Ordering::SeqCst);
+                    return Err(PollError::Service {
+                        code: "ExpiredToken".into(),
+                        message: "the token expired".into(),
+                    });
+                }
+                Ok(STS_ACCOUNT.into())
+            })
+            .await
         }
     }
 
@@ -1102,6 +1200,13 @@ mod tests {
         assert_eq!(h.polled(), set(&[(STS_ACCOUNT, "us-east-1", "orders")]));
         assert!(h.store.waiting().is_empty());
         assert!(h.store.is_ready());
+        // Each of the three requests is counted, once the account is known.
+        let scope = ScopeKey {
+            account_id: STS_ACCOUNT.into(),
+            region: "us-east-1".into(),
+        };
+        let requests = h.store.scope_state(&scope).unwrap().requests;
+        assert_eq!(requests[&Service::Sts]["GetCallerIdentity"], 3);
         // Remembered: a reload that keeps the identity asks no more.
         h.reload("poll_interval: 20s\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    tables: [orders]\n").await;
         assert_eq!(world.sts_calls.lock().unwrap().len(), 3);
@@ -1241,6 +1346,77 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_service_s_budget_is_the_lowest_its_targets_allow_and_every_call_is_counted() {
+        let world = Arc::new(World::default());
+        world.put(DEFAULT, "us-east-1", &["orders", "payments", "audit"]);
+        let h = start(
+            &world,
+            "poll_interval: 1h\nmax_attempts: 1\nkinesis_max_requests_per_second: 4\ntargets:\n\
+             \x20 - region: us-east-1\n    tables: [orders, payments]\n    max_requests_per_second: 20\n    kinesis_max_requests_per_second: 3\n\
+             \x20 - region: us-east-1\n    tables: [audit]\n    export_tags: [team]\n    cdc_metrics: {interval: 1h}\n",
+            GRACE,
+        );
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let scope = ScopeKey {
+            account_id: STS_ACCOUNT.into(),
+            region: "us-east-1".into(),
+        };
+        let state = h.store.scope_state(&scope).unwrap();
+        let rates: Vec<(Service, f64)> = (state.budgets.iter())
+            .map(|(service, budget)| (*service, budget.rate_limit))
+            .collect();
+        assert_eq!(
+            rates,
+            [
+                (Service::DynamoDb, 20.0),
+                (Service::Kinesis, 3.0),
+                (Service::CloudWatch, 5.0)
+            ]
+        );
+        // Every request the fake saw is counted under its service and
+        // operation, and nothing else is.
+        let mut counted: Vec<(Service, String, u64)> = Vec::new();
+        for (service, operations) in &state.requests {
+            for (operation, n) in operations {
+                counted.push((*service, operation.clone(), *n));
+            }
+        }
+        let made = |op: &str| world.count(op, None) as u64;
+        assert_eq!(
+            counted,
+            [
+                (
+                    Service::DynamoDb,
+                    "DescribeKinesisStreamingDestination".into(),
+                    3
+                ),
+                (
+                    Service::DynamoDb,
+                    "ListTagsOfResource".into(),
+                    made("ListTagsOfResource")
+                ),
+                (Service::Kinesis, "DescribeStreamSummary".into(), 3),
+                (
+                    Service::CloudWatch,
+                    "ListMetrics".into(),
+                    made("ListMetrics")
+                ),
+                (Service::Sts, "GetCallerIdentity".into(), 1),
+            ]
+        );
+        assert_eq!(made("DescribeKinesisStreamingDestination"), 3);
+        assert_eq!(made("DescribeStreamSummary"), 3);
+        assert_eq!(
+            made("ListTagsOfResource"),
+            1,
+            "only audit's target reads tags"
+        );
+        assert_eq!(made("ListMetrics"), 4, "one listing per CDC metric");
+        assert_eq!(world.sts_calls.lock().unwrap().len(), 1);
+        assert_eq!(h.stop().await.0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_drains_every_scope_at_once_and_leaves_nothing_running() {
         // Three scopes at one request every 100 s: each has a call that
         // hangs ("hung") and, by 31 s, one waiting for a token ("waiting").
@@ -1268,7 +1444,7 @@ mod tests {
             for region in regions {
                 clients.push(
                     h.factory
-                        .scope(target, region, policy)
+                        .scope(target, region, policy, &Budget::new(1.0, 1))
                         .await
                         .unwrap()
                         .client,

@@ -18,3 +18,4 @@ pub mod discovery;
 pub mod fleet;
 pub mod scheduler;
 pub mod supervise;
+pub mod tags;
