@@ -142,8 +142,13 @@ fn main() -> ExitCode {
     runtime::purge_freed_memory_at_once();
     let flags = Flags::parse();
     if flags.version {
-        println!("{}", launch::version());
-        return ExitCode::SUCCESS;
+        return match launch::print_out(&launch::version()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                report(&err);
+                ExitCode::FAILURE
+            }
+        };
     }
     init_logging(flags.log_level, flags.log_format);
     match real_main(flags) {
@@ -158,9 +163,8 @@ fn main() -> ExitCode {
 fn real_main(flags: Flags) -> anyhow::Result<()> {
     if flags.config_check {
         let config = config::load(&flags.config_file)?;
-        println!("{}: configuration is valid", flags.config_file.display());
-        println!("{}", config.summary());
-        return Ok(());
+        let valid = format!("{}: configuration is valid", flags.config_file.display());
+        return launch::print_out(&format!("{valid}\n{}", config.summary()));
     }
     if flags.once {
         let config = config::load(&flags.config_file)?;

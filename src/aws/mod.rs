@@ -905,6 +905,7 @@ mod tests {
             name: "orders".into(),
             account_id: None,
             region: None,
+            expect_streaming: None,
         };
         let err = source.describe(&table).await.unwrap_err();
         assert_eq!(err.code(), "credentials", "{err}");

@@ -34,7 +34,12 @@ pub(super) fn check_config(c: &mut Checker, doc: &Field) -> Config {
         max_attempts: (m.get("max_attempts"))
             .and_then(|f| c.integer(&f, 1, MAX_ATTEMPTS.into()))
             .unwrap_or(defaults.max_attempts),
-        max_requests_per_second: rate(c, &mut m).unwrap_or(defaults.max_requests_per_second),
+        max_requests_per_second: rate(c, &mut m, "max_requests_per_second")
+            .unwrap_or(defaults.max_requests_per_second),
+        kinesis_max_requests_per_second: rate(c, &mut m, "kinesis_max_requests_per_second")
+            .unwrap_or(defaults.kinesis_max_requests_per_second),
+        cloudwatch_max_requests_per_second: rate(c, &mut m, "cloudwatch_max_requests_per_second")
+            .unwrap_or(defaults.cloudwatch_max_requests_per_second),
         targets: Vec::new(),
     };
     // Targets last: they inherit the global values wherever those were written.
@@ -53,9 +58,10 @@ fn duration(c: &mut Checker, m: &mut Map, key: &'static str, min: Duration) -> O
     m.get(key).and_then(|f| c.duration(&f, min, MAX_DURATION))
 }
 
-fn rate(c: &mut Checker, m: &mut Map) -> Option<f64> {
+/// A request rate key of `m`, if written and valid.
+fn rate(c: &mut Checker, m: &mut Map, key: &'static str) -> Option<f64> {
     let (min, max) = (MIN_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND);
-    (m.get("max_requests_per_second")).and_then(|f| c.number(&f, min, max))
+    m.get(key).and_then(|f| c.number(&f, min, max))
 }
 
 fn check_target(c: &mut Checker, at: &Field, globals: &Config, seen: &mut Seen) -> Option<Target> {
@@ -75,7 +81,16 @@ fn check_target(c: &mut Checker, at: &Field, globals: &Config, seen: &mut Seen) 
         None
     });
     let role = check_role(c, &mut m);
-    let max_requests_per_second = rate(c, &mut m).unwrap_or(globals.max_requests_per_second);
+    let mut rate = |key, global| rate(c, &mut m, key).unwrap_or(global);
+    let max_requests_per_second = rate("max_requests_per_second", globals.max_requests_per_second);
+    let kinesis_max_requests_per_second = rate(
+        "kinesis_max_requests_per_second",
+        globals.kinesis_max_requests_per_second,
+    );
+    let cloudwatch_max_requests_per_second = rate(
+        "cloudwatch_max_requests_per_second",
+        globals.cloudwatch_max_requests_per_second,
+    );
     let poll_interval =
         duration(c, &mut m, "poll_interval", MIN_POLL_INTERVAL).unwrap_or(globals.poll_interval);
     let request_timeout = duration(c, &mut m, "request_timeout", MIN_REQUEST_TIMEOUT)
@@ -103,12 +118,28 @@ fn check_target(c: &mut Checker, at: &Field, globals: &Config, seen: &mut Seen) 
         .get("cdc_metrics")
         .and_then(|f| check_cdc_metrics(c, &f))
         .flatten();
+    let expect = m.get("expect").and_then(|f| check_expect(c, &f));
+    let export_tags = (m.get("export_tags"))
+        .map(|f| check_export_tags(c, &f))
+        .unwrap_or_default();
+    let tags_refresh_interval = duration(
+        c,
+        &mut m,
+        "tags_refresh_interval",
+        MIN_TAGS_REFRESH_INTERVAL,
+    )
+    .unwrap_or(DEFAULT_TAGS_REFRESH_INTERVAL);
     m.finish(c);
     Some(Target {
         regions: regions.unwrap_or_default(),
         endpoint_url,
         role,
         max_requests_per_second,
+        kinesis_max_requests_per_second,
+        cloudwatch_max_requests_per_second,
+        expect,
+        export_tags,
+        tags_refresh_interval,
         discovery,
         cdc_metrics,
         poll_interval,
@@ -301,6 +332,90 @@ fn check_cdc_metrics(c: &mut Checker, at: &Field) -> Option<Option<CdcMetrics>> 
     Some(enabled.unwrap_or(true).then_some(CdcMetrics { interval }))
 }
 
+/// `expect`; `None` when it expects nothing of the target as a whole and names no stream.
+fn check_expect(c: &mut Checker, at: &Field) -> Option<Expect> {
+    let mut m = c.map(at)?;
+    let streaming = m.get("streaming").and_then(|f| c.boolean(&f));
+    let tag_field = m.get("tag");
+    let tag = (tag_field.as_ref()).and_then(|f| tag_key(c, f));
+    let stream = m.get("stream").and_then(|f| {
+        let source = c.string(&f, "a regular expression")?;
+        (Pattern::new(source))
+            .map_err(|err| c.report(&f, regex_problem(source, &err)))
+            .ok()
+    });
+    if let (Some(true), Some(f)) = (streaming, &tag_field) {
+        let which = tag.map_or("its".to_owned(), |tag| format!("whose {tag}"));
+        let message = format!(
+            "cannot be combined with streaming: true (keep streaming: true to expect every \
+             table, or tag to expect only the tables {which} tag is \"true\")"
+        );
+        c.report(f, message);
+    }
+    m.finish(c);
+    let streaming = streaming.unwrap_or(false);
+    (streaming || tag.is_some() || stream.is_some()).then_some(Expect {
+        streaming,
+        tag: tag.filter(|_| !streaming).map(str::to_owned),
+        stream,
+    })
+}
+
+/// A tag key as AWS allows them, or `None` (reported).
+fn tag_key<'n>(c: &mut Checker, at: &Field<'n>) -> Option<&'n str> {
+    let key = c.string(at, "a tag key")?;
+    if !is_tag_key(key) {
+        c.report(at, format!("{key:?} {TAG_KEY_RULE}"));
+        return None;
+    }
+    Some(key)
+}
+
+/// `export_tags`: at most [`MAX_EXPORT_TAGS`] keys, each once, no two with the same label.
+fn check_export_tags(c: &mut Checker, at: &Field) -> Vec<ExportTag> {
+    let Value::Seq(items) = &at.node.value else {
+        let found = dke_yaml::describe(&at.node.value);
+        c.report(at, format!("expected a list of tag keys, found {found}"));
+        return Vec::new();
+    };
+    if items.len() > MAX_EXPORT_TAGS {
+        let message = format!(
+            "lists {} tag keys; at most {MAX_EXPORT_TAGS} (each is a label on every table's series)",
+            items.len()
+        );
+        c.report(at, message);
+    }
+    let mut tags: Vec<(ExportTag, String)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item = at.index(i, item);
+        let Some(key) = tag_key(c, &item) else {
+            continue;
+        };
+        let label = tag_label(key);
+        let clash = (tags.iter()).find(|(t, _)| t.key == key || t.label == label);
+        match clash {
+            Some((first, path)) if first.key == key => {
+                c.report(&item, format!("tag {key:?} is already listed at {path}"));
+            }
+            Some((first, path)) => {
+                let message = format!(
+                    "tag {key:?} and tag {:?} (at {path}) would both be the label {label}",
+                    first.key
+                );
+                c.report(&item, message);
+            }
+            None => tags.push((
+                ExportTag {
+                    key: key.to_owned(),
+                    label,
+                },
+                item.path.clone(),
+            )),
+        }
+    }
+    tags.into_iter().map(|(tag, _)| tag).collect()
+}
+
 fn check_tables(c: &mut Checker, at: &Field, scope: &TableScope, seen: &mut Seen) -> Vec<TableRef> {
     let mut tables = Vec::new();
     for item in c.list(at, TABLES_MISSING) {
@@ -318,8 +433,25 @@ fn check_tables(c: &mut Checker, at: &Field, scope: &TableScope, seen: &mut Seen
     tables
 }
 
-/// One entry of `tables`: a table name, or an ARN in one of the target's regions.
+/// One entry of `tables`: a table name or an ARN in one of the target's regions, alone or as
+/// the `name` of a mapping that may also say `expect_streaming`.
 fn check_table(c: &mut Checker, at: &Field, regions: Option<&[String]>) -> Option<TableRef> {
+    let Value::Map(_) = &at.node.value else {
+        return check_table_name(c, at, regions);
+    };
+    let mut m = c.map(at)?;
+    let name = m.require(c, "name", "is required (the table's name or ARN)");
+    let table = name.and_then(|f| check_table_name(c, &f, regions));
+    let expect_streaming = m.get("expect_streaming").and_then(|f| c.boolean(&f));
+    m.finish(c);
+    Some(TableRef {
+        expect_streaming,
+        ..table?
+    })
+}
+
+/// A table name, or an ARN in one of the target's regions.
+fn check_table_name(c: &mut Checker, at: &Field, regions: Option<&[String]>) -> Option<TableRef> {
     let Value::String(identifier) = &at.node.value else {
         let found = dke_yaml::describe(&at.node.value);
         c.report(at, format!("expected a table name or ARN, found {found}"));
@@ -336,6 +468,7 @@ fn check_table(c: &mut Checker, at: &Field, regions: Option<&[String]>) -> Optio
             name: identifier,
             account_id: None,
             region: None,
+            expect_streaming: None,
         });
     }
     let arn = parse_table_arn(identifier)
@@ -362,6 +495,7 @@ fn check_table(c: &mut Checker, at: &Field, regions: Option<&[String]>) -> Optio
         name: Name::from(arn.table),
         account_id: Some(arn.account_id),
         region: Some(arn.region),
+        expect_streaming: None,
     })
 }
 
@@ -456,6 +590,8 @@ impl Config {
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
+            kinesis_max_requests_per_second: DEFAULT_KINESIS_MAX_REQUESTS_PER_SECOND,
+            cloudwatch_max_requests_per_second: DEFAULT_CLOUDWATCH_MAX_REQUESTS_PER_SECOND,
             targets: Vec::new(),
         }
     }

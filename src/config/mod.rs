@@ -45,9 +45,18 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// API calls in flight per (account, region) scope unless the file says otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 8;
-/// Request rate per (account, region) scope unless the file or the target says otherwise.
-pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 10.0;
-/// Highest accepted `max_requests_per_second`: far above what DynamoDB's control plane grants,
+/// DynamoDB request rate per (account, region) scope unless the file or the target says
+/// otherwise. DynamoDB's control plane throttles an account at 2,500 requests a second per
+/// Region, so this is 1 % of it: enough to poll 1,000 tables within the default 60 s interval
+/// (at 10, such a scope needed 100 s a cycle), far from crowding anyone else in the account.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: f64 = 25.0;
+/// Kinesis request rate (stream checks) per scope unless the file or the target says otherwise:
+/// a quarter of `DescribeStreamSummary`'s quota of 20 calls a second per account.
+pub const DEFAULT_KINESIS_MAX_REQUESTS_PER_SECOND: f64 = 5.0;
+/// CloudWatch request rate (CDC metrics) per scope unless the file or the target says
+/// otherwise: a tenth of `GetMetricData`'s default quota of 50 calls a second per Region.
+pub const DEFAULT_CLOUDWATCH_MAX_REQUESTS_PER_SECOND: f64 = 5.0;
+/// Highest accepted rate (`max_requests_per_second` and its Kinesis and CloudWatch siblings): far above what DynamoDB's control plane grants,
 /// so anything larger is a typo.
 pub const MAX_REQUESTS_PER_SECOND: f64 = 10_000.0;
 /// Lowest accepted `max_requests_per_second`: one call every 100 s. The budget's spacing after
@@ -68,6 +77,14 @@ pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 /// Shortest accepted `discovery.refresh_interval`: a listing of every table more often than
 /// each second is never useful.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a target's table tags are read (`tags_refresh_interval`) unless it says otherwise.
+pub const DEFAULT_TAGS_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Shortest accepted `tags_refresh_interval`: tags change with deployments, not by the second,
+/// and every read is a `ListTagsOfResource` call per table.
+pub const MIN_TAGS_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// Most `export_tags` keys per target: each is a label on every table's tags series, and a
+/// label per tag of a table is the cardinality an allowlist exists to prevent.
+pub const MAX_EXPORT_TAGS: usize = 10;
 /// SDK attempts per poll unless the file says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Longest accepted duration, for every duration of the file. Timer arithmetic on far-future
@@ -91,8 +108,12 @@ pub struct Config {
     pub concurrency: usize,
     /// SDK attempts per poll (1 = no retries).
     pub max_attempts: u32,
-    /// Default request rate per (account, region) scope; targets may override it.
+    /// Default DynamoDB request rate per (account, region) scope; targets may override it.
     pub max_requests_per_second: f64,
+    /// Default Kinesis request rate per scope; targets may override it.
+    pub kinesis_max_requests_per_second: f64,
+    /// Default CloudWatch request rate per scope; targets may override it.
+    pub cloudwatch_max_requests_per_second: f64,
     /// Never empty once validated.
     pub targets: Vec<Target>,
 }
@@ -108,8 +129,20 @@ pub struct Target {
     /// The role to assume; `None` uses the default credentials.
     pub role: Option<Role>,
     /// The target's override if it has one, else the global value. Applies to each of the
-    /// target's (account, region) scopes.
+    /// target's (account, region) scopes, and budgets its DynamoDB calls (polls, listings, tag
+    /// reads).
     pub max_requests_per_second: f64,
+    /// Like `max_requests_per_second`, for Kinesis calls (stream checks).
+    pub kinesis_max_requests_per_second: f64,
+    /// Like `max_requests_per_second`, for CloudWatch calls (CDC metrics).
+    pub cloudwatch_max_requests_per_second: f64,
+    /// Which tables must stream; `None` when no table is expected to by the target as a whole
+    /// (per-table `expect_streaming` still applies). See [`Target::expected`].
+    pub expect: Option<Expect>,
+    /// Tag keys exported as labels of the tables' tags series, in the order written.
+    pub export_tags: Vec<ExportTag>,
+    /// Time between two reads of a table's tags (when [`Target::reads_tags`]).
+    pub tags_refresh_interval: Duration,
     /// Tables found by listing, in addition to `tables`.
     pub discovery: Option<Discovery>,
     /// `Some` only when enabled.
@@ -149,6 +182,42 @@ pub struct Discovery {
     pub refresh_interval: Duration,
 }
 
+/// A target's `expect` block: which of its tables must have a working CDC destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// Every table of the target, explicit and discovered, must stream. Never `true` together
+    /// with `tag`.
+    pub streaming: bool,
+    /// Tables whose tag of this key says `true` (any case, trimmed) must stream.
+    pub tag: Option<String>,
+    /// The stream *name* of an expected table's working destination must match this
+    /// (unanchored) regex.
+    pub stream: Option<Pattern>,
+}
+
+/// One tag key exported as a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTag {
+    /// The tag key as written (and as AWS spells it: keys are case-sensitive).
+    pub key: String,
+    /// `tag_` and the key with every character outside `[a-zA-Z0-9_]` replaced by `_`
+    /// ([`tag_label`]).
+    pub label: String,
+}
+
+/// The label name of an exported tag key: `tag_` and the key with every character outside
+/// `[a-zA-Z0-9_]` replaced by `_`, as kube-state-metrics does with `label_` (so `cost-center`
+/// is `tag_cost_center` and `team:name` is `tag_team_name`).
+pub fn tag_label(key: &str) -> String {
+    let sanitised: String = (key.chars())
+        .map(|c| match c.is_ascii_alphanumeric() || c == '_' {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    format!("tag_{sanitised}")
+}
+
 /// CDC metrics for a target's tables (present only when enabled).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdcMetrics {
@@ -182,6 +251,9 @@ pub struct TableRef {
     /// The region from the ARN; `None` for plain names, which apply in each of the target's
     /// regions.
     pub region: Option<String>,
+    /// The entry's own `expect_streaming`, which overrides the target's `expect`; `None` when
+    /// not written (always, for discovered tables).
+    pub expect_streaming: Option<bool>,
 }
 
 impl TableRef {
@@ -197,6 +269,31 @@ impl Target {
     pub fn tables_in(&self, region: &str) -> impl Iterator<Item = &TableRef> {
         let region = region.to_owned();
         (self.tables.iter()).filter(move |t| t.region().is_none_or(|r| r == region))
+    }
+
+    /// Whether `table` is expected to stream, given its `tags` (`None` while they have not been
+    /// read): the entry's own `expect_streaming` if written, else `expect.streaming`, else (with
+    /// `expect.tag`) whether that tag says `true`, else not. `None` only when the answer waits
+    /// for the tags.
+    pub fn expected(&self, table: &TableRef, tags: Option<&[(String, String)]>) -> Option<bool> {
+        if let Some(own) = table.expect_streaming {
+            return Some(own);
+        }
+        let Some(expect) = &self.expect else {
+            return Some(false);
+        };
+        let Some(key) = expect.tag.as_deref().filter(|_| !expect.streaming) else {
+            return Some(expect.streaming);
+        };
+        let tags = tags?;
+        let value = (tags.iter()).find_map(|(k, v)| (k == key).then_some(v.as_str()));
+        Some(value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")))
+    }
+
+    /// Whether the target's tables' tags must be read (with `ListTagsOfResource`, every
+    /// `tags_refresh_interval`): to export some, or to tell expected tables by one.
+    pub fn reads_tags(&self) -> bool {
+        !self.export_tags.is_empty() || self.expect.as_ref().is_some_and(|e| e.tag.is_some())
     }
 }
 
@@ -340,6 +437,14 @@ impl Config {
             format!("max_attempts: {}", self.max_attempts),
             format!("max_requests_per_second: {}", self.max_requests_per_second),
             format!(
+                "kinesis_max_requests_per_second: {}",
+                self.kinesis_max_requests_per_second
+            ),
+            format!(
+                "cloudwatch_max_requests_per_second: {}",
+                self.cloudwatch_max_requests_per_second
+            ),
+            format!(
                 "targets: {} ({})",
                 self.targets.len(),
                 plural(self.table_count(), "table")
@@ -356,12 +461,21 @@ impl Target {
     fn summarise(&self, out: &mut Vec<String>) {
         let several = self.regions.len() > 1;
         let tables: Vec<String> = (self.tables.iter())
-            .map(|t| match (&t.account_id, t.region()) {
-                (Some(account), Some(region)) if several => {
-                    format!("{} (account {account}, region {region})", t.name)
+            .map(|t| {
+                let mut notes = Vec::new();
+                if let Some(account) = &t.account_id {
+                    notes.push(format!("account {account}"));
                 }
-                (Some(account), _) => format!("{} (account {account})", t.name),
-                (None, _) => t.name.to_string(),
+                if let Some(region) = t.region().filter(|_| several) {
+                    notes.push(format!("region {region}"));
+                }
+                if let Some(expected) = t.expect_streaming {
+                    notes.push(format!("expect_streaming: {expected}"));
+                }
+                match notes.is_empty() {
+                    true => t.name.to_string(),
+                    false => format!("{} ({})", t.name, notes.join(", ")),
+                }
             })
             .collect();
         if several {
@@ -395,8 +509,10 @@ impl Target {
             format_duration(self.request_timeout)
         ));
         out.push(format!(
-            "    max_requests_per_second: {}",
-            self.max_requests_per_second
+            "    max_requests_per_second: {}, kinesis: {}, cloudwatch: {}",
+            self.max_requests_per_second,
+            self.kinesis_max_requests_per_second,
+            self.cloudwatch_max_requests_per_second
         ));
         if let Some(discovery) = &self.discovery {
             let list = |patterns: &[Pattern], none: &str| {
@@ -436,6 +552,32 @@ impl Target {
             out.push(format!(
                 "    cdc_metrics: every {}",
                 format_duration(cdc.interval)
+            ));
+        }
+        let overridden = self.tables.iter().any(|t| t.expect_streaming == Some(true));
+        let expected = match &self.expect {
+            Some(Expect {
+                streaming: true, ..
+            }) => "every table must stream".to_owned(),
+            Some(Expect { tag: Some(tag), .. }) => format!("tables tagged {tag}=true must stream"),
+            _ if overridden => "tables with expect_streaming: true must stream".to_owned(),
+            _ => "(none)".to_owned(),
+        };
+        let stream = (self.expect.as_ref())
+            .and_then(|e| e.stream.as_ref())
+            .map(|p| format!(", to a stream whose name matches {p}"))
+            .unwrap_or_default();
+        out.push(format!("    expect: {expected}{stream}"));
+        if !self.export_tags.is_empty() {
+            let tags: Vec<String> = (self.export_tags.iter())
+                .map(|t| format!("{} as {}", t.key, t.label))
+                .collect();
+            out.push(format!("    export_tags: {}", tags.join(", ")));
+        }
+        if self.reads_tags() {
+            out.push(format!(
+                "    tags_refresh_interval: {}",
+                format_duration(self.tags_refresh_interval)
             ));
         }
     }
@@ -504,6 +646,7 @@ mod tests {
             name: name.into(),
             account_id: None,
             region: None,
+            expect_streaming: None,
         }
     }
 
@@ -514,7 +657,9 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(10));
         assert_eq!(config.concurrency, 8);
         assert_eq!(config.max_attempts, 3);
-        assert_eq!(config.max_requests_per_second, 10.0);
+        assert_eq!(config.max_requests_per_second, 25.0);
+        assert_eq!(config.kinesis_max_requests_per_second, 5.0);
+        assert_eq!(config.cloudwatch_max_requests_per_second, 5.0);
         assert_eq!(config.targets.len(), 1);
         let target = &config.targets[0];
         assert_eq!(target.regions, ["us-east-1"]);
@@ -529,6 +674,7 @@ mod tests {
                     name: "payments".into(),
                     account_id: Some("123456789012".to_owned()),
                     region: Some("us-east-1".to_owned()),
+                    expect_streaming: None,
                 },
             ]
         );
@@ -568,6 +714,21 @@ mod tests {
         assert_eq!(target.poll_interval, Duration::from_secs(30));
         assert_eq!(target.request_timeout, Duration::from_secs(5));
         assert_eq!(target.max_requests_per_second, 5.0);
+        assert_eq!(target.kinesis_max_requests_per_second, 2.0);
+        assert_eq!(target.cloudwatch_max_requests_per_second, 2.0);
+        let expect = target.expect.as_ref().expect("expectations");
+        assert!(expect.streaming && expect.tag.is_none());
+        assert!(expect
+            .stream
+            .as_ref()
+            .is_some_and(|p| p.is_match("cdc-orders")));
+        let labels: Vec<&str> = target
+            .export_tags
+            .iter()
+            .map(|t| t.label.as_str())
+            .collect();
+        assert_eq!(labels, ["tag_team", "tag_owner"]);
+        assert_eq!(target.tags_refresh_interval, DEFAULT_TAGS_REFRESH_INTERVAL);
         let role = target.role.as_ref().expect("a role");
         assert_eq!(role.account_id, "222222222222");
         assert_eq!(role.session_name.as_deref(), Some("dke-exporter"));
@@ -589,6 +750,28 @@ mod tests {
         assert_eq!(config.targets[0].regions, ["us-east-1", "eu-west-1"]);
         // orders and customers in both regions, payments only in us-east-1.
         assert_eq!(config.table_count(), 5);
+    }
+
+    /// The README's example of every key is a valid file.
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("\n## Configuration\n").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let config = ok(example);
+        assert_eq!(
+            config.max_requests_per_second,
+            DEFAULT_MAX_REQUESTS_PER_SECOND
+        );
+        let [first, second] = &config.targets[..] else {
+            panic!("two targets")
+        };
+        assert!(first.expect.as_ref().is_some_and(|e| e.streaming));
+        assert_eq!(first.tables[2].expect_streaming, Some(false));
+        assert_eq!(first.export_tags[1].label, "tag_owner");
+        let tag = second.expect.as_ref().and_then(|e| e.tag.as_deref());
+        assert_eq!(tag, Some("cdc-required"));
     }
 
     #[test]
@@ -635,11 +818,18 @@ mod tests {
                 concurrency: 8,
                 max_attempts: 3,
                 max_requests_per_second: DEFAULT_MAX_REQUESTS_PER_SECOND,
+                kinesis_max_requests_per_second: 5.0,
+                cloudwatch_max_requests_per_second: 5.0,
                 targets: vec![Target {
                     regions: vec!["eu-west-1".to_owned()],
                     endpoint_url: None,
                     role: None,
-                    max_requests_per_second: 10.0,
+                    max_requests_per_second: 25.0,
+                    kinesis_max_requests_per_second: 5.0,
+                    cloudwatch_max_requests_per_second: 5.0,
+                    expect: None,
+                    export_tags: Vec::new(),
+                    tags_refresh_interval: Duration::from_secs(3600),
                     discovery: None,
                     cdc_metrics: None,
                     poll_interval: Duration::from_secs(60),
@@ -739,6 +929,46 @@ max_attempts: 1
                 "24h1ms",
             ),
             ("interval", cdc, "1s", "999ms", "24h", "25h"),
+            (
+                "kinesis_max_requests_per_second",
+                global,
+                "0.01",
+                "0.0099",
+                "10000",
+                "10000.01",
+            ),
+            (
+                "kinesis_max_requests_per_second",
+                target,
+                "0.01",
+                "0.0099",
+                "10000",
+                "10000.01",
+            ),
+            (
+                "cloudwatch_max_requests_per_second",
+                global,
+                "0.01",
+                "0.0099",
+                "10000",
+                "10000.01",
+            ),
+            (
+                "cloudwatch_max_requests_per_second",
+                target,
+                "0.01",
+                "0.0099",
+                "10000",
+                "10000.01",
+            ),
+            (
+                "tags_refresh_interval",
+                target,
+                "1m",
+                "59s999ms",
+                "24h",
+                "24h1ms",
+            ),
         ];
         for &(key, place, lowest, below, highest, above) in cases {
             for value in [lowest, highest] {
@@ -767,6 +997,160 @@ max_attempts: 1
     }
 
     #[test]
+    fn expectations_follow_the_rules() {
+        let target = |expect: &str| {
+            let text = format!(
+                "targets:\n  - region: us-east-1\n    expect: {expect}\n    tables: [orders, {{name: scratch, expect_streaming: false}}, {{name: must, expect_streaming: true}}]\n"
+            );
+            ok(&text).targets.remove(0)
+        };
+        let tags = |value: &str| vec![("cdc-required".to_owned(), value.to_owned())];
+        let (yes, no, untagged) = (tags(" True "), tags("yes"), Vec::new());
+        let discovered = table("found");
+        let cases: [(&str, [Option<bool>; 4]); 5] = [
+            // expect, then for orders, scratch, must and a discovered table without tags read
+            ("{}", [Some(false), Some(false), Some(true), Some(false)]),
+            (
+                "{streaming: false}",
+                [Some(false), Some(false), Some(true), Some(false)],
+            ),
+            (
+                "{streaming: true}",
+                [Some(true), Some(false), Some(true), Some(true)],
+            ),
+            ("{tag: cdc-required}", [None, Some(false), Some(true), None]),
+            (
+                "{streaming: false, tag: cdc-required, stream: x}",
+                [None, Some(false), Some(true), None],
+            ),
+        ];
+        for (expect, want) in cases {
+            let t = target(expect);
+            let got = [
+                t.expected(&t.tables[0], None),
+                t.expected(&t.tables[1], None),
+                t.expected(&t.tables[2], None),
+                t.expected(&discovered, None),
+            ];
+            assert_eq!(got, want, "{expect}");
+            // Once tags are read, nothing is unknown.
+            let by_tag = t.expect.as_ref().is_some_and(|e| e.tag.is_some());
+            for table in [&t.tables[0], &discovered] {
+                assert_eq!(
+                    t.expected(table, Some(&yes)),
+                    Some(by_tag || want[0] == Some(true))
+                );
+                assert_eq!(t.expected(table, Some(&no)), Some(want[0] == Some(true)));
+                assert_eq!(
+                    t.expected(table, Some(&untagged)),
+                    Some(want[0] == Some(true))
+                );
+            }
+            assert_eq!(
+                t.expected(&t.tables[1], Some(&yes)),
+                Some(false),
+                "{expect}"
+            );
+            assert_eq!(t.reads_tags(), by_tag, "{expect}");
+        }
+        // Tag keys are case-sensitive; values are compared trimmed and in any case.
+        let t = target("{tag: cdc-required}");
+        let other = vec![("CDC-required".to_owned(), "true".to_owned())];
+        assert_eq!(t.expected(&t.tables[0], Some(&other)), Some(false));
+        for value in ["true", "TRUE", "\ttrue\n"] {
+            assert_eq!(
+                t.expected(&t.tables[0], Some(&tags(value))),
+                Some(true),
+                "{value:?}"
+            );
+        }
+        for value in ["", "1", "truee", "t rue"] {
+            assert_eq!(
+                t.expected(&t.tables[0], Some(&tags(value))),
+                Some(false),
+                "{value:?}"
+            );
+        }
+        assert_eq!(target("{}").expect, None);
+        assert_eq!(target("{streaming: false}").expect, None);
+        let stream_only = target("{stream: ^cdc-}").expect.unwrap();
+        assert_eq!((stream_only.streaming, stream_only.tag), (false, None));
+        assert!(stream_only.stream.unwrap().is_match("cdc-orders"));
+    }
+
+    #[test]
+    fn tags_are_read_only_to_export_or_expect_by_them() {
+        let t = ok(&target_with("    export_tags: [team]\n"))
+            .targets
+            .remove(0);
+        assert!(t.reads_tags());
+        assert_eq!(t.tags_refresh_interval, DEFAULT_TAGS_REFRESH_INTERVAL);
+        let t = ok(&target_with("    tags_refresh_interval: 5m\n"))
+            .targets
+            .remove(0);
+        assert!(!t.reads_tags());
+        assert_eq!(t.tags_refresh_interval, Duration::from_secs(300));
+        let t = ok(&target_with("    export_tags: []\n")).targets.remove(0);
+        assert_eq!((t.reads_tags(), t.export_tags), (false, Vec::new()));
+    }
+
+    #[test]
+    fn tag_labels_are_sanitised_as_kube_state_metrics_does() {
+        let cases = [
+            ("team", "tag_team"),
+            ("Team", "tag_Team"),
+            ("cost-center", "tag_cost_center"),
+            ("cost center", "tag_cost_center"),
+            (
+                "aws:cloudformation:stack-name",
+                "tag_aws_cloudformation_stack_name",
+            ),
+            ("a.b/c=d+e@f_g", "tag_a_b_c_d_e_f_g"),
+            ("équipe", "tag__quipe"),
+            ("2fa", "tag_2fa"),
+        ];
+        for (key, label) in cases {
+            assert_eq!(tag_label(key), label, "{key}");
+        }
+        let t = ok(&target_with("    export_tags: [Team, team, owner]\n"))
+            .targets
+            .remove(0);
+        let labels: Vec<&str> = t.export_tags.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["tag_Team", "tag_team", "tag_owner"]);
+        let ten: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let t = ok(&target_with(&format!(
+            "    export_tags: [{}]\n",
+            ten.join(", ")
+        )));
+        assert_eq!(t.targets[0].export_tags.len(), MAX_EXPORT_TAGS);
+    }
+
+    #[test]
+    fn rates_per_service_default_and_inherit() {
+        let config = ok("targets:\n  - region: us-east-1\n    tables: [orders]\n");
+        let t = &config.targets[0];
+        let rates = (
+            t.max_requests_per_second,
+            t.kinesis_max_requests_per_second,
+            t.cloudwatch_max_requests_per_second,
+        );
+        assert_eq!(rates, (25.0, 5.0, 5.0));
+        let config = ok(&format!(
+            "kinesis_max_requests_per_second: 2\ncloudwatch_max_requests_per_second: 1.5\n{}",
+            target_with("    kinesis_max_requests_per_second: 10\n")
+        ));
+        let t = &config.targets[0];
+        assert_eq!(
+            (
+                t.kinesis_max_requests_per_second,
+                t.cloudwatch_max_requests_per_second
+            ),
+            (10.0, 1.5)
+        );
+        assert_eq!(config.kinesis_max_requests_per_second, 2.0);
+    }
+
+    #[test]
     fn summary_shows_the_effective_values() {
         let config = ok("\
 poll_interval: 90s
@@ -779,6 +1163,16 @@ targets:
       - arn:aws:dynamodb:us-east-1:123456789012:table/payments
   - region: eu-west-1
     tables: [audit]
+  - regions: [eu-west-1, eu-central-1]
+    kinesis_max_requests_per_second: 2
+    expect: {tag: cdc-required, stream: ^cdc-}
+    export_tags: [team, cost-center]
+    tables:
+      - name: arn:aws:dynamodb:eu-west-1:123456789012:table/ledger
+        expect_streaming: false
+  - region: ap-south-1
+    cloudwatch_max_requests_per_second: 0.5
+    tables: [{name: events, expect_streaming: true}, logs]
 ");
         assert_eq!(
             config.summary(),
@@ -787,20 +1181,40 @@ poll_interval: 1m30s
 request_timeout: 10s
 concurrency: 8
 max_attempts: 3
-max_requests_per_second: 10
-targets: 2 (3 tables)
+max_requests_per_second: 25
+kinesis_max_requests_per_second: 5
+cloudwatch_max_requests_per_second: 5
+targets: 4 (6 tables)
   - region: us-east-1
     endpoint_url: http://127.0.0.1:8000
     poll_interval: 1m30s
     request_timeout: 2s500ms
-    max_requests_per_second: 10
+    max_requests_per_second: 25, kinesis: 5, cloudwatch: 5
     tables: orders, payments (account 123456789012)
+    expect: (none)
   - region: eu-west-1
     endpoint_url: (AWS default)
     poll_interval: 1m30s
     request_timeout: 10s
-    max_requests_per_second: 10
-    tables: audit"
+    max_requests_per_second: 25, kinesis: 5, cloudwatch: 5
+    tables: audit
+    expect: (none)
+  - regions: eu-west-1, eu-central-1
+    endpoint_url: (AWS default)
+    poll_interval: 1m30s
+    request_timeout: 10s
+    max_requests_per_second: 25, kinesis: 2, cloudwatch: 5
+    tables: ledger (account 123456789012, region eu-west-1, expect_streaming: false)
+    expect: tables tagged cdc-required=true must stream, to a stream whose name matches ^cdc-
+    export_tags: team as tag_team, cost-center as tag_cost_center
+    tags_refresh_interval: 1h
+  - region: ap-south-1
+    endpoint_url: (AWS default)
+    poll_interval: 1m30s
+    request_timeout: 10s
+    max_requests_per_second: 25, kinesis: 5, cloudwatch: 0.5
+    tables: events (expect_streaming: true), logs
+    expect: tables with expect_streaming: true must stream"
         );
     }
 
@@ -1067,6 +1481,24 @@ targets: 2 (3 tables)
         }
         let same_names = ok(&read(&dir.join("good/same_name_in_other_accounts.yaml")));
         assert_eq!(same_names.table_count(), 6);
+        let expectations = ok(&read(&dir.join("good/expectations.yaml")));
+        let [first, second, third] = &expectations.targets[..] else {
+            panic!("three targets")
+        };
+        let overrides: Vec<Option<bool>> =
+            first.tables.iter().map(|t| t.expect_streaming).collect();
+        assert_eq!(overrides, [None, Some(false), Some(true)]);
+        assert_eq!(first.export_tags.len(), 4);
+        assert_eq!(
+            first.export_tags[3].label,
+            "tag_aws_cloudformation_stack_name"
+        );
+        assert_eq!(second.kinesis_max_requests_per_second, 20.0);
+        assert_eq!(second.cloudwatch_max_requests_per_second, 0.5);
+        assert_eq!(second.tags_refresh_interval, MIN_TAGS_REFRESH_INTERVAL);
+        assert!(second.reads_tags() && !third.reads_tags());
+        assert_eq!(third.tables[0].name.as_ref(), "events");
+        assert_eq!(third.tags_refresh_interval, MAX_DURATION);
     }
 
     #[test]
@@ -1189,6 +1621,14 @@ max_attempts: 0
                     assert!(target.regions.iter().all(|r| is_aws_name(r)));
                     assert!(target.discovery.is_some() || !target.tables.is_empty());
                     assert!(target.max_requests_per_second > 0.0);
+                    assert!(target.kinesis_max_requests_per_second > 0.0);
+                    assert!(target.cloudwatch_max_requests_per_second > 0.0);
+                    assert!(target.export_tags.len() <= MAX_EXPORT_TAGS);
+                    assert!(target.tags_refresh_interval >= MIN_TAGS_REFRESH_INTERVAL);
+                    assert!(!target
+                        .expect
+                        .as_ref()
+                        .is_some_and(|e| e.streaming && e.tag.is_some()));
                     assert!(!target.poll_interval.is_zero());
                     assert!(!target.request_timeout.is_zero());
                     assert!(target.tables.iter().all(|t| is_table_name(&t.name)));
@@ -1225,6 +1665,8 @@ max_attempts: 0
             concurrency: DEFAULT_CONCURRENCY,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_requests_per_second: 2.5,
+            kinesis_max_requests_per_second: 4.0,
+            cloudwatch_max_requests_per_second: 3.0,
             targets: vec![
                 Target {
                     regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
@@ -1237,6 +1679,24 @@ max_attempts: 0
                         session_name: Some("dke@prod".to_owned()),
                     }),
                     max_requests_per_second: 5.0,
+                    kinesis_max_requests_per_second: 2.0,
+                    cloudwatch_max_requests_per_second: 1.0,
+                    expect: Some(Expect {
+                        streaming: true,
+                        tag: None,
+                        stream: Some(pattern("^cdc-")),
+                    }),
+                    export_tags: vec![
+                        ExportTag {
+                            key: "team".to_owned(),
+                            label: "tag_team".to_owned(),
+                        },
+                        ExportTag {
+                            key: "cost center".to_owned(),
+                            label: "tag_cost_center".to_owned(),
+                        },
+                    ],
+                    tags_refresh_interval: Duration::from_secs(1800),
                     discovery: Some(Discovery {
                         include: vec![pattern("^orders-")],
                         exclude: vec![pattern("-test$")],
@@ -1259,6 +1719,7 @@ max_attempts: 0
                             name: "shared".into(),
                             account_id: Some("333333333333".to_owned()),
                             region: Some("eu-west-1".to_owned()),
+                            expect_streaming: Some(false),
                         },
                     ],
                 },
@@ -1268,6 +1729,15 @@ max_attempts: 0
                     role: None,
                     // The global value, not the default.
                     max_requests_per_second: 2.5,
+                    kinesis_max_requests_per_second: 4.0,
+                    cloudwatch_max_requests_per_second: 3.0,
+                    expect: Some(Expect {
+                        streaming: false,
+                        tag: Some("cdc-required".to_owned()),
+                        stream: None,
+                    }),
+                    export_tags: Vec::new(),
+                    tags_refresh_interval: DEFAULT_TAGS_REFRESH_INTERVAL,
                     discovery: Some(Discovery {
                         include: Vec::new(),
                         exclude: Vec::new(),
@@ -1306,6 +1776,8 @@ request_timeout: 10s
 concurrency: 8
 max_attempts: 3
 max_requests_per_second: 2.5
+kinesis_max_requests_per_second: 4
+cloudwatch_max_requests_per_second: 3
 targets: 2 (3 tables)
   - regions: us-east-1, eu-west-1
     endpoint_url: (AWS default)
@@ -1314,24 +1786,29 @@ targets: 2 (3 tables)
     session_name: dke@prod
     poll_interval: 1m
     request_timeout: 10s
-    max_requests_per_second: 5
+    max_requests_per_second: 5, kinesis: 2, cloudwatch: 1
     discovery:
       include: ^orders-
       exclude: -test$
       tags: cdc=\"true\", env=/prod|staging/
       refresh_interval: 10m
-    tables: legacy-table, shared (account 333333333333, region eu-west-1)
+    tables: legacy-table, shared (account 333333333333, region eu-west-1, expect_streaming: false)
     cdc_metrics: every 1m
+    expect: every table must stream, to a stream whose name matches ^cdc-
+    export_tags: team as tag_team, cost center as tag_cost_center
+    tags_refresh_interval: 30m
   - region: us-east-1
     endpoint_url: (AWS default)
     poll_interval: 1m
     request_timeout: 10s
-    max_requests_per_second: 2.5
+    max_requests_per_second: 2.5, kinesis: 4, cloudwatch: 3
     discovery:
       include: (every table)
       exclude: (none)
       refresh_interval: 5m
-    tables: (discovered only)"
+    tables: (discovered only)
+    expect: tables tagged cdc-required=true must stream
+    tags_refresh_interval: 1h"
         );
     }
 

@@ -67,6 +67,9 @@ pub(super) const EXTERNAL_ID_RULE: &str =
 pub(super) const SESSION_NAME_RULE: &str =
     "is not a valid session name (2 to 64 characters: letters, digits, '+', '=', ',', '.', '@', '_', '-')";
 
+pub(super) const TAG_KEY_RULE: &str =
+    "is not a valid tag key (1 to 128 characters: letters, digits, spaces, '_', '.', ':', '/', '=', '+', '-', '@')";
+
 /// Parses a DynamoDB table ARN: `arn:PARTITION:dynamodb:REGION:ACCOUNT_ID:table/TABLE_NAME`,
 /// nothing after the name (a stream or index ARN is not a table ARN).
 pub fn parse_table_arn(s: &str) -> Result<TableArn, ArnError> {
@@ -167,6 +170,14 @@ pub(super) fn is_session_name(s: &str) -> bool {
     (2..=64).contains(&s.len()) && s.bytes().all(is_iam_name_byte)
 }
 
+/// AWS's rule for tag keys (Unicode letters, digits and spaces count).
+pub(super) fn is_tag_key(s: &str) -> bool {
+    (1..=128).contains(&s.chars().count())
+        && s.chars().all(|c| {
+            c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_.:/=+-@".contains(c)
+        })
+}
+
 /// Region and partition names: lowercase letters, digits and hyphens, 1 to 32 characters.
 /// Deliberately no list of known regions, so new ones work without a release.
 pub(super) fn is_aws_name(s: &str) -> bool {
@@ -231,6 +242,24 @@ mod tests {
         assert!(!is_table_name("ab"));
         assert!(!is_table_name("tä ble"));
         assert!(!is_table_name("a:b:c"));
+    }
+
+    #[test]
+    fn tag_keys_follow_aws_rules() {
+        for key in [
+            "team",
+            "cost center",
+            "aws:cloudformation:stack-name",
+            "a_.:/=+-@",
+            "équipe",
+        ] {
+            assert!(is_tag_key(key), "{key}");
+        }
+        assert!(is_tag_key(&"k".repeat(128)));
+        for key in ["", "a\tb", "a\nb", "team!", "a,b", "a*"] {
+            assert!(!is_tag_key(key), "{key:?}");
+        }
+        assert!(!is_tag_key(&"k".repeat(129)));
     }
 
     #[test]

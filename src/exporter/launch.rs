@@ -197,6 +197,19 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, ListenAddressError
         .ok_or_else(|| ListenAddressError::NoAddress(text.to_string()))
 }
 
+/// Print `text` and a newline on stdout. A reader that went away (`| head`)
+/// is not an error: Rust ignores SIGPIPE, so the write would fail instead.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

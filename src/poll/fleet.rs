@@ -635,6 +635,7 @@ impl Fleet {
                         name: name.clone(),
                         account_id: None,
                         region: None,
+                        expect_streaming: None,
                     },
                 )
             });

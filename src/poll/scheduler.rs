@@ -671,6 +671,7 @@ mod tests {
                 name: name.into(),
                 account_id: None,
                 region: None,
+                expect_streaming: None,
             },
             client: Arc::clone(client),
             interval: Duration::from_secs(interval),

@@ -210,6 +210,27 @@ fn config_check_validates_and_summarises() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("targets: must list at least one target"));
 }
 
+/// A reader that went away (`--config.check | head -1`) is not a failure:
+/// the write gets EPIPE (Rust ignores SIGPIPE), which once panicked.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_failure() {
+    for args in [
+        "--config.check --config.file config/exporter.yaml",
+        "--version",
+    ] {
+        // `head -c0` exits at once; the exporter writes after it did.
+        let script =
+            format!("( sleep 0.3; exec \"$0\" {args} ) | head -c0; exit ${{PIPESTATUS[0]}}");
+        let out = Command::new("bash")
+            .args(["-c", &script, BIN])
+            .output()
+            .expect("bash runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+    }
+}
+
 #[test]
 fn bad_flags_are_rejected() {
     let out = run(&["--log.level", "chatty"]);
