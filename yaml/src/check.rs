@@ -302,7 +302,15 @@ impl<'n> Map<'n> {
 
     /// Reports every key that was not asked for.
     pub fn finish(self, c: &mut Checker) {
-        let expected = self.asked.join(", ");
+        self.finish_with(c, |_, known| {
+            format!("unknown key (expected one of: {})", known.join(", "))
+        });
+    }
+
+    /// Reports every key that was not asked for, in the words `message` gives it from the key
+    /// (as written) and the keys asked for: a file format whose readers already know other
+    /// words for this keeps them.
+    pub fn finish_with(self, c: &mut Checker, message: impl Fn(&str, &[&'static str]) -> String) {
         for (key, _) in self.entries {
             let label = match &key.value {
                 Value::String(s) if self.asked.contains(&s.as_str()) => continue,
@@ -312,7 +320,7 @@ impl<'n> Map<'n> {
                 Value::Null => "null".to_owned(),
                 other => format!("({})", describe(other)),
             };
-            let message = format!("unknown key (expected one of: {expected})");
+            let message = message(&label, &self.asked);
             c.report(&self.at.key(&label, key), message);
         }
     }

@@ -10,25 +10,21 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::Problem;
 
-/// `rate_limit`, as exporter-toolkit names its keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RateLimitFile {
-    interval: Option<GoDuration>,
-    #[serde(default)]
-    burst: u32,
+/// `rate_limit`, as exporter-toolkit names its keys (read from the file by `file`).
+#[derive(Debug, Default)]
+pub(super) struct RateLimitFile {
+    pub(super) interval: Option<GoDuration>,
+    pub(super) burst: u32,
 }
 
 /// A Go duration as YAML may give it: text (`1s`), or a number of
 /// nanoseconds.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum GoDuration {
+#[derive(Debug)]
+pub(super) enum GoDuration {
     Nanos(i64),
     Text(String),
 }
@@ -160,8 +156,13 @@ impl Bucket {
 mod tests {
     use super::*;
 
-    fn file(yaml: &str) -> Result<Option<RateLimit>, Vec<Problem>> {
-        RateLimit::from_file(&serde_yaml::from_str(yaml).unwrap())
+    /// The limit of a web config whose `rate_limit` block is `yaml`, or its problems.
+    fn file(yaml: &str) -> Result<Option<RateLimit>, Vec<String>> {
+        let indented: String = yaml.lines().map(|l| format!("  {l}\n")).collect();
+        let text = format!("rate_limit:\n{indented}");
+        (super::super::parse(&text, std::path::Path::new("w.yml")))
+            .map(|config| config.rate_limit)
+            .map_err(|err| err.lines())
     }
 
     #[test]
@@ -211,12 +212,29 @@ mod tests {
         );
         assert_eq!(file("interval: 0\nburst: 5\n"), Ok(None));
         assert_eq!(file("burst: 5\n"), Ok(None));
-        let err = file("interval: 1s\n").unwrap_err();
-        assert_eq!(err[0].field, "burst");
-        let err = file("interval: -5\nburst: 1\n").unwrap_err();
-        assert_eq!(err[0], Problem::new("interval", "-5 is negative"));
-        assert!(serde_yaml::from_str::<RateLimitFile>("burst: -1\n").is_err());
-        assert!(serde_yaml::from_str::<RateLimitFile>("every: 1s\n").is_err());
+        assert_eq!(file("interval:\nburst: 5\n"), Ok(None));
+        assert_eq!(
+            file("interval: 1s\n"),
+            Err(vec!["w.yml:1: rate_limit.burst: 0 admits no request at all; give at least 1 (or interval 0 to turn the limit off)".to_owned()])
+        );
+        assert_eq!(
+            file("interval: -5\nburst: 1\n"),
+            Err(vec![
+                "w.yml:2: rate_limit.interval: -5 is negative".to_owned()
+            ])
+        );
+        assert_eq!(
+            file("burst: -1\n"),
+            Err(vec!["w.yml:2: rate_limit.burst: invalid value: -1, expected a whole number from 0 to 4294967295".to_owned()])
+        );
+        assert_eq!(
+            file("every: 1s\ninterval: [1s]\nburst: 1.5\n"),
+            Err(vec![
+                "w.yml:2: rate_limit.every: unknown field `every`, expected one of `interval`, `burst`".to_owned(),
+                "w.yml:3: rate_limit.interval: invalid type: a list, expected a duration such as 1s".to_owned(),
+                "w.yml:4: rate_limit.burst: invalid type: 1.5, expected a whole number".to_owned(),
+            ])
+        );
     }
 
     #[tokio::test(start_paused = true)]
