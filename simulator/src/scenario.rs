@@ -1130,16 +1130,11 @@ fn decode_tables(prefix: &str, raw: Vec<RawTable>, problems: &mut Vec<String>) -
     tables
 }
 
+/// A duration in the project's one syntax (`dke_yaml::parse_duration`).
 fn parse_duration(at: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(duration) => Some(duration),
-        Err(_) => {
-            problems.push(format!(
-                "{at}: {text:?} is not a duration (write e.g. \"500ms\", \"3s\", \"2m\")"
-            ));
-            None
-        }
-    }
+    (dke_yaml::parse_duration(text))
+        .map_err(|err| problems.push(format!("{at}: {err}")))
+        .ok()
 }
 
 impl RawScenario {
@@ -1573,7 +1568,7 @@ tables:
             problems(yaml),
             [
                 "tables[0].tags[1].value: must be a string",
-                r#"credential_lifetime: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+                r#"credential_lifetime: "soon" is not a duration"#,
                 "tables[0].tags[0]: key must not be empty",
                 "scopes[0]: duplicate scope 123456789012/us-east-1 (first at the top level)",
                 r#"scopes[1].account_id: "22" is not 12 digits"#,
@@ -1833,12 +1828,12 @@ tables:
         timeline: [{status: ENABLING, for: 2s}, {status: ACTIVE}]
 "#;
         let expected = [
-            r#"tables[0].latency: "5 parsecs" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+            r#"tables[0].latency: "5 parsecs" is not a duration"#,
             "tables[0].destinations[0]: has both `status` and `timeline`; use one",
             "tables[0].destinations[1]: needs `status` or `timeline`",
             "tables[0].destinations[2].description: goes on a timeline step, not beside `timeline`",
             "tables[0].destinations[3].repeat: only applies to a `timeline`",
-            r#"tables[2].destinations[0].timeline[2].for: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+            r#"tables[2].destinations[0].timeline[2].for: "soon" is not a duration"#,
             r#"account_id: "12345" is not 12 digits"#,
             r#"region: "US East" is not a region name like "us-east-1""#,
             "tables[0].destinations[4].timeline: must have at least one step",
@@ -1916,7 +1911,7 @@ tables:
         assert_eq!(
             err.to_string(),
             format!(
-                r#"{}: invalid scenario: tables[0].latency: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+                r#"{}: invalid scenario: tables[0].latency: "soon" is not a duration"#,
                 bad.display()
             )
         );

@@ -209,10 +209,9 @@ impl Checker {
             self.report(at, message);
             return None;
         };
-        let Some(d) = parse_duration(text) else {
-            self.report(at, format!("{text:?} is not a duration"));
-            return None;
-        };
+        let d = parse_duration(text)
+            .map_err(|err| self.report(at, err.to_string()))
+            .ok()?;
         let (lowest, highest) = (format_duration(min), format_duration(max));
         let secs = |d: Duration| d.as_secs_f64();
         self.within(
@@ -437,7 +436,9 @@ e: []
             ("0s", "must be greater than zero"),
             ("99ms", "must be at least 100ms"),
             ("1h1ms", "must be at most 1h"),
-            ("1.5s", "\"1.5s\" is not a duration"),
+            ("99.9ms", "must be at least 100ms"),
+            ("1.5.s", "\"1.5.s\" is not a duration"),
+            ("-1s", "\"-1s\" is negative"),
         ];
         for (text, want) in cases {
             let got = check(&format!("x: {text}\n"), |c, root| {
