@@ -112,6 +112,11 @@ impl Checker {
         self.problems.push((place, problem));
     }
 
+    /// What was reported so far, in the order it was reported.
+    pub fn reported(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().map(|(_, p)| p)
+    }
+
     /// `value` if nothing was reported, else every problem in document order (problems at one
     /// place in the order they were found).
     pub fn finish<T>(mut self, value: T) -> Result<T, Vec<Problem>> {

@@ -1,5 +1,5 @@
-//! The project's one way to read a YAML file: the exporter's config and the web config (and,
-//! to come, the simulator's scenario).
+//! The project's one way to read a YAML file: the exporter's config, the web config and the
+//! simulator's scenario.
 //!
 //! [`parse`] reads the text once into a tree of [`Node`]s, each knowing its line
 //! ([`tree`]). A file's settings are then checked from the tree by `check_*` functions through
