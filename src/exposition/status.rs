@@ -559,6 +559,7 @@ h2{font-size:1.2em;margin:1em 0 .4em}
 .meta,.muted,.why,.desc,.for,.arn,.tags{color:#59636e}
 .why,.desc,.arn,.tags{font-size:12px}
 .arn{overflow-wrap:anywhere}
+.account,.region,.age,.st,.for,.check{white-space:nowrap}
 .desc{max-width:26em}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #d1d9e0;padding:4px 8px;text-align:left;vertical-align:top}
@@ -567,18 +568,16 @@ tbody.row:nth-of-type(even){background:#fafbfc}
 .badge{display:inline-block;padding:1px 7px;border-radius:10px;font-weight:600;font-size:12px;white-space:nowrap}
 .summary{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.5em}
 .summary .zero{opacity:.45}
-.sev-not-streaming,.sev-enable-failed,.sev-stream-missing{background:#cf222e;color:#fff}
-.sev-wrong-stream,.sev-failing,.sev-stale{background:#bc4c00;color:#fff}
-.sev-changing{background:#f2cc60;color:#1f2328}
-.sev-off{background:#d1d9e0;color:#1f2328}
-.sev-ok{background:#1a7f37;color:#fff}
+.badge.sev-not-streaming,.badge.sev-enable-failed,.badge.sev-stream-missing{background:#cf222e;color:#fff}
+.badge.sev-wrong-stream,.badge.sev-failing,.badge.sev-stale{background:#bc4c00;color:#fff}
+.badge.sev-changing{background:#f2cc60;color:#1f2328}
+.badge.sev-off{background:#d1d9e0;color:#1f2328}
+.badge.sev-ok{background:#1a7f37;color:#fff}
 tbody.row>tr>td.status{border-left:6px solid #d1d9e0}
 tbody.problem>tr>td.status{border-left-color:#cf222e}
 tbody.sev-wrong-stream>tr>td.status,tbody.sev-failing>tr>td.status,tbody.sev-stale>tr>td.status{border-left-color:#bc4c00}
 tbody.sev-changing>tr>td.status{border-left-color:#f2cc60}
 tbody.sev-ok>tr>td.status{border-left-color:#1a7f37}
-tbody.row{background:none}
-tbody.row.sev-ok,tbody.row.sev-off,tbody.row.sev-changing{color:inherit}
 .st-active,.sc-ok,.exp-yes{color:#1a7f37;font-weight:600}
 .st-enable-failed,.sc-missing,.err{color:#cf222e;font-weight:600}
 .st-enabling,.st-disabling,.st-updating,.sc-changing,.sc-pending{color:#9a6700;font-weight:600}
@@ -859,7 +858,7 @@ fn write_row(out: &mut String, row: &Row, now: f64) -> fmt::Result {
 fn write_destination(out: &mut String, d: &DestinationRow, now: f64) -> fmt::Result {
     write!(
         out,
-        "<td class=\"dst {}\"><span class=\"st\">{}</span> <span class=\"for\">for {}</span>",
+        "<td class=\"dst\"><span class=\"st {}\">{}</span> <span class=\"for\">for {}</span>",
         status_class(&d.status),
         escape(&d.status),
         age(now - d.since),
@@ -1224,14 +1223,24 @@ mod tests {
             .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
             .collect();
         assert_eq!(rows, want);
-        // Every severity's class has a colour in the inline style.
+        // Every severity's badge has a background colour in the inline
+        // style; problem rows are marked for their red or orange border.
         let style = text(html.select(&sel("head style")).next().unwrap());
         for severity in Severity::ALL {
+            let selector = format!(".badge.{}", severity.class());
+            let rule = style.lines().find(|line| {
+                line.split('{')
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .any(|s| s == selector)
+            });
             assert!(
-                style.contains(&format!(".{}", severity.class())),
+                rule.is_some_and(|line| line.contains("{background:#")),
                 "{severity:?}"
             );
         }
+        assert_eq!(html.select(&sel("tbody.row.problem")).count(), 9);
         // The cells of one row with two destinations: one <tr> each, the
         // table's cells spanning both.
         let row = html
@@ -1277,8 +1286,8 @@ mod tests {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
-        assert!(classes(trs[0], "td.dst").contains(&"st-active".to_string()));
-        assert!(classes(trs[1], "td.dst").contains(&"st-enable-failed".to_string()));
+        assert_eq!(classes(trs[0], "td.dst .st"), ["st", "st-active"]);
+        assert_eq!(classes(trs[1], "td.dst .st"), ["st", "st-enable-failed"]);
         // The stream check's answers, and the errors.
         let cell = |table: &str, css: &str| {
             let row = html
@@ -1390,8 +1399,8 @@ mod tests {
         // one the metrics carry.
         assert_eq!(one("td.error"), "other");
         // An unknown status never reaches a class attribute.
-        let dst = html.select(&sel("td.dst")).next().unwrap();
-        assert_eq!(dst.value().attr("class"), Some("dst st-unknown"));
+        let dst = html.select(&sel("td.dst .st")).next().unwrap();
+        assert_eq!(dst.value().attr("class"), Some("st st-unknown"));
         // The telemetry path is configuration, escaped too.
         let header = Header {
             telemetry_path: "/m\"><script>",
