@@ -18,6 +18,10 @@ use dynamodb_kinesis_exporter::exposition::status::{self, Answer, Header};
 use dynamodb_kinesis_exporter::state::store::Store;
 use dynamodb_kinesis_exporter::state::{StreamKey, TableKey};
 
+// The binary's allocator, so the copies and frees cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: f64 = 1_000_000.0;
 
 fn fill(tables: usize) -> Store {
