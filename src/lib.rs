@@ -20,10 +20,12 @@
 //! 4. [`state`]: the domain (per-table, per-stream and per-scope state,
 //!    folded from outcomes with the clock passed in) and the
 //!    [`state::store`] that holds it.
-//! 5. [`exposition`]: every metric family, and the shared rendered page.
+//! 5. [`exposition`]: every metric family, the shared rendered page, and
+//!    the status page on `/` (one row per table, problems first).
 //! 6. [`poll`]: the background work in one model: a runner per scope whose
-//!    queue holds table polls, stream checks, discovery refreshes and CDC
-//!    reads, and the fleet that decides what is polled where.
+//!    queue holds table polls, tag reads, stream checks, discovery
+//!    refreshes and CDC reads, and the fleet that decides what is polled
+//!    where.
 //! 7. [`exporter`]: the wiring of all of the above into a running exporter
 //!    (routes, signals, and the binary's start-up: the runtime, shards,
 //!    socket activation, `--demo`, `--once`).

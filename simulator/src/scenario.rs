@@ -1,15 +1,17 @@
 //! The simulator's scenario: which (account, region) scopes exist, which
 //! tables each holds, their tags and Kinesis streaming destinations, how
 //! statuses move over time, which faults and latency a table injects, and
-//! which IAM roles STS lets callers assume. Owns the YAML format, its
-//! validation, and the pure timeline evaluation the service modules call on
-//! every request.
+//! which IAM roles STS lets callers assume. Owns the YAML format (read with
+//! `dke_yaml`, the project's one YAML reader: every problem at once, each
+//! with its line and field, unknown keys refused), its validation (the same
+//! rules for scenarios built in code), and the pure timeline evaluation the
+//! service modules call on every request.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use dke_yaml::{describe, Checker, Field, Map, Problem, Value};
 
 /// Account used for table ARNs when a scenario does not name one.
 pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
@@ -59,12 +61,22 @@ pub struct Scenario {
 /// count items, "1" and "2"; `GetMetricData` answers every page alike). So
 /// a walk goes round: ..., token A, token B, token A... A client that only
 /// compares a token with the one before never ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Listing {
     ListTables,
     ListTagsOfResource,
     ListMetrics,
     GetMetricData,
+}
+
+impl Listing {
+    /// Every listing, by the name a scenario gives it.
+    pub const NAMES: [(&'static str, Listing); 4] = [
+        ("ListTables", Listing::ListTables),
+        ("ListTagsOfResource", Listing::ListTagsOfResource),
+        ("ListMetrics", Listing::ListMetrics),
+        ("GetMetricData", Listing::GetMetricData),
+    ];
 }
 
 /// One Kinesis data stream, as `DescribeStreamSummary` reports it.
@@ -187,8 +199,7 @@ pub struct Step {
 }
 
 /// A failure a table injects instead of its normal answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// 400 `ThrottlingException`.
     Throttle,
@@ -208,6 +219,20 @@ pub enum Fault {
     UnknownCode,
 }
 
+impl Fault {
+    /// Every fault, by the name a scenario gives it.
+    pub const NAMES: [(&'static str, Fault); 8] = [
+        ("throttle", Fault::Throttle),
+        ("internal_error", Fault::InternalError),
+        ("hang", Fault::Hang),
+        ("reset", Fault::Reset),
+        ("malformed", Fault::Malformed),
+        ("not_found", Fault::NotFound),
+        ("access_denied", Fault::AccessDenied),
+        ("unknown_code", Fault::UnknownCode),
+    ];
+}
+
 /// The error code of [`Fault::UnknownCode`]: one AWS has never sent.
 pub const UNKNOWN_ERROR_CODE: &str = "SimulatedUnknownException";
 
@@ -219,18 +244,23 @@ pub enum ScenarioError {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// Any other error, tagged with the file it came from.
-    #[error("{}: {error}", path.display())]
-    InFile {
-        path: PathBuf,
-        error: Box<ScenarioError>,
-    },
-    /// Not YAML, wrong types or unknown keys; the message names line and column.
-    #[error("scenario does not parse: {0}")]
-    Syntax(serde_yaml::Error),
-    /// Decoded, but breaks the rules; every problem is listed, each naming its field.
-    #[error("invalid scenario: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+    /// Every problem found, never none: read from YAML, each with its line (and the file, when
+    /// loaded from one) and in the order of the text; for a scenario built in code, without.
+    #[error("invalid scenario: {}", problem_lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// Problems on one line: `file:line: field: message`, `line N: field: message` for text that
+/// is no file, `field: message` for a scenario built in code.
+fn problem_lines(problems: &[Problem]) -> String {
+    let lines: Vec<String> = (problems.iter())
+        .map(|p| match (p.origin.is_empty(), p.line) {
+            (false, _) => p.to_string(),
+            (true, Some(line)) => format!("line {line}: {}: {}", p.path, p.message),
+            (true, None) => format!("{}: {}", p.path, p.message),
+        })
+        .collect();
+    lines.join("; ")
 }
 
 impl Default for Scenario {
@@ -251,24 +281,6 @@ impl Default for Scenario {
 }
 
 impl Scenario {
-    /// Parse and validate a scenario from YAML text.
-    pub fn from_yaml(text: &str) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario = serde_yaml::from_str(text).map_err(ScenarioError::Syntax)?;
-        raw.into_scenario().map_err(ScenarioError::Invalid)
-    }
-
-    /// Read, parse and validate a scenario file; errors name the file.
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Scenario::from_yaml(&text).map_err(|error| ScenarioError::InFile {
-            path: path.to_path_buf(),
-            error: Box::new(error),
-        })
-    }
-
     /// Names of all tables, in scenario order.
     pub fn table_names(&self) -> Vec<String> {
         self.tables.iter().map(|t| t.name.clone()).collect()
@@ -306,6 +318,26 @@ impl Scenario {
 
     /// Apply the same rules as [`Scenario::from_yaml`] to a scenario built in code.
     pub fn validate(&self) -> Result<(), ScenarioError> {
+        let problems = self.rule_problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let problems = (problems.iter())
+            .map(|problem| {
+                let (path, message) = problem.split_once(": ").unwrap_or(("", problem));
+                Problem {
+                    origin: String::new(),
+                    line: None,
+                    path: path.to_owned(),
+                    message: message.to_owned(),
+                }
+            })
+            .collect();
+        Err(ScenarioError::Invalid(problems))
+    }
+
+    /// What breaks the rules, each as `field.path: message`.
+    fn rule_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_account_and_region("", &self.account_id, &self.region, &mut problems);
         check_tables("", &self.tables, &mut problems);
@@ -371,11 +403,7 @@ impl Scenario {
         if self.tags_page_size == 0 {
             problems.push("tags_page_size: must be at least 1".to_string());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ScenarioError::Invalid(problems))
-        }
+        problems
     }
 }
 
@@ -903,319 +931,45 @@ fn check_timeline(at: &str, steps: &[Step], repeat: bool, problems: &mut Vec<Str
     }
 }
 
-// The YAML shapes. Durations stay strings here so that a bad one is reported
-// with every other problem instead of aborting the decode at the first.
+// Reading the YAML. The text is read once by `dke_yaml` into a tree whose nodes know their
+// lines; each part of the format has a `read_*` function that takes its node, reads every key
+// it knows (adding a key is one line there), reports what is wrong through the `Checker` and
+// builds its part with defaults in place of what was not valid, so that every item keeps its
+// index and the rules of `validate` name the right one. A file is only used when nothing was
+// reported.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    #[serde(default = "default_account_id")]
-    account_id: String,
-    #[serde(default = "default_region")]
-    region: String,
-    #[serde(default)]
-    tables: Vec<RawTable>,
-    #[serde(default)]
-    scopes: Vec<RawScope>,
-    #[serde(default)]
-    roles: Option<Vec<RawRole>>,
-    #[serde(default)]
-    credential_lifetime: Option<String>,
-    #[serde(default = "default_tags_page_size")]
-    tags_page_size: usize,
-    #[serde(default)]
-    streams: Vec<RawStream>,
-    #[serde(default)]
-    repeating_tokens: Vec<Listing>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStream {
-    #[serde(default)]
-    arn: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    timeline: Option<Vec<RawStep>>,
-    #[serde(default)]
-    repeat: bool,
-    #[serde(default)]
-    open_shards: Option<u32>,
-    #[serde(default)]
-    mode: Option<String>,
-    #[serde(default)]
-    encryption: Option<String>,
-    #[serde(default)]
-    key_id: Option<String>,
-    #[serde(default)]
-    retention_hours: Option<u32>,
-    #[serde(default)]
-    consumers: Option<u32>,
-    #[serde(default)]
-    fault: Option<Fault>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCdcMetrics {
-    #[serde(default)]
-    delegated_operation: Option<String>,
-    #[serde(default)]
-    repeat: bool,
-    #[serde(default)]
-    started_ago: Option<String>,
-    #[serde(default, rename = "AgeOfOldestUnreplicatedRecord")]
-    age_of_oldest_unreplicated_record: Option<Vec<RawMetricStep>>,
-    #[serde(default, rename = "ConsumedChangeDataCaptureUnits")]
-    consumed_change_data_capture_units: Option<Vec<RawMetricStep>>,
-    #[serde(default, rename = "FailedToReplicateRecordCount")]
-    failed_to_replicate_record_count: Option<Vec<RawMetricStep>>,
-    #[serde(default, rename = "ThrottledPutRecordCount")]
-    throttled_put_record_count: Option<Vec<RawMetricStep>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetricStep {
-    /// A number, or `none` (or null) for no datapoint.
-    value: serde_yaml::Value,
-    #[serde(default, rename = "for")]
-    duration: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScope {
-    account_id: String,
-    region: String,
-    #[serde(default)]
-    tables: Vec<RawTable>,
-    #[serde(default)]
-    streams: Vec<RawStream>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRole {
-    arn: String,
-    #[serde(default)]
-    external_id: Option<String>,
-}
-
-/// `tags: {cdc: "true"}` or `tags: [{key: cdc, value: "true"}]`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawTags {
-    Map(serde_yaml::Mapping),
-    List(Vec<RawTag>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTag {
-    key: serde_yaml::Value,
-    value: serde_yaml::Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTable {
-    name: String,
-    #[serde(default)]
-    latency: Option<String>,
-    #[serde(default)]
-    fault: Option<Fault>,
-    #[serde(default)]
-    tag_fault: Option<Fault>,
-    #[serde(default)]
-    destinations: Vec<RawDestination>,
-    #[serde(default)]
-    tags: Option<RawTags>,
-    #[serde(default)]
-    cdc_metrics: Option<RawCdcMetrics>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDestination {
-    stream_arn: String,
-    #[serde(default)]
-    precision: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    timeline: Option<Vec<RawStep>>,
-    #[serde(default)]
-    repeat: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStep {
-    status: String,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default, rename = "for")]
-    duration: Option<String>,
-}
-
-fn default_account_id() -> String {
-    DEFAULT_ACCOUNT_ID.to_string()
-}
-
-fn default_region() -> String {
-    DEFAULT_REGION.to_string()
-}
-
-fn default_tags_page_size() -> usize {
-    DEFAULT_TAGS_PAGE_SIZE
-}
-
-/// A tag key or value: YAML scalars are taken as text (`true` is "true").
-fn scalar_text(at: &str, value: serde_yaml::Value, problems: &mut Vec<String>) -> String {
-    match value {
-        serde_yaml::Value::String(s) => s,
-        serde_yaml::Value::Bool(b) => b.to_string(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        _ => {
-            problems.push(format!("{at}: must be a string"));
-            String::new()
-        }
+impl Scenario {
+    /// Parse and validate a scenario from YAML text.
+    pub fn from_yaml(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "")
     }
-}
 
-fn decode_tables(prefix: &str, raw: Vec<RawTable>, problems: &mut Vec<String>) -> Vec<TableSpec> {
-    let mut tables = Vec::with_capacity(raw.len());
-    for (t, raw) in raw.into_iter().enumerate() {
-        let at = format!("{prefix}tables[{t}]");
-        let latency = raw
-            .latency
-            .and_then(|text| parse_duration(&format!("{at}.latency"), &text, problems));
-        let mut destinations = Vec::with_capacity(raw.destinations.len());
-        for (d, dest) in raw.destinations.into_iter().enumerate() {
-            destinations.push(dest.into_spec(&format!("{at}.destinations[{d}]"), problems));
-        }
-        let pairs: Vec<(serde_yaml::Value, serde_yaml::Value)> = match raw.tags {
-            None => Vec::new(),
-            Some(RawTags::Map(map)) => map.into_iter().collect(),
-            Some(RawTags::List(list)) => list.into_iter().map(|t| (t.key, t.value)).collect(),
-        };
-        let tags = pairs
-            .into_iter()
-            .enumerate()
-            .map(|(k, (key, value))| {
-                let key = scalar_text(&format!("{at}.tags[{k}].key"), key, problems);
-                let value = scalar_text(&format!("{at}.tags[{k}].value"), value, problems);
-                (key, value)
-            })
-            .collect();
-        let cdc_metrics = raw
-            .cdc_metrics
-            .map(|m| m.into_spec(&format!("{at}.cdc_metrics"), problems));
-        tables.push(TableSpec {
-            name: raw.name,
-            destinations,
-            fault: raw.fault,
-            latency,
-            tags,
-            tag_fault: raw.tag_fault,
-            cdc_metrics,
-        });
+    /// Read, parse and validate a scenario file; problems name the file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Scenario::parse(&text, &path.display().to_string())
     }
-    tables
-}
 
-fn parse_duration(at: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(duration) => Some(duration),
-        Err(_) => {
-            problems.push(format!(
-                "{at}: {text:?} is not a duration (write e.g. \"500ms\", \"3s\", \"2m\")"
-            ));
-            None
-        }
-    }
-}
-
-impl RawScenario {
-    fn into_scenario(self) -> Result<Scenario, Vec<String>> {
-        let mut problems = Vec::new();
-        let tables = decode_tables("", self.tables, &mut problems);
-        let streams = decode_streams(
-            "",
-            (&self.account_id, &self.region),
-            self.streams,
-            &mut problems,
-        );
-        let scopes = self
-            .scopes
-            .into_iter()
-            .enumerate()
-            .map(|(i, raw)| ScopeSpec {
-                tables: decode_tables(&format!("scopes[{i}]."), raw.tables, &mut problems),
-                streams: decode_streams(
-                    &format!("scopes[{i}]."),
-                    (&raw.account_id, &raw.region),
-                    raw.streams,
-                    &mut problems,
-                ),
-                account_id: raw.account_id,
-                region: raw.region,
-            })
-            .collect();
-        let roles = self.roles.map(|roles| {
-            roles
-                .into_iter()
-                .map(|raw| RoleSpec {
-                    arn: raw.arn,
-                    external_id: raw.external_id,
-                })
-                .collect()
-        });
-        let credential_lifetime = self
-            .credential_lifetime
-            .and_then(|text| parse_duration("credential_lifetime", &text, &mut problems));
-        let scenario = Scenario {
-            account_id: self.account_id,
-            region: self.region,
-            tables,
-            scopes,
-            roles,
-            credential_lifetime,
-            tags_page_size: self.tags_page_size,
-            streams,
-            repeating_tokens: self.repeating_tokens.into_iter().collect(),
-        };
-        // Shape problems found while decoding come first, then the rules that
-        // also apply to scenarios built in code, minus those that only echo a
-        // decoding problem (a bad `for` would otherwise also read as missing).
-        if let Err(ScenarioError::Invalid(more)) = scenario.validate() {
-            let decoded = problems.len();
-            for problem in more {
-                let echoes = problems[..decoded]
-                    .iter()
-                    .any(|earlier| within(field_of(&problem), field_of(earlier)));
-                if !echoes {
-                    problems.push(problem);
-                }
+    /// Parse and validate `text`; `origin` (a file name, or empty) names it in problems.
+    fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let doc = dke_yaml::parse(text, origin).map_err(|p| ScenarioError::Invalid(vec![p]))?;
+        let mut c = Checker::new(origin);
+        let scenario = read_scenario(&mut c, &Field::root(&doc));
+        // Then the rules that also apply to scenarios built in code, on the line of the field
+        // they name, minus those that only echo a problem of reading (a bad `for` would
+        // otherwise also read as missing).
+        let read: Vec<String> = c.reported().map(|p| p.path.clone()).collect();
+        for problem in scenario.rule_problems() {
+            let (path, message) = problem.split_once(": ").unwrap_or(("", &problem));
+            if !read.iter().any(|earlier| within(path, earlier)) {
+                c.report_at(path, doc.find(path), message);
             }
         }
-        if problems.is_empty() {
-            Ok(scenario)
-        } else {
-            Err(problems)
-        }
+        c.finish(scenario).map_err(ScenarioError::Invalid)
     }
-}
-
-/// The field path a problem message starts with.
-fn field_of(problem: &str) -> &str {
-    problem.split_once(": ").map_or(problem, |(field, _)| field)
 }
 
 /// Whether field path `inner` is `outer` or lies beneath it.
@@ -1225,130 +979,387 @@ fn within(inner: &str, outer: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
-/// A status given as `status` (+ `description`) or as `timeline` steps.
-/// `None` when neither is given, which the caller decides about.
-fn decode_status(
-    at: &str,
-    status: Option<String>,
-    description: Option<String>,
-    timeline: Option<Vec<RawStep>>,
-    repeat: &mut bool,
-    problems: &mut Vec<String>,
-) -> Option<Vec<Step>> {
-    match (status, timeline) {
+fn read_scenario(c: &mut Checker, at: &Field) -> Scenario {
+    let mut s = Scenario::default();
+    let Some(mut m) = mapping(c, at) else {
+        return s;
+    };
+    if let Some(f) = present(&mut m, "account_id") {
+        s.account_id = text(c, &f, "an account ID").unwrap_or(s.account_id);
+    }
+    if let Some(f) = present(&mut m, "region") {
+        s.region = text(c, &f, "a region name").unwrap_or(s.region);
+    }
+    s.tables = items(c, &mut m, "tables", read_table);
+    s.scopes = items(c, &mut m, "scopes", read_scope);
+    if let Some(f) = present(&mut m, "roles") {
+        s.roles = Some(list(c, &f).iter().map(|r| read_role(c, r)).collect());
+    }
+    if let Some(f) = present(&mut m, "credential_lifetime") {
+        s.credential_lifetime = duration(c, &f);
+    }
+    if let Some(f) = present(&mut m, "tags_page_size") {
+        s.tags_page_size = c
+            .integer(&f, 0, u32::MAX.into())
+            .unwrap_or(s.tags_page_size);
+    }
+    let scope = (s.account_id.clone(), s.region.clone());
+    s.streams = items(c, &mut m, "streams", |c, f| read_stream(c, f, &scope));
+    if let Some(f) = present(&mut m, "repeating_tokens") {
+        let tokens = list(c, &f).iter().filter_map(|t| listing(c, t)).collect();
+        s.repeating_tokens = tokens;
+    }
+    m.finish(c);
+    s
+}
+
+fn read_scope(c: &mut Checker, at: &Field) -> ScopeSpec {
+    let mut scope = ScopeSpec::new("", "");
+    let Some(mut m) = mapping(c, at) else {
+        return scope;
+    };
+    scope.account_id = required(c, &mut m, "account_id", "an account ID");
+    scope.region = required(c, &mut m, "region", "a region name");
+    scope.tables = items(c, &mut m, "tables", read_table);
+    let here = (scope.account_id.clone(), scope.region.clone());
+    scope.streams = items(c, &mut m, "streams", |c, f| read_stream(c, f, &here));
+    m.finish(c);
+    scope
+}
+
+fn read_role(c: &mut Checker, at: &Field) -> RoleSpec {
+    let mut role = RoleSpec::new("");
+    let Some(mut m) = mapping(c, at) else {
+        return role;
+    };
+    role.arn = required(c, &mut m, "arn", "a role ARN");
+    role.external_id = optional(c, &mut m, "external_id", "an external ID");
+    m.finish(c);
+    role
+}
+
+fn read_table(c: &mut Checker, at: &Field) -> TableSpec {
+    let mut table = TableSpec::new("");
+    let Some(mut m) = mapping(c, at) else {
+        return table;
+    };
+    table.name = required(c, &mut m, "name", "a table name");
+    table.latency = present(&mut m, "latency").and_then(|f| duration(c, &f));
+    table.fault = present(&mut m, "fault").and_then(|f| fault(c, &f));
+    table.tag_fault = present(&mut m, "tag_fault").and_then(|f| fault(c, &f));
+    table.destinations = items(c, &mut m, "destinations", read_destination);
+    if let Some(f) = present(&mut m, "tags") {
+        table.tags = read_tags(c, &f);
+    }
+    if let Some(f) = present(&mut m, "cdc_metrics") {
+        table.cdc_metrics = Some(read_cdc_metrics(c, &f));
+    }
+    m.finish(c);
+    table
+}
+
+/// `tags: {cdc: "true"}` or `tags: [{key: cdc, value: "true"}]`; keys and values are scalars
+/// taken as text (`true` is "true"). Either way the n-th tag is `tags[n]`.
+fn read_tags(c: &mut Checker, at: &Field) -> Vec<(String, String)> {
+    let pairs: Vec<(Field, Field)> = match &at.node.value {
+        Value::Map(entries) => (entries.iter().enumerate())
+            .map(|(k, (key, value))| {
+                let place = |node, part| Field {
+                    node,
+                    path: format!("{}[{k}].{part}", at.path),
+                };
+                (place(key, "key"), place(value, "value"))
+            })
+            .collect(),
+        Value::Seq(_) => (list(c, at).iter())
+            .filter_map(|item| {
+                let mut m = mapping(c, item)?;
+                let pair = (
+                    m.require(c, "key", "is required"),
+                    m.require(c, "value", "is required"),
+                );
+                m.finish(c);
+                Some((pair.0?, pair.1?))
+            })
+            .collect(),
+        other => {
+            let found = describe(other);
+            let message =
+                format!("expected a mapping of tag keys to values, or a list of {{key, value}}, found {found}");
+            c.report(at, message);
+            Vec::new()
+        }
+    };
+    (pairs.iter())
+        .map(|(key, value)| {
+            let key = text(c, key, "a string").unwrap_or_default();
+            (key, text(c, value, "a string").unwrap_or_default())
+        })
+        .collect()
+}
+
+fn read_destination(c: &mut Checker, at: &Field) -> DestinationSpec {
+    let mut destination = DestinationSpec::timeline("", Vec::new());
+    let Some(mut m) = mapping(c, at) else {
+        return destination;
+    };
+    destination.stream_arn = required(c, &mut m, "stream_arn", "a stream ARN");
+    destination.precision = optional(c, &mut m, "precision", "a precision");
+    let status = read_status(c, at, &mut m, true);
+    destination.repeat = status.repeat;
+    destination.timeline = status.timeline.unwrap_or_else(|| {
+        c.report(at, "needs `status` or `timeline`");
+        Vec::new()
+    });
+    m.finish(c);
+    destination
+}
+
+/// A destination's or a stream's status, and whether its timeline repeats.
+struct Status {
+    /// `None` when neither `status` nor `timeline` is written, which the caller decides about.
+    timeline: Option<Vec<Step>>,
+    repeat: bool,
+}
+
+/// A status given as `status` (with `description` if `described`) or as `timeline` steps, with
+/// `repeat`.
+fn read_status(c: &mut Checker, at: &Field, m: &mut Map, described: bool) -> Status {
+    let status = optional(c, m, "status", "a status");
+    let description = described.then(|| present(m, "description")).flatten();
+    let timeline = present(m, "timeline");
+    let repeat_at = present(m, "repeat");
+    let mut repeat = (repeat_at.as_ref())
+        .and_then(|f| c.boolean(f))
+        .unwrap_or(false);
+    let timeline = match (status, timeline) {
         (Some(_), Some(_)) => {
-            problems.push(format!("{at}: has both `status` and `timeline`; use one"));
+            c.report(at, "has both `status` and `timeline`; use one");
             Some(Vec::new())
         }
         (None, None) => None,
         (Some(status), None) => {
-            if *repeat {
-                problems.push(format!("{at}.repeat: only applies to a `timeline`"));
-                // Reported; keep the rules below from reporting it again.
-                *repeat = false;
+            if let Some(f) = repeat_at.filter(|_| repeat) {
+                c.report(&f, "only applies to a `timeline`");
+                // Reported; keep the rules from reporting it again.
+                repeat = false;
             }
+            let description = description.and_then(|f| text(c, &f, "a description"));
             Some(vec![Step {
-                status,
                 description,
-                duration: None,
+                ..Step::hold(&status)
             }])
         }
         (None, Some(steps)) => {
-            if description.is_some() {
-                problems.push(format!(
-                    "{at}.description: goes on a timeline step, not beside `timeline`"
-                ));
+            if let Some(f) = description {
+                c.report(&f, "goes on a timeline step, not beside `timeline`");
             }
-            Some(
-                steps
-                    .into_iter()
-                    .enumerate()
-                    .map(|(s, step)| Step {
-                        duration: step.duration.and_then(|text| {
-                            parse_duration(&format!("{at}.timeline[{s}].for"), &text, problems)
-                        }),
-                        status: step.status,
-                        description: step.description,
-                    })
-                    .collect(),
-            )
+            Some(list(c, &steps).iter().map(|s| read_step(c, s)).collect())
         }
+    };
+    Status { timeline, repeat }
+}
+
+fn read_step(c: &mut Checker, at: &Field) -> Step {
+    let mut step = Step::hold("");
+    let Some(mut m) = mapping(c, at) else {
+        return step;
+    };
+    step.status = required(c, &mut m, "status", "a status");
+    step.description = optional(c, &mut m, "description", "a description");
+    step.duration = present(&mut m, "for").and_then(|f| duration(c, &f));
+    m.finish(c);
+    step
+}
+
+/// A stream of the scope `(account_id, region)`; a `name` becomes an ARN there.
+fn read_stream(c: &mut Checker, at: &Field, (account_id, region): &(String, String)) -> StreamSpec {
+    let mut stream = StreamSpec::new("");
+    let Some(mut m) = mapping(c, at) else {
+        return stream;
+    };
+    let arn = optional(c, &mut m, "arn", "a stream ARN");
+    let name = optional(c, &mut m, "name", "a stream name");
+    stream.arn = match (arn, name) {
+        (Some(arn), None) => arn,
+        (None, Some(name)) => format!(
+            "arn:{}:kinesis:{region}:{account_id}:stream/{name}",
+            arn_partition(region)
+        ),
+        (Some(arn), Some(_)) => {
+            c.report(at, "has both `arn` and `name`; use one");
+            arn
+        }
+        (None, None) => {
+            c.report(at, "needs `arn` or `name`");
+            String::new()
+        }
+    };
+    let status = read_status(c, at, &mut m, false);
+    stream.repeat = status.repeat;
+    stream.timeline = status.timeline.unwrap_or(stream.timeline);
+    let count = |c: &mut Checker, m: &mut Map, key, default| {
+        (present(m, key).and_then(|f| c.integer(&f, 0, u32::MAX.into()))).unwrap_or(default)
+    };
+    stream.open_shards = count(c, &mut m, "open_shards", stream.open_shards);
+    stream.mode = optional(c, &mut m, "mode", "a stream mode").unwrap_or(stream.mode);
+    stream.encryption =
+        optional(c, &mut m, "encryption", "NONE or KMS").unwrap_or(stream.encryption);
+    stream.key_id = optional(c, &mut m, "key_id", "a KMS key ID");
+    stream.retention_hours = count(c, &mut m, "retention_hours", stream.retention_hours);
+    stream.consumer_count = count(c, &mut m, "consumers", stream.consumer_count);
+    stream.fault = present(&mut m, "fault").and_then(|f| fault(c, &f));
+    m.finish(c);
+    stream
+}
+
+fn read_cdc_metrics(c: &mut Checker, at: &Field) -> CdcMetricsSpec {
+    let mut metrics = CdcMetricsSpec::new();
+    let Some(mut m) = mapping(c, at) else {
+        return metrics;
+    };
+    metrics.delegated_operation = optional(c, &mut m, "delegated_operation", "an operation")
+        .unwrap_or(metrics.delegated_operation);
+    metrics.repeat = present(&mut m, "repeat").and_then(|f| c.boolean(&f)) == Some(true);
+    if let Some(f) = present(&mut m, "started_ago") {
+        metrics.started_ago = duration(c, &f).unwrap_or_default();
+    }
+    for name in CDC_METRIC_NAMES {
+        let Some(f) = m.get(name) else { continue };
+        let steps = list(c, &f).iter().map(|s| read_metric_step(c, s)).collect();
+        metrics.series.insert(name.to_string(), steps);
+    }
+    m.finish(c);
+    metrics
+}
+
+fn read_metric_step(c: &mut Checker, at: &Field) -> MetricStep {
+    let mut step = MetricStep {
+        value: None,
+        duration: None,
+    };
+    let Some(mut m) = mapping(c, at) else {
+        return step;
+    };
+    let value = m.require(
+        c,
+        "value",
+        "is required: a number, or none for no datapoint",
+    );
+    step.value = value.and_then(|f| match &f.node.value {
+        Value::Number(n, _) => Some(*n),
+        Value::Null => None,
+        Value::String(text) if text == "none" => None,
+        other => {
+            c.report(&f, format!("{} is not a number or `none`", describe(other)));
+            None
+        }
+    });
+    step.duration = present(&mut m, "for").and_then(|f| duration(c, &f));
+    m.finish(c);
+    step
+}
+
+// The readers of single values.
+
+/// The keys of a mapping; an empty value has none.
+fn mapping<'n>(c: &mut Checker, at: &Field<'n>) -> Option<Map<'n>> {
+    match &at.node.value {
+        Value::Null => Some(Map::empty(at)),
+        _ => c.map(at),
     }
 }
 
-impl RawDestination {
-    fn into_spec(mut self, at: &str, problems: &mut Vec<String>) -> DestinationSpec {
-        let timeline = decode_status(
-            at,
-            self.status,
-            self.description,
-            self.timeline,
-            &mut self.repeat,
-            problems,
-        )
-        .unwrap_or_else(|| {
-            problems.push(format!("{at}: needs `status` or `timeline`"));
+/// The value of `key`, unless it is missing or empty (then the default applies).
+fn present<'n>(m: &mut Map<'n>, key: &'static str) -> Option<Field<'n>> {
+    m.get(key).filter(|f| !matches!(f.node.value, Value::Null))
+}
+
+/// The items of a list, possibly none; an empty value is an empty list.
+fn list<'n>(c: &mut Checker, at: &Field<'n>) -> Vec<Field<'n>> {
+    match &at.node.value {
+        Value::Seq(items) => (items.iter().enumerate())
+            .map(|(i, n)| at.index(i, n))
+            .collect(),
+        Value::Null => Vec::new(),
+        other => {
+            c.report(at, format!("expected a list, found {}", describe(other)));
             Vec::new()
-        });
-        DestinationSpec {
-            stream_arn: self.stream_arn,
-            precision: self.precision,
-            timeline,
-            repeat: self.repeat,
         }
     }
 }
 
-/// Streams of one scope; a `name` becomes an ARN of that scope.
-fn decode_streams(
-    prefix: &str,
-    (account_id, region): (&str, &str),
-    raw: Vec<RawStream>,
-    problems: &mut Vec<String>,
-) -> Vec<StreamSpec> {
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, mut raw)| {
-            let at = format!("{prefix}streams[{i}]");
-            let arn = match (raw.arn, raw.name) {
-                (Some(arn), None) => arn,
-                (None, Some(name)) => format!(
-                    "arn:{}:kinesis:{region}:{account_id}:stream/{name}",
-                    arn_partition(region)
-                ),
-                (Some(arn), Some(_)) => {
-                    problems.push(format!("{at}: has both `arn` and `name`; use one"));
-                    arn
-                }
-                (None, None) => {
-                    problems.push(format!("{at}: needs `arn` or `name`"));
-                    String::new()
-                }
-            };
-            let timeline = decode_status(
-                &at,
-                raw.status,
-                None,
-                raw.timeline,
-                &mut raw.repeat,
-                problems,
-            )
-            .unwrap_or_else(|| vec![Step::hold("ACTIVE")]);
-            let defaults = StreamSpec::new(&arn);
-            StreamSpec {
-                timeline,
-                repeat: raw.repeat,
-                open_shards: raw.open_shards.unwrap_or(defaults.open_shards),
-                mode: raw.mode.unwrap_or(defaults.mode),
-                encryption: raw.encryption.unwrap_or(defaults.encryption),
-                key_id: raw.key_id,
-                retention_hours: raw.retention_hours.unwrap_or(defaults.retention_hours),
-                consumer_count: raw.consumers.unwrap_or(defaults.consumer_count),
-                fault: raw.fault,
-                arn,
-            }
-        })
-        .collect()
+/// Every item of the list at `key`, read by `read` (none if the key is missing).
+fn items<T>(
+    c: &mut Checker,
+    m: &mut Map,
+    key: &'static str,
+    mut read: impl FnMut(&mut Checker, &Field) -> T,
+) -> Vec<T> {
+    let Some(f) = m.get(key) else {
+        return Vec::new();
+    };
+    list(c, &f).iter().map(|item| read(c, item)).collect()
+}
+
+/// A scalar as text: plain `012345678901` keeps its digits, `true` is "true".
+fn text(c: &mut Checker, at: &Field, what: &str) -> Option<String> {
+    match &at.node.value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_, written) => Some(written.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        other => {
+            c.report(at, format!("expected {what}, found {}", describe(other)));
+            None
+        }
+    }
+}
+
+/// The text at `key`, reported when missing; empty when not valid.
+fn required(c: &mut Checker, m: &mut Map, key: &'static str, what: &str) -> String {
+    let found = m.require(c, key, "is required");
+    found.and_then(|f| text(c, &f, what)).unwrap_or_default()
+}
+
+fn optional(c: &mut Checker, m: &mut Map, key: &'static str, what: &str) -> Option<String> {
+    present(m, key).and_then(|f| text(c, &f, what))
+}
+
+/// A duration in the project's one syntax (`dke_yaml::parse_duration`), zero included.
+fn duration(c: &mut Checker, at: &Field) -> Option<Duration> {
+    let Value::String(written) = &at.node.value else {
+        let found = describe(&at.node.value);
+        c.report(
+            at,
+            format!("expected a duration such as \"30s\", found {found}"),
+        );
+        return None;
+    };
+    (dke_yaml::parse_duration(written))
+        .map_err(|err| c.report(at, err.to_string()))
+        .ok()
+}
+
+fn fault(c: &mut Checker, at: &Field) -> Option<Fault> {
+    named(c, at, "a fault", &Fault::NAMES)
+}
+
+fn listing(c: &mut Checker, at: &Field) -> Option<Listing> {
+    named(c, at, "a listing", &Listing::NAMES)
+}
+
+/// One of `names`, by name.
+fn named<T: Copy>(c: &mut Checker, at: &Field, what: &str, names: &[(&str, T)]) -> Option<T> {
+    let written = text(c, at, what)?;
+    let found = names.iter().find(|(name, _)| *name == written);
+    if found.is_none() {
+        let all: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+        c.report(
+            at,
+            format!("{written:?} is not {what} (one of: {})", all.join(", ")),
+        );
+    }
+    found.map(|(_, value)| *value)
 }
 
 /// The ARN partition a region belongs to.
@@ -1362,65 +1373,6 @@ pub(crate) fn arn_partition(region: &str) -> &'static str {
     }
 }
 
-impl RawCdcMetrics {
-    fn into_spec(self, at: &str, problems: &mut Vec<String>) -> CdcMetricsSpec {
-        let mut series = BTreeMap::new();
-        let named = [
-            (
-                "AgeOfOldestUnreplicatedRecord",
-                self.age_of_oldest_unreplicated_record,
-            ),
-            (
-                "ConsumedChangeDataCaptureUnits",
-                self.consumed_change_data_capture_units,
-            ),
-            (
-                "FailedToReplicateRecordCount",
-                self.failed_to_replicate_record_count,
-            ),
-            ("ThrottledPutRecordCount", self.throttled_put_record_count),
-        ];
-        for (name, steps) in named {
-            let Some(steps) = steps else { continue };
-            let steps = steps
-                .into_iter()
-                .enumerate()
-                .map(|(s, step)| {
-                    let here = format!("{at}.{name}[{s}]");
-                    let value = match step.value {
-                        serde_yaml::Value::Null => None,
-                        serde_yaml::Value::String(text) if text == "none" => None,
-                        serde_yaml::Value::Number(n) => n.as_f64(),
-                        other => {
-                            problems
-                                .push(format!("{here}.value: {other:?} is not a number or `none`"));
-                            None
-                        }
-                    };
-                    MetricStep {
-                        value,
-                        duration: step.duration.and_then(|text| {
-                            parse_duration(&format!("{here}.for"), &text, problems)
-                        }),
-                    }
-                })
-                .collect();
-            series.insert(name.to_string(), steps);
-        }
-        CdcMetricsSpec {
-            delegated_operation: self
-                .delegated_operation
-                .unwrap_or_else(|| DEFAULT_DELEGATED_OPERATION.to_string()),
-            series,
-            repeat: self.repeat,
-            started_ago: self
-                .started_ago
-                .and_then(|text| parse_duration(&format!("{at}.started_ago"), &text, problems))
-                .unwrap_or_default(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1430,17 +1382,13 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// The problems of `yaml`, each as `LINE: field.path: message`.
     fn problems(yaml: &str) -> Vec<String> {
         match Scenario::from_yaml(yaml) {
-            Err(ScenarioError::Invalid(problems)) => problems,
-            other => panic!("expected validation problems, got {other:?}"),
-        }
-    }
-
-    fn syntax_message(yaml: &str) -> String {
-        match Scenario::from_yaml(yaml) {
-            Err(ScenarioError::Syntax(err)) => err.to_string(),
-            other => panic!("expected a syntax error, got {other:?}"),
+            Err(ScenarioError::Invalid(problems)) => (problems.iter())
+                .map(|p| format!("{}: {}: {}", p.line.unwrap_or(0), p.path, p.message))
+                .collect(),
+            other => panic!("expected problems, got {other:?}"),
         }
     }
 
@@ -1572,16 +1520,16 @@ tables:
         assert_eq!(
             problems(yaml),
             [
-                "tables[0].tags[1].value: must be a string",
-                r#"credential_lifetime: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
-                "tables[0].tags[0]: key must not be empty",
-                "scopes[0]: duplicate scope 123456789012/us-east-1 (first at the top level)",
-                r#"scopes[1].account_id: "22" is not 12 digits"#,
-                r#"scopes[1].tables[1].name: duplicate table "a" (first at scopes[1].tables[0])"#,
-                "scopes[3]: duplicate scope 222222222222/eu-west-1 (first at scopes[2])",
-                r#"roles[0].arn: "arn:aws:iam::1:role/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
-                r#"roles[1].arn: "arn:aws:iam::123456789012:user/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
-                "tags_page_size: must be at least 1",
+                "3: scopes[0]: duplicate scope 123456789012/us-east-1 (first at the top level)",
+                r#"4: scopes[1].account_id: "22" is not 12 digits"#,
+                r#"6: scopes[1].tables[1].name: duplicate table "a" (first at scopes[1].tables[0])"#,
+                "8: scopes[3]: duplicate scope 222222222222/eu-west-1 (first at scopes[2])",
+                r#"10: roles[0].arn: "arn:aws:iam::1:role/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
+                r#"11: roles[1].arn: "arn:aws:iam::123456789012:user/x" is not a role ARN like "arn:aws:iam::123456789012:role/NAME""#,
+                r#"12: credential_lifetime: "soon" is not a duration"#,
+                "13: tags_page_size: must be at least 1",
+                "16: tables[0].tags[0]: key must not be empty",
+                "16: tables[0].tags[1].value: expected a string, found a list",
             ]
         );
     }
@@ -1690,15 +1638,15 @@ tables:
         assert_eq!(
             problems(yaml),
             [
-                r#"tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].value: String("lots") is not a number or `none`"#,
-                "streams[3]: needs `arn` or `name`",
-                "tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].for: missing; every step but the last needs `for`",
-                "tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[1].for: must be greater than zero",
-                "tables[0].cdc_metrics.ThrottledPutRecordCount: must have at least one step",
-                r#"streams[0].mode: "FAST" is not PROVISIONED or ON_DEMAND"#,
-                r#"streams[0].encryption: "AES" is not NONE or KMS"#,
-                r#"streams[1].arn: duplicate stream "arn:aws:kinesis:us-east-1:123456789012:stream/a" (first at streams[0])"#,
-                r#"streams[2].arn: "arn:aws:sqs:us-east-1:123456789012:q" is not a stream ARN like "arn:aws:kinesis:us-east-1:123456789012:stream/NAME""#,
+                r#"3: streams[0].mode: "FAST" is not PROVISIONED or ON_DEMAND"#,
+                r#"3: streams[0].encryption: "AES" is not NONE or KMS"#,
+                r#"4: streams[1].arn: duplicate stream "arn:aws:kinesis:us-east-1:123456789012:stream/a" (first at streams[0])"#,
+                r#"5: streams[2].arn: "arn:aws:sqs:us-east-1:123456789012:q" is not a stream ARN like "arn:aws:kinesis:us-east-1:123456789012:stream/NAME""#,
+                "6: streams[3]: needs `arn` or `name`",
+                "10: tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].for: missing; every step but the last needs `for`",
+                r#"10: tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[0].value: "lots" is not a number or `none`"#,
+                "10: tables[0].cdc_metrics.AgeOfOldestUnreplicatedRecord[1].for: must be greater than zero",
+                "11: tables[0].cdc_metrics.ThrottledPutRecordCount: must have at least one step",
             ]
         );
     }
@@ -1731,10 +1679,9 @@ tables:
             .unwrap()
             .repeating_tokens
             .is_empty());
-        let message = syntax_message("repeating_tokens: [ListStreams]\n");
-        assert!(
-            message.contains("unknown variant `ListStreams`"),
-            "{message}"
+        assert_eq!(
+            problems("repeating_tokens: [ListStreams]\n"),
+            ["1: repeating_tokens[0]: \"ListStreams\" is not a listing (one of: ListTables, ListTagsOfResource, ListMetrics, GetMetricData)"]
         );
     }
 
@@ -1765,37 +1712,83 @@ tables:
             assert_eq!(scenario.tables[0].tag_fault, Some(fault), "{name}");
             assert_eq!(scenario.tables[0].fault, None, "{name}");
         }
-        let message = syntax_message("tables: [{name: t, fault: explode}]");
-        assert!(message.contains("unknown variant `explode`"), "{message}");
+        assert_eq!(
+            problems("tables: [{name: t, fault: explode}]"),
+            ["1: tables[0].fault: \"explode\" is not a fault (one of: throttle, internal_error, hang, reset, malformed, not_found, access_denied, unknown_code)"]
+        );
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_location() {
         assert_eq!(
-            syntax_message("tables:\n  - name: t\n    colour: red\n"),
-            "tables[0]: unknown field `colour`, expected one of `name`, `latency`, `fault`, \
-             `tag_fault`, `destinations`, `tags`, `cdc_metrics` at line 3 column 5"
+            problems("tables:\n  - name: t\n    colour: red\n"),
+            ["3: tables[0].colour: unknown key (expected one of: name, latency, fault, tag_fault, destinations, tags, cdc_metrics)"]
         );
-
-        let message = syntax_message("regoin: us-east-1\n");
-        assert!(message.contains("unknown field `regoin`"), "{message}");
-
-        let message = syntax_message(
-            "tables:\n  - name: t\n    destinations:\n      - stream_arn: a\n        timeline: [{status: A, after: 3s}]\n",
+        assert_eq!(
+            problems("regoin: us-east-1\n"),
+            ["1: regoin: unknown key (expected one of: account_id, region, tables, scopes, roles, credential_lifetime, tags_page_size, streams, repeating_tokens)"]
         );
-        assert!(message.contains("unknown field `after`"), "{message}");
+        assert_eq!(
+            problems("tables:\n  - name: t\n    destinations:\n      - stream_arn: a\n        timeline: [{status: A, after: 3s}]\n"),
+            ["5: tables[0].destinations[0].timeline[0].after: unknown key (expected one of: status, description, for)"]
+        );
+        // A stream's status has no description, unlike a destination's.
+        assert_eq!(
+            problems("streams: [{name: s, status: ACTIVE, description: x}]\n"),
+            ["1: streams[0].description: unknown key (expected one of: arn, name, status, timeline, repeat, open_shards, mode, encryption, key_id, retention_hours, consumers, fault)"]
+        );
     }
 
     #[test]
-    fn wrong_types_are_syntax_errors() {
-        let message = syntax_message("tables: {name: t}\n");
-        assert!(
-            message.starts_with("tables: invalid type: map, expected a sequence"),
-            "{message}"
+    fn wrong_types_are_reported_with_everything_else() {
+        let yaml = "\
+tables: {name: t}
+scopes:
+  - account_id: 222222222222
+    region: [eu-west-1]
+    tables: [{name: t, destinations: [{stream_arn: a, status: ACTIVE, repeat: maybe}]}]
+  - 5
+  - {region: eu-west-1}
+streams:
+  - {name: s, open_shards: -1, retention_hours: 2.5, consumers: many}
+tags_page_size: \"3\"
+credential_lifetime: 20
+roles: [{external_id: x}]
+";
+        assert_eq!(
+            problems(yaml),
+            [
+                "1: tables: expected a list, found a mapping",
+                "4: scopes[0].region: expected a region name, found a list",
+                "5: scopes[0].tables[0].destinations[0].repeat: expected true or false, found \"maybe\"",
+                "6: scopes[1]: expected a mapping, found 5",
+                "7: scopes[2].account_id: is required",
+                "9: streams[0].open_shards: must be at least 0",
+                "9: streams[0].retention_hours: expected a positive integer, found 2.5",
+                "9: streams[0].consumers: expected a positive integer, found \"many\"",
+                "10: tags_page_size: expected a positive integer, found \"3\"",
+                "11: credential_lifetime: expected a duration such as \"30s\", found 20",
+                "12: roles[0].arn: is required",
+            ]
         );
-        let message =
-            syntax_message("tables: [{name: t, destinations: [{stream_arn: a, repeat: maybe}]}]");
-        assert!(message.contains("repeat"), "{message}");
+    }
+
+    #[test]
+    fn problems_name_their_line_in_every_style() {
+        // The syntax error stops the read: it is the one problem.
+        assert_eq!(
+            problems("tables:\n  - name: a\n   latency: 1s\n"),
+            ["3: (document): while parsing a block collection, did not find expected '-' indicator"]
+        );
+        assert_eq!(
+            problems("tables:\n  - {name: a}\n  - {name: a}\n"),
+            ["3: tables[1].name: duplicate table \"a\" (first at tables[0])"]
+        );
+        // A rule about a field that is not written is placed at its parent.
+        assert_eq!(
+            problems("tables:\n  - name: a\n    destinations:\n      - stream_arn: s\n        repeat: true\n        timeline:\n          - {status: ENABLING}\n          - {status: ACTIVE, for: 1s}\n"),
+            ["7: tables[0].destinations[0].timeline[0].for: missing; with repeat: true every step needs `for`"]
+        );
     }
 
     #[test]
@@ -1832,23 +1825,24 @@ tables:
         repeat: true
         timeline: [{status: ENABLING, for: 2s}, {status: ACTIVE}]
 "#;
+        // In the order of the text, reading and rules alike.
         let expected = [
-            r#"tables[0].latency: "5 parsecs" is not a duration (write e.g. "500ms", "3s", "2m")"#,
-            "tables[0].destinations[0]: has both `status` and `timeline`; use one",
-            "tables[0].destinations[1]: needs `status` or `timeline`",
-            "tables[0].destinations[2].description: goes on a timeline step, not beside `timeline`",
-            "tables[0].destinations[3].repeat: only applies to a `timeline`",
-            r#"tables[2].destinations[0].timeline[2].for: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
-            r#"account_id: "12345" is not 12 digits"#,
-            r#"region: "US East" is not a region name like "us-east-1""#,
-            "tables[0].destinations[4].timeline: must have at least one step",
-            r#"tables[1].name: duplicate table "orders" (first at tables[0])"#,
-            "tables[2].name: must not be empty",
-            "tables[2].destinations[0].stream_arn: must not be empty",
-            "tables[2].destinations[0].timeline[0].for: missing; every step but the last needs `for`",
-            "tables[2].destinations[0].timeline[1].status: must not be empty",
-            "tables[2].destinations[0].timeline[1].for: must be greater than zero",
-            "tables[2].destinations[1].timeline[1].for: missing; with repeat: true every step needs `for`",
+            r#"2: account_id: "12345" is not 12 digits"#,
+            r#"3: region: "US East" is not a region name like "us-east-1""#,
+            r#"6: tables[0].latency: "5 parsecs" is not a duration"#,
+            "8: tables[0].destinations[0]: has both `status` and `timeline`; use one",
+            "11: tables[0].destinations[1]: needs `status` or `timeline`",
+            "13: tables[0].destinations[2].description: goes on a timeline step, not beside `timeline`",
+            "17: tables[0].destinations[3].repeat: only applies to a `timeline`",
+            "19: tables[0].destinations[4].timeline: must have at least one step",
+            r#"20: tables[1].name: duplicate table "orders" (first at tables[0])"#,
+            "21: tables[2].name: must not be empty",
+            "23: tables[2].destinations[0].stream_arn: must not be empty",
+            "25: tables[2].destinations[0].timeline[0].for: missing; every step but the last needs `for`",
+            "26: tables[2].destinations[0].timeline[1].status: must not be empty",
+            "26: tables[2].destinations[0].timeline[1].for: must be greater than zero",
+            r#"27: tables[2].destinations[0].timeline[2].for: "soon" is not a duration"#,
+            "31: tables[2].destinations[1].timeline[1].for: missing; with repeat: true every step needs `for`",
         ];
         assert_eq!(problems(yaml), expected);
     }
@@ -1858,7 +1852,7 @@ tables:
         let err = Scenario::from_yaml("tables: [{name: a}, {name: a}]").unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"invalid scenario: tables[1].name: duplicate table "a" (first at tables[0])"#
+            r#"invalid scenario: line 1: tables[1].name: duplicate table "a" (first at tables[0])"#
         );
     }
 
@@ -1880,9 +1874,15 @@ tables:
                         .repeating(),
                 ),
             );
-        match bad.validate() {
-            Err(ScenarioError::Invalid(problems)) => assert_eq!(
-                problems,
+        let err = bad.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid scenario: tables[1].name: "),
+            "{err}"
+        );
+        match err {
+            ScenarioError::Invalid(problems) => assert_eq!(
+                problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>(),
                 [
                     r#"tables[1].name: duplicate table "t" (first at tables[0])"#,
                     "tables[1].destinations[0].timeline: must have at least one step",
@@ -1916,7 +1916,7 @@ tables:
         assert_eq!(
             err.to_string(),
             format!(
-                r#"{}: invalid scenario: tables[0].latency: "soon" is not a duration (write e.g. "500ms", "3s", "2m")"#,
+                r#"invalid scenario: {}:1: tables[0].latency: "soon" is not a duration"#,
                 bad.display()
             )
         );
@@ -1928,6 +1928,16 @@ tables:
         assert_eq!(scenario.table_names(), vec!["a"]);
 
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every scenario file the project ships or tests with reads as it always has.
+    #[test]
+    fn shipped_scenario_files_parse() {
+        let e2e = include_str!("../../tests/fixtures/e2e/scenario.yaml");
+        let scenario = Scenario::from_yaml(e2e).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!scenario.tables.is_empty() || !scenario.scopes.is_empty());
+        let demo = include_str!("../../config/demo-scenario.yaml");
+        Scenario::from_yaml(demo).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

@@ -168,9 +168,9 @@ pub fn version() -> String {
 /// A duration flag: `500ms`, `10s`, `1m`; more than zero.
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     match config::parse_duration(text) {
-        Some(d) if !d.is_zero() => Ok(d),
-        Some(_) => Err("must be more than 0".to_string()),
-        None => Err(format!("{text:?} is not a duration (e.g. 500ms, 10s, 1m)")),
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than 0".to_string()),
+        Err(_) => Err(format!("{text:?} is not a duration (e.g. 500ms, 10s, 1m)")),
     }
 }
 

@@ -308,7 +308,7 @@ impl<F: ClientFactory> Fleet<F> {
     ) -> Option<ScopeClients<F::Client>> {
         // The account is known: no STS call to budget or count.
         let sts = Budget::new(STS_RATE, 1);
-        match self.factory.scope(target, region, policy, &sts).await {
+        match boxed(self.factory.scope(target, region, policy, &sts)).await {
             Ok(clients) => Some(clients),
             Err(err) => {
                 tracing::error!(region, code = err.code(), error = %err,
@@ -344,7 +344,7 @@ impl<F: ClientFactory> Fleet<F> {
                 let account = loop {
                     let outcome = tokio::select! {
                         () = cancel.cancelled() => return 0,
-                        outcome = factory.scope(&target, &region, policy, &sts) => outcome,
+                        outcome = boxed(factory.scope(&target, &region, policy, &sts)) => outcome,
                     };
                     match outcome {
                         Ok(clients) => break clients.account,
@@ -752,6 +752,15 @@ impl<F: ClientFactory> Fleet<F> {
             }
         }
     }
+}
+
+/// A factory call as a boxed future: the SDK's futures behind it (STS,
+/// credentials) are deep types, and nesting them in the fleet's own future
+/// would make the exporter's future too deep for the compiler to lay out.
+fn boxed<'a, T>(
+    future: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
 }
 
 /// Say which tables a refresh could not decide on: how many, by code, and

@@ -164,10 +164,7 @@ impl Store {
     /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
     /// Unknown tables are ignored.
     pub fn record_cdc(&self, key: &TableKey, points: &[CdcPoint]) {
-        if let Some(state) = write(&self.tables).get_mut(key) {
-            state.record_cdc(points);
-        }
-        self.changed();
+        self.update_table(key, |state| state.record_cdc(points));
     }
 
     /// Change one table's state, if the table is known (a table removed

@@ -36,6 +36,7 @@ const POLL_OR_TIMEOUT: Field = Field {
         "1d",
         "23h59m59s999ms",
         "1s",
+        "1.5s",
     ],
     invalid: &[
         "99ms",
@@ -43,7 +44,8 @@ const POLL_OR_TIMEOUT: Field = Field {
         "1ms",
         "24h1ms",
         "18446744073709551615d",
-        "1.5s",
+        "99.9ms",
+        "1 sec",
         "-1s",
         "5",
         "~",

@@ -28,10 +28,13 @@ const RUNBOOK_URL: &str =
     "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#";
 const JOB: &str = "dynamodb-kinesis-exporter";
 const NAME: &str = "dynamodb-kinesis-exporter";
-const ALERTS: [&str; 17] = [
+const ALERTS: [&str; 20] = [
     "DynamoDBKinesisTableNoWorkingDestination",
     "DynamoDBKinesisDestinationStaleFailedEntry",
     "DynamoDBKinesisDestinationStuckInTransition",
+    "DynamoDBKinesisExpectedTableNotStreaming",
+    "DynamoDBKinesisExpectedTableWrongStream",
+    "DynamoDBKinesisTableExpectationUnknown",
     "DynamoDBKinesisStreamMissing",
     "DynamoDBKinesisStreamChecksFailing",
     "DynamoDBKinesisReplicationLag",
@@ -48,18 +51,40 @@ const ALERTS: [&str; 17] = [
     "DynamoDBKinesisExporterAbsent",
 ];
 
-/// Alerts that page: a table's changes are not reaching its Kinesis stream,
-/// or the exporter's own background work panicked (it may stop watching
-/// them without a sound). Everything else warns, but for the leftover
-/// ENABLE_FAILED entry, which is only `info` (never the pager).
-const CRITICAL: [&str; 5] = [
+/// Alerts that page: a table's changes are not reaching its Kinesis stream
+/// (a failed or missing destination, or CDC switched off on a table that
+/// must stream), or the exporter's own background work panicked (it may
+/// stop watching them without a sound). Everything else warns, but for the
+/// leftover ENABLE_FAILED entry, which is only `info` (never the pager).
+const CRITICAL: [&str; 6] = [
     "DynamoDBKinesisTableNoWorkingDestination",
+    "DynamoDBKinesisExpectedTableNotStreaming",
     "DynamoDBKinesisStreamMissing",
     "DynamoDBKinesisReplicationLagCritical",
     "DynamoDBKinesisRecordsFailingToReplicate",
     "DynamoDBKinesisExporterTaskRestarts",
 ];
 const INFO: [&str; 1] = ["DynamoDBKinesisDestinationStaleFailedEntry"];
+
+/// The join that carries a table's exported tags into its alerts, as every
+/// table-level rule ends (README "Alerting": edit the label list to match
+/// `export_tags`).
+const TAGS_JOIN: &str = "* on(job, instance, account_id, region, table) group_left(tag_team, tag_owner)\n  dynamodb_kinesis_table_tags\n";
+
+/// A table-level rule's expression without its tags join: what is inside
+/// the parentheses the join multiplies, dedented.
+fn without_tags(expr: &str) -> String {
+    let inner = expr
+        .strip_suffix(TAGS_JOIN)
+        .and_then(|e| e.strip_prefix("(\n"))
+        .and_then(|e| e.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("no tags join around:\n{expr}"));
+    inner
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -280,6 +305,18 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
                 text.contains("$labels.table"),
                 "{name} does not name the table"
             );
+            // Every alert about a table carries its tags, so Alertmanager
+            // can route it to the owning team.
+            assert!(
+                s(r, "expr").ends_with(TAGS_JOIN),
+                "{name} does not join the tags:\n{}",
+                s(r, "expr")
+            );
+        } else {
+            assert!(
+                !s(r, "expr").contains("dynamodb_kinesis_table_tags"),
+                "{name}"
+            );
         }
         let about_a_destination = name.starts_with("DynamoDBKinesisDestination")
             || name == "DynamoDBKinesisTableNoWorkingDestination"
@@ -347,14 +384,14 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
     ] {
         let r = rule(&rules, alert);
         assert_eq!(
-            s(r, "expr").trim(),
+            without_tags(s(r, "expr")),
             format!("dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds > {threshold}")
         );
         assert_eq!(s(r, "for"), "10m", "{alert}");
     }
     let failing = rule(&rules, "DynamoDBKinesisRecordsFailingToReplicate");
     assert_eq!(
-        s(failing, "expr").trim(),
+        without_tags(s(failing, "expr")),
         "dynamodb_kinesis_cdc_failed_to_replicate_records > 0"
     );
     assert!(
@@ -363,7 +400,7 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
     );
     let throttled = rule(&rules, "DynamoDBKinesisThrottledPuts");
     assert_eq!(
-        s(throttled, "expr").trim(),
+        without_tags(s(throttled, "expr")),
         "dynamodb_kinesis_cdc_throttled_put_records > 0"
     );
     assert_eq!(s(throttled, "for"), "15m");
@@ -377,6 +414,32 @@ fn alert_rules_are_the_intended_ones_with_their_severities_and_labels() {
             );
         }
     }
+    // CDC switched off or never turned on, on a table that must stream:
+    // no working (ACTIVE or UPDATING) destination for 15 minutes, for
+    // tables polled successfully (the destinations count exists).
+    let expected = rule(&rules, "DynamoDBKinesisExpectedTableNotStreaming");
+    assert_eq!(s(expected, "for"), "15m");
+    assert_eq!(
+        without_tags(s(expected, "expr")),
+        "(\n    (dynamodb_kinesis_table_destination_expected == 1)\n  unless on(job, instance, account_id, region, table)\n    (dynamodb_kinesis_destination_status{status=~\"ACTIVE|UPDATING\"} == 1)\n)\nand on(job, instance, account_id, region, table)\n  dynamodb_kinesis_table_destinations"
+    );
+    let wrong = rule(&rules, "DynamoDBKinesisExpectedTableWrongStream");
+    assert_eq!(s(wrong, "for"), "15m");
+    let expr = without_tags(s(wrong, "expr"));
+    assert!(
+        expr.starts_with("(dynamodb_kinesis_table_destination_stream_match == 0)\n"),
+        "{expr}"
+    );
+    assert!(
+        expr.contains("(dynamodb_kinesis_table_destination_expected == 1)"),
+        "{expr}"
+    );
+    let unknown = rule(&rules, "DynamoDBKinesisTableExpectationUnknown");
+    assert_eq!(s(unknown, "for"), "30m");
+    assert_eq!(
+        without_tags(s(unknown, "expr")),
+        "dynamodb_kinesis_table_destinations\n  unless on(job, instance, account_id, region, table)\ndynamodb_kinesis_table_destination_expected"
+    );
     let polls = s(rule(&rules, "DynamoDBKinesisExporterPollsFailing"), "expr");
     assert!(polls.contains("increase(dynamodb_kinesis_api_errors_total[5m])"));
     assert!(polls.contains("dynamodb_kinesis_table_poll_success == 0"));
@@ -1478,11 +1541,22 @@ fn irsa_trust_policy_names_the_service_account() {
 
 const DASHBOARD: &str = "deploy/grafana/dynamodb-kinesis.json";
 
+/// The dashboard's panels but its rows (which only group the panels below
+/// them, and have no query).
+fn dashboard_panels(d: &Json) -> Vec<&Json> {
+    d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect()
+}
+
 /// (panel title, expr) of every target.
 fn dashboard_queries() -> Vec<(String, String)> {
     let d = json(DASHBOARD);
     let mut out = Vec::new();
-    for p in d["panels"].as_array().unwrap() {
+    for p in dashboard_panels(&d) {
         for t in p["targets"].as_array().unwrap() {
             out.push((
                 p["title"].as_str().unwrap().to_string(),
@@ -1528,12 +1602,26 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
 
     let mut ids = BTreeSet::new();
     let mut types = BTreeSet::new();
+    // Rows, only at the end: a row takes every panel below it, up to the
+    // next row.
+    let rows: Vec<&str> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip_while(|p| p["type"] != "row")
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ["Cost"]);
     for p in d["panels"].as_array().unwrap() {
         let title = p["title"].as_str().unwrap();
         assert!(
             ids.insert(p["id"].as_u64().unwrap()),
             "duplicate id: {title}"
         );
+    }
+    for p in dashboard_panels(&d) {
+        let title = p["title"].as_str().unwrap();
         types.insert(p["type"].as_str().unwrap().to_string());
         assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
@@ -1592,6 +1680,16 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
     find("rate(dynamodb_kinesis_api_errors_total");
     find("dynamodb_kinesis_table_poll_success");
     // The stream cross-check and CloudWatch's replication metrics.
+    // Expectations, and what the exporter costs (GetMetricData at $0.01 per
+    // 1,000 metrics requested).
+    find("(dynamodb_kinesis_table_destination_expected{account_id=~\"$account_id\", region=~\"$region\", table=~\"$table\"} == 1)\n    unless on(job, instance, account_id, region, table)");
+    find("dynamodb_kinesis_table_destination_stream_match");
+    find("group_left(tag_team, tag_owner)");
+    find(
+        "sum by (account_id, region, service, operation) (rate(dynamodb_kinesis_aws_requests_total",
+    );
+    find("sum by (account_id, service, operation) (rate(dynamodb_kinesis_aws_requests_total{account_id=~\"$account_id\", region=~\"$region\"}[$__rate_interval])) * 86400");
+    find("rate(dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=~\"$account_id\", region=~\"$region\"}[$__rate_interval])) * 86400 * 0.01 / 1000");
     for needle in [
         "dynamodb_kinesis_stream_status",
         "dynamodb_kinesis_stream_open_shards",
@@ -1604,10 +1702,8 @@ fn dashboard_is_importable_and_uses_its_datasource_variable() {
         find(needle);
     }
     let panel = |title: &str| {
-        d["panels"]
-            .as_array()
-            .unwrap()
-            .iter()
+        dashboard_panels(&d)
+            .into_iter()
             .find(|p| p["title"] == title)
             .unwrap_or_else(|| panic!("no panel {title}"))
             .clone()
@@ -1700,7 +1796,38 @@ fn alertmanager_example_routes_by_severity() {
         .iter()
         .map(|r| s(r, "name"))
         .collect();
-    assert_eq!(receivers, BTreeSet::from(["chat", "pager", "ticket"]));
+    assert_eq!(
+        receivers,
+        BTreeSet::from(["chat", "pager", "payments", "ticket"])
+    );
+    // The team route comes before the severity routes, takes the alerts of
+    // tables tagged team=payments (the `tag_team` label every table alert
+    // carries) and keeps them (no `continue`), but info never pages.
+    let team = &routes[0];
+    let matchers: Vec<String> = at(team, "matchers")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().replace(' ', ""))
+        .collect();
+    assert!(
+        matchers.contains(&"tag_team=\"payments\"".to_string()),
+        "{matchers:?}"
+    );
+    assert_eq!(s(team, "receiver"), "payments");
+    assert!(
+        team.get("continue")
+            .is_none_or(|c| c.as_bool() == Some(false)),
+        "the team route keeps its alerts"
+    );
+    let team_info = at(team, "routes").as_sequence().unwrap();
+    assert_eq!(s(&team_info[0], "receiver"), "ticket");
+    assert_eq!(
+        at(&team_info[0], "matchers.0")
+            .as_str()
+            .map(|m| m.replace(' ', "")),
+        Some("severity=\"info\"".to_string())
+    );
     let receiver = |name: &str| {
         at(&am, "receivers")
             .as_sequence()
@@ -1735,6 +1862,67 @@ fn alertmanager_example_routes_by_severity() {
         &repo(),
     );
     assert!(ok, "amtool check-config failed:\n{out}");
+    // Where Alertmanager itself sends alerts: a payments table's page to the
+    // team, its info to the ticket queue; another team's page, and a table
+    // without a team, by severity.
+    for (labels, receiver) in [
+        (
+            &[
+                "alertname=DynamoDBKinesisExpectedTableNotStreaming",
+                "severity=critical",
+                "tag_team=payments",
+            ][..],
+            "payments",
+        ),
+        (
+            &[
+                "alertname=DynamoDBKinesisExpectedTableWrongStream",
+                "severity=warning",
+                "tag_team=payments",
+                "tag_owner=alice",
+            ],
+            "payments",
+        ),
+        (
+            &[
+                "alertname=DynamoDBKinesisDestinationStaleFailedEntry",
+                "severity=info",
+                "tag_team=payments",
+            ],
+            "ticket",
+        ),
+        (
+            &[
+                "alertname=DynamoDBKinesisExpectedTableNotStreaming",
+                "severity=critical",
+                "tag_team=search",
+            ],
+            "pager",
+        ),
+        (
+            &[
+                "alertname=DynamoDBKinesisExpectedTableWrongStream",
+                "severity=warning",
+            ],
+            "chat",
+        ),
+    ] {
+        let mut args = vec![
+            "config",
+            "routes",
+            "test",
+            "--config.file=deploy/alertmanager/alertmanager.yml",
+        ];
+        args.extend(labels);
+        let (ok, out) = run_tool(&amtool, &args, &repo());
+        assert!(ok, "amtool config routes test failed:\n{out}");
+        let got: Vec<&str> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("Warning:"))
+            .collect();
+        assert_eq!(got, [receiver], "{labels:?}:\n{out}");
+    }
 }
 
 // ------------------------------------------------------- kubernetes schema

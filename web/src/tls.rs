@@ -34,28 +34,26 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use serde::Deserialize;
-
 use crate::web_config::Problem;
 
-/// `tls_server_config`, as exporter-toolkit names its keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `tls_server_config`, as exporter-toolkit names its keys (read from the file by
+/// `web_config`).
+#[derive(Debug, Default)]
 pub(crate) struct TlsFile {
-    cert_file: Option<String>,
-    key_file: Option<String>,
+    pub(crate) cert_file: Option<String>,
+    pub(crate) key_file: Option<String>,
     /// Inline PEM instead of `cert_file`.
-    cert: Option<String>,
+    pub(crate) cert: Option<String>,
     /// Inline PEM instead of `key_file`.
-    key: Option<String>,
-    client_auth_type: Option<String>,
-    client_ca_file: Option<String>,
-    client_allowed_sans: Option<Vec<String>>,
-    min_version: Option<String>,
-    max_version: Option<String>,
-    cipher_suites: Option<Vec<String>>,
-    prefer_server_cipher_suites: Option<bool>,
-    curve_preferences: Option<Vec<String>>,
+    pub(crate) key: Option<String>,
+    pub(crate) client_auth_type: Option<String>,
+    pub(crate) client_ca_file: Option<String>,
+    pub(crate) client_allowed_sans: Option<Vec<String>>,
+    pub(crate) min_version: Option<String>,
+    pub(crate) max_version: Option<String>,
+    pub(crate) cipher_suites: Option<Vec<String>>,
+    pub(crate) prefer_server_cipher_suites: Option<bool>,
+    pub(crate) curve_preferences: Option<Vec<String>>,
 }
 
 /// The crypto provider for the server side: aws-lc-rs.

@@ -322,7 +322,8 @@ async fn client_allowed_sans_admit_only_verified_certificates_naming_one() {
         let err = web_config::load(&path).unwrap_err();
         assert_eq!(
             err.lines(),
-            [format!("{}: tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, not {kind}: a certificate nobody verified proves no name", path.display())]
+            // On the line of client_allowed_sans.
+            [format!("{}:5: tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, not {kind}: a certificate nobody verified proves no name", path.display())]
         );
     }
 }

@@ -112,6 +112,11 @@ impl Checker {
         self.problems.push((place, problem));
     }
 
+    /// What was reported so far, in the order it was reported.
+    pub fn reported(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().map(|(_, p)| p)
+    }
+
     /// `value` if nothing was reported, else every problem in document order (problems at one
     /// place in the order they were found).
     pub fn finish<T>(mut self, value: T) -> Result<T, Vec<Problem>> {
@@ -209,10 +214,9 @@ impl Checker {
             self.report(at, message);
             return None;
         };
-        let Some(d) = parse_duration(text) else {
-            self.report(at, format!("{text:?} is not a duration"));
-            return None;
-        };
+        let d = parse_duration(text)
+            .map_err(|err| self.report(at, err.to_string()))
+            .ok()?;
         let (lowest, highest) = (format_duration(min), format_duration(max));
         let secs = |d: Duration| d.as_secs_f64();
         self.within(
@@ -302,7 +306,15 @@ impl<'n> Map<'n> {
 
     /// Reports every key that was not asked for.
     pub fn finish(self, c: &mut Checker) {
-        let expected = self.asked.join(", ");
+        self.finish_with(c, |_, known| {
+            format!("unknown key (expected one of: {})", known.join(", "))
+        });
+    }
+
+    /// Reports every key that was not asked for, in the words `message` gives it from the key
+    /// (as written) and the keys asked for: a file format whose readers already know other
+    /// words for this keeps them.
+    pub fn finish_with(self, c: &mut Checker, message: impl Fn(&str, &[&'static str]) -> String) {
         for (key, _) in self.entries {
             let label = match &key.value {
                 Value::String(s) if self.asked.contains(&s.as_str()) => continue,
@@ -312,7 +324,7 @@ impl<'n> Map<'n> {
                 Value::Null => "null".to_owned(),
                 other => format!("({})", describe(other)),
             };
-            let message = format!("unknown key (expected one of: {expected})");
+            let message = message(&label, &self.asked);
             c.report(&self.at.key(&label, key), message);
         }
     }
@@ -429,7 +441,9 @@ e: []
             ("0s", "must be greater than zero"),
             ("99ms", "must be at least 100ms"),
             ("1h1ms", "must be at most 1h"),
-            ("1.5s", "\"1.5s\" is not a duration"),
+            ("99.9ms", "must be at least 100ms"),
+            ("1.5.s", "\"1.5.s\" is not a duration"),
+            ("-1s", "\"-1s\" is negative"),
         ];
         for (text, want) in cases {
             let got = check(&format!("x: {text}\n"), |c, root| {

@@ -57,6 +57,39 @@ impl Node {
         }
     }
 
+    /// The node at `path`, a field path as problems name them (`targets[0].tables[2]`; an
+    /// index into a mapping is its n-th entry's value), or the deepest node on the way there
+    /// when the rest is not written: where a problem about that field belongs.
+    pub fn find(&self, path: &str) -> &Node {
+        let mut node = self;
+        if path.is_empty() || path == crate::ROOT {
+            return node;
+        }
+        for part in path.split('.') {
+            let (key, indexes) = part.split_at(part.find('[').unwrap_or(part.len()));
+            if !key.is_empty() {
+                match node.get(key) {
+                    Some(child) => node = child,
+                    None => return node,
+                }
+            }
+            for index in indexes.split('[').skip(1) {
+                let child = (index.strip_suffix(']'))
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| match &node.value {
+                        Value::Seq(items) => items.get(i),
+                        Value::Map(entries) => entries.get(i).map(|(_, value)| value),
+                        _ => None,
+                    });
+                match child {
+                    Some(child) => node = child,
+                    None => return node,
+                }
+            }
+        }
+        node
+    }
+
     /// Whether this is a number written as an integer (`5`, `-3`, `0x1f`), not `5.0`.
     pub fn is_integer(&self) -> bool {
         let Value::Number(_, text) = &self.value else {
@@ -482,6 +515,25 @@ b:
             };
             assert_eq!(items.last().map(|n| n.line), Some(line), "{text:?}");
         }
+    }
+
+    #[test]
+    fn find_goes_as_deep_as_the_path_is_written() {
+        let node = tree("a:\n  - x: 1\n    y: {p: q}\n  - 2\nb: {k: v, l: w}\n");
+        let line = |path: &str| node.find(path).line;
+        assert_eq!(line("a[0].x"), 2);
+        assert_eq!(line("a[0].y.p"), 3);
+        assert_eq!(line("a[1]"), 4);
+        // A mapping's n-th entry, for paths that count tags or metrics.
+        assert_eq!(line("b[1]"), 5);
+        // Not written: the deepest node on the way.
+        assert_eq!(line("a[0].z"), 2);
+        assert_eq!(line("a[7].x"), 1);
+        assert_eq!(line("a[1].x"), 4);
+        assert_eq!(line("c.d"), 0);
+        assert_eq!(line(""), 0);
+        assert_eq!(line("(document)"), 0);
+        assert_eq!(line("a[x]"), 1);
     }
 
     #[test]

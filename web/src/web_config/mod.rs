@@ -5,12 +5,16 @@
 //! hashes) and a request rate limit (`rate_limit`).
 //!
 //! [`load`] reads and checks the file and every file it names, reporting
-//! every problem at once (each a [`Problem`]: a field path and a message);
-//! an exporter calls it before binding any port. [`WebState`] holds the
-//! running config: it checks credentials (`auth`), applies the rate limit
-//! (`rate_limit`) and follows the file as it changes (`state`).
+//! every problem at once (each a [`Problem`]: the line, a field path and a
+//! message); an exporter calls it before binding any port. The file is read
+//! once by `dke_yaml` into a tree whose nodes know their lines and taken
+//! apart into its sections (`file`); each section is then checked here.
+//! [`WebState`] holds the running config: it checks credentials (`auth`),
+//! applies the rate limit (`rate_limit`) and follows the file as it changes
+//! (`state`).
 
 mod auth;
+mod file;
 mod rate_limit;
 mod state;
 
@@ -18,37 +22,46 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dke_yaml::{Checker, Field};
 use hyper::header::{HeaderName, HeaderValue};
-use serde::Deserialize;
 
-use crate::tls::{self, TlsFile};
+use crate::tls;
 pub use state::{Auth, WebState, RELOAD_CHECK_INTERVAL};
 
-/// One problem in a web config file: the field it concerns, as a dotted
-/// path (`basic_auth_users.alice`; empty for the file as a whole), and
-/// what is wrong with it.
+/// One problem in a web config file: the line it is on (`None` for the
+/// file as a whole), the field it concerns, as a dotted path
+/// (`basic_auth_users.alice`; empty for the file as a whole), and what is
+/// wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    pub line: Option<usize>,
     pub field: String,
     pub message: String,
 }
 
 impl Problem {
+    /// A problem about `field` of a section, placed by the section's reader.
     pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Problem {
+            line: None,
             field: field.into(),
             message: message.into(),
         }
     }
+}
 
-    /// The same problem one level down, under `parent` (`tls_server_config`).
-    fn under(self, parent: &str) -> Self {
-        let field = if self.field.is_empty() {
-            parent.to_string()
+impl From<dke_yaml::Problem> for Problem {
+    fn from(p: dke_yaml::Problem) -> Self {
+        let field = if p.path == dke_yaml::ROOT {
+            ""
         } else {
-            format!("{parent}.{}", self.field)
+            &p.path
         };
-        Problem { field, ..self }
+        Problem {
+            line: p.line,
+            field: field.to_owned(),
+            message: p.message,
+        }
     }
 }
 
@@ -85,35 +98,19 @@ impl std::fmt::Display for WebConfigError {
 
 impl std::error::Error for WebConfigError {}
 
-/// The one place a problem becomes text: `file: field.path: message`
-/// (`file: message` for the file as a whole). When the web config is read
-/// by a YAML reader that knows positions, the line goes in here, after the
-/// file name.
+/// The one place a problem becomes text: `file:line: field.path: message`
+/// (without the line for the file as a whole, which has none, and without
+/// the field when it concerns no field).
 pub fn format_problem(file: &Path, problem: &Problem) -> String {
-    let file = file.display();
+    let place = match problem.line {
+        Some(line) => format!("{}:{line}", file.display()),
+        None => file.display().to_string(),
+    };
     if problem.field.is_empty() {
-        format!("{file}: {}", problem.message)
+        format!("{place}: {}", problem.message)
     } else {
-        format!("{file}: {}: {}", problem.field, problem.message)
+        format!("{place}: {}: {}", problem.field, problem.message)
     }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    tls_server_config: Option<TlsFile>,
-    http_server_config: Option<HttpFile>,
-    #[serde(default)]
-    basic_auth_users: BTreeMap<String, String>,
-    rate_limit: Option<rate_limit::RateLimitFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpFile {
-    http2: Option<bool>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
 }
 
 /// A checked web config, with the files it names already read.
@@ -309,16 +306,14 @@ fn check(path: &Path, given: &Snapshot, used: &mut Snapshot) -> Result<WebConfig
     })?;
     let text = std::str::from_utf8(bytes)
         .map_err(|e| fail(vec![Problem::new("", format!("not UTF-8 text: {e}"))]))?;
-    let file: File = if text.trim().is_empty() {
-        File::default()
-    } else {
-        serde_yaml::from_str(text).map_err(|e| fail(vec![Problem::new("", e.to_string())]))?
-    };
+    let origin = path.display().to_string();
+    let doc = dke_yaml::parse(text, &origin).map_err(|p| fail(vec![p.into()]))?;
+    let mut c = Checker::new(&origin);
+    let sections = file::read(&mut c, &Field::root(&doc));
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut problems = Vec::new();
     let mut guards = Guards::default();
 
-    let tls = file.tls_server_config.as_ref().and_then(|tls_file| {
+    let tls = sections.tls.as_ref().and_then(|(tls_file, at)| {
         let mut read = |name: &str| -> Result<Vec<u8>, String> {
             let named = dir.join(name);
             let contents = given
@@ -336,84 +331,91 @@ fn check(path: &Path, given: &Snapshot, used: &mut Snapshot) -> Result<WebConfig
                 guards.allowed_sans = built.allowed_sans;
                 Some(Arc::new(built.config))
             }
-            Err(errors) => {
-                problems.extend(errors.into_iter().map(|e| e.under("tls_server_config")));
+            Err(problems) => {
+                report_under(&mut c, at, problems);
                 None
             }
         }
     });
 
-    let headers = file
-        .http_server_config
-        .as_ref()
-        .map(|http| check_headers(http, &mut problems))
-        .unwrap_or_default();
+    if sections.http2 {
+        tracing::debug!("http_server_config.http2: this server speaks HTTP/1.1");
+    }
+    let headers = check_headers(&mut c, &sections.headers);
 
     let mut highest_cost = None;
-    for (user, hash) in &file.basic_auth_users {
-        let field = format!("basic_auth_users.{user}");
+    let mut users = BTreeMap::new();
+    for (user, hash, at) in &sections.users {
         if user.contains(':') {
-            problems.push(Problem::new(&field, "a user name cannot contain ':'"));
+            c.report(at, "a user name cannot contain ':'");
         }
         match auth::check_hash(hash) {
             Ok(cost) => highest_cost = highest_cost.max(Some(cost)),
-            Err(why) => problems.push(Problem::new(&field, why)),
+            Err(why) => c.report(at, why),
         }
+        users.insert(user.clone(), hash.clone());
     }
-    guards.basic_auth = !file.basic_auth_users.is_empty();
+    guards.basic_auth = !users.is_empty();
 
-    let rate_limit = match &file.rate_limit {
-        None => None,
-        Some(limit) => match rate_limit::RateLimit::from_file(limit) {
-            Ok(limit) => limit,
-            Err(errors) => {
-                problems.extend(errors.into_iter().map(|e| e.under("rate_limit")));
-                None
-            }
-        },
-    };
+    let rate_limit = (sections.rate_limit.as_ref()).and_then(|(limit, at)| {
+        rate_limit::RateLimit::from_file(limit)
+            .map_err(|problems| report_under(&mut c, at, problems))
+            .ok()
+            .flatten()
+    });
 
-    if !problems.is_empty() {
-        return Err(fail(problems));
-    }
+    c.finish(())
+        .map_err(|problems| fail(problems.into_iter().map(Problem::from).collect()))?;
     Ok(WebConfig {
         tls,
         headers,
         dummy_hash: highest_cost.map(auth::dummy_hash).unwrap_or_default(),
-        users: file.basic_auth_users,
+        users,
         rate_limit,
         guards,
         snapshot: used.clone(),
     })
 }
 
-fn check_headers(http: &HttpFile, problems: &mut Vec<Problem>) -> Vec<(HeaderName, HeaderValue)> {
-    if http.http2 == Some(true) {
-        tracing::debug!("http_server_config.http2: this server speaks HTTP/1.1");
+/// Reports the problems a section's check found (each naming one of its keys, or none) on the
+/// line of that key, or of the section when the key is not written.
+fn report_under(c: &mut Checker, section: &Field, problems: Vec<Problem>) {
+    for problem in problems {
+        let node = (section.node.get(&problem.field)).unwrap_or(section.node);
+        let path = match problem.field.is_empty() {
+            true => section.path.clone(),
+            false => format!("{}.{}", section.path, problem.field),
+        };
+        c.report_at(&path, node, problem.message);
     }
+}
+
+fn check_headers(c: &mut Checker, written: &[file::Entry]) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = Vec::new();
-    for (header, value) in &http.headers {
+    for (header, value, at) in written {
         let Some((canonical, allowed)) = ALLOWED_HEADERS
             .iter()
             .find(|(h, _)| h.eq_ignore_ascii_case(header))
         else {
             let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(h, _)| *h).collect();
-            problems.push(Problem::new(
+            c.report_at(
                 "http_server_config.headers",
+                at.node,
                 format!(
                     "{header:?} is not an allowed header (allowed: {})",
                     names.join(", ")
                 ),
-            ));
+            );
             continue;
         };
         let field = format!("http_server_config.headers.{canonical}");
         if let Some(values) = allowed {
             if !values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
-                problems.push(Problem::new(
+                c.report_at(
                     &field,
+                    at.node,
                     format!("{value:?} is not allowed (one of: {})", values.join(", ")),
-                ));
+                );
                 continue;
             }
         }
@@ -421,14 +423,17 @@ fn check_headers(http: &HttpFile, problems: &mut Vec<Problem>) -> Vec<(HeaderNam
             // The allowed names are valid header names in any case.
             Ok(v) => match HeaderName::from_bytes(canonical.as_bytes()) {
                 Ok(name) => headers.push((name, v)),
-                Err(e) => problems.push(Problem::new(&field, e.to_string())),
+                Err(e) => c.report_at(&field, at.node, e.to_string()),
             },
-            Err(_) => problems.push(Problem::new(
+            Err(_) => c.report_at(
                 &field,
+                at.node,
                 format!("{value:?} is not a valid header value"),
-            )),
+            ),
         }
     }
+    // In one order whatever the file's, as before.
+    headers.sort_by(|(a, _), (b, _)| a.as_str().cmp(b.as_str()));
     headers
 }
 
@@ -461,48 +466,86 @@ mod tests {
             format_problem(file, &Problem::new("", "cannot read")),
             "/etc/web.yml: cannot read"
         );
+        let placed = Problem {
+            line: Some(7),
+            ..Problem::new("basic_auth_users.alice", "bad")
+        };
         assert_eq!(
-            Problem::new("cert_file", "x").under("tls_server_config"),
-            Problem::new("tls_server_config.cert_file", "x")
+            format_problem(file, &placed),
+            "/etc/web.yml:7: basic_auth_users.alice: bad"
+        );
+        let syntax = Problem {
+            line: Some(2),
+            ..Problem::new("", "did not find expected key")
+        };
+        assert_eq!(
+            format_problem(file, &syntax),
+            "/etc/web.yml:2: did not find expected key"
         );
     }
 
     #[test]
     fn bad_files_name_the_field() {
         let cases = [
-            ("nonsense: 1\n", "/etc/web.yml: unknown field `nonsense`"),
+            (
+                "nonsense: 1\n",
+                "/etc/web.yml:1: nonsense: unknown field `nonsense`, expected one of `tls_server_config`, `http_server_config`, `basic_auth_users`, `rate_limit`",
+            ),
             (
                 "basic_auth_users:\n  alice: plaintext\n",
-                "/etc/web.yml: basic_auth_users.alice: not a bcrypt hash",
+                "/etc/web.yml:2: basic_auth_users.alice: not a bcrypt hash",
             ),
             (
                 "http_server_config:\n  headers:\n    X-Powered-By: me\n",
-                "/etc/web.yml: http_server_config.headers: \"X-Powered-By\" is not an allowed header",
+                "/etc/web.yml:3: http_server_config.headers: \"X-Powered-By\" is not an allowed header",
             ),
             (
                 "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
-                "/etc/web.yml: http_server_config.headers.X-Frame-Options: \"allow\" is not allowed",
+                "/etc/web.yml:3: http_server_config.headers.X-Frame-Options: \"allow\" is not allowed",
             ),
             (
                 "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: /nonexistent/k.pem\n",
-                "/etc/web.yml: tls_server_config.cert_file: cannot read \"/nonexistent/c.pem\"",
+                "/etc/web.yml:2: tls_server_config.cert_file: cannot read \"/nonexistent/c.pem\"",
             ),
             (
                 "tls_server_config:\n  key_file: k.pem\n",
-                "/etc/web.yml: tls_server_config.cert_file: required",
+                "/etc/web.yml:1: tls_server_config.cert_file: required",
             ),
             (
                 "tls_server_config:\n  unknown_key: 1\n",
-                "unknown field `unknown_key`",
+                "/etc/web.yml:2: tls_server_config.unknown_key: unknown field `unknown_key`, expected one of `cert_file`, `key_file`, `cert`, `key`, `client_auth_type`",
             ),
-            ("basic_auth_users: [a, b]\n", "basic_auth_users: invalid type"),
+            (
+                "basic_auth_users: [a, b]\n",
+                "/etc/web.yml:1: basic_auth_users: invalid type: a list, expected a mapping of names to strings",
+            ),
             (
                 "rate_limit:\n  interval: soon\n  burst: 1\n",
-                "/etc/web.yml: rate_limit.interval: \"soon\" is not a duration",
+                "/etc/web.yml:2: rate_limit.interval: \"soon\" is not a duration",
             ),
             (
                 "rate_limit:\n  interval: 1s\n  burst: 0\n",
-                "/etc/web.yml: rate_limit.burst: 0 admits no request at all",
+                "/etc/web.yml:3: rate_limit.burst: 0 admits no request at all",
+            ),
+            (
+                "- a list\n",
+                "/etc/web.yml: invalid type: a list, expected a mapping",
+            ),
+            (
+                "tls_server_config:\n  cert_file: [a]\n  prefer_server_cipher_suites: yes\n",
+                "/etc/web.yml:2: tls_server_config.cert_file: invalid type: a list, expected a string\n/etc/web.yml:3: tls_server_config.prefer_server_cipher_suites: invalid type: \"yes\", expected a boolean",
+            ),
+            (
+                "http_server_config:\n  http2: 1\n  headers: {X-Frame-Options: [deny]}\n",
+                "/etc/web.yml:2: http_server_config.http2: invalid type: 1, expected a boolean\n/etc/web.yml:3: http_server_config.headers.X-Frame-Options: invalid type: a list, expected a string",
+            ),
+            (
+                "basic_auth_users:\n  alice: x\n  alice: y\n",
+                "/etc/web.yml:3: duplicate key \"alice\" (first at line 2)",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n key_file: k\n",
+                "/etc/web.yml:3: ",
             ),
         ];
         for (text, want) in cases {
@@ -511,19 +554,48 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the text, checking it never panics, and every problem is on one of its
+        /// lines (or about the file as a whole).
+        #[test]
+        fn any_text_gives_a_config_or_placed_problems(
+            text in "[-:#\\[\\]{}'\" \n a-z0-9_$.&*!|>]{0,200}|(tls_server_config|http_server_config|headers|basic_auth_users|rate_limit|interval|burst|cert_file|http2|X-Frame-Options|[ :\n\\-\\[\\]{}a-z0-9]){0,40}"
+        ) {
+            if let Err(err) = parse(&text, Path::new("w.yml")) {
+                let last = text.split('\n').count();
+                proptest::prop_assert!(!err.problems.is_empty());
+                for problem in &err.problems {
+                    proptest::prop_assert!(problem.line.is_none_or(|l| (1..=last).contains(&l)), "{:?}", problem);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_values_are_absent_and_scalars_are_text_as_go_reads_them() {
+        let config = parse(
+            "tls_server_config:\nhttp_server_config:\n  headers:\n    X-XSS-Protection: 0\nbasic_auth_users:\nrate_limit:\n",
+            Path::new("w.yml"),
+        )
+        .unwrap();
+        assert!(config.tls.is_none() && config.users.is_empty() && config.rate_limit.is_none());
+        assert_eq!(config.headers()[0].1, "0");
+    }
+
     #[test]
     fn every_problem_is_reported_at_once() {
         let found = problems(
             "basic_auth_users:\n  a:b: $2y$03$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi\n  bob: nope\nhttp_server_config:\n  headers:\n    Server: x\nrate_limit:\n  interval: -1s\n  burst: 1\n",
         );
+        // In the order of the file.
         assert_eq!(
             found,
             [
-                "/etc/web.yml: http_server_config.headers: \"Server\" is not an allowed header (allowed: Strict-Transport-Security, X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, Content-Security-Policy)",
-                "/etc/web.yml: basic_auth_users.a:b: a user name cannot contain ':'",
-                "/etc/web.yml: basic_auth_users.a:b: cost 3 is outside 4 to 31",
-                "/etc/web.yml: basic_auth_users.bob: not a bcrypt hash: it must start with $2a$, $2b$, $2x$ or $2y$ (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)",
-                "/etc/web.yml: rate_limit.interval: \"-1s\" is negative",
+                "/etc/web.yml:2: basic_auth_users.a:b: a user name cannot contain ':'",
+                "/etc/web.yml:2: basic_auth_users.a:b: cost 3 is outside 4 to 31",
+                "/etc/web.yml:3: basic_auth_users.bob: not a bcrypt hash: it must start with $2a$, $2b$, $2x$ or $2y$ (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)",
+                "/etc/web.yml:6: http_server_config.headers: \"Server\" is not an allowed header (allowed: Strict-Transport-Security, X-Frame-Options, X-Content-Type-Options, X-XSS-Protection, Content-Security-Policy)",
+                "/etc/web.yml:8: rate_limit.interval: \"-1s\" is negative",
             ]
         );
     }

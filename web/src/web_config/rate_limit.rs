@@ -5,30 +5,27 @@
 //! Requests`. `interval: 0` (or no `rate_limit`) turns the limit off.
 //!
 //! `interval` is a Go duration (`500ms`, `1m30s`, `1.5s`), as the toolkit
-//! reads it. Unlike the toolkit, `burst: 0` with an interval is refused:
-//! it admits no request at all.
+//! reads it, in the project's one duration syntax (`dke_yaml::parse_duration`,
+//! Go's with days), or a number of nanoseconds. Unlike the toolkit, `burst:
+//! 0` with an interval is refused: it admits no request at all.
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::Problem;
 
-/// `rate_limit`, as exporter-toolkit names its keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RateLimitFile {
-    interval: Option<GoDuration>,
-    #[serde(default)]
-    burst: u32,
+/// `rate_limit`, as exporter-toolkit names its keys (read from the file by `file`).
+#[derive(Debug, Default)]
+pub(super) struct RateLimitFile {
+    pub(super) interval: Option<GoDuration>,
+    pub(super) burst: u32,
 }
 
 /// A Go duration as YAML may give it: text (`1s`), or a number of
 /// nanoseconds.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum GoDuration {
+#[derive(Debug)]
+pub(super) enum GoDuration {
     Nanos(i64),
     Text(String),
 }
@@ -48,9 +45,8 @@ impl RateLimit {
             Some(GoDuration::Nanos(n)) => u64::try_from(*n)
                 .map(Duration::from_nanos)
                 .map_err(|_| vec![Problem::new("interval", format!("{n} is negative"))])?,
-            Some(GoDuration::Text(text)) => {
-                parse_go_duration(text).map_err(|why| vec![Problem::new("interval", why)])?
-            }
+            Some(GoDuration::Text(text)) => dke_yaml::parse_duration(text)
+                .map_err(|err| vec![Problem::new("interval", err.to_string())])?,
         };
         if interval.is_zero() {
             return Ok(None);
@@ -66,56 +62,6 @@ impl RateLimit {
             burst: file.burst,
         }))
     }
-}
-
-/// Parse a duration as Go's `time.ParseDuration` does: `0`, or a sequence
-/// of decimal numbers, each with an optional fraction and a unit (`ns`,
-/// `us`, `µs`, `ms`, `s`, `m`, `h`).
-pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    let not = || format!("{text:?} is not a duration (e.g. 500ms, 1s, 1m30s)");
-    let mut rest = text.trim();
-    if let Some(unsigned) = rest.strip_prefix('+') {
-        rest = unsigned;
-    } else if rest.starts_with('-') {
-        return Err(format!("{text:?} is negative"));
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(not());
-    }
-    let mut nanos = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len]
-            .parse()
-            .ok()
-            .filter(|_| rest[..number_len].bytes().any(|b| b.is_ascii_digit()))
-            .ok_or_else(not)?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(not()),
-        };
-        rest = &rest[unit_len..];
-        nanos += number * unit;
-    }
-    // Go's durations end at about 292 years.
-    if nanos > i64::MAX as f64 {
-        return Err(format!("{text:?} is too long"));
-    }
-    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// The token bucket of a [`RateLimit`].
@@ -160,37 +106,13 @@ impl Bucket {
 mod tests {
     use super::*;
 
-    fn file(yaml: &str) -> Result<Option<RateLimit>, Vec<Problem>> {
-        RateLimit::from_file(&serde_yaml::from_str(yaml).unwrap())
-    }
-
-    #[test]
-    fn go_durations() {
-        let ok = [
-            ("0", 0),
-            ("1s", 1_000_000_000),
-            ("+1s", 1_000_000_000),
-            ("500ms", 500_000_000),
-            ("1.5s", 1_500_000_000),
-            ("1m30s", 90_000_000_000),
-            ("2h", 7_200_000_000_000),
-            ("10us", 10_000),
-            ("10µs", 10_000),
-            ("7ns", 7),
-            (".5s", 500_000_000),
-        ];
-        for (text, nanos) in ok {
-            assert_eq!(
-                parse_go_duration(text),
-                Ok(Duration::from_nanos(nanos)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "", "1", "s", "1x", "1d", ".s", "1.2.3s", "-1s", "1s-", "9999999h",
-        ] {
-            assert!(parse_go_duration(bad).is_err(), "{bad}");
-        }
+    /// The limit of a web config whose `rate_limit` block is `yaml`, or its problems.
+    fn file(yaml: &str) -> Result<Option<RateLimit>, Vec<String>> {
+        let indented: String = yaml.lines().map(|l| format!("  {l}\n")).collect();
+        let text = format!("rate_limit:\n{indented}");
+        (super::super::parse(&text, std::path::Path::new("w.yml")))
+            .map(|config| config.rate_limit)
+            .map_err(|err| err.lines())
     }
 
     #[test]
@@ -211,12 +133,47 @@ mod tests {
         );
         assert_eq!(file("interval: 0\nburst: 5\n"), Ok(None));
         assert_eq!(file("burst: 5\n"), Ok(None));
-        let err = file("interval: 1s\n").unwrap_err();
-        assert_eq!(err[0].field, "burst");
-        let err = file("interval: -5\nburst: 1\n").unwrap_err();
-        assert_eq!(err[0], Problem::new("interval", "-5 is negative"));
-        assert!(serde_yaml::from_str::<RateLimitFile>("burst: -1\n").is_err());
-        assert!(serde_yaml::from_str::<RateLimitFile>("every: 1s\n").is_err());
+        assert_eq!(file("interval:\nburst: 5\n"), Ok(None));
+        // Go's forms of durations.
+        for (text, nanos) in [
+            ("1.5s", 1_500_000_000),
+            ("100us", 100_000),
+            ("100µs", 100_000),
+            ("1m30s", 90_000_000_000),
+        ] {
+            let limit = file(&format!("interval: {text}\nburst: 1\n"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(limit.interval, Duration::from_nanos(nanos), "{text}");
+        }
+        assert_eq!(
+            file("interval: 1 sec\nburst: 1\n"),
+            Err(vec![
+                "w.yml:2: rate_limit.interval: \"1 sec\" is not a duration".to_owned()
+            ])
+        );
+        assert_eq!(
+            file("interval: 1s\n"),
+            Err(vec!["w.yml:1: rate_limit.burst: 0 admits no request at all; give at least 1 (or interval 0 to turn the limit off)".to_owned()])
+        );
+        assert_eq!(
+            file("interval: -5\nburst: 1\n"),
+            Err(vec![
+                "w.yml:2: rate_limit.interval: -5 is negative".to_owned()
+            ])
+        );
+        assert_eq!(
+            file("burst: -1\n"),
+            Err(vec!["w.yml:2: rate_limit.burst: invalid value: -1, expected a whole number from 0 to 4294967295".to_owned()])
+        );
+        assert_eq!(
+            file("every: 1s\ninterval: [1s]\nburst: 1.5\n"),
+            Err(vec![
+                "w.yml:2: rate_limit.every: unknown field `every`, expected one of `interval`, `burst`".to_owned(),
+                "w.yml:3: rate_limit.interval: invalid type: a list, expected a duration such as 1s".to_owned(),
+                "w.yml:4: rate_limit.burst: invalid type: 1.5, expected a whole number".to_owned(),
+            ])
+        );
     }
 
     #[tokio::test(start_paused = true)]
