@@ -1426,6 +1426,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_scope_removed_with_a_call_in_flight_drains_and_stays_gone() {
+        let world = Arc::new(World::default());
+        world.put(DEFAULT, "us-east-1", &["slow"]);
+        world.put(DEFAULT, "eu-west-1", &["other"]);
+        (world.latency.lock().unwrap()).insert("slow".into(), Duration::from_secs(3));
+        let config = |region: &str, table: &str| {
+            format!("max_attempts: 1\ntargets:\n  - region: {region}\n    tables: [{table}]\n")
+        };
+        let h = start(&world, &config("us-east-1", "slow"), GRACE);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(world.in_flight.load(Ordering::SeqCst), 1);
+        h.reload(&config("eu-west-1", "other")).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The call in flight finished (not aborted), and neither it nor
+        // its scope's counters brought the removed scope back.
+        assert_eq!(world.in_flight.load(Ordering::SeqCst), 0);
+        let gone = ScopeKey {
+            account_id: STS_ACCOUNT.into(),
+            region: "us-east-1".into(),
+        };
+        assert!(h.store.scope_state(&gone).is_none());
+        assert_eq!(h.tables(), ["other"].map(String::from).into());
+        assert_eq!(h.polled(), set(&[(STS_ACCOUNT, "eu-west-1", "other")]));
+        assert_eq!(h.stop().await.0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_drains_every_scope_at_once_and_leaves_nothing_running() {
         // Three scopes at one request every 100 s: each has a call that
         // hangs ("hung") and, by 31 s, one waiting for a token ("waiting").
