@@ -1,13 +1,18 @@
 //! The state store: one entry per table, per checked stream and per
 //! (account, region) scope, readiness, and a generation counter that moves
 //! on every change. The scheduler and the fleet are its writers; the shared
-//! page (`page`) renders the metric text from it when a snapshot is rebuilt,
-//! visiting the entries in batches so a writer never waits for more than one
-//! batch. Its locks are never held across an `.await`.
+//! page (`exposition::page`) renders the metric text from it, visiting the
+//! entries in chunks so a writer never waits for more than one chunk. Its
+//! locks are never held across an `.await`.
 //!
-//! The text is not kept per entry: the page's snapshot already holds it
-//! once, and a second copy would be most of the process's memory at
-//! thousands of tables.
+//! The text is not kept per entry: the page holds it once, and a second
+//! copy would be most of the process's memory at thousands of tables.
+//! What the store keeps instead is, per entry, an id that never changes
+//! while the entry lives and, per [`Part`] of its state, the generation of
+//! the last change to that part ([`Tracked`]). From those the page tells,
+//! chunk by chunk and family by family, whether its text from an earlier
+//! generation still holds: a poll that only moves a table's last success
+//! time re-renders only the families that read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -15,19 +20,200 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
-use crate::exposition::metrics::{self, Fragments};
 use crate::state::{
     CdcPoint, Name, ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState,
 };
 
-/// Entries rendered per read-lock acquisition in the visits.
+/// Entries per read-lock acquisition in [`Store::visit`] and its kin.
 const VISIT_BATCH: usize = 256;
+
+/// A part of an entry's state that metric families read apart from the
+/// rest, so that a change to it re-renders only the families that read it.
+/// Every field a family renders belongs to one part (the diff functions
+/// below list each field, so a new field does not compile until it has
+/// one); scopes, small and few, count any change as a change of every part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A table's destinations and their count; a stream's status and
+    /// summary.
+    Listing,
+    /// Whether the last poll worked.
+    Outcome,
+    /// The time of the last successful poll.
+    LastSuccess,
+    /// The error counters.
+    Errors,
+    /// A table's CloudWatch CDC datapoints.
+    Cdc,
+}
+
+const PARTS: usize = 5;
+
+impl Part {
+    /// Every part.
+    pub const ALL: [Part; PARTS] = [
+        Part::Listing,
+        Part::Outcome,
+        Part::LastSuccess,
+        Part::Errors,
+        Part::Cdc,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A store entry: the state, the entry's id and when each part of it last
+/// changed.
+#[derive(Debug, Clone)]
+pub struct Tracked<S> {
+    id: u64,
+    /// Per [`Part`], the store generation of its last change.
+    changed: [u64; PARTS],
+    state: S,
+}
+
+impl<S> Tracked<S> {
+    fn new(id: u64, generation: u64, state: S) -> Self {
+        Tracked {
+            id,
+            changed: [generation; PARTS],
+            state,
+        }
+    }
+
+    /// Unique in the store, and the same for as long as the entry lives:
+    /// an entry removed and added again has a new id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The entry's state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Whether any of `parts` changed after store generation `generation`.
+    pub fn changed_after(&self, parts: &[Part], generation: u64) -> bool {
+        parts
+            .iter()
+            .any(|part| self.changed[*part as usize] > generation)
+    }
+
+    /// Apply `change` to the state and stamp the parts `diff` says it
+    /// changed with the store's next generation. Returns whether anything
+    /// changed.
+    fn update<R>(
+        &mut self,
+        store: &Store,
+        diff: fn(&S, &S) -> u8,
+        change: impl FnOnce(&mut S) -> R,
+    ) -> R
+    where
+        S: Clone,
+    {
+        let before = self.state.clone();
+        let out = change(&mut self.state);
+        let bits = diff(&before, &self.state);
+        if bits != 0 {
+            // Taken while the writer holds the lock: a render that read an
+            // older generation either sees this change or finds it stamped
+            // after what it read.
+            let generation = store.bump();
+            for part in Part::ALL {
+                if bits & part.bit() != 0 {
+                    self.changed[part as usize] = generation;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The parts in which two states of a table differ.
+fn table_diff(a: &TableState, b: &TableState) -> u8 {
+    // Field by field, without `..`: a new field must be given a part here.
+    let TableState {
+        table,
+        region,
+        account_id,
+        last_poll_ok,
+        last_success,
+        destination_count,
+        destinations,
+        errors,
+        failing_with: _,
+        cdc,
+    } = b;
+    let mut bits = 0;
+    if *table != a.table || *region != a.region || *account_id != a.account_id {
+        return u8::MAX;
+    }
+    if *destination_count != a.destination_count || *destinations != a.destinations {
+        bits |= Part::Listing.bit();
+    }
+    if *last_poll_ok != a.last_poll_ok {
+        bits |= Part::Outcome.bit();
+    }
+    if *last_success != a.last_success {
+        bits |= Part::LastSuccess.bit();
+    }
+    if *errors != a.errors {
+        bits |= Part::Errors.bit();
+    }
+    if *cdc != a.cdc {
+        bits |= Part::Cdc.bit();
+    }
+    bits
+}
+
+/// The parts in which two states of a stream differ.
+fn stream_diff(a: &StreamState, b: &StreamState) -> u8 {
+    let StreamState {
+        account_id,
+        region,
+        stream_arn,
+        status,
+        summary,
+        last_poll_ok,
+        last_success,
+        errors,
+        failing_with: _,
+    } = b;
+    let mut bits = 0;
+    if *account_id != a.account_id || *region != a.region || *stream_arn != a.stream_arn {
+        return u8::MAX;
+    }
+    if *status != a.status || *summary != a.summary {
+        bits |= Part::Listing.bit();
+    }
+    if *last_poll_ok != a.last_poll_ok {
+        bits |= Part::Outcome.bit();
+    }
+    if *last_success != a.last_success {
+        bits |= Part::LastSuccess.bit();
+    }
+    if *errors != a.errors {
+        bits |= Part::Errors.bit();
+    }
+    bits
+}
+
+/// Scopes: any change is a change of every part.
+fn scope_diff(a: &ScopeState, b: &ScopeState) -> u8 {
+    if a == b {
+        0
+    } else {
+        u8::MAX
+    }
+}
 
 /// The shared state of all tables, streams and scopes.
 pub struct Store {
-    tables: RwLock<BTreeMap<TableKey, TableState>>,
-    scopes: RwLock<BTreeMap<ScopeKey, ScopeState>>,
-    streams: RwLock<BTreeMap<StreamKey, StreamState>>,
+    tables: RwLock<BTreeMap<TableKey, Tracked<TableState>>>,
+    scopes: RwLock<BTreeMap<ScopeKey, Tracked<ScopeState>>>,
+    streams: RwLock<BTreeMap<StreamKey, Tracked<StreamState>>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
     /// lookups, first discovery refreshes); readiness waits for it.
@@ -38,6 +224,8 @@ pub struct Store {
     /// Moves on every change of anything rendered, so the shared page knows
     /// whether its snapshot is out of date.
     generation: AtomicU64,
+    /// The next entry id.
+    ids: AtomicU64,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -48,9 +236,16 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Call `f` with every value of `map`, in key order, taking the read lock
-/// for one batch at a time.
-fn visit_batched<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, mut f: impl FnMut(&V)) {
+/// Call `f` with every entry of `map` in key order, `size` entries at a
+/// time, each run under one read-lock acquisition. The runs are cut where
+/// the previous one ended, so an entry added or removed meanwhile shows or
+/// not, and everything else shows exactly once.
+fn chunks_of<K: Ord + Clone, V>(
+    map: &RwLock<BTreeMap<K, V>>,
+    size: usize,
+    mut f: impl FnMut(&[&V]),
+) {
+    let size = size.max(1);
     let mut after: Option<K> = None;
     loop {
         let entries = read(map);
@@ -58,18 +253,26 @@ fn visit_batched<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, mut f: impl Fn
             None => entries.range::<K, _>(..),
             Some(key) => entries.range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
         };
-        let mut seen = 0;
+        let mut run = Vec::with_capacity(size.min(entries.len()));
         let mut last = None;
-        for (key, value) in range.take(VISIT_BATCH) {
-            f(value);
-            seen += 1;
+        for (key, value) in range.take(size) {
+            run.push(value);
             last = Some(key);
         }
-        if seen < VISIT_BATCH {
+        if run.is_empty() {
+            return;
+        }
+        f(&run);
+        if run.len() < size {
             return;
         }
         after = last.cloned();
     }
+}
+
+/// [`chunks_of`], one state at a time.
+fn visit_batched<K: Ord + Clone, S>(map: &RwLock<BTreeMap<K, Tracked<S>>>, mut f: impl FnMut(&S)) {
+    chunks_of(map, VISIT_BATCH, |run| run.iter().for_each(|t| f(&t.state)));
 }
 
 impl Store {
@@ -83,13 +286,23 @@ impl Store {
             pending: AtomicUsize::new(0),
             was_ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
         };
         store.reconcile(keys);
         store
     }
 
+    /// Move the generation on; returns the new one.
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
+        self.bump();
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A number that changes whenever anything rendered changes.
@@ -108,21 +321,22 @@ impl Store {
         // keys in order leaves each node about half empty (at 10,000 tables
         // that is megabytes).
         let mut old = std::mem::take(&mut *tables);
+        let generation = self.bump();
         *tables = wanted
             .into_iter()
             .map(|key| {
-                let state = old.remove(&key).unwrap_or_else(|| TableState::new(&key));
-                (key, state)
+                let entry = old.remove(&key).unwrap_or_else(|| {
+                    Tracked::new(self.next_id(), generation, TableState::new(&key))
+                });
+                (key, entry)
             })
             .collect();
         drop(old);
         let polled = tables
             .values()
-            .filter(|state| state.last_poll_ok.is_some())
+            .filter(|entry| entry.state.last_poll_ok.is_some())
             .count();
         self.polled.store(polled, Ordering::Relaxed);
-        drop(tables);
-        self.changed();
     }
 
     /// Record the outcome of one poll, and return the streams the table's
@@ -137,41 +351,45 @@ impl Store {
         now: f64,
     ) -> Vec<Name> {
         let mut tables = write(&self.tables);
-        let Some(state) = tables.get_mut(key) else {
+        let Some(entry) = tables.get_mut(key) else {
             return Vec::new();
         };
-        if state.last_poll_ok.is_none() {
+        if entry.state.last_poll_ok.is_none() {
             self.polled.fetch_add(1, Ordering::Relaxed);
         }
-        match outcome {
+        entry.update(self, table_diff, |state| match outcome {
             Ok(destinations) => state.record_success(destinations, now),
             Err(err) => state.record_failure(err),
-        }
-        let mut checked: Vec<Name> = state.checked_streams().cloned().collect();
+        });
+        let mut checked: Vec<Name> = entry.state.checked_streams().cloned().collect();
         // Kept by the scheduler for every table: no spare capacity.
         checked.shrink_to_fit();
-        drop(tables);
-        self.changed();
         checked
     }
 
     /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
     /// Unknown tables are ignored.
     pub fn record_cdc(&self, key: &TableKey, points: &[CdcPoint]) {
-        if let Some(state) = write(&self.tables).get_mut(key) {
-            state.record_cdc(points);
+        if let Some(entry) = write(&self.tables).get_mut(key) {
+            entry.update(self, table_diff, |state| state.record_cdc(points));
         }
-        self.changed();
     }
 
     /// Change one scope's state, creating it if new.
     pub fn update_scope(&self, key: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
-        change(
-            write(&self.scopes)
-                .entry(key.clone())
-                .or_insert_with(|| ScopeState::new(key)),
-        );
-        self.changed();
+        let mut scopes = write(&self.scopes);
+        let entry = match scopes.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let generation = self.bump();
+                entry.insert(Tracked::new(
+                    self.next_id(),
+                    generation,
+                    ScopeState::new(key),
+                ))
+            }
+        };
+        entry.update(self, scope_diff, change);
     }
 
     /// Keep only the scopes in `keys`; the others' series go, their
@@ -189,17 +407,26 @@ impl Store {
         outcome: &Result<StreamSummary, PollError>,
         now: f64,
     ) {
-        write(&self.streams)
-            .entry(key.clone())
-            .or_insert_with(|| StreamState::new(key))
-            .record(outcome, now);
-        self.changed();
+        let mut streams = write(&self.streams);
+        let entry = match streams.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let generation = self.bump();
+                entry.insert(Tracked::new(
+                    self.next_id(),
+                    generation,
+                    StreamState::new(key),
+                ))
+            }
+        };
+        entry.update(self, stream_diff, |state| state.record(outcome, now));
     }
 
     /// Forget a stream no working destination names any more.
     pub fn remove_stream(&self, key: &StreamKey) {
-        write(&self.streams).remove(key);
-        self.changed();
+        if write(&self.streams).remove(key).is_some() {
+            self.changed();
+        }
     }
 
     /// Call `f` with every table's state, in key order, a batch per lock.
@@ -217,41 +444,35 @@ impl Store {
         visit_batched(&self.scopes, f);
     }
 
-    /// The metric text of every table, rendered now, in key order (for
-    /// tests and diagnostics; the page renders straight into its blocks).
-    pub fn fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit(|state| out.push(metrics::render_table(state)));
-        out
+    /// Call `f` with the tables in key order, `size` at a time, each run
+    /// under one read lock, with their ids and change stamps.
+    pub fn table_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<TableState>])) {
+        chunks_of(&self.tables, size, f);
     }
 
-    /// The same for every stream.
-    pub fn stream_fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit_streams(|state| out.push(metrics::render_stream(state)));
-        out
+    /// The same for the streams.
+    pub fn stream_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<StreamState>])) {
+        chunks_of(&self.streams, size, f);
     }
 
-    /// The same for every scope.
-    pub fn scope_fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit_scopes(|state| out.push(metrics::render_scope(state)));
-        out
+    /// The same for the scopes.
+    pub fn scope_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<ScopeState>])) {
+        chunks_of(&self.scopes, size, f);
     }
 
     /// A copy of one table's state (for tests and diagnostics).
     pub fn state(&self, key: &TableKey) -> Option<TableState> {
-        read(&self.tables).get(key).cloned()
+        read(&self.tables).get(key).map(|e| e.state.clone())
     }
 
     /// A copy of one stream's state.
     pub fn stream_state(&self, key: &StreamKey) -> Option<StreamState> {
-        read(&self.streams).get(key).cloned()
+        read(&self.streams).get(key).map(|e| e.state.clone())
     }
 
     /// A copy of one scope's state.
     pub fn scope_state(&self, key: &ScopeKey) -> Option<ScopeState> {
-        read(&self.scopes).get(key).cloned()
+        read(&self.scopes).get(key).map(|e| e.state.clone())
     }
 
     /// Set how many start-up steps (account lookups, first discovery
@@ -323,8 +544,6 @@ mod tests {
         assert!(state.destinations.is_empty());
         assert_eq!(state.destination_count, Some(0));
         assert_eq!(state.errors.get("ResourceNotFoundException"), Some(&1));
-        let text = store.fragments()[0].0.concat();
-        assert!(!text.contains("stream_arn"), "{text}");
     }
 
     #[test]
@@ -405,8 +624,9 @@ mod tests {
         assert_eq!(store.state(&added).unwrap().last_poll_ok, None);
         assert_eq!(store.readiness(), (1, 2));
         assert!(store.is_ready(), "readiness must not drop after a reload");
-        let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
-        assert!(!text.contains("payments"), "{text}");
+        let mut held = Vec::new();
+        store.visit(|state| held.push(format!("{}/{}", state.region, state.table)));
+        assert_eq!(held, ["eu-west-1/orders", "us-east-1/orders"]);
     }
 
     #[test]
@@ -420,17 +640,23 @@ mod tests {
     }
 
     #[test]
-    fn scopes_render_and_go() {
+    fn scopes_change_and_go() {
         let store = Store::new([]);
         let scope = key().scope();
         store.update_scope(&scope, |s| s.tables = 3);
         store.update_scope(&scope, |s| s.rate_limit = 2.5);
-        let text = store.scope_fragments()[0].0.concat();
-        assert!(text.contains("dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 3\n"), "{text}");
-        assert!(text.contains("dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\"} 2.5\n"), "{text}");
-        assert_eq!(store.scope_state(&scope).unwrap().tables, 3);
+        let state = store.scope_state(&scope).unwrap();
+        assert_eq!((state.tables, state.rate_limit), (3, 2.5));
+        // A change that changes nothing does not move the generation.
+        let before = store.generation();
+        store.update_scope(&scope, |s| s.rate_limit = 2.5);
+        assert_eq!(store.generation(), before);
         store.retain_scopes(&BTreeSet::new());
-        assert!(store.scope_fragments().is_empty());
+        assert_ne!(store.generation(), before);
+        let mut left = 0;
+        store.visit_scopes(|_| left += 1);
+        assert_eq!(left, 0);
+        assert!(store.scope_state(&scope).is_none());
     }
 
     #[test]
@@ -447,21 +673,141 @@ mod tests {
         store.visit(|state| seen.push(state.table.clone()));
         let want: Vec<Name> = keys.iter().map(|k| k.table.clone()).collect();
         assert_eq!(seen, want);
+        // In chunks: every entry once, in order, in runs of the size asked.
+        let mut runs = Vec::new();
+        let mut chunked = Vec::new();
+        store.table_chunks(200, |run| {
+            runs.push(run.len());
+            chunked.extend(run.iter().map(|e| e.state().table.clone()));
+        });
+        assert_eq!(runs, [200, 200, 119]);
+        assert_eq!(chunked, want);
+    }
+
+    /// The parts of `key`'s entry that changed after `generation`.
+    fn changed_parts(store: &Store, generation: u64) -> Vec<Part> {
+        let mut parts = Vec::new();
+        store.table_chunks(10, |run| {
+            parts = Part::ALL
+                .into_iter()
+                .filter(|p| run[0].changed_after(&[*p], generation))
+                .collect();
+        });
+        parts
     }
 
     #[test]
-    fn record_rerenders_fragments() {
+    fn each_change_stamps_only_the_parts_it_changed() {
         let store = Store::new([key()]);
-        assert!(store.fragments()[0].0.iter().all(String::is_empty));
+        let mut at = store.generation();
+        let mut step = |change: &dyn Fn(&Store), want: &[Part]| {
+            change(&store);
+            assert_eq!(changed_parts(&store, at), want);
+            assert_ne!(store.generation(), at);
+            at = store.generation();
+        };
+        use Part::*;
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 1.0)),
+            &[Listing, Outcome, LastSuccess],
+        );
+        // The same answer later: only the success time moved.
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 2.0)),
+            &[LastSuccess],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Err(throttled()), 3.0)),
+            &[Outcome, Errors],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Err(throttled()), 4.0)),
+            &[Errors],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "PAUSED")]), 5.0)),
+            &[Listing, Outcome, LastSuccess],
+        );
+        step(
+            &|s| {
+                s.record_cdc(
+                    &key(),
+                    &[(
+                        "PutItem".into(),
+                        "AgeOfOldestUnreplicatedRecord".into(),
+                        Some((5.0, 6.0)),
+                    )],
+                )
+            },
+            &[Cdc],
+        );
+        // Nothing rendered changed: no stamp, and the generation stays.
         let before = store.generation();
-        store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
-        assert_ne!(store.generation(), before);
-        let text = store.fragments()[0].0.concat();
-        assert!(text.contains(
-            "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"
-        ), "{text}");
-        assert!(text.contains(
-            "dynamodb_kinesis_table_poll_success{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"
-        ));
+        store.record_cdc(
+            &key(),
+            &[(
+                "PutItem".into(),
+                "AgeOfOldestUnreplicatedRecord".into(),
+                Some((5.0, 6.0)),
+            )],
+        );
+        assert_eq!(store.generation(), before);
+        assert_eq!(changed_parts(&store, before), []);
+    }
+
+    #[test]
+    fn a_stream_check_that_only_moves_the_success_time_stamps_only_that() {
+        let store = Store::new([]);
+        let stream = StreamKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            stream_arn: "s1".into(),
+        };
+        let summary = StreamSummary {
+            name: "s1".into(),
+            status: "ACTIVE".into(),
+            open_shards: 2,
+            mode: "PROVISIONED".into(),
+            encryption: "NONE".into(),
+            retention_hours: 24,
+        };
+        store.record_stream(&stream, &Ok(summary.clone()), 1.0);
+        let at = store.generation();
+        store.record_stream(&stream, &Ok(summary), 2.0);
+        let mut seen = Vec::new();
+        store.stream_chunks(10, |run| {
+            seen = Part::ALL
+                .into_iter()
+                .filter(|p| run[0].changed_after(&[*p], at))
+                .collect();
+        });
+        assert_eq!(seen, [Part::LastSuccess]);
+        assert_eq!(store.stream_state(&stream).unwrap().last_success, Some(2.0));
+    }
+
+    #[test]
+    fn ids_last_as_long_as_the_entry() {
+        let other = TableKey {
+            table: "payments".into(),
+            ..key()
+        };
+        let ids = |store: &Store| {
+            let mut ids = Vec::new();
+            store.table_chunks(10, |run| ids.extend(run.iter().map(|e| e.id())));
+            ids
+        };
+        let store = Store::new([key(), other.clone()]);
+        let first = ids(&store);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1]);
+        store.record(&key(), &Ok(vec![]), 1.0);
+        store.reconcile([key(), other.clone()]);
+        assert_eq!(ids(&store), first);
+        // Removed, then added again: a new entry with a new id.
+        store.reconcile([key()]);
+        store.reconcile([key(), other]);
+        let again = ids(&store);
+        assert_eq!(again[0], first[0]);
+        assert!(!first.contains(&again[1]));
     }
 }
