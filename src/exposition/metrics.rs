@@ -574,6 +574,11 @@ fn identity_labels(out: &mut String, pairs: &[(&str, &str)]) {
 
 /// Text-format label value escaping: backslash, double quote, newline.
 fn escape_label_value(out: &mut String, value: &str) {
+    // Most values (names, regions, ARNs) need no escaping at all.
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -590,9 +595,17 @@ fn write_value(out: &mut String, value: f64) {
     } else if value.is_infinite() {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
     } else {
-        // `Display` for f64 is the shortest exact representation, and
-        // prints integral values without a fraction.
-        let _ = write!(out, "{value}");
+        // What `Display` prints (the shortest representation that reads
+        // back exactly, integral values without a fraction, never an
+        // exponent), in a fifth of the time: Ryū gives the same digits,
+        // and is used where it writes no exponent.
+        let mut buffer = ryu::Buffer::new();
+        let digits = buffer.format_finite(value);
+        if digits.contains('e') {
+            let _ = write!(out, "{value}");
+        } else {
+            out.push_str(digits.strip_suffix(".0").unwrap_or(digits));
+        }
     }
 }
 
@@ -903,6 +916,11 @@ mod tests {
             (1.0, "1"),
             (0.0, "0"),
             (1_764_435_181.5, "1764435181.5"),
+            (1_764_435_181.123_456_7, "1764435181.1234567"),
+            (-0.0, "-0"),
+            (1e16, "10000000000000000"),
+            (1e-7, "0.0000001"),
+            (2.5e-5, "0.000025"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
             (f64::NEG_INFINITY, "-Inf"),
@@ -925,6 +943,22 @@ mod tests {
             split_stream_arn("arn:aws:kinesis:us-east-1:123456789012:other/x"),
             ("123456789012", "")
         );
+    }
+
+    proptest::proptest! {
+        /// Every value prints as `Display` prints it.
+        #[test]
+        fn values_print_as_display_does(
+            value in proptest::prop_oneof![
+                proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+                0.0..2e9f64,
+                proptest::strategy::Strategy::prop_map(-1e6..1e6f64, f64::round),
+            ],
+        ) {
+            let mut out = String::new();
+            write_value(&mut out, value);
+            proptest::prop_assert_eq!(out, format!("{value}"));
+        }
     }
 
     /// Undo text-format label escaping (the test's own reader).

@@ -2,7 +2,7 @@
 //!
 //! The page is every table's, stream's and scope's families, rendered from
 //! the store, then the process-wide families. The first part is kept, per
-//! family, in chunks of [`CHUNK_ITEMS`] entries ([`Snapshot`]); both
+//! family, in chunks of [`CHUNK_ITEMS`] entries (a snapshot); both
 //! formats (the text format 0.0.4 and OpenMetrics) share them, as they
 //! differ only in their `# HELP`/`# TYPE` lines and the final `# EOF`.
 //! Concurrent scrapers get `Arc`s of the same snapshot and send its `Bytes`
@@ -49,7 +49,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,8 +61,7 @@ use crate::exposition::metrics::{
     Kind, Subject, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES,
 };
 use crate::exposition::openmetrics;
-use crate::state::store::{Store, Tracked};
-use crate::state::{ScopeState, StreamState, TableState};
+use crate::state::store::{Part, Runs, Store, Tracked};
 pub use dke_web::negotiate::Format;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
@@ -87,9 +86,9 @@ const LEVEL_FIRST: u32 = 6;
 /// The deflate level of a chunk compressed again because its text
 /// changed: those of the families that change at every poll (the success
 /// times), at nearly every gzip scrape. On the page of 10,000 tables, level
-/// 2 compresses them in 60 % of the time level 4 takes, 3 % larger; the
-/// whole page is 1 % larger than at level 6 throughout. (zlib-rs's level 1
-/// is twice as large.)
+/// 2 compresses them in 60 % of the time level 4 takes, 3 % larger, and
+/// the whole page stays within 1 % of level 6 throughout. (zlib-rs's level
+/// 1, a different algorithm, is half again as large.)
 const LEVEL_AGAIN: u32 = 2;
 
 /// One chunk of one family: the samples of a run of entries, in one form.
@@ -104,13 +103,16 @@ struct Piece<T> {
 
 /// Every family's chunks at one store generation, in one form: text
 /// (`Bytes`) or compressed ([`Segment`]).
-pub struct Snapshot<T> {
+struct Snapshot<T: Form> {
     generation: u64,
     built: Instant,
     /// When a request last asked for it, in milliseconds after `built`.
     used: AtomicU64,
     /// Per family (see [`families`]), its chunks.
     families: Vec<Vec<Arc<Piece<T>>>>,
+    /// Per format, the response up to the process-wide tail, assembled by
+    /// the first request for it.
+    bodies: [OnceLock<T::Body>; 2],
 }
 
 /// The two jobs the page runs, at most one of each at a time.
@@ -132,7 +134,7 @@ impl Job {
 }
 
 /// A job in progress and how to wait for it.
-struct Flight<T> {
+struct Flight<T: Form> {
     /// Set to the job's result when it ends (the last page if it failed).
     done: watch::Receiver<Option<Arc<Snapshot<T>>>>,
     task: JoinHandle<()>,
@@ -160,11 +162,23 @@ trait Form: Send + Sync + Sized + 'static {
 
     /// Turn one chunk's rendered text into this form; `again` when it
     /// replaces the same entries' chunk of an earlier rendering.
-    fn make(maker: &mut Self::Maker, text: String, again: bool) -> Self;
+    fn make(maker: &mut Self::Maker, text: &str, again: bool) -> Self;
 
     /// The length of text it stands for (a capacity hint for rendering the
     /// chunk again).
     fn text_len(&self) -> usize;
+
+    /// A response in this form up to the process-wide tail.
+    type Body: Send + Sync;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Self::Body;
+}
+
+/// `# HELP`/`# TYPE` lines per format, per family, as text and as
+/// compressed segments.
+struct Headers {
+    text: [Vec<Bytes>; 2],
+    gzip: [Vec<Segment>; 2],
 }
 
 impl Form for Bytes {
@@ -178,14 +192,32 @@ impl Form for Bytes {
 
     fn maker() {}
 
-    fn make((): &mut (), mut text: String, _again: bool) -> Self {
+    fn make((): &mut (), text: &str, _again: bool) -> Self {
         // Kept until the chunk changes, at its exact size.
-        text.shrink_to_fit();
-        Bytes::from(text)
+        Bytes::copy_from_slice(text.as_bytes())
     }
 
     fn text_len(&self) -> usize {
         self.len()
+    }
+
+    /// The headers and the chunks, in order.
+    type Body = Vec<Bytes>;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Vec<Bytes> {
+        let headers = &headers.text[format.index()];
+        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
+        let mut chunks = Vec::with_capacity(headers.len() + pieces + 1);
+        for (header, family) in headers.iter().zip(&snapshot.families) {
+            chunks.push(header.clone());
+            chunks.extend(
+                family
+                    .iter()
+                    .filter(|p| !p.body.is_empty())
+                    .map(|p| p.body.clone()),
+            );
+        }
+        chunks
     }
 }
 
@@ -196,19 +228,38 @@ impl Form for Segment {
         (&mut held.gzip, &mut held.gzip_job)
     }
 
-    /// For a first compression, and for another.
-    type Maker = [Deflater; 2];
+    /// For a first compression, and for another; each made when first
+    /// needed (a rebuild under steady polls needs only the second).
+    type Maker = [Option<Deflater>; 2];
 
-    fn maker() -> [Deflater; 2] {
-        [Deflater::new(LEVEL_FIRST), Deflater::new(LEVEL_AGAIN)]
+    fn maker() -> [Option<Deflater>; 2] {
+        [None, None]
     }
 
-    fn make(deflaters: &mut [Deflater; 2], text: String, again: bool) -> Self {
-        deflaters[usize::from(again)].segment(text.as_bytes())
+    fn make(deflaters: &mut [Option<Deflater>; 2], text: &str, again: bool) -> Self {
+        let level = if again { LEVEL_AGAIN } else { LEVEL_FIRST };
+        deflaters[usize::from(again)]
+            .get_or_insert_with(|| Deflater::new(level))
+            .segment(text.as_bytes())
     }
 
     fn text_len(&self) -> usize {
         usize::try_from(Segment::text_len(self)).unwrap_or(0)
+    }
+
+    /// The gzip member, open: its header, the headers' and chunks'
+    /// segments, and their combined CRC.
+    type Body = Member;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Member {
+        let headers = &headers.gzip[format.index()];
+        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
+        let mut member = Member::with_capacity(headers.len() + pieces);
+        for (header, family) in headers.iter().zip(&snapshot.families) {
+            member.push(header);
+            family.iter().for_each(|p| member.push(&p.body));
+        }
+        member
     }
 }
 
@@ -221,10 +272,7 @@ pub struct Page {
 struct Inner {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
-    /// `# HELP`/`# TYPE` lines per format, per family, as text and as
-    /// compressed segments.
-    headers: [Vec<Bytes>; 2],
-    gzip_headers: [Vec<Segment>; 2],
+    headers: Headers,
     /// How long a text snapshot no request asked for is kept
     /// ([`UNUSED_FOR`]).
     unused_for: Duration,
@@ -265,13 +313,15 @@ impl Page {
         let mut zip = |headers: &[Bytes]| -> Vec<Segment> {
             headers.iter().map(|h| deflater.segment(h)).collect()
         };
-        let gzip_headers = [zip(&text), zip(&om)];
+        let gzip = [zip(&text), zip(&om)];
         Page {
             inner: Arc::new(Inner {
                 store,
                 telemetry,
-                headers: [text, om],
-                gzip_headers,
+                headers: Headers {
+                    text: [text, om],
+                    gzip,
+                },
                 unused_for: UNUSED_FOR,
                 chunk_items: CHUNK_ITEMS,
                 held: Mutex::new(Held {
@@ -285,12 +335,6 @@ impl Page {
                 probe: tests::Probe::default(),
             }),
         }
-    }
-
-    /// The current text snapshot, rebuilt first if it is stale or was let
-    /// go.
-    pub async fn snapshot(&self) -> Arc<Snapshot<Bytes>> {
-        self.current().await
     }
 
     /// The current snapshot in form `T`: the one held if it is fresh, else
@@ -404,18 +448,7 @@ impl Page {
 impl Inner {
     /// `snapshot` in `format`, with the process-wide tail.
     fn plain_of(&self, snapshot: &Snapshot<Bytes>, format: Format) -> Chunks {
-        let headers = &self.headers[format.index()];
-        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
-        let mut chunks = Vec::with_capacity(headers.len() + pieces + 1);
-        for (header, family) in headers.iter().zip(&snapshot.families) {
-            chunks.push(header.clone());
-            chunks.extend(
-                family
-                    .iter()
-                    .filter(|p| !p.body.is_empty())
-                    .map(|p| p.body.clone()),
-            );
-        }
+        let mut chunks = snapshot.body(&self.headers, format).clone();
         chunks.push(self.tail(format));
         chunks
     }
@@ -423,17 +456,11 @@ impl Inner {
     /// `snapshot` in `format` as one gzip member: the compressed headers
     /// and chunks, then the process-wide tail as a stored block.
     fn gzip_of(&self, snapshot: &Snapshot<Segment>, format: Format) -> Chunks {
-        let headers = &self.gzip_headers[format.index()];
-        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
-        let mut member = Member::with_capacity(headers.len() + pieces);
-        for (header, family) in headers.iter().zip(&snapshot.families) {
-            member.push(header);
-            family.iter().for_each(|p| member.push(&p.body));
-        }
+        let member = snapshot.body(&self.headers, format).clone();
         member.finish(&self.tail(format))
     }
 
-    fn is_stale<T>(&self, snapshot: &Snapshot<T>) -> bool {
+    fn is_stale<T: Form>(&self, snapshot: &Snapshot<T>) -> bool {
         snapshot.generation != self.store.generation() && snapshot.built.elapsed() >= MAX_AGE
     }
 
@@ -514,123 +541,112 @@ fn build<T: Form>(
     let mut build = Build {
         generation,
         previous,
-        slots: (0..families().count()).map(|_| Vec::new()).collect(),
+        families: (0..families().count()).map(|_| Vec::new()).collect(),
+        maker: T::maker(),
+        chunk_items,
     };
     let streams = TABLE_FAMILIES.len();
     let scopes = streams + STREAM_FAMILIES.len();
-    build.section::<TableState>(0, |f| store.table_chunks(chunk_items, f));
-    build.section::<StreamState>(streams, |f| store.stream_chunks(chunk_items, f));
-    build.section::<ScopeState>(scopes, |f| store.scope_chunks(chunk_items, f));
-    build.finish()
+    build.section(0, store.table_runs());
+    build.section(streams, store.stream_runs());
+    build.section(scopes, store.scope_runs());
+    Snapshot {
+        generation,
+        built: built_at(generation),
+        used: AtomicU64::new(0),
+        families: build.families,
+        bodies: [OnceLock::new(), OnceLock::new()],
+    }
 }
 
-/// A chunk of the snapshot being built.
-enum Slot<T> {
-    /// The previous snapshot's, still right.
-    Kept(Arc<Piece<T>>),
-    /// Rendered now: its entries, its text, and whether it replaces a
-    /// chunk of the same entries.
-    Fresh(Arc<[u64]>, String, bool),
-}
-
-struct Build<'a, T> {
+struct Build<'a, T: Form> {
     generation: u64,
     previous: Option<&'a Snapshot<T>>,
-    /// Per family, its chunks.
-    slots: Vec<Vec<Slot<T>>>,
+    /// Per family, its chunks so far.
+    families: Vec<Vec<Arc<Piece<T>>>>,
+    maker: T::Maker,
+    chunk_items: usize,
 }
 
 impl<T: Form> Build<'_, T> {
     /// The chunks of the families of `S`, which start at `offset` in the
-    /// page; `visit` hands out the entries a chunk at a time, in order.
-    fn section<S: Subject>(
+    /// page, from its entries in order. Each chunk's text is rendered
+    /// under the store's read lock, and turned into `T` (compressed) once
+    /// the lock is let go.
+    fn section<S: Subject, K: Ord + Clone>(
         &mut self,
         offset: usize,
-        visit: impl FnOnce(&mut dyn FnMut(&[&Tracked<S>])),
+        mut entries: Runs<'_, K, Tracked<S>>,
     ) {
-        let previous = self.previous;
-        let slots = &mut self.slots[offset..offset + S::FAMILIES.len()];
-        let mut index = 0;
+        let count = S::FAMILIES.len();
+        // Per family, the text of its chunk being rendered (kept from
+        // chunk to chunk), and the families rendered in this chunk, with
+        // whether they replace a chunk of the same entries.
+        let mut texts = vec![String::new(); count];
+        let mut dirty: Vec<(usize, bool)> = Vec::with_capacity(count);
         let mut identity = String::new();
-        let mut dirty = Vec::with_capacity(S::FAMILIES.len());
-        visit(&mut |run: &[&Tracked<S>]| {
-            let at = index;
-            index += 1;
+        for at in 0.. {
+            let previous = self.previous;
             let before = |family: usize| {
                 previous
                     .and_then(|p| p.families.get(offset + family))
                     .and_then(|chunks| chunks.get(at))
             };
-            // The previous chunks' entries, shared when they are the same.
-            let members: Arc<[u64]> = match before(0) {
-                Some(piece) if piece.members.iter().copied().eq(run.iter().map(|e| e.id())) => {
-                    Arc::clone(&piece.members)
-                }
-                _ => run.iter().map(|e| e.id()).collect(),
-            };
+            let families = &mut self.families[offset..offset + count];
+            let mut members: Option<Arc<[u64]>> = None;
             dirty.clear();
-            for (i, family) in S::FAMILIES.iter().enumerate() {
-                let same = before(i).filter(|piece| *piece.members == *members);
-                let kept = same.filter(|piece| {
-                    !run.iter()
-                        .any(|e| e.changed_after(family.reads, piece.rendered_at))
-                });
-                match kept {
-                    Some(piece) => slots[i].push(Slot::Kept(Arc::clone(piece))),
-                    None => {
-                        // About the size it had, to grow it at most once.
-                        let hint =
-                            before(i).map_or(0, |p| p.body.text_len() + p.body.text_len() / 8);
-                        slots[i].push(Slot::Fresh(
-                            Arc::clone(&members),
-                            String::with_capacity(hint),
-                            same.is_some(),
-                        ));
-                        dirty.push(i);
+            let more = entries.next(self.chunk_items, |run| {
+                // The previous chunks' entries, shared when the same.
+                let ids = match before(0) {
+                    Some(p) if p.members.iter().copied().eq(run.iter().map(|e| e.id())) => {
+                        Arc::clone(&p.members)
+                    }
+                    _ => run.iter().map(|e| e.id()).collect(),
+                };
+                // Per part, the last change to it among these entries.
+                let mut latest = [0; Part::ALL.len()];
+                for entry in run {
+                    for (last, part) in latest.iter_mut().zip(Part::ALL) {
+                        *last = entry.changed(part).max(*last);
                     }
                 }
-            }
-            if dirty.is_empty() {
+                for (i, family) in S::FAMILIES.iter().enumerate() {
+                    let same =
+                        before(i).filter(|p| Arc::ptr_eq(&p.members, &ids) || *p.members == *ids);
+                    let kept = same.filter(|p| {
+                        family
+                            .reads
+                            .iter()
+                            .all(|part| latest[*part as usize] <= p.rendered_at)
+                    });
+                    match kept {
+                        Some(piece) => families[i].push(Arc::clone(piece)),
+                        None => {
+                            texts[i].clear();
+                            texts[i].reserve(before(i).map_or(0, |p| p.body.text_len()));
+                            dirty.push((i, same.is_some()));
+                        }
+                    }
+                }
+                for entry in run.iter().filter(|_| !dirty.is_empty()) {
+                    identity.clear();
+                    entry.state().identity(&mut identity);
+                    for &(i, _) in &dirty {
+                        S::FAMILIES[i].render(entry.state(), &identity, &mut texts[i]);
+                    }
+                }
+                members = Some(ids);
+            });
+            let Some(members) = members.filter(|_| more) else {
                 return;
+            };
+            for &(i, again) in &dirty {
+                families[i].push(Arc::new(Piece {
+                    rendered_at: self.generation,
+                    members: Arc::clone(&members),
+                    body: T::make(&mut self.maker, &texts[i], again),
+                }));
             }
-            for entry in run {
-                identity.clear();
-                entry.state().identity(&mut identity);
-                for &i in &dirty {
-                    if let Some(Slot::Fresh(_, text, _)) = slots[i].last_mut() {
-                        S::FAMILIES[i].render(entry.state(), &identity, text);
-                    }
-                }
-            }
-        });
-    }
-
-    /// The snapshot: kept chunks as they are, fresh ones turned into `T`.
-    fn finish(self) -> Snapshot<T> {
-        let generation = self.generation;
-        let mut maker = T::maker();
-        let families = self
-            .slots
-            .into_iter()
-            .map(|family| {
-                family
-                    .into_iter()
-                    .map(|slot| match slot {
-                        Slot::Kept(piece) => piece,
-                        Slot::Fresh(members, text, again) => Arc::new(Piece {
-                            rendered_at: generation,
-                            members,
-                            body: T::make(&mut maker, text, again),
-                        }),
-                    })
-                    .collect()
-            })
-            .collect();
-        Snapshot {
-            generation,
-            built: built_at(generation),
-            used: AtomicU64::new(0),
-            families,
         }
     }
 }
@@ -647,7 +663,12 @@ fn built_at(generation: u64) -> Instant {
     }
 }
 
-impl<T> Snapshot<T> {
+impl<T: Form> Snapshot<T> {
+    /// The response in `format` up to the tail.
+    fn body(&self, headers: &Headers, format: Format) -> &T::Body {
+        self.bodies[format.index()].get_or_init(|| T::body(headers, self, format))
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.built.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.used.fetch_max(ms, Ordering::Relaxed);
@@ -667,6 +688,7 @@ impl<T> Snapshot<T> {
             built: built_at(generation),
             used: AtomicU64::new(0),
             families: (0..families).map(|_| Vec::new()).collect(),
+            bodies: [OnceLock::new(), OnceLock::new()],
         }
     }
 }
@@ -684,7 +706,7 @@ fn families() -> impl Iterator<Item = (&'static str, &'static str, Kind)> {
 pub(super) mod tests {
     use super::*;
     use crate::aws::{Destination, PollError, StreamSummary};
-    use crate::state::{ScopeKey, StreamKey, TableKey};
+    use crate::state::{ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
     use std::collections::BTreeSet;
     use std::io::Read as _;
     use std::sync::atomic::AtomicBool;
@@ -780,6 +802,21 @@ pub(super) mod tests {
         store
     }
 
+    /// A store of `n` tables `t0000`..., each polled once with one ACTIVE
+    /// destination.
+    fn polled(n: usize) -> (Arc<Store>, Vec<String>) {
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:04}")).collect();
+        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
+        for name in &names {
+            store.record(
+                &key(name),
+                &Ok(vec![dest(&format!("{name}-s"), "ACTIVE")]),
+                5.0,
+            );
+        }
+        (store, names)
+    }
+
     /// A page whose chunks hold `chunk_items` entries.
     fn page_with(store: &Arc<Store>, chunk_items: usize) -> Page {
         let mut page = Page::new(Arc::clone(store), Arc::new(Telemetry::new(false)));
@@ -866,7 +903,7 @@ pub(super) mod tests {
 
     /// Where a snapshot's chunks are shared with an earlier one: per
     /// family, per chunk, whether it is the same piece.
-    fn shared<T>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<Vec<bool>> {
+    fn shared<T: Form>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<Vec<bool>> {
         new.families
             .iter()
             .enumerate()
@@ -885,7 +922,7 @@ pub(super) mod tests {
     }
 
     /// The (family, chunk) places that are not shared.
-    fn fresh<T>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<(usize, usize)> {
+    fn fresh<T: Form>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         for (f, chunks) in shared(old, new).iter().enumerate() {
             for (at, kept) in chunks.iter().enumerate() {
@@ -1048,18 +1085,18 @@ pub(super) mod tests {
     async fn snapshot_is_shared_until_a_change_and_a_second_pass() {
         let store = store();
         let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
-        let first = page.snapshot().await;
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        let first = page.current::<Bytes>().await;
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
         // The first snapshot counts as old: a change shows at once.
-        let first = page.snapshot().await;
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        let first = page.current::<Bytes>().await;
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         // A change younger than MAX_AGE keeps the snapshot.
         store.record(&key("orders"), &Ok(vec![]), 7.0);
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         // Past MAX_AGE, the change shows.
         tokio::time::sleep(MAX_AGE).await;
-        let second = page.snapshot().await;
+        let second = page.current::<Bytes>().await;
         assert!(!Arc::ptr_eq(&first, &second));
         let page_text = text(&page.plain(Format::Text).await);
         assert!(page_text.contains(
@@ -1067,7 +1104,7 @@ pub(super) mod tests {
         ));
         // Past MAX_AGE without a change, the snapshot stays.
         tokio::time::sleep(MAX_AGE).await;
-        assert!(Arc::ptr_eq(&second, &page.snapshot().await));
+        assert!(Arc::ptr_eq(&second, &page.current::<Bytes>().await));
     }
 
     #[tokio::test]
@@ -1075,7 +1112,7 @@ pub(super) mod tests {
         let store = store();
         let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         // A change younger than MAX_AGE: kept.
         store.record(&key("orders"), &Ok(vec![]), 7.0);
         assert!(!page.release_unneeded());
@@ -1093,7 +1130,7 @@ pub(super) mod tests {
         assert!(page_text.contains(
             "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
         ));
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         tokio::time::sleep(MAX_AGE).await;
         assert!(!page.release_unneeded());
         assert!(weak.upgrade().is_some());
@@ -1105,14 +1142,14 @@ pub(super) mod tests {
         let mut page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
         Arc::get_mut(&mut page.inner).unwrap().unused_for = Duration::from_millis(300);
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         // Asked for every 100 ms: kept, however long.
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(!page.release_unneeded());
             assert!(Arc::ptr_eq(
                 &weak.upgrade().unwrap(),
-                &page.snapshot().await
+                &page.current::<Bytes>().await
             ));
         }
         // Not asked for in 300 ms: let go, though nothing changed.
@@ -1131,7 +1168,7 @@ pub(super) mod tests {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(Arc::clone(&page).keep_fresh(shutdown.clone().cancelled_owned()));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         store.record(&key("orders"), &Ok(vec![]), 7.0);
         // Instant is the real clock (std), so wait for real past MAX_AGE,
         // then let the paused tokio clock run the janitor's ticks.
@@ -1298,15 +1335,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_rebuild_shares_every_chunk_that_did_not_change() {
-        let names: Vec<String> = (0..3 * 4 + 1).map(|i| format!("t{i:04}")).collect();
-        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
-        for name in &names {
-            store.record(
-                &key(name),
-                &Ok(vec![dest(&format!("{name}-s"), "ACTIVE")]),
-                5.0,
-            );
-        }
+        let (store, names) = polled(3 * 4 + 1);
         let page = page_with(&store, 4);
         let first = build::<Bytes>(&store, None, 4);
         let success = family("dynamodb_kinesis_table_last_success_timestamp_seconds");
@@ -1352,15 +1381,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn compressed_chunks_are_the_same_allocation_while_their_text_holds() {
-        let names: Vec<String> = (0..9).map(|i| format!("t{i:04}")).collect();
-        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
-        for name in &names {
-            store.record(
-                &key(name),
-                &Ok(vec![dest(&format!("{name}-s"), "ACTIVE")]),
-                5.0,
-            );
-        }
+        let (store, names) = polled(9);
         let page = page_with(&store, 4);
         let first = build::<Segment>(&store, None, 4);
         store.record(&key(&names[8]), &Ok(vec![dest("t0008-s", "ACTIVE")]), 6.0);
@@ -1386,15 +1407,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn tables_added_and_removed_move_only_the_chunks_from_there_on() {
-        let names: Vec<String> = (0..12).map(|i| format!("t{i:04}")).collect();
-        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
-        for name in &names {
-            store.record(
-                &key(name),
-                &Ok(vec![dest(&format!("{name}-s"), "ACTIVE")]),
-                5.0,
-            );
-        }
+        let (store, names) = polled(12);
         let page = page_with(&store, 4);
         let telemetry = Arc::clone(&page.inner.telemetry);
         let text0 = build::<Bytes>(&store, None, 4);

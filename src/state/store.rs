@@ -94,11 +94,14 @@ impl<S> Tracked<S> {
         &self.state
     }
 
+    /// The store generation of the last change to `part`.
+    pub fn changed(&self, part: Part) -> u64 {
+        self.changed[part as usize]
+    }
+
     /// Whether any of `parts` changed after store generation `generation`.
     pub fn changed_after(&self, parts: &[Part], generation: u64) -> bool {
-        parts
-            .iter()
-            .any(|part| self.changed[*part as usize] > generation)
+        parts.iter().any(|part| self.changed(*part) > generation)
     }
 
     /// Apply `change` to the state and stamp the parts `diff` says it
@@ -236,20 +239,36 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Call `f` with every entry of `map` in key order, `size` entries at a
-/// time, each run under one read-lock acquisition. The runs are cut where
-/// the previous one ended, so an entry added or removed meanwhile shows or
-/// not, and everything else shows exactly once.
-fn chunks_of<K: Ord + Clone, V>(
-    map: &RwLock<BTreeMap<K, V>>,
-    size: usize,
-    mut f: impl FnMut(&[&V]),
-) {
-    let size = size.max(1);
-    let mut after: Option<K> = None;
-    loop {
-        let entries = read(map);
-        let range = match &after {
+/// Hands out a map's entries in key order, a run at a time, each run under
+/// one read-lock acquisition. A run starts where the previous one ended, so
+/// an entry added or removed meanwhile shows or not, and every other entry
+/// shows exactly once.
+pub struct Runs<'a, K, V> {
+    map: &'a RwLock<BTreeMap<K, V>>,
+    /// The last key handed out; `None` before the first run.
+    after: Option<K>,
+    done: bool,
+}
+
+impl<'a, K: Ord + Clone, V> Runs<'a, K, V> {
+    fn new(map: &'a RwLock<BTreeMap<K, V>>) -> Self {
+        Runs {
+            map,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Call `f` with the next `size` entries (fewer at the end), under the
+    /// read lock, which is let go when `f` returns. Returns false, without
+    /// calling `f`, once every entry has been handed out.
+    pub fn next(&mut self, size: usize, f: impl FnOnce(&[&V])) -> bool {
+        if self.done {
+            return false;
+        }
+        let size = size.max(1);
+        let entries = read(self.map);
+        let range = match &self.after {
             None => entries.range::<K, _>(..),
             Some(key) => entries.range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
         };
@@ -260,19 +279,26 @@ fn chunks_of<K: Ord + Clone, V>(
             last = Some(key);
         }
         if run.is_empty() {
-            return;
+            self.done = true;
+            return false;
         }
+        self.done = run.len() < size;
+        self.after = last.cloned();
         f(&run);
-        if run.len() < size {
-            return;
-        }
-        after = last.cloned();
+        true
     }
 }
 
-/// [`chunks_of`], one state at a time.
+/// Call `f` with every entry of `map` in key order, `size` at a time (see
+/// [`Runs`]).
+fn runs_of<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, size: usize, mut f: impl FnMut(&[&V])) {
+    let mut runs = Runs::new(map);
+    while runs.next(size, &mut f) {}
+}
+
+/// [`runs_of`], one state at a time.
 fn visit_batched<K: Ord + Clone, S>(map: &RwLock<BTreeMap<K, Tracked<S>>>, mut f: impl FnMut(&S)) {
-    chunks_of(map, VISIT_BATCH, |run| run.iter().for_each(|t| f(&t.state)));
+    runs_of(map, VISIT_BATCH, |run| run.iter().for_each(|t| f(&t.state)));
 }
 
 impl Store {
@@ -444,20 +470,20 @@ impl Store {
         visit_batched(&self.scopes, f);
     }
 
-    /// Call `f` with the tables in key order, `size` at a time, each run
-    /// under one read lock, with their ids and change stamps.
-    pub fn table_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<TableState>])) {
-        chunks_of(&self.tables, size, f);
+    /// The tables in key order, a run per read lock, with their ids and
+    /// change stamps.
+    pub fn table_runs(&self) -> Runs<'_, TableKey, Tracked<TableState>> {
+        Runs::new(&self.tables)
     }
 
     /// The same for the streams.
-    pub fn stream_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<StreamState>])) {
-        chunks_of(&self.streams, size, f);
+    pub fn stream_runs(&self) -> Runs<'_, StreamKey, Tracked<StreamState>> {
+        Runs::new(&self.streams)
     }
 
     /// The same for the scopes.
-    pub fn scope_chunks(&self, size: usize, f: impl FnMut(&[&Tracked<ScopeState>])) {
-        chunks_of(&self.scopes, size, f);
+    pub fn scope_runs(&self) -> Runs<'_, ScopeKey, Tracked<ScopeState>> {
+        Runs::new(&self.scopes)
     }
 
     /// A copy of one table's state (for tests and diagnostics).
@@ -673,21 +699,28 @@ mod tests {
         store.visit(|state| seen.push(state.table.clone()));
         let want: Vec<Name> = keys.iter().map(|k| k.table.clone()).collect();
         assert_eq!(seen, want);
-        // In chunks: every entry once, in order, in runs of the size asked.
-        let mut runs = Vec::new();
+        // In runs: every entry once, in order, in runs of the size asked.
+        let mut sizes = Vec::new();
         let mut chunked = Vec::new();
-        store.table_chunks(200, |run| {
-            runs.push(run.len());
+        let mut runs = store.table_runs();
+        while runs.next(200, |run| {
+            sizes.push(run.len());
             chunked.extend(run.iter().map(|e| e.state().table.clone()));
-        });
-        assert_eq!(runs, [200, 200, 119]);
+        }) {}
+        assert_eq!(sizes, [200, 200, 119]);
         assert_eq!(chunked, want);
+        assert!(!runs.next(200, |_| panic!("past the end")));
+        // A run cut exactly at the end: no empty run after it.
+        let mut sizes = Vec::new();
+        let mut runs = store.table_runs();
+        while runs.next(173, |run| sizes.push(run.len())) {}
+        assert_eq!(sizes, [173, 173, 173]);
     }
 
     /// The parts of `key`'s entry that changed after `generation`.
     fn changed_parts(store: &Store, generation: u64) -> Vec<Part> {
         let mut parts = Vec::new();
-        store.table_chunks(10, |run| {
+        store.table_runs().next(10, |run| {
             parts = Part::ALL
                 .into_iter()
                 .filter(|p| run[0].changed_after(&[*p], generation))
@@ -775,7 +808,7 @@ mod tests {
         let at = store.generation();
         store.record_stream(&stream, &Ok(summary), 2.0);
         let mut seen = Vec::new();
-        store.stream_chunks(10, |run| {
+        store.stream_runs().next(10, |run| {
             seen = Part::ALL
                 .into_iter()
                 .filter(|p| run[0].changed_after(&[*p], at))
@@ -793,7 +826,9 @@ mod tests {
         };
         let ids = |store: &Store| {
             let mut ids = Vec::new();
-            store.table_chunks(10, |run| ids.extend(run.iter().map(|e| e.id())));
+            store
+                .table_runs()
+                .next(10, |run| ids.extend(run.iter().map(|e| e.id())));
             ids
         };
         let store = Store::new([key(), other.clone()]);

@@ -123,7 +123,9 @@ impl Deflater {
 
 /// One gzip member being assembled: the header, then segments in order,
 /// then [`finish`](Member::finish). The parts are shared `Bytes`, not
-/// copies, so a member costs a list of pointers and a CRC.
+/// copies, so a member costs a list of pointers and a CRC; a clone of an
+/// unfinished member is the start of another response with the same body.
+#[derive(Clone)]
 pub struct Member {
     parts: Vec<Bytes>,
     crc: crc32fast::Hasher,
