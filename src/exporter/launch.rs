@@ -218,7 +218,7 @@ mod tests {
     use crate::aws::ClientOptions;
     use crate::state::Shard;
     use aws_sdk_dynamodb::config::Credentials;
-    use dke_simulator::{Scenario, Simulator};
+    use dke_simulator::{Fault, Scenario, Simulator};
 
     fn config_for(endpoint_url: &str, tables: &str) -> Config {
         let text = format!(
@@ -440,6 +440,42 @@ mod tests {
         assert_eq!(
             format!("{:#}", anyhow::Error::from(err)),
             "cannot write the page to stdout: disk full"
+        );
+        background.block_on(simulator.shutdown());
+    }
+
+    /// A discovery whose ListTables keeps failing does not hold `--once`
+    /// for its five minutes: one failed refresh is all it waits for, and
+    /// it fails.
+    #[test]
+    fn once_ends_after_one_failed_discovery_refresh() {
+        let background = tokio::runtime::Runtime::new().unwrap();
+        let simulator = background.block_on(async {
+            let scenario = Scenario::from_yaml("tables:\n  - name: orders\n").unwrap();
+            Simulator::start(scenario).await.unwrap()
+        });
+        simulator.set_scope_fault("123456789012", "us-east-1", Some(Fault::AccessDenied));
+        let text = format!(
+            "max_attempts: 1\nrequest_timeout: 2s\ntargets:\n  - region: us-east-1\n    endpoint_url: {}\n    discovery: {{}}\n",
+            simulator.endpoint_url()
+        );
+        let settings = Settings {
+            client: ClientOptions {
+                static_credentials: Some(Credentials::new("AKIDTEST", "secret", None, None, "t")),
+            },
+            process_metrics: false,
+            ..Settings::defaults(config::parse(&text, "test.yaml").unwrap())
+        };
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        let err = once(settings, &mut out).unwrap_err();
+        assert!(matches!(err, LaunchError::PollsFailed), "{err}");
+        // Far less than ONCE_LIMIT (300 s), even on a loaded machine.
+        assert!(started.elapsed() < crate::exporter::ONCE_LIMIT / 5);
+        let page = String::from_utf8(out).unwrap();
+        assert!(
+            page.contains("dynamodb_kinesis_discovery_errors_total{account_id=\"123456789012\",region=\"us-east-1\",code=\"AccessDeniedException\"} 1"),
+            "{page}"
         );
         background.block_on(simulator.shutdown());
     }

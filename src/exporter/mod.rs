@@ -316,12 +316,14 @@ impl Exporter {
     }
 }
 
-/// How long `--once` waits for every table's first poll.
+/// The longest `--once` waits for every table's first poll.
 pub const ONCE_LIMIT: Duration = Duration::from_secs(300);
 
 /// `--once`: run the fleet until every table (explicit and discovered) has
-/// been polled once, within [`ONCE_LIMIT`], and return the metrics page in
-/// the text format and whether every poll succeeded. Binds no port.
+/// been polled once and every start-up step (account lookups, first
+/// discovery refreshes) has either worked or failed once (no retry is
+/// waited for), within [`ONCE_LIMIT`], and return the metrics page in the
+/// text format and whether everything worked. Binds no port.
 pub async fn run_once(settings: Settings) -> (String, bool) {
     let shared = aws::load_shared_config(&settings.config, &settings.client).await;
     let store = new_store(&settings.config);
@@ -343,13 +345,18 @@ pub async fn run_once(settings: Settings) -> (String, bool) {
         root.clone(),
         reloads,
     ));
-    let polled = tokio::time::timeout(ONCE_LIMIT, async {
-        while !store.is_ready() {
+    let settled = tokio::time::timeout(ONCE_LIMIT, async {
+        while !store.is_settled() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .is_ok();
+    let waiting = store.waiting();
+    for step in &waiting {
+        tracing::warn!(step = %step, "a start-up step failed; its tables are missing from the page");
+    }
+    let polled = settled && waiting.is_empty() && store.is_ready();
     root.cancel();
     let _ = task.await;
     let mut all_ok = polled;

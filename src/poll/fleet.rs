@@ -333,9 +333,11 @@ impl<F: ClientFactory> Fleet<F> {
         let generation_id = self.generation;
         let cancel = generation.clone();
         let detail = region.clone();
+        let store = Arc::clone(&self.settings.store);
         let make = move || {
             let (factory, target, region) =
                 (Arc::clone(&factory), Arc::clone(&target), region.clone());
+            let store = Arc::clone(&store);
             let (resolved, cancel, identity) = (resolved.clone(), cancel.clone(), identity.clone());
             async move {
                 let requests = Arc::new(StsRequests::default());
@@ -350,6 +352,7 @@ impl<F: ClientFactory> Fleet<F> {
                         Ok(clients) => break clients.account,
                         Err(err) => {
                             failures += 1;
+                            store.note_failed_step(lookup_step(&region));
                             if failures == 1 {
                                 tracing::error!(region = %region, code = err.code(), error = %err,
                                 "cannot tell the account of a target (STS GetCallerIdentity); its tables wait until it answers");
@@ -486,6 +489,8 @@ impl<F: ClientFactory> Fleet<F> {
                 self.settings
                     .store
                     .update_scope(&scope, |s| s.record_discovery(Err(err.code()), now));
+                (self.settings.store)
+                    .note_failed_step(discovery_step(&scope.account_id, &scope.region));
             }
         }
         self.rebuild();
@@ -562,15 +567,12 @@ impl<F: ClientFactory> Fleet<F> {
         let mut waiting: BTreeSet<String> = BTreeSet::new();
         for unit in &self.units {
             let Some(clients) = &unit.clients else {
-                waiting.insert(format!(
-                    "the account of a target in {} (STS GetCallerIdentity)",
-                    unit.region
-                ));
+                waiting.insert(lookup_step(&unit.region));
                 continue;
             };
             let account = &clients.account;
             if unit.target.discovery.is_some() && unit.discovered.is_none() {
-                waiting.insert(format!("discovery in {account}/{}", unit.region));
+                waiting.insert(discovery_step(account, &unit.region));
             }
             let explicit = unit.target.tables_in(&unit.region).map(|table| {
                 let account =
@@ -766,6 +768,16 @@ fn boxed<'a, T>(
 /// Say which tables a refresh could not decide on: how many, by code, and
 /// the first; at warn when that `changed` since the last refresh, else at
 /// debug.
+/// How readiness names a unit's first discovery refresh.
+fn discovery_step(account: &str, region: &str) -> String {
+    format!("discovery in {account}/{region}")
+}
+
+/// How readiness names an account lookup.
+fn lookup_step(region: &str) -> String {
+    format!("the account of a target in {region} (STS GetCallerIdentity)")
+}
+
 fn log_undecided(scope: &ScopeKey, refresh: &Refresh, changed: bool) {
     if refresh.undecided.is_empty() {
         return;

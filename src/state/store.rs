@@ -251,6 +251,8 @@ pub struct Store {
     /// What that work is, as `/readyz` says it (empty before the fleet
     /// named it).
     waiting: Mutex<Vec<String>>,
+    /// Start-up steps whose attempt failed at least once ([`Store::note_failed_step`]).
+    failed_steps: Mutex<BTreeSet<String>>,
     /// Set the first time every table had been polled; readiness does not
     /// drop again when a reload adds tables.
     was_ready: AtomicBool,
@@ -341,6 +343,7 @@ impl Store {
             polled: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             waiting: Mutex::new(Vec::new()),
+            failed_steps: Mutex::new(BTreeSet::new()),
             was_ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             ids: AtomicU64::new(0),
@@ -619,6 +622,36 @@ impl Store {
             .clone()
     }
 
+    /// Say that an attempt at a start-up step (named as in
+    /// [`Store::set_waiting`]) failed; it is retried, and readiness still
+    /// waits for it.
+    pub fn note_failed_step(&self, step: String) {
+        (self.failed_steps.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(step);
+    }
+
+    /// True once every table known has been polled at least once (well or
+    /// not) and every start-up step still waited for has failed at least
+    /// once: all that can be learnt without waiting for a retry is known
+    /// (what `--once` waits for).
+    pub fn is_settled(&self) -> bool {
+        if self.is_ready() {
+            return true;
+        }
+        let (polled, total) = self.readiness();
+        let waiting = self.waiting();
+        // Steps counted but not named yet: the fleet has not started.
+        if self.pending.load(Ordering::Relaxed) != waiting.len() {
+            return false;
+        }
+        let failed = self
+            .failed_steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        polled >= total && waiting.iter().all(|step| failed.contains(step))
+    }
+
     /// (tables polled at least once, tables known).
     pub fn readiness(&self) -> (usize, usize) {
         let total = read(&self.tables).len();
@@ -644,6 +677,13 @@ impl Store {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    fn key_of(table: &str) -> TableKey {
+        TableKey {
+            table: table.into(),
+            ..key()
+        }
+    }
 
     fn key() -> TableKey {
         TableKey {
@@ -969,6 +1009,32 @@ mod tests {
         store.set_exports_tags(&unknown, true);
         assert!(store.state(&unknown).is_none());
         assert_eq!(store.generation(), before);
+    }
+
+    #[test]
+    fn settled_once_every_waited_step_failed_and_every_table_was_polled() {
+        let store = Store::new([key()]);
+        // Start-up work counted, not named yet (before the fleet runs).
+        store.set_pending(1);
+        store.record(&key(), &Ok(vec![]), 0.5);
+        assert!(!store.is_settled());
+        let step = "discovery in 123456789012/us-east-1".to_string();
+        store.set_waiting(vec![step.clone()]);
+        assert!(!store.is_settled());
+        store.reconcile([key(), key_of("payments")]);
+        store.note_failed_step(step.clone());
+        assert!(!store.is_settled(), "payments was not polled yet");
+        store.record(&key_of("payments"), &Err(throttled()), 1.0);
+        assert!(store.is_settled());
+        assert!(!store.is_ready());
+        // A step that appears later has not failed yet.
+        store.set_waiting(vec![
+            step,
+            "the account of a target in eu-west-1 (STS GetCallerIdentity)".into(),
+        ]);
+        assert!(!store.is_settled());
+        store.set_waiting(Vec::new());
+        assert!(store.is_settled() && store.is_ready());
     }
 
     #[test]
