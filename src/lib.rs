@@ -20,7 +20,8 @@
 //! 4. [`state`]: the domain (per-table, per-stream and per-scope state,
 //!    folded from outcomes with the clock passed in) and the
 //!    [`state::store`] that holds it.
-//! 5. [`exposition`]: every metric family, and the shared rendered page.
+//! 5. [`exposition`]: every metric family, the shared rendered page, and
+//!    the status page on `/` (one row per table, problems first).
 //! 6. [`poll`]: the background work: scope runners, discovery, CDC reads
 //!    and the fleet that decides what is polled where.
 //! 7. [`exporter`]: the wiring of all of the above into a running exporter

@@ -1,7 +1,8 @@
 //! The exporter's HTTP routes: the telemetry path (`/metrics` by default),
-//! a landing page on `/`, `/healthz` (alive while serving) and `/readyz`
-//! (ready once every configured table has been polled once). Routing is a
-//! plain function of method, path and headers so it is tested without
+//! the status page on `/` (every polled table, problems first, rendered by
+//! [`status`]), `/healthz` (alive while serving) and `/readyz` (ready once
+//! every configured table has been polled once). Routing is a plain
+//! function of method, request target and headers so it is tested without
 //! sockets. The metrics page comes from the shared [`Page`], in the format
 //! and encoding [`negotiate`](dke_web::negotiate) picks.
 
@@ -10,13 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE,
-    RETRY_AFTER, VARY,
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, CACHE_CONTROL, CONTENT_ENCODING,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, RETRY_AFTER, VARY,
 };
 use hyper::{HeaderMap, Method, Response, StatusCode};
 
 use crate::exposition::page::Page;
+use crate::exposition::status::{self, Answer};
 use crate::state::store::Store;
+use crate::state::unix_now;
 use dke_web::negotiate;
 use dke_web::serve::Body;
 use dke_web::web_config::{Auth, WebState};
@@ -54,22 +57,33 @@ impl App {
     }
 
     /// Answer one request: apply the rate limit, check credentials, route,
-    /// and add the web config's headers. HEAD gets GET's headers; hyper
-    /// drops the body.
+    /// and add the web config's headers. `target` is the request's path
+    /// and query (`/?page=2`); only the status page reads the query. HEAD
+    /// gets GET's headers; hyper drops the body.
     pub async fn respond(
         &self,
         method: &Method,
-        path: &str,
+        target: &str,
         headers: &HeaderMap,
     ) -> Response<Body> {
-        let mut resp = self.authorized(method, path, headers).await;
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let mut resp = self.authorized(method, path, query, headers).await;
         for (name, value) in self.web.current().headers() {
             resp.headers_mut().insert(name.clone(), value.clone());
         }
         resp
     }
 
-    async fn authorized(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
+    async fn authorized(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
         let probe = matches!(self.route(path), Some(Route::Health | Route::Ready));
         if !(probe && self.unauthenticated_probes) {
             if let Err(wait) = self.web.admit() {
@@ -93,13 +107,14 @@ impl App {
                 Auth::Busy => return too_many_requests(Duration::from_secs(1)),
             }
         }
-        self.route_request(method, path, headers).await
+        self.route_request(method, path, query, headers).await
     }
 
     async fn route_request(
         &self,
         method: &Method,
         path: &str,
+        query: Option<&str>,
         headers: &HeaderMap,
     ) -> Response<Body> {
         let Some(route) = self.route(path) else {
@@ -113,7 +128,7 @@ impl App {
         }
         match route {
             Route::Metrics => self.metrics(headers).await,
-            Route::Landing => self.landing(),
+            Route::Landing => self.status_page(query).await,
             Route::Health => text(StatusCode::OK, "ok\n"),
             Route::Ready => {
                 let (polled, total) = self.store.readiness();
@@ -161,17 +176,46 @@ impl App {
         resp
     }
 
-    fn landing(&self) -> Response<Body> {
-        let path = html_escape(&self.telemetry_path);
-        let page = format!(
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>DynamoDB Kinesis Exporter</title></head>\n<body>\n<h1>DynamoDB Kinesis Exporter</h1>\n<p>Version {version} (revision {revision}).</p>\n<p>Exports the status of DynamoDB Kinesis streaming destinations, polled in the background.</p>\n<ul>\n<li><a href=\"{path}\">Metrics</a></li>\n<li><a href=\"/healthz\">Health</a></li>\n<li><a href=\"/readyz\">Readiness</a></li>\n</ul>\n</body>\n</html>\n",
-            version = crate::VERSION,
-            revision = crate::REVISION,
-        );
-        let mut resp = Response::new(Body::new(Bytes::from(page)));
-        resp.headers_mut().insert(
+    /// The status page: rendered on the blocking pool, as the metrics page
+    /// is, since at thousands of tables it takes milliseconds.
+    async fn status_page(&self, query: Option<&str>) -> Response<Body> {
+        let store = Arc::clone(&self.store);
+        let telemetry_path = self.telemetry_path.clone();
+        let query = query.map(str::to_string);
+        let rendered = tokio::task::spawn_blocking(move || {
+            let header = status::Header {
+                telemetry_path: &telemetry_path,
+            };
+            status::answer(&store, query.as_deref(), &header, unix_now())
+        })
+        .await;
+        let (code, html) = match rendered {
+            Ok(Answer::Page(html)) => (StatusCode::OK, html),
+            Ok(Answer::Refused(status::PageError::NotANumber(_), html)) => {
+                (StatusCode::BAD_REQUEST, html)
+            }
+            Ok(Answer::Refused(status::PageError::OutOfRange { .. }, html)) => {
+                (StatusCode::NOT_FOUND, html)
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "rendering the status page failed");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 the status page could not be rendered\n",
+                );
+            }
+        };
+        let mut resp = Response::new(Body::new(Bytes::from(html)));
+        *resp.status_mut() = code;
+        let headers = resp.headers_mut();
+        headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(status::CONTENT_SECURITY_POLICY),
         );
         resp
     }
@@ -194,13 +238,6 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -339,6 +376,15 @@ mod tests {
             (right, "/metrics", StatusCode::OK),
             (None, "/healthz", StatusCode::UNAUTHORIZED),
             (right, "/healthz", StatusCode::OK),
+            // The status page goes through the same check, before its
+            // query is read.
+            (None, "/", StatusCode::UNAUTHORIZED),
+            (Some("Basic YWxpY2U6bm8="), "/", StatusCode::UNAUTHORIZED),
+            (None, "/?page=abc", StatusCode::UNAUTHORIZED),
+            (None, "/?page=1", StatusCode::UNAUTHORIZED),
+            (right, "/", StatusCode::OK),
+            (right, "/?page=1", StatusCode::OK),
+            (right, "/?page=abc", StatusCode::BAD_REQUEST),
         ];
         for (auth, path, status) in cases {
             let resp = app.respond(&Method::GET, path, &with(auth)).await;
@@ -356,8 +402,72 @@ mod tests {
             let resp = app.respond(&Method::GET, path, &with(None)).await;
             assert_ne!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
         }
-        let resp = app.respond(&Method::GET, "/metrics", &with(None)).await;
-        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        for path in ["/metrics", "/", "/?page=1"] {
+            let resp = app.respond(&Method::GET, path, &with(None)).await;
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_status_page_answers_html_pages_and_refusals() {
+        let app = app("/metrics");
+        let key = TableKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            table: "orders".into(),
+        };
+        app.store.record(
+            &key,
+            &Ok(vec![Destination {
+                stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc".into(),
+                status: "ENABLE_FAILED".into(),
+                status_description: Some("KMS key disabled".into()),
+                precision: None,
+            }]),
+            crate::state::unix_now(),
+        );
+        for method in [Method::GET, Method::HEAD] {
+            let resp = get(&app, &method, "/").await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+            assert_eq!(resp.headers()[CACHE_CONTROL], "no-store");
+            assert_eq!(
+                resp.headers()[CONTENT_SECURITY_POLICY],
+                "default-src 'none'; style-src 'unsafe-inline'"
+            );
+        }
+        let html = scraper::Html::parse_document(&body(get(&app, &Method::GET, "/").await).await);
+        let cells: Vec<String> = html
+            .select(&scraper::Selector::parse("tbody.row td").unwrap())
+            .map(|td| td.text().collect::<String>())
+            .collect();
+        assert_eq!(
+            cells[0],
+            "ENABLE FAILEDENABLE_FAILED and no ACTIVE or UPDATING destination"
+        );
+        assert_eq!(cells[3], "orders");
+        assert!(cells[4].starts_with("ENABLE_FAILED for "), "{cells:?}");
+        for (target, status) in [
+            ("/?page=1", StatusCode::OK),
+            ("/?page=2", StatusCode::NOT_FOUND),
+            ("/?page=abc", StatusCode::BAD_REQUEST),
+            ("/?page=0", StatusCode::BAD_REQUEST),
+            ("/metrics?page=abc", StatusCode::OK),
+            ("/healthz?x=1", StatusCode::OK),
+            ("/nope?page=1", StatusCode::NOT_FOUND),
+        ] {
+            let resp = get(&app, &Method::GET, target).await;
+            assert_eq!(resp.status(), status, "{target}");
+            if target.starts_with("/?") {
+                assert_eq!(resp.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+            }
+        }
+        let refused = body(get(&app, &Method::GET, "/?page=2").await).await;
+        assert!(
+            refused
+                .contains("Page 2 does not exist: there is 1 page of 500 rows at most (1 table)."),
+            "{refused}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -271,9 +271,9 @@ impl Exporter {
         let handler = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
             let app = Arc::clone(&app);
             async move {
-                Ok(app
-                    .respond(req.method(), req.uri().path(), req.headers())
-                    .await)
+                // The path and query (`/?page=2`), also of an absolute-form URI.
+                let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                Ok(app.respond(req.method(), target, req.headers()).await)
             }
         };
         let addresses: Vec<String> = self.local_addrs().iter().map(ToString::to_string).collect();

@@ -451,6 +451,21 @@ async fn http_routes_over_a_real_socket() {
         "{}",
         landing.body
     );
+    // The status page lists the table, and its query reaches it through
+    // the server.
+    assert!(
+        landing.body.contains("<span class=\"name\">orders</span>"),
+        "{}",
+        landing.body
+    );
+    assert_eq!(
+        landing.header("content-security-policy"),
+        Some("default-src 'none'; style-src 'unsafe-inline'")
+    );
+    assert_eq!(request(exp.addr, "GET", "/?page=1").await.status, 200);
+    assert_eq!(request(exp.addr, "GET", "/?page=2").await.status, 404);
+    assert_eq!(request(exp.addr, "GET", "/?page=abc").await.status, 400);
+    assert_eq!(request(exp.addr, "GET", "/metrics?x=1").await.status, 200);
     assert_eq!(request(exp.addr, "GET", "/healthz").await.status, 200);
     assert_eq!(request(exp.addr, "GET", "/missing").await.status, 404);
     assert_eq!(request(exp.addr, "GET", "/metrics/extra").await.status, 404);
