@@ -2039,11 +2039,29 @@ tables:
                 "inventory",
                 "audit-log",
                 "shipments",
-                "clickstream"
+                "clickstream",
+                "customers",
+                "scratch",
+                "ledger"
             ]
         );
         let counts: Vec<usize> = demo.tables.iter().map(|t| t.destinations.len()).collect();
-        assert_eq!(counts, vec![2, 1, 0, 1, 1, 1]);
+        assert_eq!(counts, vec![2, 1, 0, 1, 1, 1, 1, 1, 1]);
+        // Tags on every table.
+        for table in &demo.tables {
+            assert!(
+                table.tags.iter().any(|(key, _)| key == "env"),
+                "{}",
+                table.name
+            );
+        }
+        assert_eq!(
+            demo.transitions,
+            TransitionTimes {
+                enabling: secs(5),
+                disabling: secs(2),
+            }
+        );
 
         // The status tour loops; the two silent-stop cases hold ACTIVE.
         let destinations: Vec<&DestinationSpec> =
