@@ -27,6 +27,7 @@ mod cli;
 mod config_edges;
 mod deploy_bundle;
 mod e2e_alerting;
+mod expectations;
 mod exporter;
 mod fleet;
 mod moto;
