@@ -3,7 +3,10 @@
 //! and polled with the stream cross-check and `cdc_metrics` on. After the
 //! first full cycle the simulator's counters are reset, and every call of
 //! the next CYCLE seconds (one poll interval, one CDC interval) is counted
-//! by service and operation, over three cycles, averaged.
+//! by service and operation, over three cycles, averaged: as the simulator
+//! saw them, and as the exporter's own counters
+//! (`dynamodb_kinesis_aws_requests_total`,
+//! `dynamodb_kinesis_cloudwatch_metrics_requested_total`) say.
 //!
 //!   cargo run --release --example calls -- [TABLES] [CYCLE_SECONDS]
 //!
@@ -12,6 +15,9 @@
 use std::time::Duration;
 
 use dke_simulator::{CdcMetricsSpec, DestinationSpec, MetricStep, Scenario, Simulator, TableSpec};
+use std::collections::BTreeMap;
+
+use dynamodb_kinesis_exporter::state::store::Store;
 use tokio::time::Instant;
 
 mod common;
@@ -42,7 +48,7 @@ async fn main() {
     }
     let sim = Simulator::start(scenario).await.expect("simulator");
     let text = format!(
-        "poll_interval: {cycle}s\nrequest_timeout: 10s\nconcurrency: 16\nmax_attempts: 1\nmax_requests_per_second: 1000\n\
+        "poll_interval: {cycle}s\nrequest_timeout: 10s\nconcurrency: 16\nmax_attempts: 1\nmax_requests_per_second: 1000\nkinesis_max_requests_per_second: 1000\ncloudwatch_max_requests_per_second: 1000\n\
          targets:\n  - region: us-east-1\n    endpoint_url: {}\n    discovery:\n      refresh_interval: 1h\n    cdc_metrics: {{interval: {cycle}s}}\n",
         sim.endpoint_url()
     );
@@ -71,19 +77,45 @@ async fn main() {
     );
     // Three cycles, averaged: each table's next poll moves by ±10 % jitter.
     const CYCLES: u64 = 3;
+    let before = counted(&store);
     sim.reset_stats();
     tokio::time::sleep(Duration::from_secs(cycle * CYCLES)).await;
-    println!("calls per {cycle} s cycle (one poll and one CDC interval), averaged over {CYCLES} cycles, at the simulator:");
+    let after = counted(&store);
+    println!("calls per {cycle} s cycle (one poll and one CDC interval), averaged over {CYCLES} cycles, at the simulator (and as the exporter counted them):");
     for ((service, operation), count) in sim.operation_counts() {
+        let label = format!("{service:?}").to_lowercase();
+        let key = (label, operation.clone());
+        let mine =
+            after.0.get(&key).copied().unwrap_or(0) - before.0.get(&key).copied().unwrap_or(0);
         println!(
-            "  {service:?} {operation}: {:.0}",
-            count as f64 / CYCLES as f64
+            "  {service:?} {operation}: {:.0} ({:.0})",
+            count as f64 / CYCLES as f64,
+            mine as f64 / CYCLES as f64
         );
     }
     println!(
-        "  GetMetricData queries: {:.0} per cycle (at most 500 a call)",
-        sim.metric_data_queries() as f64 / CYCLES as f64
+        "  GetMetricData queries: {:.0} per cycle (at most 500 a call) ({:.0})",
+        sim.metric_data_queries() as f64 / CYCLES as f64,
+        (after.1 - before.1) as f64 / CYCLES as f64
     );
     exporter.stop().await;
     sim.shutdown().await;
+}
+
+/// The exporter's request counters, summed over its scopes: by (service,
+/// operation), and the CloudWatch metrics requested.
+fn counted(store: &Store) -> (BTreeMap<(String, String), u64>, u64) {
+    let mut requests = BTreeMap::new();
+    let mut metrics = 0;
+    store.visit_scopes(|scope| {
+        for (service, operations) in &scope.requests {
+            for (operation, n) in operations {
+                *requests
+                    .entry((service.as_str().to_string(), operation.clone()))
+                    .or_insert(0) += n;
+            }
+        }
+        metrics += scope.metrics_requested;
+    });
+    (requests, metrics)
 }

@@ -1,15 +1,17 @@
 //! Fleet benchmark: tables across 2 accounts × 2 regions (one through an
 //! assumed role), every request answered by the simulator after a fixed
-//! latency, polled by the exporter in process under a per-scope budget.
-//! Prints, per scope: the first full cycle against the ideal the budget
-//! sets (tables ÷ rate), the highest request count the simulator saw in
-//! any one-second window against the limit, and the process's RSS.
+//! latency, polled by the exporter in process under per-scope budgets (one
+//! per service). Prints, per scope: the first full cycle against the ideal
+//! the DynamoDB budget sets (tables ÷ rate), the highest request count the
+//! simulator saw in any one-second window for each service against its
+//! budget, and the process's RSS.
 //!
-//!   cargo run --release --example fleet -- [TABLES] [RATE] [LATENCY_MS]
+//!   cargo run --release --example fleet -- [TABLES] [RATE] [LATENCY_MS] [KINESIS_RATE]
 //!
-//! Defaults: 10000 tables (2,500 per scope), 100 requests/s per scope,
-//! 20 ms. The poll interval is set short (10 s), so the budget, not the
-//! interval, sets the pace. Loopback only; gives up after 15 minutes.
+//! Defaults: 10000 tables (2,500 per scope), 100 DynamoDB requests/s per
+//! scope, 20 ms, 5 Kinesis requests/s per scope (the config's default).
+//! The poll interval is set short (10 s), so the budget, not the interval,
+//! sets the pace. Loopback only; gives up after 15 minutes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +34,7 @@ async fn main() {
     let tables: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100.0);
     let latency_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let kinesis_rate: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let per_scope = tables / 4;
     let latency = Duration::from_millis(latency_ms);
 
@@ -66,7 +69,7 @@ async fn main() {
     let rss_simulator_only = rss_kib();
 
     let text = format!(
-        "poll_interval: 10s\nrequest_timeout: 10s\nconcurrency: 16\nmax_attempts: 1\nmax_requests_per_second: {rate}\n\
+        "poll_interval: 10s\nrequest_timeout: 10s\nconcurrency: 16\nmax_attempts: 1\nmax_requests_per_second: {rate}\nkinesis_max_requests_per_second: {kinesis_rate}\n\
          targets:\n  - regions: [us-east-1, eu-west-1]\n    endpoint_url: {url}\n    discovery:\n      refresh_interval: 1h\n\
          \x20 - regions: [us-east-1, eu-west-1]\n    endpoint_url: {url}\n    role_arn: arn:aws:iam::{MEMBER}:role/dynamodb-kinesis-exporter\n    discovery:\n      refresh_interval: 1h\n",
         url = sim.endpoint_url()
@@ -95,7 +98,7 @@ async fn main() {
 
     let records = sim.requests();
     println!(
-        "{tables} tables in 4 scopes (2 accounts x 2 regions, one through AssumeRole), {latency_ms} ms per request, budget {rate} req/s per scope, concurrency 16"
+        "{tables} tables in 4 scopes (2 accounts x 2 regions, one through AssumeRole), {latency_ms} ms per request, budgets per scope: DynamoDB {rate} req/s, Kinesis {kinesis_rate} req/s; concurrency 16"
     );
     println!("all scopes' first cycle: {:.1} s", whole.as_secs_f64());
     for account in [HUB, MEMBER] {
@@ -122,11 +125,29 @@ async fn main() {
             let end = first.values().max().copied().unwrap_or(begin);
             let cycle = end.duration_since(begin).as_secs_f64();
             let ideal = per_scope as f64 / rate;
-            let busiest = sim.max_requests_in_window(account, region, Duration::from_secs(1));
+            let busiest = |service: Service| {
+                let mut times: Vec<Instant> = records
+                    .iter()
+                    .filter(|r| {
+                        r.account_id == account && r.region == region && r.service == service
+                    })
+                    .map(|r| r.at)
+                    .collect();
+                times.sort();
+                (0..times.len())
+                    .map(|i| {
+                        let end = times[i] + Duration::from_secs(1);
+                        times[i..].iter().take_while(|t| **t < end).count()
+                    })
+                    .max()
+                    .unwrap_or(0)
+            };
             let all = sim.requests_in(account, region);
             println!(
-                "  {account} {region}: first cycle {cycle:.1} s, ideal {ideal:.1} s ({:.2}x); busiest second {busiest} requests (limit {rate}); {all} requests in all",
-                cycle / ideal
+                "  {account} {region}: first cycle {cycle:.1} s, ideal {ideal:.1} s ({:.2}x); busiest second: DynamoDB {} requests (budget {rate}), Kinesis {} (budget {kinesis_rate}); {all} requests in all",
+                cycle / ideal,
+                busiest(Service::DynamoDb),
+                busiest(Service::Kinesis),
             );
         }
     }

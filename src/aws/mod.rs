@@ -4,7 +4,13 @@
 //! map. Every call goes through [`call`], which takes a token from the
 //! scope's [`Budget`] for each attempt, retries what is worth retrying, and
 //! tells the budget about throttling. The SDK's own retries are off, so the
-//! budget sees every request that leaves the process.
+//! budget sees, and its [`Meter`](budget::Meter) counts, every request that
+//! leaves the process: each attempt of each [`Request`] (an operation, and
+//! for GetMetricData the metrics it requests, which AWS bills). STS
+//! `GetCallerIdentity` goes through [`call`] too; the `AssumeRole` calls
+//! aws-config's provider makes to refresh a role's credentials do not
+//! (the provider makes them inside the SDK's signing, where no budget
+//! sees them: about one an hour per role).
 //!
 //! Every SDK failure is classified into a [`PollError`] by its AWS error
 //! *code*; [`PollError::code`] becomes the `code` label of the error
@@ -18,6 +24,8 @@
 //! provider ([`role_credentials`]), which refreshes the credentials before
 //! they expire; without a role, [`caller_account`] asks STS
 //! `GetCallerIdentity` which account the default credentials belong to.
+//! The fleet gets both, clients and account, from the [`factory`] in one
+//! call per target and region.
 
 use std::future::Future;
 use std::time::Duration;
@@ -37,6 +45,7 @@ use crate::config::{Config, Role, TableRef, Target};
 
 pub mod budget;
 pub mod cloudwatch;
+pub mod factory;
 pub mod kinesis;
 pub mod paginate;
 pub mod unknown_codes;
@@ -83,6 +92,11 @@ pub enum PollError {
     /// [`paginate`]).
     #[error("listing stopped: {0}")]
     Pagination(String),
+    /// The scope shut down while the call waited for its budget: nothing
+    /// was sent (or, between retries, nothing more). Never recorded: it is
+    /// neither a failure of AWS nor aborted work.
+    #[error("not made: the scope is shutting down")]
+    Cancelled,
 }
 
 /// The AWS error code for tables that do not exist.
@@ -146,6 +160,7 @@ impl PollError {
             PollError::Credentials(_) => "credentials",
             PollError::Response(_) => "response",
             PollError::Pagination(_) => "pagination",
+            PollError::Cancelled => "cancelled",
         }
     }
 
@@ -175,7 +190,8 @@ impl PollError {
             PollError::NotFound(_)
             | PollError::Credentials(_)
             | PollError::Response(_)
-            | PollError::Pagination(_) => false,
+            | PollError::Pagination(_)
+            | PollError::Cancelled => false,
         }
     }
 }
@@ -210,6 +226,30 @@ pub trait DynamoDbApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Page<(String, String)>, PollError>> + Send;
 }
 
+/// What one logical call is, for the request counters: the AWS operation
+/// and, for GetMetricData, the metrics each attempt requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub operation: &'static str,
+    pub metrics: u64,
+}
+
+impl Request {
+    pub const fn new(operation: &'static str) -> Self {
+        Request {
+            operation,
+            metrics: 0,
+        }
+    }
+}
+
+/// `DescribeKinesisStreamingDestination`: a table poll.
+pub const DESCRIBE_DESTINATIONS: Request = Request::new("DescribeKinesisStreamingDestination");
+/// Kinesis `DescribeStreamSummary`: a stream check.
+pub const DESCRIBE_STREAM: Request = Request::new("DescribeStreamSummary");
+/// STS `GetCallerIdentity`: whose credentials a target signs with.
+pub const GET_CALLER_IDENTITY: Request = Request::new("GetCallerIdentity");
+
 /// How [`call`] runs one logical call.
 #[derive(Debug, Clone, Copy)]
 pub struct CallPolicy {
@@ -221,6 +261,15 @@ pub struct CallPolicy {
 }
 
 impl CallPolicy {
+    /// The policy of every call made for `target`: the config's attempts
+    /// and the target's timeout. The one place a policy is built.
+    pub fn of(config: &Config, target: &Target) -> Self {
+        CallPolicy {
+            max_attempts: config.max_attempts,
+            timeout: target.request_timeout,
+        }
+    }
+
     /// Bound on one attempt: the whole timeout split across the attempts,
     /// so a hung first attempt still leaves room for a retry, but never
     /// below 1 s.
@@ -233,10 +282,13 @@ impl CallPolicy {
 /// to the budget, retryable failures retried with exponential backoff and
 /// full jitter. The attempts together are bounded by `policy.timeout`,
 /// counted from the first one; waiting for the budget is not part of it
-/// (a scope slowed by throttling is not a timing-out AWS).
+/// (a scope slowed by throttling is not a timing-out AWS). A budget closed
+/// while the call waits for it ends the call with [`PollError::Cancelled`].
+/// Each attempt is counted, as `request`, by the budget's meter.
 pub async fn call<T, F, Fut>(
     budget: &Budget,
     policy: CallPolicy,
+    request: Request,
     mut attempt: F,
 ) -> Result<T, PollError>
 where
@@ -248,7 +300,8 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        let ticket = budget.acquire().await;
+        let ticket = budget.acquire().await.map_err(|_| PollError::Cancelled)?;
+        budget.attempt(request.operation, request.metrics);
         let now = tokio::time::Instant::now();
         let deadline = *deadline.get_or_insert(now + policy.timeout);
         let limit = per_attempt.min(deadline.saturating_duration_since(now));
@@ -412,32 +465,32 @@ pub async fn role_credentials(
 }
 
 /// The account the shared configuration's credentials belong to, by STS
-/// `GetCallerIdentity` in `region`. The STS endpoint is the SDK's (and so
+/// `GetCallerIdentity` in `region`, through [`call`] under `budget` (whose
+/// meter counts each attempt). The STS endpoint is the SDK's (and so
 /// honours `AWS_ENDPOINT_URL_STS` and `AWS_ENDPOINT_URL`).
 pub async fn caller_account(
     shared: &SdkConfig,
     region: &str,
     credentials: Option<SharedCredentialsProvider>,
     policy: CallPolicy,
+    budget: &Budget,
 ) -> Result<String, PollError> {
     let mut builder = aws_sdk_sts::config::Builder::from(shared)
         .region(Region::new(region.to_string()))
-        .retry_config(RetryConfig::standard().with_max_attempts(policy.max_attempts.max(1)))
+        .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .operation_timeout(policy.timeout)
-                .operation_attempt_timeout(policy.attempt_timeout())
+                .operation_timeout(policy.attempt_timeout())
                 .build(),
         );
     if let Some(credentials) = credentials {
         builder = builder.credentials_provider(credentials);
     }
     let client = aws_sdk_sts::Client::from_conf(builder.build());
-    let out = client
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(classify)?;
+    let out = call(budget, policy, GET_CALLER_IDENTITY, || async {
+        client.get_caller_identity().send().await.map_err(classify)
+    })
+    .await?;
     out.account
         .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| PollError::Response("GetCallerIdentity named no 12-digit account".into()))
@@ -649,6 +702,7 @@ mod tests {
             (PollError::Response("r".into()), "response"),
             (PollError::Credentials("c".into()), "credentials"),
             (PollError::Pagination("p".into()), "pagination"),
+            (PollError::Cancelled, "cancelled"),
             (
                 PollError::Service {
                     code: "SomethingNewException".into(),
@@ -688,6 +742,7 @@ mod tests {
             PollError::NotFound("t".into()),
             PollError::Credentials("c".into()),
             PollError::Response("r".into()),
+            PollError::Cancelled,
         ] {
             assert!(!final_error.is_retryable(), "{final_error}");
         }
@@ -736,7 +791,7 @@ mod tests {
     async fn call_retries_throttling_and_tells_the_budget() {
         let budget = Budget::new(10.0, 2);
         let (count, f) = scripted(vec![service("ThrottlingException")]);
-        assert_eq!(call(&budget, POLICY, f).await, Ok(2));
+        assert_eq!(call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await, Ok(2));
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(budget.throttled_total(), 1);
         assert!(budget.rate() < 10.0);
@@ -747,17 +802,82 @@ mod tests {
         let budget = Budget::new(100.0, 2);
         let (count, f) = scripted(vec![service("InternalServerError"); 5]);
         assert_eq!(
-            call(&budget, POLICY, f).await,
+            call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await,
             Err(service("InternalServerError"))
         );
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
         let (count, f) = scripted(vec![service("AccessDeniedException")]);
         assert_eq!(
-            call(&budget, POLICY, f).await,
+            call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await,
             Err(service("AccessDeniedException"))
         );
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(budget.throttled_total(), 0);
+    }
+
+    /// A meter that logs what it is told.
+    #[derive(Default)]
+    struct Log(std::sync::Mutex<Vec<(&'static str, u64)>>);
+
+    impl budget::Meter for Log {
+        fn attempt(&self, operation: &'static str, metrics: u64) {
+            self.0.lock().unwrap().push((operation, metrics));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_counted_retries_included_and_a_call_never_made_is_not() {
+        let log = std::sync::Arc::new(Log::default());
+        let budget = Budget::metered(100.0, 2, log.clone());
+        let (_, f) = scripted(vec![
+            service("ThrottlingException"),
+            service("InternalServerError"),
+        ]);
+        assert_eq!(call(&budget, POLICY, DESCRIBE_STREAM, f).await, Ok(3));
+        let metrics = Request {
+            operation: "GetMetricData",
+            metrics: 500,
+        };
+        let (_, f) = scripted(vec![service("AccessDeniedException")]);
+        assert!(call(&budget, POLICY, metrics, f).await.is_err());
+        budget.close();
+        let (_, f) = scripted(vec![]);
+        assert_eq!(
+            call(&budget, POLICY, metrics, f).await,
+            Err(PollError::Cancelled)
+        );
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [
+                ("DescribeStreamSummary", 0),
+                ("DescribeStreamSummary", 0),
+                ("DescribeStreamSummary", 0),
+                ("GetMetricData", 500),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_budget_cancels_the_call_without_an_attempt() {
+        let budget = Budget::new(0.01, 2);
+        let (count, f) = scripted(vec![]);
+        assert_eq!(call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await, Ok(1));
+        // The next token is 100 s away: closing the budget ends the wait.
+        let waiting = {
+            let budget = std::sync::Arc::clone(&budget);
+            let (_, f) = scripted(vec![]);
+            tokio::spawn(async move { call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        budget.close();
+        assert_eq!(waiting.await.unwrap(), Err(PollError::Cancelled));
+        let (later, f) = scripted(vec![]);
+        assert_eq!(
+            call(&budget, POLICY, DESCRIBE_DESTINATIONS, f).await,
+            Err(PollError::Cancelled)
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(later.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -768,7 +888,8 @@ mod tests {
             timeout: Duration::from_secs(4),
         };
         let started = tokio::time::Instant::now();
-        let outcome: Result<(), PollError> = call(&budget, policy, std::future::pending).await;
+        let outcome: Result<(), PollError> =
+            call(&budget, policy, DESCRIBE_DESTINATIONS, std::future::pending).await;
         assert!(matches!(outcome, Err(PollError::Timeout(_))), "{outcome:?}");
         // Two attempts of 2 s each, plus at most one backoff.
         assert!(

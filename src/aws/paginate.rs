@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 
-use super::{Page, PollError};
+use super::{Page, PollError, Request};
 
 /// One kind of listing and the most pages one walk of it may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,13 @@ pub struct Listing {
     /// The AWS operation, as the error names it.
     pub operation: &'static str,
     pub max_pages: usize,
+}
+
+impl Listing {
+    /// A page's call, for the request counters.
+    pub const fn request(self) -> Request {
+        Request::new(self.operation)
+    }
 }
 
 /// `ListTables`: 100 names a page as the exporter asks for them, so 1,000

@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::factory::SdkConnect;
 use crate::aws::{self, ClientOptions};
 use crate::config::Config;
 use crate::exporter::http::App;
@@ -220,11 +221,15 @@ impl Exporter {
         reloads: mpsc::Receiver<()>,
     ) {
         let root = CancellationToken::new();
-        let on_shutdown = root.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            on_shutdown.cancel();
-        });
+        // Awaited below beside the server and the fleet, not spawned: it
+        // ends first, and nothing is left behind.
+        let forward = {
+            let root = root.clone();
+            async move {
+                shutdown.await;
+                root.cancel();
+            }
+        };
         let grace = self.settings.grace;
         let web = Arc::new(match self.settings.web_config.take() {
             Some((config, path)) => WebState::new(config, Some(path)),
@@ -290,16 +295,15 @@ impl Exporter {
             Some(tls),
         );
         let fleet = FleetSettings {
-            shared: self.shared,
-            options: self.settings.client,
             shard: self.settings.shard,
             store: self.store,
             telemetry: self.telemetry,
             grace,
             config_path: self.settings.config_path,
         };
-        let polls = Fleet::run(fleet, self.settings.config, root, reloads);
-        let (open_connections, aborted_polls) = tokio::join!(server, polls);
+        let factory = Arc::new(SdkConnect::factory(self.shared, self.settings.client));
+        let polls = Fleet::run(fleet, factory, self.settings.config, root, reloads);
+        let ((), open_connections, aborted_polls) = tokio::join!(forward, server, polls);
         // Both end with the root token, which is cancelled by now.
         let _ = tokio::join!(watcher, janitor);
         if open_connections > 0 {
@@ -323,9 +327,8 @@ pub async fn run_once(settings: Settings) -> (String, bool) {
     let store = new_store(&settings.config);
     let telemetry = Arc::new(Telemetry::new(settings.process_metrics));
     let root = CancellationToken::new();
+    let factory = Arc::new(SdkConnect::factory(shared, settings.client));
     let fleet = FleetSettings {
-        shared,
-        options: settings.client,
         shard: settings.shard,
         store: Arc::clone(&store),
         telemetry: Arc::clone(&telemetry),
@@ -333,7 +336,13 @@ pub async fn run_once(settings: Settings) -> (String, bool) {
         config_path: None,
     };
     let (_no_reloads, reloads) = mpsc::channel(1);
-    let task = tokio::spawn(Fleet::run(fleet, settings.config, root.clone(), reloads));
+    let task = tokio::spawn(Fleet::run(
+        fleet,
+        factory,
+        settings.config,
+        root.clone(),
+        reloads,
+    ));
     let polled = tokio::time::timeout(ONCE_LIMIT, async {
         while !store.is_ready() {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -12,23 +12,23 @@
 //!   the newest datapoint is exported with its own timestamp. A series with
 //!   no datapoint in the window is exported as no series, not as zero.
 //!
-//! Every call takes a token from the scope's budget; both listings walk
-//! their pages through [`paginate::all_pages`], so a token AWS repeats
-//! fails the round (counted in `cdc_errors_total{code="pagination"}`)
-//! instead of looping.
+//! A read is scheduled work of its scope ([`CdcJob`], run by the scope's
+//! runner every `cdc_metrics.interval`, and at once when its table list
+//! changes). Every call takes a token from the scope's budget; both
+//! listings walk their pages through [`paginate::all_pages`], so a token
+//! AWS repeats fails the round (counted in `cdc_errors_total{code=
+//! "pagination"}`) instead of looping.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::aws::budget::Budget;
 use crate::aws::cloudwatch::{CdcSeries, Query, MAX_QUERIES};
 use crate::aws::paginate::{self, GET_METRIC_DATA, LIST_METRICS};
-use crate::aws::{self, CallPolicy, CloudWatchApi, PollError};
+use crate::aws::{self, CallPolicy, CloudWatchApi, PollError, Request};
 use crate::exposition::metrics::CDC_METRICS;
 use crate::state::store::Store;
 use crate::state::{unix_now, CdcPoint, Name, ScopeKey, TableKey};
@@ -43,7 +43,29 @@ pub const PERIOD_SECONDS: i32 = 60;
 /// metrics requested.
 pub const PRICE_PER_THOUSAND: f64 = 0.01;
 
-/// One target-region's CDC reader.
+/// The CDC reads of one target in one region, as its scope runs them.
+#[derive(Debug)]
+pub struct CdcJob<C> {
+    /// Names the reads across reloads (the target's identity and region).
+    pub key: Name,
+    pub client: Arc<C>,
+    pub policy: CallPolicy,
+    /// How often the values are read (`cdc_metrics.interval`).
+    pub interval: Duration,
+    /// How often ListMetrics is asked again (discovery's refresh interval).
+    pub refresh: Duration,
+    /// The tables read: the target's polled tables of its own account.
+    pub tables: Vec<Name>,
+}
+
+/// What ListMetrics named, and when: kept between rounds.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub at: Instant,
+    pub series: Arc<Vec<CdcSeries>>,
+}
+
+/// One round of a [`CdcJob`] in its scope.
 pub struct CdcReader<C> {
     pub scope: ScopeKey,
     pub client: Arc<C>,
@@ -57,49 +79,49 @@ pub struct CdcReader<C> {
 }
 
 impl<C: CloudWatchApi> CdcReader<C> {
-    /// Read every `interval` until `shutdown`, for the tables `tables` names,
-    /// and at once when that list changes (a discovery refresh, a reload),
-    /// so new tables do not wait a whole interval.
-    pub async fn run(self, mut tables: watch::Receiver<Vec<Name>>, shutdown: CancellationToken) {
-        let mut series: Option<(Instant, Vec<CdcSeries>)> = None;
-        let mut estimated = false;
-        loop {
-            let wanted: BTreeSet<Name> = tables.borrow_and_update().iter().cloned().collect();
-            if !wanted.is_empty() {
-                let stale = series
-                    .as_ref()
-                    .is_none_or(|(at, _)| at.elapsed() >= self.refresh);
-                if stale {
-                    match self.list_series().await {
-                        Ok(found) => series = Some((Instant::now(), found)),
-                        Err(err) => self.failed(&err),
-                    }
+    /// Read the values of `tables`, listing the series again first when
+    /// `listed` is older than `refresh` (or missing); returns what is
+    /// listed now. A failed listing keeps the last one. Failures are
+    /// recorded in the scope's `cdc_errors`; `estimate` logs what the
+    /// reads will cost (the first round of a job).
+    pub async fn round(
+        &self,
+        tables: &[Name],
+        mut listed: Option<Listed>,
+        estimate: bool,
+    ) -> Option<Listed> {
+        let wanted: BTreeSet<Name> = tables.iter().cloned().collect();
+        if wanted.is_empty() {
+            return listed;
+        }
+        let stale = listed
+            .as_ref()
+            .is_none_or(|l| l.at.elapsed() >= self.refresh);
+        if stale {
+            match self.list_series().await {
+                Ok(found) => {
+                    listed = Some(Listed {
+                        at: Instant::now(),
+                        series: Arc::new(found),
+                    });
                 }
-                if let Some((_, known)) = &series {
-                    let mine: Vec<&CdcSeries> = known
-                        .iter()
-                        .filter(|s| wanted.contains(s.table.as_str()))
-                        .collect();
-                    if !estimated {
-                        estimated = true;
-                        self.log_cost(mine.len());
-                    }
-                    if let Err(err) = self.read(&mine, &wanted).await {
-                        self.failed(&err);
-                    }
-                }
-            }
-            let pause = self.interval.mul_f64(0.9 + 0.2 * fastrand::f64());
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
-                changed = tables.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
+                Err(err) => self.failed(&err),
             }
         }
+        if let Some(known) = &listed {
+            let mine: Vec<&CdcSeries> = known
+                .series
+                .iter()
+                .filter(|s| wanted.contains(s.table.as_str()))
+                .collect();
+            if estimate {
+                self.log_cost(mine.len());
+            }
+            if let Err(err) = self.read(&mine, &wanted).await {
+                self.failed(&err);
+            }
+        }
+        listed
     }
 
     /// Every (metric, table, delegated operation) ListMetrics knows.
@@ -107,9 +129,12 @@ impl<C: CloudWatchApi> CdcReader<C> {
         let mut all = Vec::new();
         for (metric, _, _) in CDC_METRICS {
             let series = paginate::all_pages(LIST_METRICS, |token| {
-                aws::call(&self.budget, self.policy, move || {
-                    self.client.list_cdc_series(metric, token.clone())
-                })
+                aws::call(
+                    &self.budget,
+                    self.policy,
+                    LIST_METRICS.request(),
+                    move || self.client.list_cdc_series(metric, token.clone()),
+                )
             })
             .await?;
             all.extend(series);
@@ -135,8 +160,13 @@ impl<C: CloudWatchApi> CdcReader<C> {
             .collect();
         let mut latest: BTreeMap<String, Option<(f64, f64)>> = BTreeMap::new();
         for batch in queries.chunks(MAX_QUERIES) {
+            // Every page asks for (and AWS bills) the batch's metrics.
+            let request = Request {
+                metrics: batch.len() as u64,
+                ..GET_METRIC_DATA.request()
+            };
             let results = paginate::all_pages(GET_METRIC_DATA, |token| {
-                aws::call(&self.budget, self.policy, move || {
+                aws::call(&self.budget, self.policy, request, move || {
                     self.client.latest_datapoints(
                         batch,
                         now - WINDOW.as_secs_f64(),
@@ -177,6 +207,9 @@ impl<C: CloudWatchApi> CdcReader<C> {
     }
 
     fn failed(&self, err: &PollError) {
+        if matches!(err, PollError::Cancelled) {
+            return;
+        }
         let during = "CloudWatch CDC read";
         aws::warn_unknown_code(&self.scope.account_id, &self.scope.region, during, err);
         // An unknown code is warned about there, at most hourly.
@@ -225,8 +258,10 @@ mod tests {
         /// GetMetricData answers with tokens 0, 1, 0, 1...
         looping: bool,
         calls: Mutex<Vec<usize>>,
-        /// The next ListMetrics call panics (once).
-        panic_once: std::sync::atomic::AtomicBool,
+        /// ListMetrics calls so far.
+        listings: std::sync::atomic::AtomicUsize,
+        /// ListMetrics answers AccessDenied.
+        deny_listing: std::sync::atomic::AtomicBool,
     }
 
     impl CloudWatchApi for FakeCloudWatch {
@@ -235,11 +270,13 @@ mod tests {
             metric: &str,
             token: Option<String>,
         ) -> Result<Page<CdcSeries>, PollError> {
-            if self
-                .panic_once
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                panic!("a bug in the ListMetrics answer handling");
+            self.listings
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.deny_listing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(PollError::Service {
+                    code: "AccessDeniedException".into(),
+                    message: "no".into(),
+                });
             }
             let from: usize = token.map_or(0, |t| t.parse().unwrap());
             let items: Vec<CdcSeries> = self.tables[from..]
@@ -324,7 +361,8 @@ mod tests {
             list_page: 500,
             looping: false,
             calls: Mutex::new(Vec::new()),
-            panic_once: Default::default(),
+            listings: Default::default(),
+            deny_listing: Default::default(),
         };
         let reader = reader(fake, &store);
         let wanted: BTreeSet<Name> = tables.iter().map(|t| Name::from(t.as_str())).collect();
@@ -349,7 +387,8 @@ mod tests {
             list_page: 1,
             looping: false,
             calls: Mutex::new(Vec::new()),
-            panic_once: Default::default(),
+            listings: Default::default(),
+            deny_listing: Default::default(),
         };
         let reader = reader(fake, &store);
         let series = reader.list_series().await.unwrap();
@@ -387,7 +426,8 @@ mod tests {
             list_page: 500,
             looping: true,
             calls: Mutex::new(Vec::new()),
-            panic_once: Default::default(),
+            listings: Default::default(),
+            deny_listing: Default::default(),
         };
         let reader = reader(fake, &store);
         let series = reader.list_series().await.unwrap();
@@ -403,10 +443,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_supervised_reader_whose_client_panics_is_restarted_and_reads() {
-        use crate::exposition::metrics::Telemetry;
-        use crate::poll::supervise::{supervise, FIRST_BACKOFF};
-        let tables = vec!["orders".to_string()];
+    async fn a_round_lists_once_per_refresh_and_a_failed_listing_keeps_the_last() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let tables = vec!["orders".to_string(), "payments".to_string()];
         let store = Arc::new(Store::new(tables.iter().map(|t| key(t))));
         let fake = FakeCloudWatch {
             tables: tables.clone(),
@@ -414,34 +453,48 @@ mod tests {
             list_page: 500,
             looping: false,
             calls: Mutex::new(Vec::new()),
-            panic_once: true.into(),
+            listings: Default::default(),
+            deny_listing: Default::default(),
         };
-        let client = Arc::new(fake);
-        let telemetry = Arc::new(Telemetry::new(false));
-        let shutdown = CancellationToken::new();
-        let (_tables, receiver) = watch::channel(vec![Name::from("orders")]);
-        let make = {
-            let (client, store, shutdown) =
-                (Arc::clone(&client), Arc::clone(&store), shutdown.clone());
-            move || {
-                let reader = shared_reader(Arc::clone(&client), &store);
-                reader.run(receiver.clone(), shutdown.clone())
-            }
-        };
-        let supervisor = tokio::spawn(supervise(
-            "cdc",
-            String::new(),
-            Arc::clone(&telemetry),
-            shutdown.clone(),
-            make,
-        ));
-        tokio::time::sleep(FIRST_BACKOFF + Duration::from_millis(100)).await;
-        assert_eq!(telemetry.task_restarts("cdc"), 1);
-        // The restarted reader listed the series and read them.
-        assert_eq!(client.calls.lock().unwrap().len(), 1);
-        let state = store.state(&key("orders")).unwrap();
-        assert_eq!(state.cdc["PutRecords"].len(), 4);
-        shutdown.cancel();
-        assert_eq!(supervisor.await.unwrap(), Some(()));
+        let reader = reader(fake, &store);
+        let names: Vec<Name> = tables.iter().map(|t| Name::from(t.as_str())).collect();
+        assert!(
+            reader.round(&[], None, true).await.is_none(),
+            "no tables, no call"
+        );
+        assert_eq!(reader.client.listings.load(SeqCst), 0);
+        let listed = reader.round(&names[..1], None, true).await.unwrap();
+        // One ListMetrics per CDC metric; one GetMetricData of orders' four.
+        assert_eq!(reader.client.listings.load(SeqCst), 4);
+        assert_eq!(*reader.client.calls.lock().unwrap(), [4]);
+        assert_eq!(listed.series.len(), 8, "every table's series is listed");
+        // Within the refresh interval the listing is reused, and a new
+        // table's series are read from it.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let again = reader.round(&names, Some(listed), false).await.unwrap();
+        assert_eq!(reader.client.listings.load(SeqCst), 4);
+        assert_eq!(*reader.client.calls.lock().unwrap(), [4, 8]);
+        assert_eq!(
+            store.state(&key("payments")).unwrap().cdc["PutRecords"].len(),
+            4
+        );
+        // Past it the series are listed again; a denied listing is counted
+        // and the last listing stays in use.
+        tokio::time::advance(reader.refresh).await;
+        reader.client.deny_listing.store(true, SeqCst);
+        let kept = reader
+            .round(&names, Some(again.clone()), false)
+            .await
+            .unwrap();
+        assert_eq!(kept.at, again.at);
+        assert_eq!(reader.client.calls.lock().unwrap().len(), 3, "still read");
+        let scope = store.scope_state(&reader.scope).unwrap();
+        assert_eq!(scope.cdc_errors["AccessDeniedException"], 1);
+        reader.failed(&PollError::Cancelled);
+        let scope = store.scope_state(&reader.scope).unwrap();
+        assert!(
+            !scope.cdc_errors.contains_key("cancelled"),
+            "never recorded"
+        );
     }
 }

@@ -15,12 +15,31 @@
 //!   table *undecided*: [`Refresh::tables`] keeps its last decision (polled
 //!   if it matched last time, not polled otherwise), and the caller counts
 //!   the error.
+//!
+//! A refresh is scheduled work of its scope ([`DiscoveryJob`], run by the
+//! scope's runner every `refresh_interval`); its outcome goes back to the
+//! fleet, which decides what is polled.
+
+use std::sync::Arc;
 
 use crate::aws::budget::Budget;
 use crate::aws::paginate::{self, LIST_TABLES, LIST_TAGS};
 use crate::aws::{self, CallPolicy, DynamoDbApi, PollError};
 use crate::config::Discovery;
 use crate::state::{Name, ScopeKey, Shard, TableKey};
+
+/// The discovery of one target in one region, as its scope runs it.
+#[derive(Debug)]
+pub struct DiscoveryJob<C> {
+    /// Names the refresh across reloads (the target's identity, the region
+    /// and the filters): a reload that keeps it keeps its schedule, and
+    /// its outcome finds the units it belongs to.
+    pub key: Name,
+    pub client: Arc<C>,
+    pub filters: Discovery,
+    pub shard: Shard,
+    pub policy: CallPolicy,
+}
 
 /// What one successful refresh found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,7 +79,9 @@ pub async fn discover<C: DynamoDbApi>(
     shard: &Shard,
 ) -> Result<Refresh, PollError> {
     let listed = paginate::all_pages(LIST_TABLES, |start| {
-        aws::call(budget, policy, move || client.list_tables(start.clone()))
+        aws::call(budget, policy, LIST_TABLES.request(), move || {
+            client.list_tables(start.clone())
+        })
     })
     .await;
     let mut names = listed.inspect_err(|err| {
@@ -87,6 +108,8 @@ pub async fn discover<C: DynamoDbApi>(
             match tags_of(client, budget, policy, &table_arn(&key)).await {
                 Ok(tags) if filters.matches_tags(&tags) => {}
                 Ok(_) => continue,
+                // Shutting down: this refresh decides nothing.
+                Err(PollError::Cancelled) => return Err(PollError::Cancelled),
                 Err(PollError::NotFound(_)) => {
                     tracing::debug!(account_id = %scope.account_id, region = %scope.region, table = %key.table,
                         "table deleted between ListTables and ListTagsOfResource; skipped");
@@ -107,14 +130,16 @@ pub async fn discover<C: DynamoDbApi>(
 }
 
 /// Every tag of one table.
-async fn tags_of<C: DynamoDbApi>(
+pub async fn tags_of<C: DynamoDbApi>(
     client: &C,
     budget: &Budget,
     policy: CallPolicy,
     arn: &str,
 ) -> Result<Vec<(String, String)>, PollError> {
     paginate::all_pages(LIST_TAGS, |token| {
-        aws::call(budget, policy, move || client.list_tags(arn, token.clone()))
+        aws::call(budget, policy, LIST_TAGS.request(), move || {
+            client.list_tags(arn, token.clone())
+        })
     })
     .await
 }

@@ -1,53 +1,92 @@
-//! The poll loop of one (account, region) scope. A scope runner owns the
-//! schedule of its tables: when each is next due, which are in flight. It
-//! starts a poll when one is due and fewer than `concurrency` run, and each
-//! poll takes its requests from the scope's [`Budget`] (through
-//! [`aws::call`]), so the scope never exceeds its rate however many tables
-//! it has: when they cannot all be polled within `poll_interval`, the cycle
-//! stretches, which the scope's effective-interval gauge shows.
+//! The background work of one (account, region) scope. A scope runner owns
+//! the queue of the scope's due work, of every kind it has:
+//!
+//! - table polls (`DescribeKinesisStreamingDestination`), each table every
+//!   `poll_interval`;
+//! - tag reads (`ListTagsOfResource`) of the tables whose target exports
+//!   tags or expects tables by a tag, every `tags_refresh_interval`
+//!   ([`tags`](crate::poll::tags)); they feed the tags and the
+//!   expectations into the store;
+//! - stream checks (Kinesis `DescribeStreamSummary`) of the streams behind
+//!   the tables' working destinations, once a cycle;
+//! - discovery refreshes ([`DiscoveryJob`]), every `refresh_interval`; their
+//!   outcome goes back to the fleet as a [`ScopeEvent`], and the fleet
+//!   hands the runner its new work;
+//! - CDC reads from CloudWatch ([`CdcJob`]), every `cdc_metrics.interval`
+//!   and at once when their table list changes.
+//!
+//! Each service has its own budget ([`Budgets`]: DynamoDB for polls, tag
+//! reads and refreshes, Kinesis for stream checks, CloudWatch for CDC
+//! reads), and the queue one lane per budget, each with up to
+//! `concurrency` items in flight: work waiting for one service's tokens
+//! never holds up another's. Every kind shares the rest: each item takes
+//! its requests from its budget (through [`aws::call`], which counts every
+//! attempt with the budget's [`ScopeMeter`]), so a scope never exceeds a
+//! service's rate however much work it has (when it cannot do it all within
+//! the intervals, the cycle stretches, and the scope warns once, naming the
+//! key to raise); every interval is jittered by the one [`jittered`]; and
+//! shutdown, panics and aborted work are handled the same way for all.
 //!
 //! - New tables (at start, after a reload or a discovery refresh) are spread
-//!   evenly over the first cycle, at no more than half the scope's rate, so
-//!   there is no burst; tables that stay keep their place in the schedule.
+//!   over their first cycle at the rate the DynamoDB budget has to spare
+//!   (all of it at start, so the first cycle takes about tables ÷ rate,
+//!   and never a burst above the rate); tables that stay keep their place
+//!   in the schedule, and so do the refreshes, reads and tag reads a reload
+//!   keeps. A new table's first tag read comes with its first poll.
 //! - After a poll, the table is due again one `poll_interval` (±10 %
-//!   jitter) after that poll started.
+//!   jitter) after that poll started; the other kinds likewise.
 //! - Scopes are independent: a hung or throttled region only slows its own
-//!   tables.
+//!   work.
 //!
-//! On shutdown the runner stops starting polls; polls in flight finish
-//! (each is bounded by its timeout) unless the grace period runs out first.
+//! On shutdown the runner starts nothing more and closes its budgets, so
+//! work waiting for a token ends at once (it was never started: it is not
+//! aborted, and nothing is recorded for it); calls in flight finish (each
+//! is bounded by its timeout) unless the grace period runs out first, and
+//! the runner returns how many it aborted then.
 //!
-//! Each call runs as a task of the runner's `JoinSet`. One that panics is
-//! logged at error, counted as a restart of task `poll`, and its table or
-//! stream goes back in the queue one interval on, so it is polled again;
-//! the runner itself is supervised by the fleet ([`crate::poll::supervise`]).
+//! Each item runs as a task of the runner's `JoinSet`. One that panics is
+//! logged at error, counted as a restart of its task (`poll` for table
+//! polls, tag reads and stream checks, `discovery`, `cdc`), and goes back
+//! in the queue one interval on (at most [`MAX_BACKOFF`]); the runner
+//! itself is supervised by the fleet ([`crate::poll::supervise`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::budget::Budget;
+use crate::aws::budget::{Budget, Meter, GUARD};
 use crate::aws::{
-    self, CallPolicy, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
+    self, CallPolicy, CloudWatchApi, Destination, DynamoDbApi, KinesisApi, PollError, StreamSummary,
 };
 use crate::config::TableRef;
 use crate::exposition::metrics::Telemetry;
-use crate::poll::supervise::panic_message;
+use crate::poll::cdc::{CdcJob, CdcReader, Listed};
+use crate::poll::discovery::{self, DiscoveryJob, Refresh};
+use crate::poll::supervise::{panic_message, MAX_BACKOFF};
+use crate::poll::tags::{self, TableRules};
 use crate::state::store::Store;
 use crate::state::{unix_now, Name, ScopeKey, Service, StreamKey, TableKey};
 
-/// Share of the poll interval by which each cycle is randomly stretched or
+/// Share of an interval by which each one is randomly stretched or
 /// shortened.
 const JITTER: f64 = 0.1;
 
-/// Share of the scope's rate that newly added tables may use while they are
-/// spread over their first cycle.
-const FIRST_CYCLE_SHARE: f64 = 0.5;
+/// The share of what the tables already in a scope leave of the DynamoDB
+/// rate at which new ones are spread: the newcomers stay together in the
+/// cycles that follow, so together with the others they must fit the
+/// budget with room to spare.
+const BUSY_FIRST_CYCLE_SHARE: f64 = 0.75;
+
+/// The least share of the DynamoDB rate new tables are spread at, however
+/// busy the scope already is.
+const MIN_FIRST_CYCLE_SHARE: f64 = 0.1;
 
 /// One table to poll, with the client that polls it.
 #[derive(Debug)]
@@ -57,6 +96,8 @@ pub struct PollJob<C> {
     pub client: Arc<C>,
     pub interval: Duration,
     pub policy: CallPolicy,
+    /// What the table's target expects of it and which tags it exports.
+    pub rules: Arc<TableRules>,
 }
 
 /// A scope's tables as the fleet hands them to its runner. Each job is
@@ -64,16 +105,112 @@ pub struct PollJob<C> {
 /// flight, rather than copied into each.
 pub type Jobs<C> = Vec<Arc<PollJob<C>>>;
 
+/// Everything a scope does, as the fleet hands it to the scope's runner.
+#[derive(Debug)]
+pub struct ScopeWork<C> {
+    pub tables: Jobs<C>,
+    /// One per discovering target of the scope, by key.
+    pub discoveries: Vec<Arc<DiscoveryJob<C>>>,
+    /// One per target of the scope with `cdc_metrics`, by key.
+    pub cdc: Vec<Arc<CdcJob<C>>>,
+}
+
+impl<C> Default for ScopeWork<C> {
+    fn default() -> Self {
+        ScopeWork {
+            tables: Vec::new(),
+            discoveries: Vec::new(),
+            cdc: Vec::new(),
+        }
+    }
+}
+
+impl<C> Clone for ScopeWork<C> {
+    fn clone(&self) -> Self {
+        ScopeWork {
+            tables: self.tables.clone(),
+            discoveries: self.discoveries.clone(),
+            cdc: self.cdc.clone(),
+        }
+    }
+}
+
+/// A scope's budgets, one per service it calls.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    /// Polls, tag reads and discovery (`max_requests_per_second`).
+    pub dynamodb: Arc<Budget>,
+    /// Stream checks (`kinesis_max_requests_per_second`).
+    pub kinesis: Arc<Budget>,
+    /// CDC reads (`cloudwatch_max_requests_per_second`).
+    pub cloudwatch: Arc<Budget>,
+}
+
+impl Budgets {
+    fn of(&self, lane: Lane) -> &Arc<Budget> {
+        match lane {
+            Lane::DynamoDb => &self.dynamodb,
+            Lane::Kinesis => &self.kinesis,
+            Lane::CloudWatch => &self.cloudwatch,
+        }
+    }
+
+    fn close(&self) {
+        for lane in LANES {
+            self.of(lane).close();
+        }
+    }
+}
+
+/// Counts every request a scope's budget lets go into the store
+/// (`dynamodb_kinesis_aws_requests_total`, and GetMetricData's metrics in
+/// `dynamodb_kinesis_cloudwatch_metrics_requested_total`). Once the scope
+/// stops it counts nothing more: its series are gone, and counting would
+/// bring them back.
+pub struct ScopeMeter {
+    pub store: Arc<Store>,
+    pub scope: ScopeKey,
+    pub service: Service,
+    pub stopped: CancellationToken,
+}
+
+impl Meter for ScopeMeter {
+    fn attempt(&self, operation: &'static str, metrics: u64) {
+        if self.stopped.is_cancelled() {
+            return;
+        }
+        self.store.update_scope(&self.scope, |scope| {
+            scope.count_request(self.service, operation);
+            if metrics > 0 {
+                scope.count_metrics_requested(metrics);
+            }
+        });
+    }
+}
+
+/// What a runner tells the fleet.
+#[derive(Debug)]
+pub enum ScopeEvent {
+    /// A discovery refresh ended (not when shutdown cut it short).
+    Discovered {
+        scope: ScopeKey,
+        key: Name,
+        outcome: Result<Refresh, PollError>,
+    },
+}
+
 /// What a scope runner shares with the rest of the exporter.
 pub struct ScopeRunner {
     pub key: ScopeKey,
-    pub budget: Arc<Budget>,
+    pub budgets: Budgets,
     pub store: Arc<Store>,
     pub telemetry: Arc<Telemetry>,
-    /// Polls in flight at most.
+    /// Work items in flight at most, per service.
     pub concurrency: usize,
-    /// How long polls in flight may take to finish on shutdown.
+    /// How long work in flight may take to finish on shutdown.
     pub grace: Duration,
+    /// Where discovery outcomes go (the fleet).
+    pub events: mpsc::UnboundedSender<ScopeEvent>,
 }
 
 struct Slot<C> {
@@ -88,6 +225,16 @@ struct Slot<C> {
     streams: Vec<Name>,
 }
 
+/// A table's tag reads, for tables whose target reads tags.
+struct TagSlot {
+    due: Instant,
+    running: bool,
+    /// The tags the rules use, from the last successful read.
+    kept: Option<Vec<(String, String)>>,
+    /// The expectation last given to the store.
+    expected: Option<bool>,
+}
+
 /// A stream to cross-check, and which tables' destinations name it.
 struct StreamSlot {
     due: Instant,
@@ -96,80 +243,251 @@ struct StreamSlot {
     tables: Vec<TableKey>,
 }
 
-/// What is next in the queue: a table's poll or a stream's check.
+/// A discovery refresh or a CDC read in the schedule.
+struct WorkSlot<J> {
+    job: Arc<J>,
+    due: Instant,
+    running: bool,
+    /// The job changed while it ran: due again as soon as it ends.
+    again: bool,
+}
+
+/// A CDC read's slot, with what its rounds keep.
+struct CdcSlot<C> {
+    work: WorkSlot<CdcJob<C>>,
+    listed: Option<Listed>,
+    /// Whether its cost was logged (the first round does).
+    estimated: bool,
+}
+
+/// What is next in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
     Table(TableKey),
+    Tags(TableKey),
     Stream(Name),
+    Discovery(Name),
+    Cdc(Name),
 }
 
-/// A finished call and when it started.
+/// The service (and so the budget and the lane) a work item calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    DynamoDb,
+    Kinesis,
+    CloudWatch,
+}
+
+const LANES: [Lane; 3] = [Lane::DynamoDb, Lane::Kinesis, Lane::CloudWatch];
+
+impl Lane {
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn service(self) -> Service {
+        match self {
+            Lane::DynamoDb => Service::DynamoDb,
+            Lane::Kinesis => Service::Kinesis,
+            Lane::CloudWatch => Service::CloudWatch,
+        }
+    }
+}
+
+impl Due {
+    /// The task a panic of this work is counted under.
+    fn task(&self) -> &'static str {
+        match self {
+            Due::Table(_) | Due::Tags(_) | Due::Stream(_) => "poll",
+            Due::Discovery(_) => "discovery",
+            Due::Cdc(_) => "cdc",
+        }
+    }
+
+    fn lane(&self) -> Lane {
+        match self {
+            Due::Table(_) | Due::Tags(_) | Due::Discovery(_) => Lane::DynamoDb,
+            Due::Stream(_) => Lane::Kinesis,
+            Due::Cdc(_) => Lane::CloudWatch,
+        }
+    }
+}
+
+/// The scope's due work: one queue in one lane per service budget, each
+/// lane ordered by due time and with its own count of items in flight.
+#[derive(Default)]
+struct Queue {
+    lanes: [BTreeSet<(Instant, Due)>; 3],
+    busy: [usize; 3],
+}
+
+impl Queue {
+    fn insert(&mut self, at: Instant, due: Due) {
+        self.lanes[due.lane().index()].insert((at, due));
+    }
+
+    fn remove(&mut self, at: Instant, due: Due) {
+        self.lanes[due.lane().index()].remove(&(at, due));
+    }
+
+    /// When the next item may start: the earliest due time of a lane with
+    /// fewer than `limit` items in flight.
+    fn next(&self, limit: usize) -> Option<Instant> {
+        (LANES.iter())
+            .filter(|lane| self.busy[lane.index()] < limit)
+            .filter_map(|lane| self.lanes[lane.index()].first().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// Take the earliest item due by `now` of a lane with room.
+    fn pop(&mut self, limit: usize, now: Instant) -> Option<Due> {
+        let lane = (LANES.iter())
+            .filter(|lane| self.busy[lane.index()] < limit)
+            .filter_map(|lane| {
+                let (at, _) = self.lanes[lane.index()].first()?;
+                (*at <= now).then_some((*at, *lane))
+            })
+            .min_by_key(|(at, _)| *at)?
+            .1;
+        self.lanes[lane.index()].pop_first().map(|(_, due)| due)
+    }
+}
+
+/// A finished work item and when it started.
 enum Finished {
     Table(TableKey, Instant, Result<Vec<Destination>, PollError>),
+    Tags(TableKey, Instant, Result<Vec<(String, String)>, PollError>),
     Stream(Name, Instant, Result<StreamSummary, PollError>),
+    Discovery(Name, Instant, Result<Refresh, PollError>),
+    Cdc(Name, Instant, Option<Listed>),
 }
+
+type Call = Pin<Box<dyn Future<Output = Finished> + Send>>;
 
 /// The runner's own state while it runs.
 struct Running<C> {
     tables: HashMap<TableKey, Slot<C>>,
+    tags: HashMap<TableKey, TagSlot>,
     streams: HashMap<Name, StreamSlot>,
-    queue: BTreeSet<(Instant, Due)>,
+    discoveries: HashMap<Name, WorkSlot<DiscoveryJob<C>>>,
+    cdc: HashMap<Name, CdcSlot<C>>,
+    queue: Queue,
     warned_stretch: bool,
-    /// The measured cycle (seconds between two polls of one table), which
-    /// is longer than the configured one when the budget stretches it.
-    effective: Option<f64>,
+    warned_streams: bool,
+}
+
+impl<C> Running<C> {
+    fn new() -> Self {
+        Running {
+            tables: HashMap::new(),
+            tags: HashMap::new(),
+            streams: HashMap::new(),
+            discoveries: HashMap::new(),
+            cdc: HashMap::new(),
+            queue: Queue::default(),
+            warned_stretch: false,
+            warned_streams: false,
+        }
+    }
+
+    /// The scope's cycle: the shortest poll interval among its tables.
+    fn scope_interval(&self) -> Duration {
+        self.tables
+            .values()
+            .map(|s| s.job.interval)
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// How often `due`'s work comes round; `None` once it is gone.
+    fn interval(&self, due: &Due) -> Option<Duration> {
+        match due {
+            Due::Table(key) => self.tables.get(key).map(|s| s.job.interval),
+            Due::Tags(key) => (self.tags.get(key))
+                .and(self.tables.get(key))
+                .map(|s| s.job.rules.target.tags_refresh_interval),
+            Due::Stream(arn) => self.streams.get(arn).map(|_| self.scope_interval()),
+            Due::Discovery(key) => {
+                (self.discoveries.get(key)).map(|s| s.job.filters.refresh_interval)
+            }
+            Due::Cdc(key) => self.cdc.get(key).map(|s| s.work.job.interval),
+        }
+    }
+
+    /// Mark `due`'s work as no longer running and put it back in the queue
+    /// at `at`. Work that is gone stays gone.
+    fn requeue(&mut self, due: Due, at: Instant) {
+        let slot = match &due {
+            Due::Table(key) => self
+                .tables
+                .get_mut(key)
+                .map(|s| (&mut s.due, &mut s.running)),
+            Due::Tags(key) => self.tags.get_mut(key).map(|s| (&mut s.due, &mut s.running)),
+            Due::Stream(arn) => self
+                .streams
+                .get_mut(arn)
+                .map(|s| (&mut s.due, &mut s.running)),
+            Due::Discovery(key) => {
+                (self.discoveries.get_mut(key)).map(|s| (&mut s.due, &mut s.running))
+            }
+            Due::Cdc(key) => {
+                (self.cdc.get_mut(key)).map(|s| (&mut s.work.due, &mut s.work.running))
+            }
+        };
+        if let Some((slot_due, running)) = slot {
+            *running = false;
+            *slot_due = at;
+            self.queue.insert(at, due);
+        }
+    }
 }
 
 impl ScopeRunner {
-    /// Poll the jobs `jobs` holds (and whatever it is changed to), and
-    /// cross-check the streams their working destinations name, until
+    /// Do the work `work` holds (and whatever it is changed to), and
+    /// cross-check the streams the tables' working destinations name, until
     /// `shutdown` is cancelled or the sender is dropped. Returns the number
     /// of calls aborted at the end.
-    pub async fn run<C: DynamoDbApi + KinesisApi>(
+    pub async fn run<C: DynamoDbApi + KinesisApi + CloudWatchApi>(
         self,
-        mut jobs: watch::Receiver<Jobs<C>>,
+        mut work: watch::Receiver<ScopeWork<C>>,
         shutdown: CancellationToken,
     ) -> usize {
-        let mut state = Running {
-            tables: HashMap::new(),
-            streams: HashMap::new(),
-            queue: BTreeSet::new(),
-            warned_stretch: false,
-            effective: None,
-        };
-        self.telemetry.supervise_task("poll");
+        let mut state = Running::new();
+        for task in ["poll", "discovery", "cdc"] {
+            self.telemetry.supervise_task(task);
+        }
+        let limit = self.concurrency.max(1);
         let mut running: JoinSet<Finished> = JoinSet::new();
-        // What each call in flight is for: a call that panics says nothing
-        // else, and its table or stream must go back in the queue.
+        // What each item in flight is for: a task that panics says nothing
+        // else, and its work must go back in the queue.
         let mut in_flight: HashMap<Id, Due> = HashMap::new();
-        let initial = jobs.borrow_and_update().clone();
+        let initial = work.borrow_and_update().clone();
         self.merge(initial, &mut state);
         loop {
-            let next = if running.len() < self.concurrency.max(1) {
-                state.queue.first().map(|(due, _)| *due)
-            } else {
-                None
-            };
+            let next = state.queue.next(limit);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     self.joined(joined, &mut in_flight, &mut state);
                 }
-                changed = jobs.changed() => {
+                changed = work.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let update = jobs.borrow_and_update().clone();
+                    let update = work.borrow_and_update().clone();
                     self.merge(update, &mut state);
                 }
                 () = sleep_until_some(next) => {
-                    if let Some((due, call)) = self.start_next(&mut state) {
+                    if let Some((due, call)) = self.start_next(&mut state, limit) {
+                        state.queue.busy[due.lane().index()] += 1;
                         in_flight.insert(running.spawn(call).id(), due);
                     }
                 }
             }
         }
+        // Work waiting for a token ends now, as not made.
+        self.budgets.close();
         let drained = tokio::time::timeout(self.grace, async {
             while let Some(joined) = running.join_next_with_id().await {
                 self.joined(joined, &mut in_flight, &mut state);
@@ -180,90 +498,83 @@ impl ScopeRunner {
             return 0;
         }
         let left = running.len();
-        tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, polls = left,
-            "polls still running after the grace period; aborting them");
+        tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, calls = left,
+            "calls still running after the grace period; aborting them");
         running.shutdown().await;
         left
     }
 
-    /// Record a call that ended: its outcome, or, when it panicked, the
-    /// panic (logged, counted as a restart of task `poll`) and its table or
-    /// stream back in the queue one interval on.
+    /// Record work that ended: its outcome, or, when it panicked, the
+    /// panic (logged, counted as a restart of its task) and its work back
+    /// in the queue one interval on (at most [`MAX_BACKOFF`]).
     fn joined<C>(
         &self,
         joined: Result<(Id, Finished), JoinError>,
         in_flight: &mut HashMap<Id, Due>,
         state: &mut Running<C>,
     ) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(err) => err.id(),
+        };
+        let Some(due) = in_flight.remove(&id) else {
+            return;
+        };
+        state.queue.busy[due.lane().index()] -= 1;
         let err = match joined {
-            Ok((id, finished)) => {
-                in_flight.remove(&id);
+            Ok((_, finished)) => {
                 self.finish(finished, state);
                 return;
             }
             Err(err) => err,
         };
-        let Some(due) = in_flight.remove(&err.id()) else {
-            return;
-        };
         if err.is_panic() {
-            self.telemetry.record_task_restart("poll");
-            tracing::error!(task = "poll", account_id = %self.key.account_id, region = %self.key.region, call = ?due,
+            let task = due.task();
+            self.telemetry.record_task_restart(task);
+            tracing::error!(task, account_id = %self.key.account_id, region = %self.key.region, work = ?due,
                 panic = %panic_message(err.into_panic()),
-                "a poll panicked; it is scheduled again one interval on (dynamodb_kinesis_exporter_task_restarts_total)");
+                "background work panicked; it is scheduled again one interval on (dynamodb_kinesis_exporter_task_restarts_total)");
         }
-        self.reschedule(due, state);
-    }
-
-    /// Put a table or stream whose call ended without an outcome back in
-    /// the queue, one (jittered) interval from now.
-    fn reschedule<C>(&self, due: Due, state: &mut Running<C>) {
-        let now = Instant::now();
-        match due {
-            Due::Table(key) => {
-                if let Some(slot) = state.tables.get_mut(&key) {
-                    slot.running = false;
-                    slot.due = now + jittered(slot.job.interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Table(key)));
-                }
-            }
-            Due::Stream(arn) => {
-                let interval = scope_interval(state);
-                if let Some(slot) = state.streams.get_mut(&arn) {
-                    slot.running = false;
-                    slot.due = now + jittered(interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Stream(arn)));
-                }
-            }
+        if let Some(interval) = state.interval(&due) {
+            let at = Instant::now() + jittered(interval.min(MAX_BACKOFF), fastrand::f64());
+            state.requeue(due, at);
         }
     }
 
-    /// Take the first due entry off the queue and make its call.
-    fn start_next<C: DynamoDbApi + KinesisApi>(
+    /// Take the first due item off the queue (of a lane with room) and
+    /// start its work.
+    fn start_next<C: DynamoDbApi + KinesisApi + CloudWatchApi>(
         &self,
         state: &mut Running<C>,
-    ) -> Option<(
-        Due,
-        impl std::future::Future<Output = Finished> + Send + 'static,
-    )> {
-        let (_, due) = state.queue.pop_first()?;
-        let budget = Arc::clone(&self.budget);
+        limit: usize,
+    ) -> Option<(Due, Call)> {
+        let due = state.queue.pop(limit, Instant::now())?;
+        let budget = Arc::clone(self.budgets.of(due.lane()));
         let what = due.clone();
-        match due {
+        let call: Call = match due {
             Due::Table(key) => {
                 let slot = state.tables.get_mut(&key)?;
                 slot.running = true;
                 let job = Arc::clone(&slot.job);
-                Some((
-                    what,
-                    futures_boxed(async move {
-                        let started = Instant::now();
-                        let outcome =
-                            aws::call(&budget, job.policy, || job.client.describe(&job.table))
-                                .await;
-                        Finished::Table(job.key.clone(), started, outcome)
-                    }),
-                ))
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome =
+                        aws::call(&budget, job.policy, aws::DESCRIBE_DESTINATIONS, || {
+                            job.client.describe(&job.table)
+                        })
+                        .await;
+                    Finished::Table(job.key.clone(), started, outcome)
+                })
+            }
+            Due::Tags(key) => {
+                let job = state.tables.get(&key).map(|s| Arc::clone(&s.job))?;
+                let slot = state.tags.get_mut(&key)?;
+                slot.running = true;
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome = tags::read(&*job.client, &budget, job.policy, &key).await;
+                    Finished::Tags(key, started, outcome)
+                })
             }
             Due::Stream(arn) => {
                 let slot = state.streams.get_mut(&arn)?;
@@ -275,25 +586,128 @@ impl ScopeRunner {
                     .find_map(|t| state.tables.get(t))
                     .map(|s| Arc::clone(&s.job))?;
                 slot.running = true;
-                Some((
-                    what,
-                    futures_boxed(async move {
-                        let started = Instant::now();
-                        let outcome =
-                            aws::call(&budget, job.policy, || job.client.describe_stream(&arn))
-                                .await;
-                        Finished::Stream(arn, started, outcome)
-                    }),
-                ))
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome = aws::call(&budget, job.policy, aws::DESCRIBE_STREAM, || {
+                        job.client.describe_stream(&arn)
+                    })
+                    .await;
+                    Finished::Stream(arn, started, outcome)
+                })
             }
-        }
+            Due::Discovery(key) => {
+                let slot = state.discoveries.get_mut(&key)?;
+                slot.running = true;
+                slot.again = false;
+                let job = Arc::clone(&slot.job);
+                let scope = self.key.clone();
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let outcome = discovery::discover(
+                        &*job.client,
+                        &budget,
+                        job.policy,
+                        &job.filters,
+                        &scope,
+                        &job.shard,
+                    )
+                    .await;
+                    Finished::Discovery(key, started, outcome)
+                })
+            }
+            Due::Cdc(key) => {
+                let slot = state.cdc.get_mut(&key)?;
+                slot.work.running = true;
+                slot.work.again = false;
+                let job = Arc::clone(&slot.work.job);
+                let listed = slot.listed.clone();
+                let estimate = !std::mem::replace(&mut slot.estimated, true);
+                let reader = CdcReader {
+                    scope: self.key.clone(),
+                    client: Arc::clone(&job.client),
+                    budget,
+                    policy: job.policy,
+                    store: Arc::clone(&self.store),
+                    interval: job.interval,
+                    refresh: job.refresh,
+                };
+                Box::pin(async move {
+                    let started = Instant::now();
+                    let listed = reader.round(&job.tables, listed, estimate).await;
+                    Finished::Cdc(key, started, listed)
+                })
+            }
+        };
+        Some((what, call))
     }
 
-    /// Make the schedule hold exactly `jobs`: tables that stay keep their
-    /// due time, new ones are spread over their first cycle.
-    fn merge<C>(&self, jobs: Jobs<C>, state: &mut Running<C>) {
-        let wanted: std::collections::HashSet<TableKey> =
-            jobs.iter().map(|j| j.key.clone()).collect();
+    /// Make the schedule hold exactly `work`: tables, refreshes and reads
+    /// that stay keep their due time, new tables are spread over their
+    /// first cycle, new refreshes and reads are due at once.
+    fn merge<C>(&self, work: ScopeWork<C>, state: &mut Running<C>) {
+        self.merge_tables(work.tables, state);
+        let now = Instant::now();
+        let wanted: HashSet<Name> = work.discoveries.iter().map(|j| j.key.clone()).collect();
+        state.discoveries.retain(|key, slot| {
+            let keep = wanted.contains(key);
+            if !keep {
+                state.queue.remove(slot.due, Due::Discovery(key.clone()));
+            }
+            keep
+        });
+        for job in work.discoveries {
+            match state.discoveries.get_mut(&job.key) {
+                Some(slot) => slot.job = job,
+                None => {
+                    state.queue.insert(now, Due::Discovery(job.key.clone()));
+                    state
+                        .discoveries
+                        .insert(job.key.clone(), fresh_slot(job, now));
+                }
+            }
+        }
+        let wanted: HashSet<Name> = work.cdc.iter().map(|j| j.key.clone()).collect();
+        state.cdc.retain(|key, slot| {
+            let keep = wanted.contains(key);
+            if !keep {
+                state.queue.remove(slot.work.due, Due::Cdc(key.clone()));
+            }
+            keep
+        });
+        for job in work.cdc {
+            let key = job.key.clone();
+            let Some(slot) = state.cdc.get_mut(&key) else {
+                state.queue.insert(now, Due::Cdc(key.clone()));
+                let slot = CdcSlot {
+                    work: fresh_slot(job, now),
+                    listed: None,
+                    estimated: false,
+                };
+                state.cdc.insert(key, slot);
+                continue;
+            };
+            let changed = slot.work.job.tables != job.tables;
+            slot.work.job = job;
+            // New tables do not wait a whole interval for their values.
+            if changed && slot.work.running {
+                slot.work.again = true;
+            } else if changed && slot.work.due > now {
+                state.queue.remove(slot.work.due, Due::Cdc(key.clone()));
+                slot.work.due = now;
+                state.queue.insert(now, Due::Cdc(key));
+            }
+        }
+        self.store.update_scope(&self.key, |scope| {
+            for lane in LANES {
+                let budget = self.budgets.of(lane);
+                scope.set_budget(lane.service(), budget.rate(), budget.throttled_total());
+            }
+        });
+    }
+
+    /// The table part of [`ScopeRunner::merge`], tag reads included.
+    fn merge_tables<C>(&self, jobs: Jobs<C>, state: &mut Running<C>) {
+        let wanted: HashSet<TableKey> = jobs.iter().map(|j| j.key.clone()).collect();
         let gone: Vec<TableKey> = state
             .tables
             .keys()
@@ -302,59 +716,137 @@ impl ScopeRunner {
             .collect();
         for key in gone {
             if let Some(slot) = state.tables.remove(&key) {
-                state.queue.remove(&(slot.due, Due::Table(key.clone())));
+                state.queue.remove(slot.due, Due::Table(key.clone()));
                 self.set_streams(&key, Vec::new(), slot.streams, state);
+            }
+            if let Some(slot) = state.tags.remove(&key) {
+                state.queue.remove(slot.due, Due::Tags(key));
             }
         }
         let now = Instant::now();
-        let fresh: Jobs<C> = jobs
-            .into_iter()
-            .filter_map(|job| match state.tables.get_mut(&job.key) {
+        let mut fresh: Jobs<C> = Vec::new();
+        for job in jobs {
+            match state.tables.get_mut(&job.key) {
                 Some(slot) => {
-                    slot.job = job;
-                    None
+                    let changed = !Arc::ptr_eq(&slot.job.rules, &job.rules);
+                    let due = slot.due;
+                    slot.job = Arc::clone(&job);
+                    if changed {
+                        self.apply_rules(&job, due, state);
+                    }
                 }
-                None => Some(job),
+                None => fresh.push(job),
+            }
+        }
+        // New tables are spread at the rate the budget has to spare: all of
+        // it at start (so the first cycle takes tables ÷ rate), else part of
+        // what the tables already in the schedule leave of it; a first tag
+        // read counts as a second call.
+        let rate = self.budgets.dynamodb.max_rate();
+        let effective = rate / (1.0 + GUARD);
+        let load: f64 = (state.tables.values())
+            .map(|s| {
+                let mut per_second = 1.0 / s.job.interval.as_secs_f64().max(1e-3);
+                if s.job.rules.reads_tags() {
+                    per_second += 1.0
+                        / s.job
+                            .rules
+                            .target
+                            .tags_refresh_interval
+                            .as_secs_f64()
+                            .max(1e-3);
+                }
+                per_second
             })
-            .collect();
-        let rate = self.budget.max_rate() * FIRST_CYCLE_SHARE;
-        let count = fresh.len();
-        for (i, job) in fresh.into_iter().enumerate() {
-            let window = job
-                .interval
-                .min(Duration::from_secs_f64(count as f64 / rate));
-            let due = now + window.mul_f64(i as f64 / count as f64);
-            state.queue.insert((due, Due::Table(job.key.clone())));
+            .sum();
+        let spare = match load > 0.0 {
+            false => effective,
+            true => {
+                ((effective - load) * BUSY_FIRST_CYCLE_SHARE).max(effective * MIN_FIRST_CYCLE_SHARE)
+            }
+        };
+        let calls: f64 = (fresh.iter())
+            .map(|j| if j.rules.reads_tags() { 2.0 } else { 1.0 })
+            .sum();
+        let mut offset = 0.0;
+        for job in fresh {
+            let share = if job.rules.reads_tags() { 2.0 } else { 1.0 };
+            let window = job.interval.min(Duration::from_secs_f64(calls / spare));
+            let due = now + window.mul_f64(offset / calls);
+            offset += share;
+            state.queue.insert(due, Due::Table(job.key.clone()));
             state.tables.insert(
                 job.key.clone(),
                 Slot {
-                    job,
+                    job: Arc::clone(&job),
                     due,
                     last_start: None,
                     running: false,
                     streams: Vec::new(),
                 },
             );
+            self.apply_rules(&job, due, state);
         }
         let tables = state.tables.len();
-        let interval = scope_interval(state);
-        let cycle = tables as f64 / self.budget.max_rate();
+        let interval = state.scope_interval();
+        let cycle = tables as f64 / rate;
         if !state.warned_stretch && cycle > interval.as_secs_f64() && tables > 0 {
             state.warned_stretch = true;
             tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, tables,
-                poll_interval = ?interval, max_requests_per_second = self.budget.max_rate(),
+                poll_interval = ?interval, max_requests_per_second = rate,
                 cycle_seconds = cycle,
-                "the request budget cannot poll every table of this scope within poll_interval; each cycle stretches (see dynamodb_kinesis_scope_effective_poll_interval_seconds)");
+                "the DynamoDB request budget cannot poll every table of this scope within poll_interval; each cycle stretches (see dynamodb_kinesis_scope_effective_poll_interval_seconds): raise max_requests_per_second, or poll_interval");
         }
         self.store.update_scope(&self.key, |scope| {
             scope.tables = tables;
             scope.poll_interval = interval.as_secs_f64();
-            scope.set_budget(
-                Service::DynamoDb,
-                self.budget.rate(),
-                self.budget.throttled_total(),
-            );
         });
+    }
+
+    /// Apply a table's rules (new, or changed by a reload): whether its
+    /// tags series waits for a read, its expectation, and its tag reads
+    /// (the first due with `due`, its next poll).
+    fn apply_rules<C>(&self, job: &PollJob<C>, due: Instant, state: &mut Running<C>) {
+        let rules = &job.rules;
+        self.store.set_exports_tags(&job.key, rules.exports_tags());
+        if !rules.reads_tags() {
+            if let Some(slot) = state.tags.remove(&job.key) {
+                state.queue.remove(slot.due, Due::Tags(job.key.clone()));
+            }
+            let expected = rules.expected(&job.table, None);
+            self.store
+                .set_expectation(&job.key, expected, rules.stream.clone());
+            return;
+        }
+        let slot = state
+            .tags
+            .entry(job.key.clone())
+            .or_insert_with(|| TagSlot {
+                due,
+                running: false,
+                kept: None,
+                expected: None,
+            });
+        // Decided without the tags, or by the last read: else, until the
+        // read due now, the last answer stands.
+        let expected = rules
+            .expected(&job.table, None)
+            .or_else(|| {
+                rules
+                    .expected(&job.table, slot.kept.as_deref())
+                    .filter(|_| slot.kept.is_some())
+            })
+            .or(slot.expected);
+        slot.expected = expected;
+        if !slot.running && slot.due > due {
+            state.queue.remove(slot.due, Due::Tags(job.key.clone()));
+            slot.due = due;
+        }
+        if !slot.running {
+            state.queue.insert(slot.due, Due::Tags(job.key.clone()));
+        }
+        self.store
+            .set_expectation(&job.key, expected, rules.stream.clone());
     }
 
     /// Point `table`'s stream references from `old` to `new`: streams no
@@ -372,7 +864,7 @@ impl ScopeRunner {
             };
             slot.tables.retain(|t| t != table);
             if slot.tables.is_empty() {
-                state.queue.remove(&(slot.due, Due::Stream(arn.clone())));
+                state.queue.remove(slot.due, Due::Stream(arn.clone()));
                 state.streams.remove(arn);
                 self.store.remove_stream(&self.stream_key(arn));
             }
@@ -380,7 +872,7 @@ impl ScopeRunner {
         let now = Instant::now();
         for arn in new.iter().filter(|arn| !old.contains(arn)) {
             let slot = state.streams.entry(arn.clone()).or_insert_with(|| {
-                state.queue.insert((now, Due::Stream(arn.clone())));
+                state.queue.insert(now, Due::Stream(arn.clone()));
                 StreamSlot {
                     due: now,
                     running: false,
@@ -395,6 +887,17 @@ impl ScopeRunner {
         if let Some(slot) = state.tables.get_mut(table) {
             slot.streams = new;
         }
+        let streams = state.streams.len();
+        let rate = self.budgets.kinesis.max_rate();
+        let interval = state.scope_interval();
+        let cycle = streams as f64 / rate;
+        if !state.warned_streams && cycle > interval.as_secs_f64() && streams > 0 {
+            state.warned_streams = true;
+            tracing::warn!(account_id = %self.key.account_id, region = %self.key.region, streams,
+                poll_interval = ?interval, kinesis_max_requests_per_second = rate,
+                cycle_seconds = cycle,
+                "the Kinesis request budget cannot check every stream of this scope within poll_interval; the stream checks' cycle stretches: raise kinesis_max_requests_per_second (DescribeStreamSummary allows 20 a second per account)");
+        }
     }
 
     fn stream_key(&self, arn: &Name) -> StreamKey {
@@ -405,21 +908,36 @@ impl ScopeRunner {
         }
     }
 
-    /// Record a finished call and put its table or stream back in the queue.
+    /// Record a service's budget in the scope's state.
+    fn record_budget(&self, lane: Lane) {
+        let budget = self.budgets.of(lane);
+        self.store.update_scope(&self.key, |scope| {
+            scope.set_budget(lane.service(), budget.rate(), budget.throttled_total());
+        });
+    }
+
+    /// Record finished work and put it back in the queue.
     fn finish<C>(&self, finished: Finished, state: &mut Running<C>) {
         let now = unix_now();
         let (account, region) = (&self.key.account_id, &self.key.region);
-        match &finished {
-            Finished::Table(_, _, Err(err)) => {
-                aws::warn_unknown_code(account, region, "table poll", err);
-            }
-            Finished::Stream(_, _, Err(err)) => {
-                aws::warn_unknown_code(account, region, "stream check", err);
-            }
-            _ => {}
-        }
         match finished {
+            // Shutdown came before the call was made: nothing to record.
+            Finished::Table(key, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Table(key), Instant::now());
+            }
+            Finished::Tags(key, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Tags(key), Instant::now());
+            }
+            Finished::Stream(arn, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Stream(arn), Instant::now());
+            }
+            Finished::Discovery(key, _, Err(PollError::Cancelled)) => {
+                state.requeue(Due::Discovery(key), Instant::now());
+            }
             Finished::Table(key, started, outcome) => {
+                if let Err(err) = &outcome {
+                    aws::warn_unknown_code(account, region, "table poll", err);
+                }
                 self.telemetry
                     .observe_poll(&self.key, started.elapsed().as_secs_f64());
                 let checked = self.store.record(&key, &outcome, now);
@@ -431,62 +949,115 @@ impl ScopeRunner {
                 };
                 let mut gap = None;
                 if let Some(slot) = state.tables.get_mut(&key) {
-                    slot.running = false;
                     gap = slot.last_start.map(|last| (started - last).as_secs_f64());
                     slot.last_start = Some(started);
-                    slot.due = started + jittered(slot.job.interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Table(key.clone())));
+                    let at = started + jittered(slot.job.interval, fastrand::f64());
                     if let Some(new) = streams {
                         let old = std::mem::take(&mut slot.streams);
                         self.set_streams(&key, new, old, state);
                     }
+                    state.requeue(Due::Table(key), at);
                 }
+                let budget = &self.budgets.dynamodb;
                 self.store.update_scope(&self.key, |scope| {
                     if let Some(gap) = gap {
                         scope.record_gap(gap);
                     }
-                    scope.set_budget(
-                        Service::DynamoDb,
-                        self.budget.rate(),
-                        self.budget.throttled_total(),
-                    );
-                    state.effective = scope.effective_interval;
+                    scope.set_budget(Service::DynamoDb, budget.rate(), budget.throttled_total());
                 });
             }
+            Finished::Tags(key, started, outcome) => {
+                if let Err(err) = &outcome {
+                    aws::warn_unknown_code(account, region, "tag read", err);
+                }
+                let interval = {
+                    let (Some(table), Some(slot)) =
+                        (state.tables.get(&key), state.tags.get_mut(&key))
+                    else {
+                        return;
+                    };
+                    let rules = &table.job.rules;
+                    match outcome {
+                        Ok(all) => {
+                            let kept = rules.kept(all);
+                            self.store.record_tags(&key, Ok(rules.export(&kept)), now);
+                            slot.expected = rules.expected(&table.job.table, Some(&kept));
+                            slot.kept = Some(kept);
+                            self.store
+                                .set_expectation(&key, slot.expected, rules.stream.clone());
+                        }
+                        Err(err) => self.store.record_tags(&key, Err(&err), now),
+                    }
+                    rules.target.tags_refresh_interval
+                };
+                state.requeue(
+                    Due::Tags(key),
+                    started + jittered(interval, fastrand::f64()),
+                );
+                self.record_budget(Lane::DynamoDb);
+            }
             Finished::Stream(arn, started, outcome) => {
-                // Once a cycle, however many tables name the stream, and a
-                // stretched cycle stretches the checks too, so they never
-                // take more than their share of the budget.
-                let cycle = state.effective.unwrap_or(0.0);
-                let interval = scope_interval(state).max(Duration::from_secs_f64(cycle));
+                if let Err(err) = &outcome {
+                    aws::warn_unknown_code(account, region, "stream check", err);
+                }
+                // Once a cycle, however many tables name the stream. Their
+                // own budget paces them: when it cannot check every stream
+                // in a cycle, the checks queue and their cycle stretches.
+                let interval = state.scope_interval();
                 // A stream no table names any more is not recorded again.
-                if let Some(slot) = state.streams.get_mut(&arn) {
-                    slot.running = false;
-                    slot.due = started + jittered(interval, fastrand::f64());
-                    state.queue.insert((slot.due, Due::Stream(arn.clone())));
+                if state.streams.contains_key(&arn) {
                     self.store
                         .record_stream(&self.stream_key(&arn), &outcome, now);
+                    state.requeue(
+                        Due::Stream(arn),
+                        started + jittered(interval, fastrand::f64()),
+                    );
                 }
+                self.record_budget(Lane::Kinesis);
+            }
+            Finished::Discovery(key, started, outcome) => {
+                if let Some(slot) = state.discoveries.get(&key) {
+                    let interval = slot.job.filters.refresh_interval;
+                    let at = if slot.again {
+                        Instant::now()
+                    } else {
+                        started + jittered(interval, fastrand::f64())
+                    };
+                    state.requeue(Due::Discovery(key.clone()), at);
+                }
+                self.record_budget(Lane::DynamoDb);
+                // The fleet may have no use for it any more (a reload); it
+                // decides.
+                let _ = self.events.send(ScopeEvent::Discovered {
+                    scope: self.key.clone(),
+                    key,
+                    outcome,
+                });
+            }
+            Finished::Cdc(key, started, listed) => {
+                if let Some(slot) = state.cdc.get_mut(&key) {
+                    slot.listed = listed;
+                    let at = if slot.work.again {
+                        Instant::now()
+                    } else {
+                        started + jittered(slot.work.job.interval, fastrand::f64())
+                    };
+                    state.requeue(Due::Cdc(key), at);
+                }
+                self.record_budget(Lane::CloudWatch);
             }
         }
     }
 }
 
-/// The scope's cycle: the shortest poll interval among its tables.
-fn scope_interval<C>(state: &Running<C>) -> Duration {
-    state
-        .tables
-        .values()
-        .map(|s| s.job.interval)
-        .min()
-        .unwrap_or_default()
-}
-
-/// The two call futures as one type.
-fn futures_boxed(
-    call: impl std::future::Future<Output = Finished> + Send + 'static,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Finished> + Send>> {
-    Box::pin(call)
+/// A refresh or read slot, due at `now`.
+fn fresh_slot<J>(job: Arc<J>, now: Instant) -> WorkSlot<J> {
+    WorkSlot {
+        job,
+        due: now,
+        running: false,
+        again: false,
+    }
 }
 
 /// Sleep until `at`, or forever for `None`.
@@ -497,9 +1068,9 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// `interval` scaled by a factor in [1 - JITTER, 1 + JITTER), from a
-/// uniform `unit` in [0, 1).
-fn jittered(interval: Duration, unit: f64) -> Duration {
+/// `interval` scaled by a factor in [1 - 10 %, 1 + 10 %), from a uniform
+/// `unit` in [0, 1): the one jitter of every schedule.
+pub fn jittered(interval: Duration, unit: f64) -> Duration {
     interval.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
 }
 
@@ -507,7 +1078,9 @@ fn jittered(interval: Duration, unit: f64) -> Duration {
 mod tests {
     use super::*;
     use crate::aws::budget::tests::max_in_window;
+    use crate::aws::cloudwatch::{CdcSeries, Latest, Query};
     use crate::aws::Page;
+    use crate::state::Shard;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -527,6 +1100,19 @@ mod tests {
         max_in_flight: AtomicUsize,
         /// Tables whose next poll panics (once each).
         panic_once: Mutex<BTreeSet<String>>,
+        /// The tables ListTables names (discovery) and ListMetrics has
+        /// series of (CDC reads).
+        listed: Mutex<Vec<String>>,
+        /// Discovery's and CDC reads' calls, by operation.
+        other_calls: Mutex<Vec<(&'static str, Instant)>>,
+        /// Operations whose next call panics (once each).
+        panic_next: Mutex<BTreeSet<&'static str>>,
+        /// Tags by table (one a page); a table without an entry has none.
+        tags: Mutex<HashMap<String, Vec<(String, String)>>>,
+        /// Tables whose tag reads fail.
+        tag_faults: Mutex<HashMap<String, PollError>>,
+        /// Each table's tag reads (pages).
+        tag_calls: Mutex<HashMap<String, Vec<Instant>>>,
     }
 
     impl FakeClient {
@@ -564,8 +1150,36 @@ mod tests {
                 .flatten()
                 .copied()
                 .collect();
+            all.extend(self.other_calls.lock().unwrap().iter().map(|(_, at)| *at));
             all.sort();
             all
+        }
+
+        /// When each call of `operation` (discovery's, CDC reads') was made.
+        fn calls_of(&self, operation: &str) -> Vec<Instant> {
+            let calls = self.other_calls.lock().unwrap();
+            calls
+                .iter()
+                .filter(|(op, _)| *op == operation)
+                .map(|(_, at)| *at)
+                .collect()
+        }
+
+        /// When each tag read (each page) of `table` was made.
+        fn tag_reads(&self, table: &str) -> Vec<Instant> {
+            let reads = self.tag_calls.lock().unwrap();
+            reads.get(table).cloned().unwrap_or_default()
+        }
+
+        /// Log a call of `operation`, panicking if it was told to.
+        fn other_call(&self, operation: &'static str) {
+            self.other_calls
+                .lock()
+                .unwrap()
+                .push((operation, Instant::now()));
+            if self.panic_next.lock().unwrap().remove(operation) {
+                panic!("a bug in the handling of {operation}");
+            }
         }
     }
 
@@ -633,15 +1247,75 @@ mod tests {
         }
 
         async fn list_tables(&self, _start: Option<String>) -> Result<Page<String>, PollError> {
-            unreachable!("the scope runner never lists tables")
+            self.other_call("ListTables");
+            Ok(Page {
+                items: self.listed.lock().unwrap().clone(),
+                next: None,
+            })
         }
 
         async fn list_tags(
             &self,
-            _arn: &str,
-            _token: Option<String>,
+            arn: &str,
+            token: Option<String>,
         ) -> Result<Page<(String, String)>, PollError> {
-            unreachable!("the scope runner never lists tags")
+            let table = arn.rsplit('/').next().unwrap_or_default();
+            self.other_call("ListTagsOfResource");
+            (self.tag_calls.lock().unwrap())
+                .entry(table.to_string())
+                .or_default()
+                .push(Instant::now());
+            if let Some(err) = self.tag_faults.lock().unwrap().get(table) {
+                return Err(err.clone());
+            }
+            let tags = self
+                .tags
+                .lock()
+                .unwrap()
+                .get(table)
+                .cloned()
+                .unwrap_or_default();
+            let from: usize = token.map_or(0, |t| t.parse().unwrap());
+            Ok(Page {
+                items: tags.iter().skip(from).take(1).cloned().collect(),
+                next: (from + 1 < tags.len()).then(|| (from + 1).to_string()),
+            })
+        }
+    }
+
+    impl CloudWatchApi for FakeClient {
+        async fn list_cdc_series(
+            &self,
+            metric: &str,
+            _token: Option<String>,
+        ) -> Result<Page<CdcSeries>, PollError> {
+            self.other_call("ListMetrics");
+            let items = (self.listed.lock().unwrap().iter())
+                .map(|table| CdcSeries {
+                    metric: metric.into(),
+                    table: table.clone(),
+                    delegated_operation: "PutRecords".into(),
+                })
+                .collect();
+            Ok(Page { items, next: None })
+        }
+
+        async fn latest_datapoints(
+            &self,
+            queries: &[Query],
+            _start: f64,
+            end: f64,
+            _token: Option<String>,
+        ) -> Result<Page<Latest>, PollError> {
+            self.other_call("GetMetricData");
+            let items = queries
+                .iter()
+                .map(|q| Latest {
+                    id: q.id.clone(),
+                    point: Some((3.0, end - 60.0)),
+                })
+                .collect();
+            Ok(Page { items, next: None })
         }
     }
 
@@ -679,38 +1353,78 @@ mod tests {
                 max_attempts: 1,
                 timeout: Duration::from_secs(timeout),
             },
+            rules: plain_rules(),
         })
+    }
+
+    /// The rules of a target that neither expects nor exports anything.
+    fn plain_rules() -> Arc<TableRules> {
+        rules_of("")
+    }
+
+    /// The rules of a target with `yaml` added to it.
+    fn rules_of(yaml: &str) -> Arc<TableRules> {
+        let text = format!("targets:\n  - region: us-east-1\n    tables: [orders]\n{yaml}");
+        let target = crate::config::parse(&text, "t.yaml")
+            .unwrap()
+            .targets
+            .remove(0);
+        Arc::new(TableRules::new(Arc::new(target)))
     }
 
     struct Harness {
         store: Arc<Store>,
         budget: Arc<Budget>,
         telemetry: Arc<Telemetry>,
-        jobs: watch::Sender<Jobs<FakeClient>>,
+        work: watch::Sender<ScopeWork<FakeClient>>,
+        events: mpsc::UnboundedReceiver<ScopeEvent>,
         shutdown: CancellationToken,
         task: tokio::task::JoinHandle<usize>,
     }
 
     fn start(jobs: Jobs<FakeClient>, rate: f64, concurrency: usize) -> Harness {
-        let store = Arc::new(Store::new(jobs.iter().map(|j| j.key.clone())));
-        let budget = Budget::new(rate, concurrency);
+        start_work(
+            ScopeWork {
+                tables: jobs,
+                ..ScopeWork::default()
+            },
+            rate,
+            concurrency,
+        )
+    }
+
+    fn start_work(work: ScopeWork<FakeClient>, rate: f64, concurrency: usize) -> Harness {
+        let budgets = Budgets {
+            dynamodb: Budget::new(rate, concurrency),
+            kinesis: Budget::new(rate, concurrency),
+            cloudwatch: Budget::new(rate, concurrency),
+        };
+        start_budgets(work, budgets, concurrency)
+    }
+
+    fn start_budgets(work: ScopeWork<FakeClient>, budgets: Budgets, concurrency: usize) -> Harness {
+        let store = Arc::new(Store::new(work.tables.iter().map(|j| j.key.clone())));
+        let budget = Arc::clone(&budgets.dynamodb);
         let telemetry = Arc::new(Telemetry::new(false));
+        let (events, inbox) = mpsc::unbounded_channel();
         let runner = ScopeRunner {
             key: scope(),
-            budget: Arc::clone(&budget),
+            budgets,
             store: Arc::clone(&store),
             telemetry: Arc::clone(&telemetry),
             concurrency,
             grace: Duration::from_secs(30),
+            events,
         };
-        let (tx, rx) = watch::channel(jobs);
+        let (tx, rx) = watch::channel(work);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(runner.run(rx, shutdown.clone()));
         Harness {
             store,
             budget,
             telemetry,
-            jobs: tx,
+            work: tx,
+            events: inbox,
             shutdown,
             task,
         }
@@ -721,6 +1435,11 @@ mod tests {
             self.shutdown.cancel();
             assert_eq!(self.task.await.unwrap(), 0, "no poll should need aborting");
             self.store
+        }
+
+        /// Replace the tables (only).
+        fn send_tables(&self, jobs: Jobs<FakeClient>) {
+            self.work.send_modify(|work| work.tables = jobs);
         }
     }
 
@@ -798,78 +1517,167 @@ mod tests {
         assert!(stuck.errors["timeout"] >= 3, "{:?}", stuck.errors);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_budget_holds_and_the_cycle_stretches() {
-        let client = Arc::new(FakeClient::default());
-        let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
-        let jobs = names.iter().map(|n| job(&client, n, 10, 5)).collect();
-        // 100 tables (and their 100 streams) every 10 s would need 20
-        // req/s; the budget gives 2.
-        let h = start(jobs, 2.0, 8);
-        tokio::time::sleep(Duration::from_secs(400)).await;
-        let store = h.stop().await;
-        let calls = client.all_calls();
-        assert!(
-            max_in_window(&calls, Duration::from_secs(1)) <= 2,
-            "the budget was exceeded"
-        );
-        // 400 s at 2 req/s, less the budget's guard: about 770 calls.
-        assert!(
-            calls.len() >= 700,
-            "the budget should be used: {} calls",
-            calls.len()
-        );
-        let scope = store.scope_state(&scope()).unwrap();
-        let effective = scope.effective_interval.expect("tables were polled twice");
-        // 100 polls and 100 stream checks a cycle at 2 req/s: the cycle
-        // stretches from 10 s towards 100 s, and the stream checks follow
-        // the stretched cycle instead of crowding out the polls.
-        assert!(
-            (50.0..=115.0).contains(&effective),
-            "stretched cycle: {effective} s"
-        );
-        let checks: usize = client
-            .stream_calls
-            .lock()
-            .unwrap()
-            .values()
-            .map(Vec::len)
-            .sum();
-        assert!(
-            checks <= client.table_calls().len(),
-            "{checks} stream checks"
-        );
-        assert_eq!(scope.tables, 100);
+    fn budgets(dynamodb: f64, kinesis: f64, cloudwatch: f64) -> Budgets {
+        Budgets {
+            dynamodb: Budget::new(dynamodb, 8),
+            kinesis: Budget::new(kinesis, 8),
+            cloudwatch: Budget::new(cloudwatch, 8),
+        }
+    }
+
+    /// The stream checks' start times.
+    fn stream_checks(client: &FakeClient) -> Vec<Instant> {
+        let calls = client.stream_calls.lock().unwrap();
+        let mut all: Vec<Instant> = calls.values().flatten().copied().collect();
+        all.sort();
+        all
     }
 
     #[tokio::test(start_paused = true)]
-    async fn new_tables_are_spread_over_the_first_cycle() {
+    async fn each_service_keeps_to_its_own_budget_and_the_cycle_stretches() {
+        // 40 tables every 4 s want 10 polls a second, and their 40 streams
+        // 10 checks; DynamoDB's budget is 10, Kinesis's 5.
         let client = Arc::new(FakeClient::default());
-        let names: Vec<String> = (0..60).map(|i| format!("t{i:02}")).collect();
-        let jobs = names.iter().map(|n| job(&client, n, 60, 5)).collect();
+        let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        let work = ScopeWork {
+            tables: names.iter().map(|n| job(&client, n, 4, 5)).collect(),
+            ..ScopeWork::default()
+        };
+        let h = start_budgets(work, budgets(10.0, 5.0, 5.0), 8);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let store = h.stop().await;
+        let (polls, checks) = (client.table_calls(), stream_checks(&client));
+        assert!(max_in_window(&polls, Duration::from_secs(1)) <= 10);
+        assert!(max_in_window(&checks, Duration::from_secs(1)) <= 5);
+        // The polls have DynamoDB's budget to themselves (when the stream
+        // checks drew on it too they got 5.8 a second): 10 a second less
+        // the guard, about 1,150 in 120 s.
+        assert!(polls.len() >= 1100, "{} polls", polls.len());
+        assert!(checks.len() >= 550, "{} stream checks", checks.len());
+        let scope = store.scope_state(&scope()).unwrap();
+        let effective = scope.effective_interval.expect("tables were polled twice");
+        assert!((4.0..=4.5).contains(&effective), "cycle: {effective} s");
+        let rates: Vec<(Service, f64)> = (scope.budgets.iter())
+            .map(|(service, budget)| (*service, budget.rate_limit))
+            .collect();
+        assert_eq!(
+            rates,
+            [
+                (Service::DynamoDb, 10.0),
+                (Service::Kinesis, 5.0),
+                (Service::CloudWatch, 5.0)
+            ]
+        );
+        assert_eq!(scope.tables, 40);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cycle_stretches_when_the_budget_is_short_and_checks_follow_their_own() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
+        let jobs = names.iter().map(|n| job(&client, n, 10, 5)).collect();
+        // 100 tables every 10 s would need 10 req/s; the budget gives 2.
+        let h = start(jobs, 2.0, 8);
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        let store = h.stop().await;
+        let polls = client.table_calls();
+        assert!(max_in_window(&polls, Duration::from_secs(1)) <= 2);
+        // 400 s at 2 req/s, less the budget's guard: about 770 polls.
+        assert!(polls.len() >= 700, "{} polls", polls.len());
+        let scope = store.scope_state(&scope()).unwrap();
+        let effective = scope.effective_interval.expect("tables were polled twice");
+        assert!(
+            (45.0..=60.0).contains(&effective),
+            "stretched cycle: {effective} s"
+        );
+        // The checks, at their own 2 a second, keep up with the polls:
+        // each stream about once a cycle.
+        let checks = stream_checks(&client);
+        assert!(max_in_window(&checks, Duration::from_secs(1)) <= 2);
+        assert!(
+            (600..=polls.len() + 100).contains(&checks.len()),
+            "{} checks",
+            checks.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_tables_are_spread_over_the_first_cycle_at_the_rate_to_spare() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..600).map(|i| format!("t{i:03}")).collect();
         let start_at = Instant::now();
-        let h = start(jobs, 100.0, 8);
+        // At start the whole budget is to spare: 600 tables at 100 req/s
+        // take about 6 s (the ideal, plus the guard), not a 60 s interval
+        // or twice the ideal.
+        let h = start(
+            names.iter().map(|n| job(&client, n, 60, 5)).collect(),
+            100.0,
+            8,
+        );
         tokio::time::sleep(Duration::from_secs(40)).await;
         let calls = client.table_calls();
-        assert_eq!(calls.len(), 60, "each table once in the first cycle");
-        // 60 tables over at most 60 s at no more than half of 100 req/s:
-        // spread over 1.2 s, never a burst at the full rate.
+        assert_eq!(calls.len(), 600, "each table once in the first cycle");
+        assert!(max_in_window(&calls, Duration::from_secs(1)) <= 100);
+        let first_cycle = *calls.last().unwrap() - start_at;
         assert!(
-            max_in_window(&calls, Duration::from_secs(1)) <= 50,
-            "{calls:?}"
+            first_cycle >= Duration::from_secs(6) && first_cycle <= Duration::from_millis(6_700),
+            "{first_cycle:?}"
         );
-        assert!(*calls.last().unwrap() - start_at >= Duration::from_secs(1));
         // A reload with the same tables and one more: no burst, the old
         // ones keep their place, the new one is polled.
         let mut jobs: Vec<_> = names.iter().map(|n| job(&client, n, 60, 5)).collect();
         jobs.push(job(&client, "added", 60, 5));
-        h.jobs.send(jobs).unwrap();
+        h.send_tables(jobs);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(client.calls("added").len(), 1);
         assert_eq!(
             client.table_calls().len(),
-            61,
+            601,
             "no table polled again early"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_added_to_a_busy_scope_leave_the_others_their_cadence() {
+        // 40 tables every 10 s take 4 of a budget of 10 a second (9.6 with
+        // the guard); 40 more are spread at three quarters of what is left
+        // (4.2 a second: about 9.5 s), so the first 40 keep their cycle
+        // instead of queueing behind them, now and in the cycles after.
+        fastrand::seed(16);
+        let client = Arc::new(FakeClient::default());
+        let old: Vec<String> = (0..40).map(|i| format!("old{i:02}")).collect();
+        let new: Vec<String> = (0..40).map(|i| format!("new{i:02}")).collect();
+        let h = start_budgets(ScopeWork::default(), budgets(10.0, 100.0, 100.0), 8);
+        // The first 40 come one at a time over a cycle, so their polls are
+        // spread evenly over it.
+        for i in 1..=old.len() {
+            h.send_tables(old[..i].iter().map(|n| job(&client, n, 10, 5)).collect());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let added = Instant::now();
+        let jobs = old
+            .iter()
+            .chain(&new)
+            .map(|n| job(&client, n, 10, 5))
+            .collect();
+        h.send_tables(jobs);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        for name in &old {
+            let calls = client.calls(name);
+            for pair in calls.windows(2).filter(|p| p[1] > added) {
+                let gap = pair[1] - pair[0];
+                // 10 s + 10 % jitter and a little queueing, where all 40
+                // newcomers due at once would put 4 s of queue before them.
+                assert!(gap <= Duration::from_secs(13), "{name}: {gap:?}");
+            }
+        }
+        let firsts: Vec<Instant> = new.iter().map(|n| client.calls(n)[0]).collect();
+        let last = *firsts.iter().max().unwrap() - added;
+        assert!(
+            last >= Duration::from_secs(8) && last <= Duration::from_millis(10_500),
+            "{last:?}"
         );
         h.stop().await;
     }
@@ -910,7 +1718,7 @@ mod tests {
             2,
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        h.jobs.send(vec![job(&client, "stays", 10, 5)]).unwrap();
+        h.send_tables(vec![job(&client, "stays", 10, 5)]);
         let before = client.calls("goes").len();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(client.calls("goes").len(), before);
@@ -971,7 +1779,7 @@ mod tests {
             Some(crate::state::NOT_FOUND)
         );
         // Once no table names it, its series go.
-        h.jobs.send(vec![job(&client, "c", 10, 5)]).unwrap();
+        h.send_tables(vec![job(&client, "c", 10, 5)]);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.store.stream_state(&key).is_none());
         h.stop().await;
@@ -1009,6 +1817,409 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state.last_poll_ok, Some(true));
+    }
+
+    fn discovery_job(client: &Arc<FakeClient>, refresh: &str) -> Arc<DiscoveryJob<FakeClient>> {
+        let text = format!(
+            "targets:\n  - region: us-east-1\n    discovery:\n      refresh_interval: {refresh}\n"
+        );
+        let filters = crate::config::parse(&text, "t.yaml").unwrap().targets[0]
+            .discovery
+            .clone()
+            .unwrap();
+        Arc::new(DiscoveryJob {
+            key: "discovery".into(),
+            client: Arc::clone(client),
+            filters,
+            shard: Shard::ALL,
+            policy: CallPolicy {
+                max_attempts: 1,
+                timeout: Duration::from_secs(5),
+            },
+        })
+    }
+
+    fn cdc_job(
+        client: &Arc<FakeClient>,
+        interval: u64,
+        tables: &[&str],
+    ) -> Arc<CdcJob<FakeClient>> {
+        Arc::new(CdcJob {
+            key: "cdc".into(),
+            client: Arc::clone(client),
+            policy: CallPolicy {
+                max_attempts: 1,
+                timeout: Duration::from_secs(5),
+            },
+            interval: Duration::from_secs(interval),
+            refresh: Duration::from_secs(3600),
+            tables: tables.iter().map(|t| Name::from(*t)).collect(),
+        })
+    }
+
+    fn key(table: &str) -> TableKey {
+        TableKey {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            table: table.into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_and_cdc_reads_share_the_queue_and_the_budget() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+        *client.listed.lock().unwrap() = names.clone();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let start_at = Instant::now();
+        let mut h = start_work(
+            ScopeWork {
+                tables: names.iter().map(|n| job(&client, n, 10, 5)).collect(),
+                discoveries: vec![discovery_job(&client, "10s")],
+                cdc: vec![cdc_job(&client, 5, &refs)],
+            },
+            5.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        // A refresh at once, then every 10 s ± 10 %; each outcome goes to
+        // the fleet.
+        let refreshes = client.calls_of("ListTables");
+        // Due at once, it waits only for its token behind the first poll.
+        assert!(
+            refreshes[0] - start_at <= Duration::from_millis(500),
+            "{:?}",
+            refreshes[0] - start_at
+        );
+        assert!((6..=7).contains(&refreshes.len()), "{refreshes:?}");
+        for pair in refreshes.windows(2) {
+            let gap = pair[1] - pair[0];
+            // 10 s ± 10 % from one start to the next, give or take the
+            // wait for a token in a busy budget.
+            assert!(
+                gap >= Duration::from_secs(8) && gap <= Duration::from_secs(12),
+                "{gap:?}"
+            );
+        }
+        let mut outcomes = 0;
+        while let Ok(ScopeEvent::Discovered {
+            scope: s,
+            key,
+            outcome,
+        }) = h.events.try_recv()
+        {
+            assert_eq!((s, &*key), (scope(), "discovery"));
+            assert_eq!(outcome.unwrap().matched.len(), 20);
+            outcomes += 1;
+        }
+        assert_eq!(outcomes, refreshes.len());
+        // CDC: the four series listed once, the values read every 5 s ± 10 %.
+        assert_eq!(client.calls_of("ListMetrics").len(), 4);
+        let reads = client.calls_of("GetMetricData");
+        assert!((11..=14).contains(&reads.len()), "{} reads", reads.len());
+        let reads = reads.clone();
+        let state = h.store.state(&key("t07")).unwrap();
+        assert_eq!(state.cdc["PutRecords"].len(), 4);
+        // Polls and refreshes together stayed within DynamoDB's budget, and
+        // checks and reads within their own.
+        let mut dynamodb = client.table_calls();
+        dynamodb.extend(client.calls_of("ListTables"));
+        dynamodb.sort();
+        let mut cloudwatch = client.calls_of("ListMetrics");
+        cloudwatch.extend(reads);
+        cloudwatch.sort();
+        for calls in [dynamodb, stream_checks(&client), cloudwatch] {
+            assert!(max_in_window(&calls, Duration::from_secs(1)) <= 5);
+        }
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_or_cdc_read_that_panics_is_counted_and_done_again() {
+        let client = Arc::new(FakeClient::default());
+        *client.listed.lock().unwrap() = vec!["orders".into()];
+        client
+            .panic_next
+            .lock()
+            .unwrap()
+            .extend(["ListTables", "GetMetricData"]);
+        let mut h = start_work(
+            ScopeWork {
+                tables: vec![job(&client, "orders", 600, 5)],
+                discoveries: vec![discovery_job(&client, "10m")],
+                cdc: vec![cdc_job(&client, 600, &["orders"])],
+            },
+            10.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.telemetry.task_restarts("discovery"), 1);
+        assert_eq!(h.telemetry.task_restarts("cdc"), 1);
+        assert_eq!(h.telemetry.task_restarts("poll"), 0);
+        assert!(
+            h.events.try_recv().is_err(),
+            "a panicked refresh reports nothing"
+        );
+        // Again within a minute (± 10 %), not one 10-minute interval on.
+        tokio::time::sleep(Duration::from_secs(66)).await;
+        assert_eq!(client.calls_of("ListTables").len(), 2);
+        assert_eq!(client.calls_of("GetMetricData").len(), 2);
+        let Ok(ScopeEvent::Discovered { outcome, .. }) = h.events.try_recv() else {
+            panic!("the second refresh reports");
+        };
+        assert_eq!(outcome.unwrap().matched, [Name::from("orders")]);
+        assert_eq!(
+            h.store.state(&key("orders")).unwrap().cdc["PutRecords"].len(),
+            4
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cdc_read_comes_at_once_when_its_tables_change_and_a_kept_one_keeps_its_time() {
+        let client = Arc::new(FakeClient::default());
+        *client.listed.lock().unwrap() = vec!["a".into(), "b".into()];
+        let h = start_work(
+            ScopeWork {
+                tables: vec![job(&client, "a", 600, 5), job(&client, "b", 600, 5)],
+                discoveries: vec![discovery_job(&client, "10m")],
+                cdc: vec![cdc_job(&client, 600, &["a"])],
+            },
+            10.0,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 1);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        // The same jobs again (a reload that keeps them): nothing is done early.
+        h.work.send_modify(|work| {
+            work.discoveries = vec![discovery_job(&client, "10m")];
+            work.cdc = vec![cdc_job(&client, 600, &["a"])];
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 1);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        // A second table: read at once, from the listing already made.
+        let changed = Instant::now();
+        h.work
+            .send_modify(|work| work.cdc = vec![cdc_job(&client, 600, &["a", "b"])]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let reads = client.calls_of("GetMetricData");
+        assert_eq!(reads.len(), 2);
+        assert!(
+            reads[1] - changed < Duration::from_millis(200),
+            "{:?}",
+            reads[1] - changed
+        );
+        assert_eq!(client.calls_of("ListMetrics").len(), 4);
+        assert_eq!(h.store.state(&key("b")).unwrap().cdc["PutRecords"].len(), 4);
+        // Work that goes stops.
+        h.work.send_modify(|work| {
+            work.discoveries.clear();
+            work.cdc.clear();
+        });
+        tokio::time::sleep(Duration::from_secs(1800)).await;
+        assert_eq!(client.calls_of("GetMetricData").len(), 2);
+        assert_eq!(client.calls_of("ListTables").len(), 1);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_token_waits_at_once_and_lets_calls_in_flight_finish() {
+        // One request every 100 s: "a" goes at once and takes 50 s; "b"
+        // and "c" (due at 20 s and 40 s) wait for tokens.
+        let mut fake = FakeClient::default();
+        fake.delays.insert("a".into(), Duration::from_secs(50));
+        let client = Arc::new(fake);
+        let h = start(
+            vec![
+                job(&client, "a", 60, 60),
+                job(&client, "b", 60, 60),
+                job(&client, "c", 60, 60),
+            ],
+            0.01,
+            4,
+        );
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        let stopping = Instant::now();
+        h.shutdown.cancel();
+        assert_eq!(h.task.await.unwrap(), 0, "nothing aborted");
+        // Back when "a" answered, not after the 30 s grace or a token.
+        assert_eq!(stopping.elapsed(), Duration::from_secs(5));
+        assert_eq!(client.table_calls().len(), 1, "b and c were never made");
+        assert_eq!(h.store.state(&key("a")).unwrap().last_poll_ok, Some(true));
+        for table in ["b", "c"] {
+            let state = h.store.state(&key(table)).unwrap();
+            assert_eq!(state.last_poll_ok, None, "nothing recorded for {table}");
+            assert!(state.errors.is_empty(), "{:?}", state.errors);
+        }
+        assert!(
+            client.stream_calls.lock().unwrap().is_empty(),
+            "a's stream check was never made"
+        );
+    }
+
+    fn tagged_job(
+        client: &Arc<FakeClient>,
+        name: &str,
+        rules: &Arc<TableRules>,
+    ) -> Arc<PollJob<FakeClient>> {
+        let plain = job(client, name, 10, 5);
+        Arc::new(PollJob {
+            key: plain.key.clone(),
+            table: plain.table.clone(),
+            client: Arc::clone(client),
+            interval: plain.interval,
+            policy: plain.policy,
+            rules: Arc::clone(rules),
+        })
+    }
+
+    fn tags_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        (pairs.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// (label, value) pairs of a table's exported tags in the store.
+    fn stored_tags(store: &Store, table: &str) -> Option<Vec<(String, String)>> {
+        let state = store.state(&key(table)).unwrap();
+        (state.tags).map(|t| t.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tags_are_read_with_the_first_polls_then_every_refresh_interval() {
+        let client = Arc::new(FakeClient::default());
+        let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+        {
+            let mut tags = client.tags.lock().unwrap();
+            for (i, name) in names.iter().enumerate() {
+                let required = if i % 2 == 0 { "true" } else { "false" };
+                tags.insert(
+                    name.clone(),
+                    tags_of(&[
+                        ("team", "payments"),
+                        ("cdc-required", required),
+                        ("other", "x"),
+                    ]),
+                );
+            }
+        }
+        client.tag_faults.lock().unwrap().insert(
+            "t19".into(),
+            PollError::Service {
+                code: "AccessDeniedException".into(),
+                message: "no".into(),
+            },
+        );
+        let rules = rules_of(
+            "    export_tags: [team, owner]\n    expect: {tag: cdc-required}\n    tags_refresh_interval: 1m\n",
+        );
+        let start_at = Instant::now();
+        let work = ScopeWork {
+            tables: names
+                .iter()
+                .map(|n| tagged_job(&client, n, &rules))
+                .collect(),
+            ..ScopeWork::default()
+        };
+        let h = start_budgets(work, budgets(10.0, 10.0, 10.0), 8);
+        // Before its first read, a table's tags series is held back and
+        // whether it must stream is unknown.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(stored_tags(&h.store, "t10"), None);
+        assert_eq!(h.store.state(&key("t10")).unwrap().expected, None);
+        // 20 polls and 20 tag reads of three pages: 80 calls at 10 a
+        // second, the reads coming with the polls in the first cycle.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for name in &names[..19] {
+            let reads = client.tag_reads(name);
+            assert_eq!(reads.len(), 3, "{name}: every page");
+            assert!(reads[0] - start_at <= Duration::from_secs(9), "{name}");
+        }
+        assert_eq!(
+            stored_tags(&h.store, "t04").unwrap(),
+            tags_of(&[("tag_team", "payments"), ("tag_owner", "")])
+        );
+        assert_eq!(h.store.state(&key("t04")).unwrap().expected, Some(true));
+        assert_eq!(h.store.state(&key("t05")).unwrap().expected, Some(false));
+        // A table whose tags cannot be read: counted, its tags series
+        // empty, whether it must stream still unknown.
+        let denied = h.store.state(&key("t19")).unwrap();
+        assert_eq!(denied.tag_errors["AccessDeniedException"], 1);
+        assert_eq!(denied.tags, Some(Vec::new()));
+        assert_eq!(denied.expected, None);
+        // A tag change shows after the next read, a minute (± 10 %) on.
+        client.tags.lock().unwrap().insert(
+            "t04".into(),
+            tags_of(&[
+                ("team", "search"),
+                ("owner", "ana"),
+                ("cdc-required", "False"),
+            ]),
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            stored_tags(&h.store, "t04").unwrap(),
+            tags_of(&[("tag_team", "search"), ("tag_owner", "ana")])
+        );
+        assert_eq!(h.store.state(&key("t04")).unwrap().expected, Some(false));
+        tokio::time::sleep(Duration::from_secs(130)).await;
+        // 200 s: reads at about 0, 60, 120 and 180 s, three pages each.
+        let reads = client.tag_reads("t07");
+        assert!((10..=12).contains(&reads.len()), "{} pages", reads.len());
+        // Polls and tag reads together kept to DynamoDB's budget.
+        let mut dynamodb = client.table_calls();
+        dynamodb.extend(client.calls_of("ListTagsOfResource"));
+        dynamodb.sort();
+        assert!(max_in_window(&dynamodb, Duration::from_secs(1)) <= 10);
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tables_expected_as_a_whole_or_not_at_all_are_decided_without_a_read() {
+        let client = Arc::new(FakeClient::default());
+        let every = rules_of("    expect: {streaming: true, stream: \"^cdc-\"}\n");
+        let plain = plain_rules();
+        let work = ScopeWork {
+            tables: vec![
+                tagged_job(&client, "orders", &every),
+                tagged_job(&client, "scratch", &plain),
+            ],
+            ..ScopeWork::default()
+        };
+        let h = start_work(work, 10.0, 4);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(client.calls_of("ListTagsOfResource").is_empty());
+        let orders = h.store.state(&key("orders")).unwrap();
+        assert_eq!(orders.expected, Some(true));
+        // Its destination's stream is named after the table, not cdc-*.
+        assert_eq!(orders.stream_match, Some(false));
+        assert_eq!(
+            orders.tags,
+            Some(Vec::new()),
+            "a tags series without labels"
+        );
+        assert_eq!(
+            h.store.state(&key("scratch")).unwrap().expected,
+            Some(false)
+        );
+        // A reload that starts expecting by tag reads the tags soon.
+        let by_tag = rules_of("    expect: {tag: cdc}\n");
+        client
+            .tags
+            .lock()
+            .unwrap()
+            .insert("orders".into(), tags_of(&[("cdc", "TRUE")]));
+        h.send_tables(vec![
+            tagged_job(&client, "orders", &by_tag),
+            tagged_job(&client, "scratch", &plain),
+        ]);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(client.tag_reads("orders").len(), 1);
+        let orders = h.store.state(&key("orders")).unwrap();
+        assert_eq!((orders.expected, orders.stream_match), (Some(true), None));
+        h.stop().await;
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Supervision of the long-lived background tasks: scope runners,
-//! discovery refreshes, CDC readers, account lookups, the page janitor and
-//! the web-config watcher. A task that dies unseen is the very failure this
+//! Supervision of the long-lived background tasks: scope runners, account
+//! lookups, the page janitor and the web-config watcher (a scope runner
+//! supervises its own work items the same way). A task that dies unseen is the very failure this
 //! exporter exists to catch in others, so [`supervise`] runs each one as a
 //! task of its own and waits for it: a panic is logged at error with the
 //! task's name, counted in `dynamodb_kinesis_exporter_task_restarts_total

@@ -624,8 +624,11 @@ fn normalise_golden(page: &str) -> String {
             // The adaptive rate, the measured interval and the number of
             // calls so far depend on timing.
             format!("{} <value>", line.rsplit_once(' ').unwrap().0)
-        } else if line.starts_with("dynamodb_kinesis_api_errors_total{") {
-            // At least one throttled poll happened; how many depends on timing.
+        } else if line.starts_with("dynamodb_kinesis_api_errors_total{")
+            || line.starts_with("dynamodb_kinesis_aws_requests_total{")
+        {
+            // At least one throttled poll (or one request) happened; how
+            // many depends on timing.
             let (series, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().unwrap() >= 1.0, "{line}");
             format!("{series} <count>")
@@ -698,4 +701,127 @@ async fn reload_swaps_tables_keeps_state_and_survives_a_bad_file() {
     exp.stop().await;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const EXPECTED: &str = "dynamodb_kinesis_table_destination_expected";
+const STREAM_MATCH: &str = "dynamodb_kinesis_table_destination_stream_match";
+const TAGS: &str = "dynamodb_kinesis_table_tags";
+
+/// The tag labels (and values) of a table's tags series, if it has one.
+fn tag_labels(page: &str, table: &str) -> Option<Vec<(String, String)>> {
+    let series = family(page, TAGS)
+        .into_keys()
+        .find(|s| label(s, "table").as_deref() == Some(table))?;
+    let labels = ["tag_team", "tag_cost_center", "tag_owner"]
+        .iter()
+        .filter_map(|name| Some((name.to_string(), label(&series, name)?)))
+        .collect();
+    Some(labels)
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    (items.iter())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn tags_on_the_metrics_follow_a_tag_change() {
+    let sim = simulator(&format!(
+        "tables:\n  - name: orders\n    tags: {{team: payments, cost-center: \"42\"}}\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n  - name: scratch\n",
+        stream("orders")
+    ))
+    .await;
+    let exp = exporter(
+        "poll_interval: 1s\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {endpoint}\n    tables: [orders, scratch]\n    export_tags: [team, cost-center, owner]\n    tags_refresh_interval: 1m\n",
+        &sim,
+    )
+    .await;
+    let page = scrape_until(exp.addr, Duration::from_secs(10), |p| {
+        tag_labels(p, "orders").is_some() && tag_labels(p, "scratch").is_some()
+    })
+    .await;
+    assert_eq!(
+        tag_labels(&page, "orders").unwrap(),
+        pairs(&[
+            ("tag_team", "payments"),
+            ("tag_cost_center", "42"),
+            ("tag_owner", "")
+        ])
+    );
+    // A table without the tags has them empty, not missing.
+    assert_eq!(
+        tag_labels(&page, "scratch").unwrap(),
+        pairs(&[("tag_team", ""), ("tag_cost_center", ""), ("tag_owner", "")])
+    );
+    // The tags change; the next read, a minute (± 10 %) on, shows it.
+    sim.set_tags_in(
+        ACCOUNT,
+        "us-east-1",
+        "orders",
+        pairs(&[("team", "search"), ("owner", "ana")]),
+    );
+    let page = scrape_until(exp.addr, Duration::from_secs(90), |p| {
+        tag_labels(p, "orders").is_some_and(|t| t[0].1 == "search")
+    })
+    .await;
+    assert_eq!(
+        tag_labels(&page, "orders").unwrap(),
+        pairs(&[
+            ("tag_team", "search"),
+            ("tag_cost_center", ""),
+            ("tag_owner", "ana")
+        ])
+    );
+    assert_eq!(family(&page, TAGS).len(), 2, "one series a table");
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expected_table_is_found_by_its_tag() {
+    let sim = simulator(&format!(
+        "tables:\n\
+         \x20 - name: orders\n    tags: {{cdc-required: \" True \"}}\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n\
+         \x20 - name: payments\n    tags: {{cdc-required: \"true\"}}\n    destinations:\n      - stream_arn: {}\n        status: DISABLED\n\
+         \x20 - name: scratch\n    tags: {{cdc-required: \"false\"}}\n\
+         \x20 - name: untagged\n\
+         \x20 - name: audit\n    destinations:\n      - stream_arn: {}\n        status: ACTIVE\n",
+        stream("cdc-orders"),
+        stream("cdc-payments"),
+        stream("audit-log"),
+    ))
+    .await;
+    // Discovered tables are expected by their tag; an explicit entry's
+    // own expect_streaming overrides it either way.
+    let exp = exporter(
+        "poll_interval: 1s\nmax_attempts: 1\ntargets:\n  - region: us-east-1\n    endpoint_url: {endpoint}\n    tables:\n      - {name: untagged, expect_streaming: true}\n      - {name: audit, expect_streaming: true}\n    discovery:\n      refresh_interval: 1h\n    expect:\n      tag: cdc-required\n      stream: \"^cdc-\"\n",
+        &sim,
+    )
+    .await;
+    let page = scrape_until(exp.addr, Duration::from_secs(15), |p| {
+        family(p, EXPECTED).len() == 5 && family(p, STREAM_MATCH).len() == 2
+    })
+    .await;
+    let expected = |table: &str| table_value(&page, EXPECTED, table);
+    assert_eq!(expected("orders"), Some(1.0), "tag \" True \" says so");
+    assert_eq!(expected("payments"), Some(1.0));
+    assert_eq!(expected("scratch"), Some(0.0));
+    assert_eq!(expected("untagged"), Some(1.0), "its own override");
+    assert_eq!(expected("audit"), Some(1.0));
+    // The expected table that does not stream: its only destination is
+    // DISABLED, so there is nothing to match a stream name against.
+    assert_eq!(
+        status_of(&page, "payments", &stream("cdc-payments"), "DISABLED"),
+        Some(1.0)
+    );
+    assert_eq!(table_value(&page, STREAM_MATCH, "payments"), None);
+    assert_eq!(table_value(&page, STREAM_MATCH, "orders"), Some(1.0));
+    assert_eq!(
+        table_value(&page, STREAM_MATCH, "audit"),
+        Some(0.0),
+        "the wrong stream"
+    );
+    exp.stop().await;
+    sim.shutdown().await;
 }

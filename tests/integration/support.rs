@@ -462,3 +462,29 @@ pub async fn tls_request(
         .await
         .unwrap_or_else(|_| Err(format!("GET {target}: no answer within 10 s")))
 }
+
+/// The most requests to `service` the simulator saw from the scope
+/// (`account`, `region`) in any one second.
+pub fn busiest_second(
+    sim: &Simulator,
+    account: &str,
+    region: &str,
+    service: dke_simulator::Service,
+) -> usize {
+    let mut times: Vec<tokio::time::Instant> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.account_id == account && r.region == region && r.service == service)
+        .map(|r| r.at)
+        .collect();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
