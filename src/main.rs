@@ -2,6 +2,9 @@
 //! and signals; then [`launch::serve`] until SIGINT or SIGTERM, or
 //! [`launch::once`] for `--once`. Everything else is in the library.
 #![forbid(unsafe_code)]
+// The layout of `main`'s async block nests every future of the exporter (the
+// status page's and the scope runners' together pass rustc's default of 128).
+#![recursion_limit = "256"]
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
