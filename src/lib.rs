@@ -23,8 +23,9 @@
 //! 5. [`exposition`]: every metric family, the shared rendered page, and
 //!    the status page on `/` (one row per table, problems first).
 //! 6. [`poll`]: the background work in one model: a runner per scope whose
-//!    queue holds table polls, stream checks, discovery refreshes, CDC
-//!    reads and tag reads, and the fleet that decides what is polled where.
+//!    queue holds table polls, tag reads, stream checks, discovery
+//!    refreshes and CDC reads, and the fleet that decides what is polled
+//!    where.
 //! 7. [`exporter`]: the wiring of all of the above into a running exporter
 //!    (routes, signals, and the binary's start-up: the runtime, shards,
 //!    socket activation, `--demo`, `--once`).

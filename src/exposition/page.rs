@@ -1,122 +1,304 @@
 //! The one metrics page every scraper shares.
 //!
-//! A [`Snapshot`] holds the per-table families of every table, rendered
-//! from the store's state once: per family, the sample text in chunks of
-//! [`CHUNK_ITEMS`] tables (or streams, or scopes), shared by both
-//! formats (the text format 0.0.4 and OpenMetrics differ only in their
-//! `# HELP`/`# TYPE` lines and the final `# EOF`), and, built the first time
-//! a scraper asks for it, the gzip form of each format. Concurrent scrapers
-//! get `Arc`s of the same snapshot and send its `Bytes` without copying, so
-//! neither the cost of a scrape nor the memory grows with the number of
-//! scrapers.
+//! The page is every table's, stream's and scope's families, rendered from
+//! the store, then the process-wide families. The first part is kept, per
+//! family, in chunks of [`CHUNK_ITEMS`] entries (a snapshot); both
+//! formats (the text format 0.0.4 and OpenMetrics) share them, as they
+//! differ only in their `# HELP`/`# TYPE` lines and the final `# EOF`.
+//! Concurrent scrapers get `Arc`s of the same snapshot and send its `Bytes`
+//! without copying, so neither the cost of a scrape nor the memory grows
+//! with the number of scrapers.
 //!
-//! A snapshot is rebuilt only when the store's generation moved (some table
-//! changed) and the snapshot is at least [`MAX_AGE`] old, on the request
-//! that finds it so; concurrent scrapers of a stale snapshot wait for that
-//! one rebuild, which runs on the blocking pool so it never stalls the
-//! threads answering `/healthz`.
+//! The page is kept in two forms, each built when a request needs it: the
+//! text, and the text compressed chunk by chunk (a chunk is a
+//! [`Segment`]: sync-flushed deflate blocks with their CRC; see
+//! `dke_web::gzip`). A gzip response is the family headers' and the chunks'
+//! segments in page order, closed by the process-wide families as a stored
+//! block and the combined CRC: one ordinary gzip member.
 //!
-//! A rebuild renders every chunk again but keeps the previous snapshot's
-//! `Bytes` wherever the text came out the same, so two snapshots share all
-//! but the chunks that changed: while scrapers still send the old page, the
-//! new one costs only what moved (a few megabytes a second at 10,000 tables
-//! polled every minute), not a second copy of the page.
+//! A form is rebuilt only when the store's generation moved (something
+//! rendered changed) and it is at least [`MAX_AGE`] old, on the request
+//! that finds it so. A rebuild keeps every chunk of the previous one whose
+//! entries are the same and did not change, for that family, since it was
+//! rendered (the store stamps each part of an entry's state with the
+//! generation of its last change, and each family names the parts it
+//! reads), and renders, and for the gzip form compresses, only the others.
+//! In a fleet polled continuously that is the families of the success
+//! times: a tenth of the page, where the rest is compressed once. A table
+//! added or removed moves the chunks after it, which are then rendered
+//! again.
 //!
-//! A stale snapshot is worth nothing once its successor is built (the next
-//! request rebuilds it anyway), so [`Page::release_unneeded`], run every
-//! [`MAX_AGE`] by [`Page::keep_fresh`], drops it when nobody scrapes. It
-//! also lets go of a fresh snapshot no request has asked for in
-//! [`UNUSED_FOR`]: scrapers come every 15 s or more, and by then a fleet's
-//! polls have changed some table anyway. At 10,000 tables the page is tens
-//! of megabytes; between scrapes the exporter holds none of it, and during
-//! one it holds one page plus what responses still in flight hold of the
-//! last. The price is one rendering per scrape after a quiet spell.
+//! The rebuilds run on the blocking pool, so they never stall the threads
+//! answering `/healthz`, as jobs the page owns: at most one per form at a
+//! time; requests that need it wait for the one in progress, and a request
+//! that goes away (hyper drops its future when the client hangs up) leaves
+//! it running to the end and stored for the next. A job that panics is
+//! logged, its waiters get the last page, and the next request starts a
+//! new one. [`Page::keep_fresh`] waits for the jobs at shutdown.
+//!
+//! The text form is 36 MB at 10,000 tables with their streams, the gzip
+//! form about 1 MB. [`Page::release_unneeded`], run every [`MAX_AGE`] by
+//! [`Page::keep_fresh`], lets go of the text once it is stale, or unused
+//! for [`UNUSED_FOR`]: between plain scrapes the exporter holds none of
+//! it, at the price of one rendering per plain scrape after a quiet spell.
+//! The gzip form is kept: it is what lets a gzip scrape (what Prometheus
+//! sends) render and compress only what changed.
 //!
 //! The process-wide families (poll durations, build info, reload status,
-//! `process_*`) are a few kilobytes encoded per scrape and appended as a
-//! tail: in the gzip form as a stored (uncompressed) deflate block after
-//! the snapshot's sync-flushed deflate stream, with the CRC combined, so
-//! every response is one ordinary gzip member.
+//! `process_*`) are a few kilobytes, encoded at most every [`MAX_AGE`].
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Crc, FlushCompress};
-use tokio::sync::OnceCell;
+use dke_web::gzip::{Deflater, Member, Segment};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::exposition::metrics::{
-    self, Kind, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES,
+    Kind, Subject, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES,
 };
 use crate::exposition::openmetrics;
-use crate::state::store::Store;
+use crate::state::store::{Part, Runs, Store, Tracked};
 pub use dke_web::negotiate::Format;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
-/// How long a snapshot no request asked for is kept.
+/// How long a text snapshot no request asked for is kept.
 pub const UNUSED_FOR: Duration = Duration::from_secs(5);
 
-/// Tables (or streams, or scopes) per chunk of a family's text. Smaller
-/// chunks share more between snapshots when a few tables change; larger
-/// ones mean fewer `Bytes` per response, and so fewer writes: at 64 the
-/// plain scrape of 10,000 tables was 0.81x nginx, against 0.88x with one
-/// block per family (`bench/serving.sh`). At 1,024 a chunk is 150 KB to
-/// 1.1 MB, and the families that change at every poll (the success times,
-/// under a tenth of the page) are the ones copied anew; the rest is shared.
+/// Entries (tables, streams or scopes) per chunk of a family's text.
+/// Smaller chunks are reused more when a few tables change, but they make
+/// more `Bytes` per response (so more writes: at 64 the plain scrape of
+/// 10,000 tables was 0.81x nginx, against 0.88x with one block per family,
+/// `bench/serving.sh`), and more deflate segments, each of which starts
+/// with an empty window. At 1,024 a chunk is 150 KB to 1.1 MB of text.
 pub const CHUNK_ITEMS: usize = 1024;
 
-/// The rendered table families at one store generation.
-pub struct Snapshot {
+/// The deflate level of a chunk compressed for the first time (at start,
+/// or when tables were added or removed before it): most chunks are
+/// compressed only then.
+const LEVEL_FIRST: u32 = 6;
+
+/// The deflate level of a chunk compressed again because its text
+/// changed: those of the families that change at every poll (the success
+/// times), at nearly every gzip scrape. On the page of 10,000 tables, level
+/// 2 compresses them in 60 % of the time level 4 takes, 3 % larger, and
+/// the whole page stays within 1 % of level 6 throughout. (zlib-rs's level
+/// 1, a different algorithm, is half again as large.)
+const LEVEL_AGAIN: u32 = 2;
+
+/// One chunk of one family: the samples of a run of entries, in one form.
+struct Piece<T> {
+    /// The store generation read before it was rendered: a change to its
+    /// entries stamped later is not in it.
+    rendered_at: u64,
+    /// The ids of the entries it covers, shared by the section's families.
+    members: Arc<[u64]>,
+    body: T,
+}
+
+/// Every family's chunks at one store generation, in one form: text
+/// (`Bytes`) or compressed ([`Segment`]).
+struct Snapshot<T: Form> {
     generation: u64,
     built: Instant,
     /// When a request last asked for it, in milliseconds after `built`.
     used: AtomicU64,
-    /// Per family (see [`families`]): every table's, stream's or scope's
-    /// samples of it, in chunks.
-    blocks: Vec<Vec<Bytes>>,
-    /// Per format: the gzip header and the sync-flushed deflate stream of
-    /// the headers and blocks, with their CRC.
-    gzip: [OnceCell<Arc<Deflated>>; 2],
+    /// Per family (see [`families`]), its chunks.
+    families: Vec<Vec<Arc<Piece<T>>>>,
+    /// Per format, the response up to the process-wide tail, assembled by
+    /// the first request for it.
+    bodies: [OnceLock<T::Body>; 2],
 }
 
-struct Deflated {
-    bytes: Bytes,
-    crc: Crc,
+/// The two jobs the page runs, at most one of each at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// Render the text form.
+    Text,
+    /// Render what changed and compress it: the gzip form.
+    Gzip,
 }
 
-/// The shared page: the current snapshot and the family headers.
+impl Job {
+    fn as_str(self) -> &'static str {
+        match self {
+            Job::Text => "rebuilding the metrics page",
+            Job::Gzip => "compressing the metrics page",
+        }
+    }
+}
+
+/// A job in progress and how to wait for it.
+struct Flight<T: Form> {
+    /// Set to the job's result when it ends (the last page if it failed).
+    done: watch::Receiver<Option<Arc<Snapshot<T>>>>,
+    task: JoinHandle<()>,
+}
+
+/// What the page holds between requests.
+struct Held {
+    text: Option<Arc<Snapshot<Bytes>>>,
+    gzip: Option<Arc<Snapshot<Segment>>>,
+    text_job: Option<Flight<Bytes>>,
+    gzip_job: Option<Flight<Segment>>,
+}
+
+/// A form the page is kept in.
+trait Form: Send + Sync + Sized + 'static {
+    const JOB: Job;
+
+    /// The form's slots in what the page holds.
+    fn slots(held: &mut Held) -> (&mut Option<Arc<Snapshot<Self>>>, &mut Option<Flight<Self>>);
+
+    /// What turns rendered text into this form.
+    type Maker;
+
+    fn maker() -> Self::Maker;
+
+    /// Turn one chunk's rendered text into this form; `again` when it
+    /// replaces the same entries' chunk of an earlier rendering.
+    fn make(maker: &mut Self::Maker, text: &str, again: bool) -> Self;
+
+    /// The length of text it stands for (a capacity hint for rendering the
+    /// chunk again).
+    fn text_len(&self) -> usize;
+
+    /// A response in this form up to the process-wide tail.
+    type Body: Send + Sync;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Self::Body;
+}
+
+/// `# HELP`/`# TYPE` lines per format, per family, as text and as
+/// compressed segments.
+struct Headers {
+    text: [Vec<Bytes>; 2],
+    gzip: [Vec<Segment>; 2],
+}
+
+impl Form for Bytes {
+    const JOB: Job = Job::Text;
+
+    fn slots(held: &mut Held) -> (&mut Option<Arc<Snapshot<Self>>>, &mut Option<Flight<Self>>) {
+        (&mut held.text, &mut held.text_job)
+    }
+
+    type Maker = ();
+
+    fn maker() {}
+
+    fn make((): &mut (), text: &str, _again: bool) -> Self {
+        // Kept until the chunk changes, at its exact size.
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    fn text_len(&self) -> usize {
+        self.len()
+    }
+
+    /// The headers and the chunks, in order.
+    type Body = Vec<Bytes>;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Vec<Bytes> {
+        let headers = &headers.text[format.index()];
+        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
+        let mut chunks = Vec::with_capacity(headers.len() + pieces + 1);
+        for (header, family) in headers.iter().zip(&snapshot.families) {
+            chunks.push(header.clone());
+            chunks.extend(
+                family
+                    .iter()
+                    .filter(|p| !p.body.is_empty())
+                    .map(|p| p.body.clone()),
+            );
+        }
+        chunks
+    }
+}
+
+impl Form for Segment {
+    const JOB: Job = Job::Gzip;
+
+    fn slots(held: &mut Held) -> (&mut Option<Arc<Snapshot<Self>>>, &mut Option<Flight<Self>>) {
+        (&mut held.gzip, &mut held.gzip_job)
+    }
+
+    /// For a first compression, and for another; each made when first
+    /// needed (a rebuild under steady polls needs only the second).
+    type Maker = [Option<Deflater>; 2];
+
+    fn maker() -> [Option<Deflater>; 2] {
+        [None, None]
+    }
+
+    fn make(deflaters: &mut [Option<Deflater>; 2], text: &str, again: bool) -> Self {
+        let level = if again { LEVEL_AGAIN } else { LEVEL_FIRST };
+        deflaters[usize::from(again)]
+            .get_or_insert_with(|| Deflater::new(level))
+            .segment(text.as_bytes())
+    }
+
+    fn text_len(&self) -> usize {
+        usize::try_from(Segment::text_len(self)).unwrap_or(0)
+    }
+
+    /// The gzip member, open: its header, the headers' and chunks'
+    /// segments, and their combined CRC.
+    type Body = Member;
+
+    fn body(headers: &Headers, snapshot: &Snapshot<Self>, format: Format) -> Member {
+        let headers = &headers.gzip[format.index()];
+        let pieces: usize = snapshot.families.iter().map(Vec::len).sum();
+        let mut member = Member::with_capacity(headers.len() + pieces);
+        for (header, family) in headers.iter().zip(&snapshot.families) {
+            member.push(header);
+            family.iter().for_each(|p| member.push(&p.body));
+        }
+        member
+    }
+}
+
+/// The shared page.
 pub struct Page {
+    inner: Arc<Inner>,
+}
+
+/// The page's state, shared with its jobs.
+struct Inner {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
-    /// `# HELP`/`# TYPE` lines per format, per family.
-    headers: [Vec<Bytes>; 2],
-    /// The snapshot, while it is fresh.
-    current: RwLock<Option<Arc<Snapshot>>>,
-    /// How long a snapshot no request asked for is kept ([`UNUSED_FOR`]).
+    headers: Headers,
+    /// How long a text snapshot no request asked for is kept
+    /// ([`UNUSED_FOR`]).
     unused_for: Duration,
-    /// Held while one scraper rebuilds a stale snapshot, so the others wait
-    /// for that rebuild instead of each doing their own.
-    rebuild: tokio::sync::Mutex<()>,
-    level: Compression,
-    /// Renders a snapshot ([`build`]; a test swaps in one that fails).
-    builder: fn(&Store, Option<&Snapshot>) -> Snapshot,
+    /// [`CHUNK_ITEMS`]; smaller in tests.
+    chunk_items: usize,
+    held: Mutex<Held>,
     /// The process-wide families per format, re-encoded when older than
     /// [`MAX_AGE`] (reading `/proc` for every scrape would cost more than
     /// sending the page).
-    tails: std::sync::Mutex<[Option<(Instant, Bytes)>; 2]>,
+    tails: Mutex<[Option<(Instant, Bytes)>; 2]>,
+    #[cfg(test)]
+    probe: tests::Probe,
 }
 
 /// One response body's chunks.
 pub type Chunks = Vec<Bytes>;
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Page {
-    /// A page over `store`; the first snapshot is built by the first
-    /// request.
+    /// A page over `store`; each form is built by the first request that
+    /// needs it.
     pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
-        let text = families()
+        let text: Vec<Bytes> = families()
             .map(|(name, help, kind)| {
                 Bytes::from(format!(
                     "# HELP {name} {help}\n# TYPE {name} {}\n",
@@ -124,90 +306,104 @@ impl Page {
                 ))
             })
             .collect();
-        let om = families()
+        let om: Vec<Bytes> = families()
             .map(|(name, help, kind)| Bytes::from(openmetrics::header(name, help, kind.as_str())))
             .collect();
-        Page {
-            store,
-            telemetry,
-            headers: [text, om],
-            current: RwLock::new(None),
-            unused_for: UNUSED_FOR,
-            rebuild: tokio::sync::Mutex::new(()),
-            level: Compression::new(4),
-            builder: build,
-            tails: std::sync::Mutex::new([None, None]),
-        }
-    }
-
-    /// The current snapshot, rebuilt first if it is stale or was let go.
-    pub async fn snapshot(&self) -> Arc<Snapshot> {
-        if let Some(current) = self.fresh() {
-            return current;
-        }
-        // Holding this async mutex across the rebuild is the point: it
-        // makes concurrent scrapers wait for one rebuild.
-        let _guard = self.rebuild.lock().await;
-        if let Some(current) = self.fresh() {
-            return current;
-        }
-        // The stale snapshot, if still held, lends the chunks that did not
-        // change.
-        let previous = self
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let store = Arc::clone(&self.store);
-        let fallback = previous.clone();
-        let builder = self.builder;
-        let job = move || builder(&store, previous.as_deref());
-        let fresh = match tokio::task::spawn_blocking(job).await {
-            Ok(snapshot) => Arc::new(snapshot),
-            Err(err) => {
-                tracing::error!(error = %err, "rebuilding the metrics page failed; serving the last one");
-                // The last page if it is still held (its age shows in the
-                // success timestamps); else an empty one (the families'
-                // headers and the process-wide tail).
-                return fallback
-                    .unwrap_or_else(|| Arc::new(Snapshot::empty(self.store.generation())));
-            }
+        let mut deflater = Deflater::new(9);
+        let mut zip = |headers: &[Bytes]| -> Vec<Segment> {
+            headers.iter().map(|h| deflater.segment(h)).collect()
         };
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fresh));
-        fresh
+        let gzip = [zip(&text), zip(&om)];
+        Page {
+            inner: Arc::new(Inner {
+                store,
+                telemetry,
+                headers: Headers {
+                    text: [text, om],
+                    gzip,
+                },
+                unused_for: UNUSED_FOR,
+                chunk_items: CHUNK_ITEMS,
+                held: Mutex::new(Held {
+                    text: None,
+                    gzip: None,
+                    text_job: None,
+                    gzip_job: None,
+                }),
+                tails: Mutex::new([None, None]),
+                #[cfg(test)]
+                probe: tests::Probe::default(),
+            }),
+        }
     }
 
-    /// The held snapshot if it is not stale.
-    fn fresh(&self) -> Option<Arc<Snapshot>> {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current
-            .as_ref()
-            .filter(|snapshot| !self.is_stale(snapshot))
-            .map(|snapshot| {
+    /// The current snapshot in form `T`: the one held if it is fresh, else
+    /// the result of the job in progress, or of one started now.
+    async fn current<T: Form>(&self) -> Arc<Snapshot<T>> {
+        let inner = &self.inner;
+        let (mut done, previous) = {
+            let mut held = lock(&inner.held);
+            let (kept, job) = T::slots(&mut held);
+            if let Some(snapshot) = kept.as_ref().filter(|s| !inner.is_stale(s)) {
                 snapshot.touch();
-                Arc::clone(snapshot)
-            })
+                return Arc::clone(snapshot);
+            }
+            let previous = kept.clone();
+            let done = match job {
+                // In progress until it has answered (a job that has may
+                // still be returning, with nothing left to do).
+                Some(flight) if flight.done.borrow().is_none() => flight.done.clone(),
+                _ => {
+                    let flight = Inner::start(inner, previous.clone());
+                    let done = flight.done.clone();
+                    *job = Some(flight);
+                    done
+                }
+            };
+            (done, previous)
+        };
+        let result = done
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        match result {
+            Some(snapshot) => {
+                snapshot.touch();
+                snapshot
+            }
+            // The job was dropped without an answer (the runtime is
+            // shutting down): the last page if there is one.
+            None => previous
+                .unwrap_or_else(|| Arc::new(Snapshot::empty(&inner.store, families().count()))),
+        }
     }
 
-    fn is_stale(&self, snapshot: &Snapshot) -> bool {
-        snapshot.generation != self.store.generation() && snapshot.built.elapsed() >= MAX_AGE
-    }
-
-    /// Let go of the held snapshot if it is stale or unused for
-    /// `self.unused_for`. Returns whether it did.
+    /// Let go of the text snapshot if it is stale or unused for
+    /// `unused_for`. Returns whether it did. (The gzip form, a thirtieth
+    /// of the text, is kept.)
     pub fn release_unneeded(&self) -> bool {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        let unneeded = current
+        let inner = &self.inner;
+        let mut held = lock(&inner.held);
+        let unneeded = held
+            .text
             .as_ref()
-            .is_some_and(|s| self.is_stale(s) || s.unused() >= self.unused_for);
+            .is_some_and(|s| inner.is_stale(s) || s.unused() >= inner.unused_for);
         if unneeded {
-            *current = None;
+            held.text = None;
+        }
+        // A finished job's channel still holds what it built.
+        if held.text_job.as_ref().is_some_and(|f| f.task.is_finished()) {
+            held.text_job = None;
+        }
+        if held.gzip_job.as_ref().is_some_and(|f| f.task.is_finished()) {
+            held.gzip_job = None;
         }
         unneeded
     }
 
     /// Every [`MAX_AGE`], let go of a snapshot nobody needs, until
-    /// `shutdown`.
+    /// `shutdown`; then wait for the jobs in progress.
     pub async fn keep_fresh(
         self: Arc<Self>,
         shutdown: tokio_util::sync::WaitForCancellationFutureOwned,
@@ -217,69 +413,99 @@ impl Page {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 _ = tick.tick() => {
                     self.release_unneeded();
                 }
+            }
+        }
+        let jobs = {
+            let mut held = lock(&self.inner.held);
+            let text = held.text_job.take().map(|f| f.task);
+            let gzip = held.gzip_job.take().map(|f| f.task);
+            [text, gzip]
+        };
+        for task in jobs.into_iter().flatten() {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "a metrics page job did not finish");
             }
         }
     }
 
     /// The whole page in `format`, as chunks to send in order.
     pub async fn plain(&self, format: Format) -> Chunks {
-        let snapshot = self.snapshot().await;
-        let headers = &self.headers[format.index()];
-        let mut chunks = Vec::with_capacity(2 * headers.len() + 1);
-        for (header, block) in headers.iter().zip(&snapshot.blocks) {
-            chunks.push(header.clone());
-            chunks.extend(block.iter().cloned());
-        }
-        chunks.push(self.tail(format));
-        chunks
+        let snapshot = self.current::<Bytes>().await;
+        self.inner.plain_of(&snapshot, format)
     }
 
     /// The whole page in `format`, gzip-encoded, as chunks to send in order.
     pub async fn gzip(&self, format: Format) -> Chunks {
-        let snapshot = self.snapshot().await;
-        let cell = &snapshot.gzip[format.index()];
-        let deflated = cell
-            .get_or_init(|| async {
-                let headers = self.headers[format.index()].clone();
-                let blocks = snapshot.blocks.clone();
-                let level = self.level;
-                let job = move || deflate_page(&headers, &blocks, level);
-                Arc::new(
-                    tokio::task::spawn_blocking(job)
-                        .await
-                        .unwrap_or_else(|err| {
-                            tracing::error!(error = %err, "compressing the metrics page failed");
-                            // Still a valid (empty) start of a gzip stream.
-                            Deflated {
-                                bytes: Bytes::from_static(&GZIP_HEADER),
-                                crc: Crc::new(),
-                            }
-                        }),
-                )
-            })
-            .await;
-        let tail = self.tail(format);
-        // The CRC of the empty string combined with the page's is the
-        // page's (`Crc` is not `Clone`).
-        let mut crc = Crc::new();
-        crc.combine(&deflated.crc);
-        let mut tail_crc = Crc::new();
-        tail_crc.update(&tail);
-        crc.combine(&tail_crc);
-        let mut rest = stored_blocks(&tail);
-        rest.extend_from_slice(&crc.sum().to_le_bytes());
-        rest.extend_from_slice(&crc.amount().to_le_bytes());
-        vec![deflated.bytes.clone(), Bytes::from(rest)]
+        let snapshot = self.current::<Segment>().await;
+        self.inner.gzip_of(&snapshot, format)
+    }
+}
+
+impl Inner {
+    /// `snapshot` in `format`, with the process-wide tail.
+    fn plain_of(&self, snapshot: &Snapshot<Bytes>, format: Format) -> Chunks {
+        let mut chunks = snapshot.body(&self.headers, format).clone();
+        chunks.push(self.tail(format));
+        chunks
+    }
+
+    /// `snapshot` in `format` as one gzip member: the compressed headers
+    /// and chunks, then the process-wide tail as a stored block.
+    fn gzip_of(&self, snapshot: &Snapshot<Segment>, format: Format) -> Chunks {
+        let member = snapshot.body(&self.headers, format).clone();
+        member.finish(&self.tail(format))
+    }
+
+    fn is_stale<T: Form>(&self, snapshot: &Snapshot<T>) -> bool {
+        snapshot.generation != self.store.generation() && snapshot.built.elapsed() >= MAX_AGE
+    }
+
+    /// Start the job that builds form `T` from `previous`, on the blocking
+    /// pool; the page owns it through the returned flight.
+    fn start<T: Form>(inner: &Arc<Inner>, previous: Option<Arc<Snapshot<T>>>) -> Flight<T> {
+        let (tx, done) = watch::channel(None);
+        let inner = Arc::clone(inner);
+        let task = tokio::task::spawn_blocking(move || {
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                #[cfg(test)]
+                inner.probe.enter(T::JOB);
+                build(&inner.store, previous.as_deref(), inner.chunk_items)
+            }));
+            let snapshot = match built {
+                Ok(snapshot) => {
+                    let snapshot = Arc::new(snapshot);
+                    *T::slots(&mut lock(&inner.held)).0 = Some(Arc::clone(&snapshot));
+                    snapshot
+                }
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %message, "{} failed; serving the last one", T::JOB.as_str());
+                    // The last page if it is still held (its age shows in
+                    // the success timestamps); else an empty one (the
+                    // families' headers and the process-wide tail).
+                    previous.unwrap_or_else(|| {
+                        Arc::new(Snapshot::empty(&inner.store, families().count()))
+                    })
+                }
+            };
+            // Nobody may be waiting any more; the result is stored anyway.
+            let _ = tx.send(Some(snapshot));
+        });
+        Flight { done, task }
     }
 
     /// The process-wide families, at most [`MAX_AGE`] old, and `# EOF`
     /// for OpenMetrics.
     fn tail(&self, format: Format) -> Bytes {
-        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tails = lock(&self.tails);
         let slot = &mut tails[format.index()];
         if let Some((at, tail)) = slot {
             if at.elapsed() < MAX_AGE {
@@ -300,121 +526,128 @@ impl Page {
     }
 }
 
-/// Render every table's, stream's and scope's families, in chunks of
-/// [`CHUNK_ITEMS`] per family, reusing `previous`'s chunk wherever the text
-/// is the same.
-fn build(store: &Store, previous: Option<&Snapshot>) -> Snapshot {
-    // Read the generation first: a change racing with the rendering below
-    // makes the next request rebuild again rather than be missed.
+/// Render every table's, stream's and scope's families in chunks of
+/// `chunk_items` entries, keeping `previous`'s chunk wherever it still
+/// holds, and turn the new text into form `T`.
+fn build<T: Form>(
+    store: &Store,
+    previous: Option<&Snapshot<T>>,
+    chunk_items: usize,
+) -> Snapshot<T> {
+    // Read first: a change racing with the rendering below is stamped
+    // after it, so the next rebuild renders its chunk again rather than
+    // miss it, and the snapshot counts as stale.
     let generation = store.generation();
-    let mut chunker = Chunker::new(families().count(), previous);
-    let streams_at = TABLE_FAMILIES.len();
-    let scopes_at = streams_at + STREAM_FAMILIES.len();
-    store.visit(|state| chunker.item(0, &metrics::render_table(state)));
-    store.visit_streams(|state| chunker.item(streams_at, &metrics::render_stream(state)));
-    store.visit_scopes(|state| chunker.item(scopes_at, &metrics::render_scope(state)));
+    let mut build = Build {
+        generation,
+        previous,
+        families: (0..families().count()).map(|_| Vec::new()).collect(),
+        maker: T::maker(),
+        chunk_items,
+    };
+    let streams = TABLE_FAMILIES.len();
+    let scopes = streams + STREAM_FAMILIES.len();
+    build.section(0, store.table_runs());
+    build.section(streams, store.stream_runs());
+    build.section(scopes, store.scope_runs());
     Snapshot {
         generation,
         built: built_at(generation),
         used: AtomicU64::new(0),
-        blocks: chunker.finish(),
-        gzip: [OnceCell::new(), OnceCell::new()],
+        families: build.families,
+        bodies: [OnceLock::new(), OnceLock::new()],
     }
 }
 
-/// Cuts each family's text into chunks of [`CHUNK_ITEMS`] items. While a
-/// chunk's text matches the previous snapshot's chunk at the same place,
-/// nothing is buffered (the match is only followed); a chunk is copied
-/// into a buffer only from where it first differs. So a rebuild of a page
-/// where little changed holds little besides the two snapshots' shared
-/// chunks.
-struct Chunker<'a> {
-    previous: Option<&'a Snapshot>,
-    /// Per family, the chunk being filled.
-    open: Vec<Open>,
-    done: Vec<Vec<Bytes>>,
+struct Build<'a, T: Form> {
+    generation: u64,
+    previous: Option<&'a Snapshot<T>>,
+    /// Per family, its chunks so far.
+    families: Vec<Vec<Arc<Piece<T>>>>,
+    maker: T::Maker,
+    chunk_items: usize,
 }
 
-#[derive(Default, Clone)]
-struct Open {
-    items: usize,
-    /// Bytes of the previous chunk matched so far.
-    matched: usize,
-    /// Whether the text has left the previous chunk; then it is in `text`.
-    diverged: bool,
-    /// Reused from chunk to chunk: each finished chunk is copied out at
-    /// its exact size.
-    text: Vec<u8>,
-}
-
-impl<'a> Chunker<'a> {
-    fn new(count: usize, previous: Option<&'a Snapshot>) -> Self {
-        Chunker {
-            previous,
-            open: vec![Open::default(); count],
-            done: vec![Vec::new(); count],
-        }
-    }
-
-    /// The previous snapshot's chunk at the place `family`'s open one
-    /// fills, or none.
-    fn previous_chunk(&self, family: usize) -> Option<&'a Bytes> {
-        let at = self.done[family].len();
-        self.previous
-            .and_then(|p| p.blocks.get(family))
-            .and_then(|chunks| chunks.get(at))
-    }
-
-    /// One item's fragments, for the families from `offset` on.
-    fn item(&mut self, offset: usize, fragments: &metrics::Fragments) {
-        for (i, text) in fragments.0.iter().enumerate() {
-            let family = offset + i;
-            let before = self.previous_chunk(family);
-            let open = &mut self.open[family];
-            let text = text.as_bytes();
-            if !open.diverged {
-                let old: &[u8] = before.map_or(&[], |b| &b[..]);
-                if old[open.matched..].starts_with(text) {
-                    open.matched += text.len();
-                } else {
-                    open.diverged = true;
-                    open.text.clear();
-                    open.text.extend_from_slice(&old[..open.matched]);
-                    open.text.extend_from_slice(text);
+impl<T: Form> Build<'_, T> {
+    /// The chunks of the families of `S`, which start at `offset` in the
+    /// page, from its entries in order. Each chunk's text is rendered
+    /// under the store's read lock, and turned into `T` (compressed) once
+    /// the lock is let go.
+    fn section<S: Subject, K: Ord + Clone>(
+        &mut self,
+        offset: usize,
+        mut entries: Runs<'_, K, Tracked<S>>,
+    ) {
+        let count = S::FAMILIES.len();
+        // Per family, the text of its chunk being rendered (kept from
+        // chunk to chunk), and the families rendered in this chunk, with
+        // whether they replace a chunk of the same entries.
+        let mut texts = vec![String::new(); count];
+        let mut dirty: Vec<(usize, bool)> = Vec::with_capacity(count);
+        let mut identity = String::new();
+        for at in 0.. {
+            let previous = self.previous;
+            let before = |family: usize| {
+                previous
+                    .and_then(|p| p.families.get(offset + family))
+                    .and_then(|chunks| chunks.get(at))
+            };
+            let families = &mut self.families[offset..offset + count];
+            let mut members: Option<Arc<[u64]>> = None;
+            dirty.clear();
+            let more = entries.next(self.chunk_items, |run| {
+                // The previous chunks' entries, shared when the same.
+                let ids = match before(0) {
+                    Some(p) if p.members.iter().copied().eq(run.iter().map(|e| e.id())) => {
+                        Arc::clone(&p.members)
+                    }
+                    _ => run.iter().map(|e| e.id()).collect(),
+                };
+                // Per part, the last change to it among these entries.
+                let mut latest = [0; Part::ALL.len()];
+                for entry in run {
+                    for (last, part) in latest.iter_mut().zip(Part::ALL) {
+                        *last = entry.changed(part).max(*last);
+                    }
                 }
-            } else {
-                open.text.extend_from_slice(text);
+                for (i, family) in S::FAMILIES.iter().enumerate() {
+                    let same =
+                        before(i).filter(|p| Arc::ptr_eq(&p.members, &ids) || *p.members == *ids);
+                    let kept = same.filter(|p| {
+                        family
+                            .reads
+                            .iter()
+                            .all(|part| latest[*part as usize] <= p.rendered_at)
+                    });
+                    match kept {
+                        Some(piece) => families[i].push(Arc::clone(piece)),
+                        None => {
+                            texts[i].clear();
+                            texts[i].reserve(before(i).map_or(0, |p| p.body.text_len()));
+                            dirty.push((i, same.is_some()));
+                        }
+                    }
+                }
+                for entry in run.iter().filter(|_| !dirty.is_empty()) {
+                    identity.clear();
+                    entry.state().identity(&mut identity);
+                    for &(i, _) in &dirty {
+                        S::FAMILIES[i].render(entry.state(), &identity, &mut texts[i]);
+                    }
+                }
+                members = Some(ids);
+            });
+            let Some(members) = members.filter(|_| more) else {
+                return;
+            };
+            for &(i, again) in &dirty {
+                families[i].push(Arc::new(Piece {
+                    rendered_at: self.generation,
+                    members: Arc::clone(&members),
+                    body: T::make(&mut self.maker, &texts[i], again),
+                }));
             }
-            open.items += 1;
-            if open.items == CHUNK_ITEMS {
-                self.cut(family);
-            }
         }
-    }
-
-    /// Close `family`'s open chunk: the previous snapshot's chunk (or the
-    /// start of it) where the text is the same, else a copy.
-    fn cut(&mut self, family: usize) {
-        let before = self.previous_chunk(family);
-        let open = &mut self.open[family];
-        let chunk = if open.diverged {
-            Bytes::copy_from_slice(&open.text)
-        } else {
-            before.map_or_else(Bytes::new, |b| b.slice(..open.matched))
-        };
-        open.items = 0;
-        open.matched = 0;
-        open.diverged = false;
-        if !chunk.is_empty() {
-            self.done[family].push(chunk);
-        }
-    }
-
-    fn finish(mut self) -> Vec<Vec<Bytes>> {
-        for family in 0..self.open.len() {
-            self.cut(family);
-        }
-        self.done
     }
 }
 
@@ -430,7 +663,12 @@ fn built_at(generation: u64) -> Instant {
     }
 }
 
-impl Snapshot {
+impl<T: Form> Snapshot<T> {
+    /// The response in `format` up to the tail.
+    fn body(&self, headers: &Headers, format: Format) -> &T::Body {
+        self.bodies[format.index()].get_or_init(|| T::body(headers, self, format))
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.built.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.used.fetch_max(ms, Ordering::Relaxed);
@@ -443,19 +681,20 @@ impl Snapshot {
     }
 
     /// A snapshot with no samples.
-    fn empty(generation: u64) -> Self {
+    fn empty(store: &Store, families: usize) -> Self {
+        let generation = store.generation();
         Snapshot {
             generation,
             built: built_at(generation),
             used: AtomicU64::new(0),
-            blocks: vec![Vec::new(); families().count()],
-            gzip: [OnceCell::new(), OnceCell::new()],
+            families: (0..families).map(|_| Vec::new()).collect(),
+            bodies: [OnceLock::new(), OnceLock::new()],
         }
     }
 }
 
-/// Every family the snapshot holds, in page order: per table, per stream,
-/// per scope.
+/// Every family the page renders from the store, in page order: per
+/// table, per stream, per scope.
 fn families() -> impl Iterator<Item = (&'static str, &'static str, Kind)> {
     let table = TABLE_FAMILIES.iter().map(|f| (f.name, f.help, f.kind));
     let stream = STREAM_FAMILIES.iter().map(|f| (f.name, f.help, f.kind));
@@ -463,85 +702,86 @@ fn families() -> impl Iterator<Item = (&'static str, &'static str, Kind)> {
     table.chain(stream).chain(scope)
 }
 
-/// A gzip header: deflate, no name, no time, unknown OS.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-
-/// The gzip header and a deflate stream of `headers[i] + blocks[i]` for
-/// every family, sync-flushed so more deflate blocks can follow.
-fn deflate_page(headers: &[Bytes], blocks: &[Vec<Bytes>], level: Compression) -> Deflated {
-    let total: usize = blocks.iter().flatten().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(total / 10 + 4096);
-    out.extend_from_slice(&GZIP_HEADER);
-    let mut compress = Compress::new(level, false);
-    let mut crc = Crc::new();
-    for (header, block) in headers.iter().zip(blocks) {
-        for part in std::iter::once(header).chain(block) {
-            crc.update(part);
-            deflate_into(&mut compress, part, &mut out, FlushCompress::None);
-        }
-    }
-    deflate_into(&mut compress, &[], &mut out, FlushCompress::Sync);
-    // Sized for a poorly compressible page; give the slack back.
-    out.shrink_to_fit();
-    Deflated {
-        bytes: Bytes::from(out),
-        crc,
-    }
-}
-
-fn deflate_into(compress: &mut Compress, input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) {
-    let start = compress.total_in();
-    loop {
-        if out.capacity() - out.len() < 64 * 1024 {
-            out.reserve(256 * 1024);
-        }
-        let done = (compress.total_in() - start) as usize;
-        if compress.compress_vec(&input[done..], out, flush).is_err() {
-            // Cannot happen with in-memory buffers; stop rather than spin.
-            tracing::error!("deflate failed");
-            return;
-        }
-        let consumed = (compress.total_in() - start) as usize;
-        // Finished when all input is in and the output had room to spare,
-        // which for a sync flush means the flush is complete.
-        if consumed == input.len() && out.len() < out.capacity() {
-            return;
-        }
-    }
-}
-
-/// `data` as deflate stored blocks, the last one final.
-fn stored_blocks(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 5 * (data.len() / 65535 + 1));
-    let mut chunks = data.chunks(65535).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-        return out;
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        out.push(u8::from(last));
-        let len = chunk.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(chunk);
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::aws::Destination;
-    use crate::exposition::metrics::render_exposition;
-    use crate::state::TableKey;
+    use crate::aws::{Destination, PollError, StreamSummary};
+    use crate::state::{ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
+    use std::collections::BTreeSet;
     use std::io::Read as _;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Condvar;
+
+    /// What the page's jobs did, and a way to hold them or make them fail.
+    #[derive(Default)]
+    pub(in crate::exposition::page) struct Probe {
+        started: Mutex<Vec<Job>>,
+        /// While true, jobs wait before they build.
+        held: (Mutex<bool>, Condvar),
+        fail: AtomicBool,
+    }
+
+    impl Probe {
+        pub(in crate::exposition::page) fn enter(&self, job: Job) {
+            lock(&self.started).push(job);
+            let mut held = lock(&self.held.0);
+            while *held {
+                held = self
+                    .held
+                    .1
+                    .wait(held)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            drop(held);
+            assert!(!self.fail.load(Ordering::Relaxed), "rendering failed");
+        }
+
+        /// Hold the jobs until the guard goes (also when the test fails,
+        /// or the runtime would wait for the held jobs forever).
+        fn hold(&self) -> Hold<'_> {
+            *lock(&self.held.0) = true;
+            Hold(self)
+        }
+
+        fn started(&self) -> Vec<Job> {
+            lock(&self.started).clone()
+        }
+
+        /// Wait (at most 10 s) until `n` jobs have started.
+        async fn wait_started(&self, n: usize) {
+            for _ in 0..10_000 {
+                if lock(&self.started).len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("{n} jobs did not start: {:?}", self.started());
+        }
+    }
+
+    struct Hold<'a>(&'a Probe);
+
+    impl Drop for Hold<'_> {
+        fn drop(&mut self) {
+            *lock(&self.0.held.0) = false;
+            self.0.held.1.notify_all();
+        }
+    }
 
     fn key(table: &str) -> TableKey {
         TableKey {
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: table.into(),
+        }
+    }
+
+    fn dest(arn: &str, status: &str) -> Destination {
+        Destination {
+            stream_arn: arn.into(),
+            status: status.into(),
+            status_description: None,
+            precision: None,
         }
     }
 
@@ -562,16 +802,142 @@ mod tests {
         store
     }
 
+    /// A store of `n` tables `t0000`..., each polled once with one ACTIVE
+    /// destination.
+    fn polled(n: usize) -> (Arc<Store>, Vec<String>) {
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:04}")).collect();
+        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
+        for name in &names {
+            store.record(
+                &key(name),
+                &Ok(vec![dest(&format!("{name}-s"), "ACTIVE")]),
+                5.0,
+            );
+        }
+        (store, names)
+    }
+
+    /// A page whose chunks hold `chunk_items` entries.
+    fn page_with(store: &Arc<Store>, chunk_items: usize) -> Page {
+        let mut page = Page::new(Arc::clone(store), Arc::new(Telemetry::new(false)));
+        Arc::get_mut(&mut page.inner)
+            .expect("not shared yet")
+            .chunk_items = chunk_items;
+        page
+    }
+
     fn concat(chunks: &[Bytes]) -> Vec<u8> {
         chunks.iter().flat_map(|c| c.iter().copied()).collect()
     }
 
-    fn gunzip(bytes: &[u8]) -> String {
+    fn text(chunks: &[Bytes]) -> String {
+        String::from_utf8(concat(chunks)).expect("UTF-8")
+    }
+
+    fn gunzip(chunks: &[Bytes]) -> String {
+        let bytes = concat(chunks);
+        let mut decoder = flate2::bufread::GzDecoder::new(&bytes[..]);
         let mut out = String::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_string(&mut out)
-            .expect("valid gzip");
+        decoder.read_to_string(&mut out).expect("valid gzip");
+        assert!(decoder.into_inner().is_empty(), "bytes after the member");
         out
+    }
+
+    /// The page rendered from scratch, the simplest way: every family's
+    /// header, then every entry's samples of it, then the process-wide
+    /// families.
+    fn reference(store: &Store, telemetry: &Telemetry, format: Format) -> String {
+        fn section<S: Subject + Clone>(
+            out: &mut String,
+            format: Format,
+            visit: impl FnOnce(&mut dyn FnMut(&S)),
+        ) {
+            let mut states = Vec::new();
+            visit(&mut |s: &S| states.push(s.clone()));
+            for family in S::FAMILIES {
+                match format {
+                    Format::Text => {
+                        out.push_str(&format!(
+                            "# HELP {} {}\n# TYPE {} {}\n",
+                            family.name,
+                            family.help,
+                            family.name,
+                            family.kind.as_str()
+                        ));
+                    }
+                    Format::OpenMetrics => out.push_str(&openmetrics::header(
+                        family.name,
+                        family.help,
+                        family.kind.as_str(),
+                    )),
+                }
+                for state in &states {
+                    let mut identity = String::new();
+                    state.identity(&mut identity);
+                    family.render(state, &identity, out);
+                }
+            }
+        }
+        let mut out = String::new();
+        section::<TableState>(&mut out, format, |f| store.visit(f));
+        section::<StreamState>(&mut out, format, |f| store.visit_streams(f));
+        section::<ScopeState>(&mut out, format, |f| store.visit_scopes(f));
+        let tail = telemetry.encode();
+        match format {
+            Format::Text => out.push_str(&tail),
+            Format::OpenMetrics => {
+                out.push_str(&openmetrics::from_text(&tail));
+                out.push_str(openmetrics::EOF);
+            }
+        }
+        out
+    }
+
+    fn plain_of(page: &Page, snapshot: &Snapshot<Bytes>, format: Format) -> String {
+        text(&page.inner.plain_of(snapshot, format))
+    }
+
+    fn gzip_of(page: &Page, snapshot: &Snapshot<Segment>, format: Format) -> String {
+        gunzip(&page.inner.gzip_of(snapshot, format))
+    }
+
+    /// Where a snapshot's chunks are shared with an earlier one: per
+    /// family, per chunk, whether it is the same piece.
+    fn shared<T: Form>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<Vec<bool>> {
+        new.families
+            .iter()
+            .enumerate()
+            .map(|(f, chunks)| {
+                chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(at, piece)| {
+                        old.families[f]
+                            .get(at)
+                            .is_some_and(|old| Arc::ptr_eq(old, piece))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The (family, chunk) places that are not shared.
+    fn fresh<T: Form>(old: &Snapshot<T>, new: &Snapshot<T>) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (f, chunks) in shared(old, new).iter().enumerate() {
+            for (at, kept) in chunks.iter().enumerate() {
+                if !kept {
+                    out.push((f, at));
+                }
+            }
+        }
+        out
+    }
+
+    fn family(name: &str) -> usize {
+        families()
+            .position(|(n, _, _)| n == name)
+            .expect("a family of the page")
     }
 
     #[tokio::test]
@@ -579,30 +945,26 @@ mod tests {
         let store = store();
         let telemetry = Arc::new(Telemetry::new(false));
         let page = Page::new(Arc::clone(&store), Arc::clone(&telemetry));
-        let (tables, streams, scopes) = (
-            store.fragments(),
-            store.stream_fragments(),
-            store.scope_fragments(),
-        );
-        let classic = render_exposition(
-            &crate::exposition::metrics::Sections {
-                tables: &tables,
-                streams: &streams,
-                scopes: &scopes,
-            },
-            &telemetry,
-        );
-        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
-        assert_eq!(text, classic);
+        for format in [Format::Text, Format::OpenMetrics] {
+            let page = text(&page.plain(format).await);
+            assert_eq!(page, reference(&store, &telemetry, format), "{format:?}");
+        }
+        let page = text(&page.plain(Format::Text).await);
+        assert!(page.contains(
+            "dynamodb_kinesis_destination_info{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"arn:aws:kinesis:us-east-1:123456789012:stream/s\",stream_name=\"s\",stream_account_id=\"123456789012\",status_description=\"a \\\"quoted\\\" reason\",creation_date_time_precision=\"\"} 1\n"
+        ), "{page}");
+        assert!(page.contains(
+            "dynamodb_kinesis_api_errors_total{table=\"payments\",region=\"us-east-1\",account_id=\"123456789012\",code=\"timeout\"} 1\n"
+        ), "{page}");
     }
 
     #[tokio::test]
     async fn gzip_decodes_to_the_plain_page_in_both_formats() {
         let page = Page::new(store(), Arc::new(Telemetry::new(false)));
         for format in [Format::Text, Format::OpenMetrics] {
-            let plain = String::from_utf8(concat(&page.plain(format).await)).unwrap();
-            let zipped = concat(&page.gzip(format).await);
-            assert!(zipped.len() < plain.len(), "{format:?}");
+            let plain = text(&page.plain(format).await);
+            let zipped = page.gzip(format).await;
+            assert!(concat(&zipped).len() < plain.len(), "{format:?}");
             assert_eq!(gunzip(&zipped), plain, "{format:?}");
         }
     }
@@ -611,22 +973,22 @@ mod tests {
     async fn openmetrics_page_changes_only_headers_and_ends_with_eof() {
         let telemetry = Arc::new(Telemetry::new(false));
         telemetry.observe_poll(
-            &crate::state::ScopeKey {
+            &ScopeKey {
                 account_id: "123456789012".into(),
                 region: "us-east-1".into(),
             },
             0.25,
         );
         let page = Page::new(store(), telemetry);
-        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
-        let om = String::from_utf8(concat(&page.plain(Format::OpenMetrics).await)).unwrap();
+        let text_page = text(&page.plain(Format::Text).await);
+        let om = text(&page.plain(Format::OpenMetrics).await);
         let samples = |page: &str| -> Vec<String> {
             page.lines()
                 .filter(|l| !l.starts_with('#'))
                 .map(str::to_string)
                 .collect()
         };
-        assert_eq!(samples(&text), samples(&om));
+        assert_eq!(samples(&text_page), samples(&om));
         assert!(om.ends_with("\n# EOF\n"), "{om}");
         assert!(om.contains("# TYPE dynamodb_kinesis_api_errors counter\n"));
         assert!(om.contains("# TYPE dynamodb_kinesis_destination info\n"));
@@ -636,29 +998,113 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_page_groups_each_family_across_tables_streams_and_scopes() {
+        let store = Arc::new(Store::new([key("orders"), key("payments")]));
+        let listing = vec![dest("s1", "ENABLE_FAILED"), dest("s2", "PAUSED")];
+        store.record(&key("orders"), &Ok(listing.clone()), 5.0);
+        store.record(&key("payments"), &Ok(listing), 5.0);
+        let scope = key("orders").scope();
+        store.update_scope(&scope, |s| s.tables = 2);
+        let telemetry = Arc::new(Telemetry::new(false));
+        telemetry.observe_poll(&scope, 0.2);
+        let page = text(
+            &Page::new(Arc::clone(&store), Arc::clone(&telemetry))
+                .plain(Format::Text)
+                .await,
+        );
+        // Each family header appears once, and all its samples follow it
+        // before the next header.
+        for (name, _, _) in families() {
+            assert_eq!(
+                page.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        let status_lines: Vec<&str> = page
+            .lines()
+            .skip_while(|l| !l.starts_with("# TYPE dynamodb_kinesis_destination_status "))
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .collect();
+        // Per table: six known statuses for one stream, seven (one
+        // unknown) for the other.
+        assert_eq!(status_lines.len(), 2 * (6 + 7));
+        assert!(page.contains(
+            "dynamodb_kinesis_poll_duration_seconds_count{account_id=\"123456789012\",region=\"us-east-1\"} 1\n"
+        ));
+        assert!(page.contains(
+            "dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 2\n"
+        ));
+        // A scope without discovery has no discovery series.
+        assert!(
+            !page.contains("dynamodb_kinesis_discovery_tables{"),
+            "{page}"
+        );
+        telemetry.remove_scope(&scope);
+        store.retain_scopes(&BTreeSet::new());
+        let page = text(&Page::new(store, telemetry).plain(Format::Text).await);
+        assert!(!page.contains("poll_duration_seconds_count{"), "{page}");
+        assert!(!page.contains("dynamodb_kinesis_scope_tables{"), "{page}");
+        assert!(page.contains(&format!(
+            "dynamodb_kinesis_exporter_build_info{{revision=\"{}\",rustc_version=\"{}\",version=\"{}\"}} 1\n",
+            crate::REVISION,
+            crate::RUSTC_VERSION,
+            crate::VERSION
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_poll_shows_and_a_missing_table_loses_its_destination_series() {
+        let store = Arc::new(Store::new([key("orders")]));
+        let page = page_with(&store, 4);
+        let empty = build::<Bytes>(&store, None, 4);
+        assert!(!plain_of(&page, &empty, Format::Text).contains("table=\"orders\""));
+        store.record(&key("orders"), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
+        let polled = build(&store, Some(&empty), 4);
+        let shown = plain_of(&page, &polled, Format::Text);
+        assert!(shown.contains(
+            "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"
+        ), "{shown}");
+        assert!(shown.contains(
+            "dynamodb_kinesis_table_poll_success{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"
+        ));
+        store.record(
+            &key("orders"),
+            &Err(PollError::NotFound("gone".into())),
+            6.0,
+        );
+        let gone = plain_of(&page, &build(&store, Some(&polled), 4), Format::Text);
+        assert!(!gone.contains("stream_arn"), "{gone}");
+        assert!(gone.contains(
+            "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
+        ), "{gone}");
+    }
+
+    #[tokio::test]
     async fn snapshot_is_shared_until_a_change_and_a_second_pass() {
         let store = store();
         let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
-        let first = page.snapshot().await;
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        let first = page.current::<Bytes>().await;
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
         // The first snapshot counts as old: a change shows at once.
-        let first = page.snapshot().await;
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        let first = page.current::<Bytes>().await;
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         // A change younger than MAX_AGE keeps the snapshot.
         store.record(&key("orders"), &Ok(vec![]), 7.0);
-        assert!(Arc::ptr_eq(&first, &page.snapshot().await));
+        assert!(Arc::ptr_eq(&first, &page.current::<Bytes>().await));
         // Past MAX_AGE, the change shows.
         tokio::time::sleep(MAX_AGE).await;
-        let second = page.snapshot().await;
+        let second = page.current::<Bytes>().await;
         assert!(!Arc::ptr_eq(&first, &second));
-        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
-        assert!(text.contains(
+        let page_text = text(&page.plain(Format::Text).await);
+        assert!(page_text.contains(
             "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
         ));
         // Past MAX_AGE without a change, the snapshot stays.
         tokio::time::sleep(MAX_AGE).await;
-        assert!(Arc::ptr_eq(&second, &page.snapshot().await));
+        assert!(Arc::ptr_eq(&second, &page.current::<Bytes>().await));
     }
 
     #[tokio::test]
@@ -666,7 +1112,7 @@ mod tests {
         let store = store();
         let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         // A change younger than MAX_AGE: kept.
         store.record(&key("orders"), &Ok(vec![]), 7.0);
         assert!(!page.release_unneeded());
@@ -680,11 +1126,11 @@ mod tests {
         );
         // The next request renders the change; with no change after it,
         // it stays however old it gets.
-        let text = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
-        assert!(text.contains(
+        let page_text = text(&page.plain(Format::Text).await);
+        assert!(page_text.contains(
             "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
         ));
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         tokio::time::sleep(MAX_AGE).await;
         assert!(!page.release_unneeded());
         assert!(weak.upgrade().is_some());
@@ -694,16 +1140,16 @@ mod tests {
     async fn a_fresh_snapshot_nobody_asks_for_is_let_go() {
         let store = store();
         let mut page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
-        page.unused_for = Duration::from_millis(300);
+        Arc::get_mut(&mut page.inner).unwrap().unused_for = Duration::from_millis(300);
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         // Asked for every 100 ms: kept, however long.
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(!page.release_unneeded());
             assert!(Arc::ptr_eq(
                 &weak.upgrade().unwrap(),
-                &page.snapshot().await
+                &page.current::<Bytes>().await
             ));
         }
         // Not asked for in 300 ms: let go, though nothing changed.
@@ -722,7 +1168,7 @@ mod tests {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(Arc::clone(&page).keep_fresh(shutdown.clone().cancelled_owned()));
         store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let weak = Arc::downgrade(&page.snapshot().await);
+        let weak = Arc::downgrade(&page.current::<Bytes>().await);
         store.record(&key("orders"), &Ok(vec![]), 7.0);
         // Instant is the real clock (std), so wait for real past MAX_AGE,
         // then let the paused tokio clock run the janitor's ticks.
@@ -733,106 +1179,435 @@ mod tests {
         task.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_failed_rebuild_serves_the_last_page() {
-        let store = store();
-        let mut page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
-        store.record(&key("payments"), &Ok(vec![]), 6.5);
-        let good = page.plain(Format::Text).await;
-        page.builder = |_, _| panic!("rendering failed");
-        store.record(&key("orders"), &Ok(vec![]), 7.0);
-        tokio::time::sleep(MAX_AGE).await;
-        // Stale and its rebuild panics: the last page, not an empty one.
-        let tail_free = |chunks: &Chunks| concat(&chunks[..chunks.len() - 1]);
-        assert_eq!(tail_free(&page.plain(Format::Text).await), tail_free(&good));
-        // Once that page is let go too, only an empty one is left (the
-        // families' headers, no samples), and it still parses.
-        assert!(page.release_unneeded());
-        let empty = String::from_utf8(concat(&page.plain(Format::Text).await)).unwrap();
-        assert!(!empty.contains("table=\"orders\""), "{empty}");
-        assert!(empty.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_scrapers_of_a_stale_snapshot_share_one_rebuild() {
+    async fn keep_fresh_waits_at_shutdown_for_the_jobs_in_progress() {
         let store = store();
         let page = Arc::new(Page::new(
             Arc::clone(&store),
             Arc::new(Telemetry::new(false)),
         ));
+        let hold = page.inner.probe.hold();
+        let request = tokio::spawn({
+            let page = Arc::clone(&page);
+            async move { page.gzip(Format::Text).await }
+        });
+        page.inner.probe.wait_started(1).await;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let janitor =
+            tokio::spawn(Arc::clone(&page).keep_fresh(shutdown.clone().cancelled_owned()));
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!janitor.is_finished(), "did not wait for the job");
+        drop(hold);
+        tokio::time::timeout(Duration::from_secs(10), janitor)
+            .await
+            .expect("the janitor ends once the job is done")
+            .unwrap();
+        assert!(lock(&page.inner.held).gzip.is_some());
+        assert!(gunzip(&request.await.unwrap()).contains("table=\"orders\""));
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_serves_the_last_page_and_the_next_request_tries_again() {
+        let store = store();
+        let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+        store.record(&key("payments"), &Ok(vec![]), 6.5);
+        let good = page.plain(Format::Text).await;
+        let good_gzip = gunzip(&page.gzip(Format::Text).await);
+        page.inner.probe.fail.store(true, Ordering::Relaxed);
+        store.record(&key("orders"), &Ok(vec![]), 7.0);
         tokio::time::sleep(MAX_AGE).await;
-        store.record(&key("orders"), &Ok(vec![]), 8.0);
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
+        // Stale and its rebuild panics: the last page, not an empty one.
+        let tail_free = |chunks: &Chunks| concat(&chunks[..chunks.len() - 1]);
+        assert_eq!(tail_free(&page.plain(Format::Text).await), tail_free(&good));
+        assert_eq!(gunzip(&page.gzip(Format::Text).await), good_gzip);
+        // Each request tries again (one job at a time).
+        page.plain(Format::Text).await;
+        assert_eq!(
+            page.inner.probe.started(),
+            [Job::Text, Job::Gzip, Job::Text, Job::Gzip, Job::Text]
+        );
+        // Once that page is let go too, only an empty one is left (the
+        // families' headers, no samples), and it still parses.
+        assert!(page.release_unneeded());
+        let empty = text(&page.plain(Format::Text).await);
+        assert!(!empty.contains("table=\"orders\""), "{empty}");
+        assert!(empty.contains("# TYPE dynamodb_kinesis_destination_status gauge\n"));
+        // Nothing is wedged: once rendering works, the change shows.
+        page.inner.probe.fail.store(false, Ordering::Relaxed);
+        let healed = text(&page.plain(Format::Text).await);
+        assert!(healed.contains(
+            "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
+        ), "{healed}");
+        assert!(gunzip(&page.gzip(Format::Text).await).contains(
+            "dynamodb_kinesis_table_destinations{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_job_of_each_form() {
+        let store = store();
+        let page = Arc::new(Page::new(
+            Arc::clone(&store),
+            Arc::new(Telemetry::new(false)),
+        ));
+        let hold = page.inner.probe.hold();
+        let requests: Vec<_> = (0..16)
+            .map(|i| {
                 let page = Arc::clone(&page);
-                tokio::spawn(async move { page.snapshot().await })
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        (Some(page.current::<Bytes>().await), None)
+                    } else {
+                        (None, Some(page.current::<Segment>().await))
+                    }
+                })
             })
             .collect();
-        let mut snapshots = Vec::new();
-        for task in tasks {
-            snapshots.push(task.await.unwrap());
+        page.inner.probe.wait_started(2).await;
+        // The others wait for those two.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut started = page.inner.probe.started();
+        started.sort_by_key(|job| *job as u8);
+        assert_eq!(started, [Job::Text, Job::Gzip]);
+        drop(hold);
+        let mut texts = Vec::new();
+        let mut zips = Vec::new();
+        for request in requests {
+            let (text, zip) = request.await.unwrap();
+            texts.extend(text);
+            zips.extend(zip);
         }
-        assert!(snapshots.iter().all(|s| Arc::ptr_eq(s, &snapshots[0])));
+        assert_eq!((texts.len(), zips.len()), (8, 8));
+        assert!(texts.iter().all(|s| Arc::ptr_eq(s, &texts[0])));
+        assert!(zips.iter().all(|s| Arc::ptr_eq(s, &zips[0])));
+        assert_eq!(page.inner.probe.started().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_goes_away_leaves_its_job_to_finish_and_be_stored() {
+        let store = store();
+        let page = Arc::new(Page::new(
+            Arc::clone(&store),
+            Arc::new(Telemetry::new(false)),
+        ));
+        let hold = page.inner.probe.hold();
+        for form in [Job::Gzip, Job::Text] {
+            let jobs = page.inner.probe.started().len();
+            let request = tokio::spawn({
+                let page = Arc::clone(&page);
+                async move {
+                    match form {
+                        Job::Gzip => page.gzip(Format::Text).await,
+                        Job::Text => page.plain(Format::Text).await,
+                    }
+                }
+            });
+            page.inner.probe.wait_started(jobs + 1).await;
+            // The client hangs up: hyper drops the request's future.
+            request.abort();
+            assert!(request.await.unwrap_err().is_cancelled());
+        }
+        drop(hold);
+        let stored = || {
+            let held = lock(&page.inner.held);
+            held.gzip.is_some() && held.text.is_some()
+        };
+        for _ in 0..10_000 {
+            if stored() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (text_form, gzip_form) = {
+            let held = lock(&page.inner.held);
+            (
+                held.text.clone().expect("stored"),
+                held.gzip.clone().expect("stored"),
+            )
+        };
+        // The next requests are answered from what the jobs stored.
+        assert!(Arc::ptr_eq(&page.current::<Bytes>().await, &text_form));
+        assert!(Arc::ptr_eq(&page.current::<Segment>().await, &gzip_form));
+        assert!(gunzip(&page.gzip(Format::Text).await).contains("table=\"orders\""));
+        assert_eq!(page.inner.probe.started(), [Job::Gzip, Job::Text]);
     }
 
     #[tokio::test]
     async fn a_rebuild_shares_every_chunk_that_did_not_change() {
-        let names: Vec<String> = (0..3 * CHUNK_ITEMS + 5)
-            .map(|i| format!("t{i:04}"))
-            .collect();
-        let store = Arc::new(Store::new(names.iter().map(|n| key(n))));
-        for name in &names {
-            store.record(&key(name), &Ok(vec![]), 5.0);
-        }
-        let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
-        let first = page.snapshot().await;
-        let success = TABLE_FAMILIES
-            .iter()
-            .position(|f| f.name == "dynamodb_kinesis_table_last_success_timestamp_seconds")
-            .unwrap();
-        // Four chunks: three full, one of five tables.
-        assert_eq!(first.blocks[success].len(), 4);
-        // One table in the second chunk changes its success time.
-        store.record(&key(&names[CHUNK_ITEMS + 1]), &Ok(vec![]), 9.0);
-        tokio::time::sleep(MAX_AGE).await;
-        let second = page.snapshot().await;
-        assert!(!Arc::ptr_eq(&first, &second));
-        let mut shared = 0;
-        let mut fresh = Vec::new();
-        for (family, (old, new)) in first.blocks.iter().zip(&second.blocks).enumerate() {
-            for (at, (a, b)) in old.iter().zip(new).enumerate() {
-                if a.as_ptr() == b.as_ptr() {
-                    shared += 1;
-                } else {
-                    fresh.push((family, at));
-                }
-            }
-        }
-        // Only the success-time chunk holding that table was copied anew.
-        assert_eq!(fresh, [(success, 1)]);
-        assert!(shared > 10);
-        // And the page is what a rendering from scratch gives.
-        let text = concat(&page.plain(Format::Text).await);
-        let from_scratch = build(&store, None);
-        let mut scratch = Vec::new();
-        for (header, block) in page.headers[0].iter().zip(&from_scratch.blocks) {
-            scratch.extend_from_slice(header);
-            block.iter().for_each(|c| scratch.extend_from_slice(c));
-        }
-        assert!(text.starts_with(&scratch));
-        assert!(String::from_utf8(text).unwrap().contains(&format!(
+        let (store, names) = polled(3 * 4 + 1);
+        let page = page_with(&store, 4);
+        let first = build::<Bytes>(&store, None, 4);
+        let success = family("dynamodb_kinesis_table_last_success_timestamp_seconds");
+        // Four chunks: three full, one of one table.
+        assert_eq!(first.families[success].len(), 4);
+        // One table in the second chunk is polled again: the same answer,
+        // so only its success time moved.
+        store.record(
+            &key(&names[5]),
+            &Ok(vec![dest(&format!("{}-s", names[5]), "ACTIVE")]),
+            9.0,
+        );
+        let second = build(&store, Some(&first), 4);
+        // Only the success-time chunk holding that table was rendered.
+        assert_eq!(fresh(&first, &second), [(success, 1)]);
+        let shown = plain_of(&page, &second, Format::Text);
+        assert!(shown.contains(&format!(
             "dynamodb_kinesis_table_last_success_timestamp_seconds{{table=\"{}\",region=\"us-east-1\",account_id=\"123456789012\"}} 9\n",
-            names[CHUNK_ITEMS + 1]
+            names[5]
         )));
+        assert_eq!(
+            shown,
+            reference(&store, &page.inner.telemetry, Format::Text)
+        );
+        // A failure moves the outcome and the error counters, not the
+        // success time (the families that read the outcome or the error
+        // counters: the tags series exists only for polled tables, the tag
+        // read errors are counters too).
+        store.record(
+            &key(&names[0]),
+            &Err(PollError::Timeout("slow".into())),
+            10.0,
+        );
+        let third = build(&store, Some(&second), 4);
+        let mut want = vec![
+            (family("dynamodb_kinesis_table_poll_success"), 0),
+            (family("dynamodb_kinesis_api_errors_total"), 0),
+            (family("dynamodb_kinesis_table_tags"), 0),
+            (family("dynamodb_kinesis_table_tag_read_errors_total"), 0),
+        ];
+        want.sort_unstable();
+        assert_eq!(fresh(&second, &third), want);
+        // Nothing changed: everything is shared.
+        let fourth = build(&store, Some(&third), 4);
+        assert!(fresh(&third, &fourth).is_empty());
     }
 
-    #[test]
-    fn stored_blocks_split_at_64_kib() {
-        let data = vec![b'x'; 70_000];
-        let blocks = stored_blocks(&data);
-        assert_eq!(blocks.len(), data.len() + 10);
-        assert_eq!(blocks[0], 0, "first block not final");
-        assert_eq!(blocks[5 + 65535], 1, "last block final");
-        assert_eq!(stored_blocks(b""), [1, 0, 0, 0xff, 0xff]);
+    #[tokio::test]
+    async fn compressed_chunks_are_the_same_allocation_while_their_text_holds() {
+        let (store, names) = polled(9);
+        let page = page_with(&store, 4);
+        let first = build::<Segment>(&store, None, 4);
+        store.record(&key(&names[8]), &Ok(vec![dest("t0008-s", "ACTIVE")]), 6.0);
+        let second = build(&store, Some(&first), 4);
+        let success = family("dynamodb_kinesis_table_last_success_timestamp_seconds");
+        assert_eq!(fresh(&first, &second), [(success, 2)]);
+        for (f, chunks) in second.families.iter().enumerate() {
+            for (at, piece) in chunks.iter().enumerate() {
+                let same =
+                    piece.body.bytes().as_ptr() == first.families[f][at].body.bytes().as_ptr();
+                assert_eq!(same, (f, at) != (success, 2), "{f} {at}");
+            }
+        }
+        // A response sends those very bytes.
+        let response = page.inner.gzip_of(&second, Format::Text);
+        let kept = &second.families[success][0].body;
+        assert!(response.iter().any(|b| b.as_ptr() == kept.bytes().as_ptr()));
+        assert_eq!(
+            gunzip(&response),
+            reference(&store, &page.inner.telemetry, Format::Text)
+        );
+    }
+
+    #[tokio::test]
+    async fn tables_added_and_removed_move_only_the_chunks_from_there_on() {
+        let (store, names) = polled(12);
+        let page = page_with(&store, 4);
+        let telemetry = Arc::clone(&page.inner.telemetry);
+        let text0 = build::<Bytes>(&store, None, 4);
+        let gzip0 = build::<Segment>(&store, None, 4);
+        // Added after every other: only the new last chunk is new.
+        let mut keys: Vec<TableKey> = names.iter().map(|n| key(n)).collect();
+        keys.push(key("zz"));
+        store.reconcile(keys.clone());
+        let text1 = build(&store, Some(&text0), 4);
+        let gzip1 = build(&store, Some(&gzip0), 4);
+        assert!(fresh(&text0, &text1).iter().all(|(_, at)| *at == 3));
+        assert!(fresh(&gzip0, &gzip1).iter().all(|(_, at)| *at == 3));
+        for format in [Format::Text, Format::OpenMetrics] {
+            let want = reference(&store, &telemetry, format);
+            assert_eq!(plain_of(&page, &text1, format), want);
+            assert_eq!(gzip_of(&page, &gzip1, format), want);
+        }
+        // One removed in the second chunk: the first is kept, the others
+        // have moved.
+        keys.retain(|k| *k.table != *"t0005");
+        store.reconcile(keys);
+        let text2 = build(&store, Some(&text1), 4);
+        let gzip2 = build(&store, Some(&gzip1), 4);
+        let kept: Vec<bool> = shared(&text1, &text2)
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        assert!(kept.iter().any(|k| *k));
+        assert!(fresh(&text1, &text2).iter().all(|(_, at)| *at >= 1));
+        assert!(fresh(&gzip1, &gzip2).iter().all(|(_, at)| *at >= 1));
+        let want = reference(&store, &telemetry, Format::Text);
+        assert!(!want.contains("t0005"));
+        assert_eq!(plain_of(&page, &text2, Format::Text), want);
+        assert_eq!(gzip_of(&page, &gzip2, Format::Text), want);
+    }
+
+    /// One change to the store, from the property test's bytes.
+    fn apply(store: &Store, (op, index, variant): (u8, u8, u8), now: f64) {
+        let table = key(&format!("t{}", index % 10));
+        let stream = StreamKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            stream_arn: format!("s{}", index % 6).into(),
+        };
+        let scope = ScopeKey {
+            account_id: "123456789012".into(),
+            region: ["us-east-1", "eu-west-1"][usize::from(index % 2)].into(),
+        };
+        let arn = format!("s{}", variant % 6);
+        match op % 10 {
+            0 => {
+                let listing = match variant % 4 {
+                    0 => vec![],
+                    1 => vec![dest(&arn, "ACTIVE")],
+                    2 => vec![dest(&arn, "PAUSED")],
+                    _ => vec![dest(&arn, "ENABLING"), dest("s9", "ENABLE_FAILED")],
+                };
+                store.record(&table, &Ok(listing), now);
+            }
+            1 => {
+                let err = match variant % 3 {
+                    0 => PollError::NotFound("gone".into()),
+                    1 => PollError::Timeout("slow".into()),
+                    _ => PollError::Service {
+                        code: "ThrottlingException".into(),
+                        message: "slow down".into(),
+                    },
+                };
+                store.record(&table, &Err(err), now);
+            }
+            2 => {
+                let point = (variant % 3 > 0).then_some((f64::from(variant), now));
+                store.record_cdc(
+                    &table,
+                    &[(
+                        "PutItem".into(),
+                        "AgeOfOldestUnreplicatedRecord".into(),
+                        point,
+                    )],
+                );
+            }
+            3 => {
+                let outcome = match variant % 3 {
+                    0 => Err(PollError::NotFound("gone".into())),
+                    1 => Err(PollError::Timeout("slow".into())),
+                    _ => Ok(StreamSummary {
+                        name: arn.clone(),
+                        status: ["ACTIVE", "UPDATING"][usize::from(variant % 2)].into(),
+                        open_shards: i64::from(variant % 4),
+                        mode: "ON_DEMAND".into(),
+                        encryption: "NONE".into(),
+                        retention_hours: 24,
+                    }),
+                };
+                store.record_stream(&stream, &outcome, now);
+            }
+            4 => store.remove_stream(&stream),
+            5 => {
+                let mask = u16::from(index) << 8 | u16::from(variant);
+                store.reconcile(
+                    (0..10)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| key(&format!("t{i}"))),
+                );
+            }
+            6 => {
+                store.update_scope(&scope, |s| s.tables = usize::from(variant % 5));
+                store.set_budget(
+                    &scope,
+                    crate::state::Service::DynamoDb,
+                    f64::from(variant),
+                    0,
+                );
+                store.count_request(
+                    &scope,
+                    crate::state::Service::Kinesis,
+                    "DescribeStreamSummary",
+                );
+            }
+            7 => {
+                let expected = [None, Some(true), Some(false)][usize::from(variant % 3)];
+                let pattern = (variant % 2 == 0)
+                    .then(|| Arc::new(crate::config::Pattern::new("^s[0-2]$").unwrap()));
+                store.set_expectation(&table, expected, pattern);
+            }
+            8 => match variant % 4 {
+                0 => store.set_exports_tags(&table, variant % 8 == 0),
+                1 => store.record_tags(
+                    &table,
+                    Err(&PollError::Service {
+                        code: "AccessDeniedException".into(),
+                        message: "no".into(),
+                    }),
+                    now,
+                ),
+                _ => store.record_tags(
+                    &table,
+                    Ok(vec![("tag_team".into(), format!("team{variant}"))]),
+                    now,
+                ),
+            },
+            _ => {
+                let kept: BTreeSet<ScopeKey> =
+                    (variant % 2 == 0).then_some(scope).into_iter().collect();
+                store.retain_scopes(&kept);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever changes, and however seldom each form is rebuilt, the
+        /// page (text, and gzip decoded, in both formats) is what a
+        /// rendering from scratch gives.
+        #[test]
+        fn the_page_always_equals_a_rendering_from_scratch(
+            steps in proptest::collection::vec(
+                (proptest::prelude::any::<(u8, u8, u8)>(), 0u8..4),
+                1..40,
+            ),
+        ) {
+            let store = Arc::new(Store::new((0..7).map(|i| key(&format!("t{i}")))));
+            let page = page_with(&store, 3);
+            let telemetry = Arc::clone(&page.inner.telemetry);
+            let mut text_form: Option<Snapshot<Bytes>> = None;
+            let mut gzip_form: Option<Snapshot<Segment>> = None;
+            for (i, (change, rebuild)) in steps.into_iter().enumerate() {
+                apply(&store, change, i as f64 + 0.5);
+                // Rebuild the text form, the gzip form, both or neither.
+                if rebuild & 1 != 0 {
+                    let built = build(&store, text_form.as_ref(), 3);
+                    let want = reference(&store, &telemetry, Format::Text);
+                    proptest::prop_assert_eq!(&plain_of(&page, &built, Format::Text), &want);
+                    text_form = Some(built);
+                }
+                if rebuild & 2 != 0 {
+                    let built = build(&store, gzip_form.as_ref(), 3);
+                    let want = reference(&store, &telemetry, Format::Text);
+                    proptest::prop_assert_eq!(&gzip_of(&page, &built, Format::Text), &want);
+                    gzip_form = Some(built);
+                }
+            }
+            text_form = Some(build(&store, text_form.as_ref(), 3));
+            gzip_form = Some(build(&store, gzip_form.as_ref(), 3));
+            for format in [Format::Text, Format::OpenMetrics] {
+                let want = reference(&store, &telemetry, format);
+                proptest::prop_assert_eq!(
+                    &plain_of(&page, text_form.as_ref().unwrap(), format),
+                    &want
+                );
+                proptest::prop_assert_eq!(
+                    &gzip_of(&page, gzip_form.as_ref().unwrap(), format),
+                    &want
+                );
+            }
+        }
     }
 }

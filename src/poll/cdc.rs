@@ -400,14 +400,28 @@ mod tests {
             )
             .await
             .unwrap();
-        let busy = crate::exposition::metrics::render_table(&store.state(&key("busy")).unwrap())
-            .0
-            .concat();
+        // Read through the page that serves them.
+        let page = crate::exposition::page::Page::new(
+            Arc::clone(&store),
+            Arc::new(crate::exposition::metrics::Telemetry::new(false)),
+        );
+        let text: String = page
+            .plain(crate::exposition::page::Format::Text)
+            .await
+            .iter()
+            .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+            .collect();
+        let of = |table: &str| -> String {
+            let label = format!("{{table=\"{table}\",");
+            text.lines()
+                .filter(|l| l.contains(&label))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let busy = of("busy");
         assert!(busy.contains("dynamodb_kinesis_cdc_age_of_oldest_unreplicated_record_seconds{table=\"busy\",region=\"us-east-1\",account_id=\"123456789012\",delegated_operation=\"PutRecords\"} 0.007\n"), "{busy}");
         assert!(busy.contains("dynamodb_kinesis_cdc_failed_to_replicate_records{table=\"busy\",region=\"us-east-1\",account_id=\"123456789012\",delegated_operation=\"PutRecords\"} 7\n"));
-        let quiet = crate::exposition::metrics::render_table(&store.state(&key("quiet")).unwrap())
-            .0
-            .concat();
+        let quiet = of("quiet");
         assert!(
             !quiet.contains("dynamodb_kinesis_cdc_"),
             "no datapoint, no series: {quiet}"

@@ -308,7 +308,7 @@ impl<F: ClientFactory> Fleet<F> {
     ) -> Option<ScopeClients<F::Client>> {
         // The account is known: no STS call to budget or count.
         let sts = Budget::new(STS_RATE, 1);
-        match self.factory.scope(target, region, policy, &sts).await {
+        match boxed(self.factory.scope(target, region, policy, &sts)).await {
             Ok(clients) => Some(clients),
             Err(err) => {
                 tracing::error!(region, code = err.code(), error = %err,
@@ -344,7 +344,7 @@ impl<F: ClientFactory> Fleet<F> {
                 let account = loop {
                     let outcome = tokio::select! {
                         () = cancel.cancelled() => return 0,
-                        outcome = factory.scope(&target, &region, policy, &sts) => outcome,
+                        outcome = boxed(factory.scope(&target, &region, policy, &sts)) => outcome,
                     };
                     match outcome {
                         Ok(clients) => break clients.account,
@@ -752,6 +752,15 @@ impl<F: ClientFactory> Fleet<F> {
             }
         }
     }
+}
+
+/// A factory call as a boxed future: the SDK's futures behind it (STS,
+/// credentials) are deep types, and nesting them in the fleet's own future
+/// would make the exporter's future too deep for the compiler to lay out.
+fn boxed<'a, T>(
+    future: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
 }
 
 /// Say which tables a refresh could not decide on: how many, by code, and
@@ -1413,6 +1422,33 @@ mod tests {
         );
         assert_eq!(made("ListMetrics"), 4, "one listing per CDC metric");
         assert_eq!(world.sts_calls.lock().unwrap().len(), 1);
+        assert_eq!(h.stop().await.0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scope_removed_with_a_call_in_flight_drains_and_stays_gone() {
+        let world = Arc::new(World::default());
+        world.put(DEFAULT, "us-east-1", &["slow"]);
+        world.put(DEFAULT, "eu-west-1", &["other"]);
+        (world.latency.lock().unwrap()).insert("slow".into(), Duration::from_secs(3));
+        let config = |region: &str, table: &str| {
+            format!("max_attempts: 1\ntargets:\n  - region: {region}\n    tables: [{table}]\n")
+        };
+        let h = start(&world, &config("us-east-1", "slow"), GRACE);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(world.in_flight.load(Ordering::SeqCst), 1);
+        h.reload(&config("eu-west-1", "other")).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // The call in flight finished (not aborted), and neither it nor
+        // its scope's counters brought the removed scope back.
+        assert_eq!(world.in_flight.load(Ordering::SeqCst), 0);
+        let gone = ScopeKey {
+            account_id: STS_ACCOUNT.into(),
+            region: "us-east-1".into(),
+        };
+        assert!(h.store.scope_state(&gone).is_none());
+        assert_eq!(h.tables(), ["other"].map(String::from).into());
+        assert_eq!(h.polled(), set(&[(STS_ACCOUNT, "eu-west-1", "other")]));
         assert_eq!(h.stop().await.0, 0);
     }
 

@@ -374,6 +374,9 @@ struct Running<C> {
     queue: Queue,
     warned_stretch: bool,
     warned_streams: bool,
+    /// Shutting down: work that ends records its outcome, but the scope's
+    /// own state is left alone (a scope a reload removed would come back).
+    draining: bool,
 }
 
 impl<C> Running<C> {
@@ -387,6 +390,7 @@ impl<C> Running<C> {
             queue: Queue::default(),
             warned_stretch: false,
             warned_streams: false,
+            draining: false,
         }
     }
 
@@ -488,6 +492,7 @@ impl ScopeRunner {
         }
         // Work waiting for a token ends now, as not made.
         self.budgets.close();
+        state.draining = true;
         let drained = tokio::time::timeout(self.grace, async {
             while let Some(joined) = running.join_next_with_id().await {
                 self.joined(joined, &mut in_flight, &mut state);
@@ -908,8 +913,11 @@ impl ScopeRunner {
         }
     }
 
-    /// Record a service's budget in the scope's state.
-    fn record_budget(&self, lane: Lane) {
+    /// Record a service's budget in the scope's state (not while draining).
+    fn record_budget<C>(&self, lane: Lane, state: &Running<C>) {
+        if state.draining {
+            return;
+        }
         let budget = self.budgets.of(lane);
         self.store.update_scope(&self.key, |scope| {
             scope.set_budget(lane.service(), budget.rate(), budget.throttled_total());
@@ -959,12 +967,18 @@ impl ScopeRunner {
                     state.requeue(Due::Table(key), at);
                 }
                 let budget = &self.budgets.dynamodb;
-                self.store.update_scope(&self.key, |scope| {
-                    if let Some(gap) = gap {
-                        scope.record_gap(gap);
-                    }
-                    scope.set_budget(Service::DynamoDb, budget.rate(), budget.throttled_total());
-                });
+                if !state.draining {
+                    self.store.update_scope(&self.key, |scope| {
+                        if let Some(gap) = gap {
+                            scope.record_gap(gap);
+                        }
+                        scope.set_budget(
+                            Service::DynamoDb,
+                            budget.rate(),
+                            budget.throttled_total(),
+                        );
+                    });
+                }
             }
             Finished::Tags(key, started, outcome) => {
                 if let Err(err) = &outcome {
@@ -994,7 +1008,7 @@ impl ScopeRunner {
                     Due::Tags(key),
                     started + jittered(interval, fastrand::f64()),
                 );
-                self.record_budget(Lane::DynamoDb);
+                self.record_budget(Lane::DynamoDb, state);
             }
             Finished::Stream(arn, started, outcome) => {
                 if let Err(err) = &outcome {
@@ -1013,7 +1027,7 @@ impl ScopeRunner {
                         started + jittered(interval, fastrand::f64()),
                     );
                 }
-                self.record_budget(Lane::Kinesis);
+                self.record_budget(Lane::Kinesis, state);
             }
             Finished::Discovery(key, started, outcome) => {
                 if let Some(slot) = state.discoveries.get(&key) {
@@ -1025,7 +1039,7 @@ impl ScopeRunner {
                     };
                     state.requeue(Due::Discovery(key.clone()), at);
                 }
-                self.record_budget(Lane::DynamoDb);
+                self.record_budget(Lane::DynamoDb, state);
                 // The fleet may have no use for it any more (a reload); it
                 // decides.
                 let _ = self.events.send(ScopeEvent::Discovered {
@@ -1044,7 +1058,7 @@ impl ScopeRunner {
                     };
                     state.requeue(Due::Cdc(key), at);
                 }
-                self.record_budget(Lane::CloudWatch);
+                self.record_budget(Lane::CloudWatch, state);
             }
         }
     }

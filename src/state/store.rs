@@ -1,38 +1,252 @@
 //! The state store: one entry per table, per checked stream and per
 //! (account, region) scope, readiness, and a generation counter that moves
 //! on every change. The scheduler and the fleet are its writers; the shared
-//! page (`page`) renders the metric text from it when a snapshot is rebuilt,
-//! visiting the entries in batches so a writer never waits for more than one
-//! batch. Its locks are never held across an `.await`.
+//! page (`exposition::page`) renders the metric text from it, visiting the
+//! entries in chunks so a writer never waits for more than one chunk. Its
+//! locks are never held across an `.await`.
 //!
-//! The text is not kept per entry: the page's snapshot already holds it
-//! once, and a second copy would be most of the process's memory at
-//! thousands of tables.
+//! The text is not kept per entry: the page holds it once, and a second
+//! copy would be most of the process's memory at thousands of tables.
+//! What the store keeps instead is, per entry, an id that never changes
+//! while the entry lives and, per [`Part`] of its state, the generation of
+//! the last change to that part ([`Tracked`]). From those the page tells,
+//! chunk by chunk and family by family, whether its text from an earlier
+//! generation still holds: a poll that only moves a table's last success
+//! time re-renders only the families that read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::aws::{Destination, PollError, StreamSummary};
 use crate::config::Pattern;
-use crate::exposition::metrics::{self, Fragments};
 use crate::state::{
     CdcPoint, Name, ScopeKey, ScopeState, Service, StreamKey, StreamState, TableKey, TableState,
 };
-use std::sync::Arc;
 
-/// Entries rendered per read-lock acquisition in the visits.
+/// Entries per read-lock acquisition in [`Store::visit`] and its kin.
 const VISIT_BATCH: usize = 256;
+
+/// A part of an entry's state that metric families read apart from the
+/// rest, so that a change to it re-renders only the families that read it.
+/// Every field a family renders belongs to one part (the diff functions
+/// below list each field, so a new field does not compile until it has
+/// one); scopes, small and few, count any change as a change of every part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A table's destinations and their count; a stream's status and
+    /// summary.
+    Listing,
+    /// Whether the last poll worked.
+    Outcome,
+    /// The time of the last successful poll.
+    LastSuccess,
+    /// The error counters.
+    Errors,
+    /// A table's CloudWatch CDC datapoints.
+    Cdc,
+    /// What the configuration expects of a table, and whether its stream
+    /// matches.
+    Expectation,
+    /// A table's exported tags.
+    Tags,
+}
+
+const PARTS: usize = 7;
+
+impl Part {
+    /// Every part.
+    pub const ALL: [Part; PARTS] = [
+        Part::Listing,
+        Part::Outcome,
+        Part::LastSuccess,
+        Part::Errors,
+        Part::Cdc,
+        Part::Expectation,
+        Part::Tags,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A store entry: the state, the entry's id and when each part of it last
+/// changed.
+#[derive(Debug, Clone)]
+pub struct Tracked<S> {
+    id: u64,
+    /// Per [`Part`], the store generation of its last change.
+    changed: [u64; PARTS],
+    state: S,
+}
+
+impl<S> Tracked<S> {
+    fn new(id: u64, generation: u64, state: S) -> Self {
+        Tracked {
+            id,
+            changed: [generation; PARTS],
+            state,
+        }
+    }
+
+    /// Unique in the store, and the same for as long as the entry lives:
+    /// an entry removed and added again has a new id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The entry's state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// The store generation of the last change to `part`.
+    pub fn changed(&self, part: Part) -> u64 {
+        self.changed[part as usize]
+    }
+
+    /// Whether any of `parts` changed after store generation `generation`.
+    pub fn changed_after(&self, parts: &[Part], generation: u64) -> bool {
+        parts.iter().any(|part| self.changed(*part) > generation)
+    }
+
+    /// Apply `change` to the state and stamp the parts `diff` says it
+    /// changed with the store's next generation. Returns whether anything
+    /// changed.
+    fn update<R>(
+        &mut self,
+        store: &Store,
+        diff: fn(&S, &S) -> u8,
+        change: impl FnOnce(&mut S) -> R,
+    ) -> R
+    where
+        S: Clone,
+    {
+        let before = self.state.clone();
+        let out = change(&mut self.state);
+        let bits = diff(&before, &self.state);
+        if bits != 0 {
+            // Taken while the writer holds the lock: a render that read an
+            // older generation either sees this change or finds it stamped
+            // after what it read.
+            let generation = store.bump();
+            for part in Part::ALL {
+                if bits & part.bit() != 0 {
+                    self.changed[part as usize] = generation;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The parts in which two states of a table differ.
+fn table_diff(a: &TableState, b: &TableState) -> u8 {
+    // Field by field, without `..`: a new field must be given a part here.
+    let TableState {
+        table,
+        region,
+        account_id,
+        last_poll_ok,
+        last_success,
+        destination_count,
+        destinations,
+        errors,
+        failing_with: _,
+        cdc,
+        expected,
+        stream_pattern,
+        stream_match,
+        tags,
+        tags_read_at: _,
+        tag_errors,
+        tags_failing_with: _,
+    } = b;
+    let mut bits = 0;
+    if *table != a.table || *region != a.region || *account_id != a.account_id {
+        return u8::MAX;
+    }
+    if *destination_count != a.destination_count || *destinations != a.destinations {
+        bits |= Part::Listing.bit();
+    }
+    if *last_poll_ok != a.last_poll_ok {
+        bits |= Part::Outcome.bit();
+    }
+    if *last_success != a.last_success {
+        bits |= Part::LastSuccess.bit();
+    }
+    if *errors != a.errors {
+        bits |= Part::Errors.bit();
+    }
+    if *cdc != a.cdc {
+        bits |= Part::Cdc.bit();
+    }
+    if *expected != a.expected
+        || *stream_pattern != a.stream_pattern
+        || *stream_match != a.stream_match
+    {
+        bits |= Part::Expectation.bit();
+    }
+    if *tags != a.tags {
+        bits |= Part::Tags.bit();
+    }
+    if *tag_errors != a.tag_errors {
+        bits |= Part::Errors.bit();
+    }
+    bits
+}
+
+/// The parts in which two states of a stream differ.
+fn stream_diff(a: &StreamState, b: &StreamState) -> u8 {
+    let StreamState {
+        account_id,
+        region,
+        stream_arn,
+        status,
+        summary,
+        last_poll_ok,
+        last_success,
+        errors,
+        failing_with: _,
+    } = b;
+    let mut bits = 0;
+    if *account_id != a.account_id || *region != a.region || *stream_arn != a.stream_arn {
+        return u8::MAX;
+    }
+    if *status != a.status || *summary != a.summary {
+        bits |= Part::Listing.bit();
+    }
+    if *last_poll_ok != a.last_poll_ok {
+        bits |= Part::Outcome.bit();
+    }
+    if *last_success != a.last_success {
+        bits |= Part::LastSuccess.bit();
+    }
+    if *errors != a.errors {
+        bits |= Part::Errors.bit();
+    }
+    bits
+}
+
+/// Scopes: any change is a change of every part.
+fn scope_diff(a: &ScopeState, b: &ScopeState) -> u8 {
+    if a == b {
+        0
+    } else {
+        u8::MAX
+    }
+}
 
 /// The shared state of all tables, streams and scopes.
 pub struct Store {
-    tables: RwLock<BTreeMap<TableKey, TableState>>,
-    scopes: RwLock<BTreeMap<ScopeKey, ScopeState>>,
-    streams: RwLock<BTreeMap<StreamKey, StreamState>>,
+    tables: RwLock<BTreeMap<TableKey, Tracked<TableState>>>,
+    scopes: RwLock<BTreeMap<ScopeKey, Tracked<ScopeState>>>,
+    streams: RwLock<BTreeMap<StreamKey, Tracked<StreamState>>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
-    /// lookups, first successful discovery refreshes); readiness waits for it.
+    /// lookups, first discovery refreshes); readiness waits for it.
     pending: AtomicUsize,
     /// What that work is, as `/readyz` says it (empty before the fleet
     /// named it).
@@ -43,6 +257,8 @@ pub struct Store {
     /// Moves on every change of anything rendered, so the shared page knows
     /// whether its snapshot is out of date.
     generation: AtomicU64,
+    /// The next entry id.
+    ids: AtomicU64,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -53,28 +269,66 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Call `f` with every value of `map`, in key order, taking the read lock
-/// for one batch at a time.
-fn visit_batched<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, mut f: impl FnMut(&V)) {
-    let mut after: Option<K> = None;
-    loop {
-        let entries = read(map);
-        let range = match &after {
+/// Hands out a map's entries in key order, a run at a time, each run under
+/// one read-lock acquisition. A run starts where the previous one ended, so
+/// an entry added or removed meanwhile shows or not, and every other entry
+/// shows exactly once.
+pub struct Runs<'a, K, V> {
+    map: &'a RwLock<BTreeMap<K, V>>,
+    /// The last key handed out; `None` before the first run.
+    after: Option<K>,
+    done: bool,
+}
+
+impl<'a, K: Ord + Clone, V> Runs<'a, K, V> {
+    fn new(map: &'a RwLock<BTreeMap<K, V>>) -> Self {
+        Runs {
+            map,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// Call `f` with the next `size` entries (fewer at the end), under the
+    /// read lock, which is let go when `f` returns. Returns false, without
+    /// calling `f`, once every entry has been handed out.
+    pub fn next(&mut self, size: usize, f: impl FnOnce(&[&V])) -> bool {
+        if self.done {
+            return false;
+        }
+        let size = size.max(1);
+        let entries = read(self.map);
+        let range = match &self.after {
             None => entries.range::<K, _>(..),
             Some(key) => entries.range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
         };
-        let mut seen = 0;
+        let mut run = Vec::with_capacity(size.min(entries.len()));
         let mut last = None;
-        for (key, value) in range.take(VISIT_BATCH) {
-            f(value);
-            seen += 1;
+        for (key, value) in range.take(size) {
+            run.push(value);
             last = Some(key);
         }
-        if seen < VISIT_BATCH {
-            return;
+        if run.is_empty() {
+            self.done = true;
+            return false;
         }
-        after = last.cloned();
+        self.done = run.len() < size;
+        self.after = last.cloned();
+        f(&run);
+        true
     }
+}
+
+/// Call `f` with every entry of `map` in key order, `size` at a time (see
+/// [`Runs`]).
+fn runs_of<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, size: usize, mut f: impl FnMut(&[&V])) {
+    let mut runs = Runs::new(map);
+    while runs.next(size, &mut f) {}
+}
+
+/// [`runs_of`], one state at a time.
+fn visit_batched<K: Ord + Clone, S>(map: &RwLock<BTreeMap<K, Tracked<S>>>, mut f: impl FnMut(&S)) {
+    runs_of(map, VISIT_BATCH, |run| run.iter().for_each(|t| f(&t.state)));
 }
 
 impl Store {
@@ -89,13 +343,23 @@ impl Store {
             waiting: Mutex::new(Vec::new()),
             was_ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
         };
         store.reconcile(keys);
         store
     }
 
+    /// Move the generation on; returns the new one.
+    fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
     fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
+        self.bump();
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A number that changes whenever anything rendered changes.
@@ -114,21 +378,22 @@ impl Store {
         // keys in order leaves each node about half empty (at 10,000 tables
         // that is megabytes).
         let mut old = std::mem::take(&mut *tables);
+        let generation = self.bump();
         *tables = wanted
             .into_iter()
             .map(|key| {
-                let state = old.remove(&key).unwrap_or_else(|| TableState::new(&key));
-                (key, state)
+                let entry = old.remove(&key).unwrap_or_else(|| {
+                    Tracked::new(self.next_id(), generation, TableState::new(&key))
+                });
+                (key, entry)
             })
             .collect();
         drop(old);
         let polled = tables
             .values()
-            .filter(|state| state.last_poll_ok.is_some())
+            .filter(|entry| entry.state.last_poll_ok.is_some())
             .count();
         self.polled.store(polled, Ordering::Relaxed);
-        drop(tables);
-        self.changed();
     }
 
     /// Record the outcome of one poll, and return the streams the table's
@@ -143,21 +408,19 @@ impl Store {
         now: f64,
     ) -> Vec<Name> {
         let mut tables = write(&self.tables);
-        let Some(state) = tables.get_mut(key) else {
+        let Some(entry) = tables.get_mut(key) else {
             return Vec::new();
         };
-        if state.last_poll_ok.is_none() {
+        if entry.state.last_poll_ok.is_none() {
             self.polled.fetch_add(1, Ordering::Relaxed);
         }
-        match outcome {
+        entry.update(self, table_diff, |state| match outcome {
             Ok(destinations) => state.record_success(destinations, now),
             Err(err) => state.record_failure(err),
-        }
-        let mut checked: Vec<Name> = state.checked_streams().cloned().collect();
+        });
+        let mut checked: Vec<Name> = entry.state.checked_streams().cloned().collect();
         // Kept by the scheduler for every table: no spare capacity.
         checked.shrink_to_fit();
-        drop(tables);
-        self.changed();
         checked
     }
 
@@ -170,9 +433,8 @@ impl Store {
     /// Change one table's state, if the table is known (a table removed
     /// while its work was in flight is ignored).
     fn update_table(&self, key: &TableKey, change: impl FnOnce(&mut TableState)) {
-        if let Some(state) = write(&self.tables).get_mut(key) {
-            change(state);
-            self.changed();
+        if let Some(entry) = write(&self.tables).get_mut(key) {
+            entry.update(self, table_diff, change);
         }
     }
 
@@ -237,12 +499,19 @@ impl Store {
 
     /// Change one scope's state, creating it if new.
     pub fn update_scope(&self, key: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
-        change(
-            write(&self.scopes)
-                .entry(key.clone())
-                .or_insert_with(|| ScopeState::new(key)),
-        );
-        self.changed();
+        let mut scopes = write(&self.scopes);
+        let entry = match scopes.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let generation = self.bump();
+                entry.insert(Tracked::new(
+                    self.next_id(),
+                    generation,
+                    ScopeState::new(key),
+                ))
+            }
+        };
+        entry.update(self, scope_diff, change);
     }
 
     /// Keep only the scopes in `keys`; the others' series go, their
@@ -260,17 +529,26 @@ impl Store {
         outcome: &Result<StreamSummary, PollError>,
         now: f64,
     ) {
-        write(&self.streams)
-            .entry(key.clone())
-            .or_insert_with(|| StreamState::new(key))
-            .record(outcome, now);
-        self.changed();
+        let mut streams = write(&self.streams);
+        let entry = match streams.entry(key.clone()) {
+            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                let generation = self.bump();
+                entry.insert(Tracked::new(
+                    self.next_id(),
+                    generation,
+                    StreamState::new(key),
+                ))
+            }
+        };
+        entry.update(self, stream_diff, |state| state.record(outcome, now));
     }
 
     /// Forget a stream no working destination names any more.
     pub fn remove_stream(&self, key: &StreamKey) {
-        write(&self.streams).remove(key);
-        self.changed();
+        if write(&self.streams).remove(key).is_some() {
+            self.changed();
+        }
     }
 
     /// Call `f` with every table's state, in key order, a batch per lock.
@@ -288,41 +566,35 @@ impl Store {
         visit_batched(&self.scopes, f);
     }
 
-    /// The metric text of every table, rendered now, in key order (for
-    /// tests and diagnostics; the page renders straight into its blocks).
-    pub fn fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit(|state| out.push(metrics::render_table(state)));
-        out
+    /// The tables in key order, a run per read lock, with their ids and
+    /// change stamps.
+    pub fn table_runs(&self) -> Runs<'_, TableKey, Tracked<TableState>> {
+        Runs::new(&self.tables)
     }
 
-    /// The same for every stream.
-    pub fn stream_fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit_streams(|state| out.push(metrics::render_stream(state)));
-        out
+    /// The same for the streams.
+    pub fn stream_runs(&self) -> Runs<'_, StreamKey, Tracked<StreamState>> {
+        Runs::new(&self.streams)
     }
 
-    /// The same for every scope.
-    pub fn scope_fragments(&self) -> Vec<Fragments> {
-        let mut out = Vec::new();
-        self.visit_scopes(|state| out.push(metrics::render_scope(state)));
-        out
+    /// The same for the scopes.
+    pub fn scope_runs(&self) -> Runs<'_, ScopeKey, Tracked<ScopeState>> {
+        Runs::new(&self.scopes)
     }
 
     /// A copy of one table's state (for tests and diagnostics).
     pub fn state(&self, key: &TableKey) -> Option<TableState> {
-        read(&self.tables).get(key).cloned()
+        read(&self.tables).get(key).map(|e| e.state.clone())
     }
 
     /// A copy of one stream's state.
     pub fn stream_state(&self, key: &StreamKey) -> Option<StreamState> {
-        read(&self.streams).get(key).cloned()
+        read(&self.streams).get(key).map(|e| e.state.clone())
     }
 
     /// A copy of one scope's state.
     pub fn scope_state(&self, key: &ScopeKey) -> Option<ScopeState> {
-        read(&self.scopes).get(key).cloned()
+        read(&self.scopes).get(key).map(|e| e.state.clone())
     }
 
     /// Set how many start-up steps (account lookups, first discovery
@@ -410,8 +682,6 @@ mod tests {
         assert!(state.destinations.is_empty());
         assert_eq!(state.destination_count, Some(0));
         assert_eq!(state.errors.get("ResourceNotFoundException"), Some(&1));
-        let text = store.fragments()[0].0.concat();
-        assert!(!text.contains("stream_arn"), "{text}");
     }
 
     #[test]
@@ -492,19 +762,9 @@ mod tests {
         assert_eq!(store.state(&added).unwrap().last_poll_ok, None);
         assert_eq!(store.readiness(), (1, 2));
         assert!(store.is_ready(), "readiness must not drop after a reload");
-        let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
-        assert!(!text.contains("payments"), "{text}");
-    }
-
-    #[test]
-    fn readiness_names_what_it_waits_for() {
-        let store = Store::new([]);
-        store.set_waiting(vec!["discovery in 123456789012/us-east-1".into()]);
-        assert!(!store.is_ready());
-        assert_eq!(store.waiting(), ["discovery in 123456789012/us-east-1"]);
-        store.set_waiting(Vec::new());
-        assert!(store.is_ready());
-        assert!(store.waiting().is_empty());
+        let mut held = Vec::new();
+        store.visit(|state| held.push(format!("{}/{}", state.region, state.table)));
+        assert_eq!(held, ["eu-west-1/orders", "us-east-1/orders"]);
     }
 
     #[test]
@@ -518,169 +778,24 @@ mod tests {
     }
 
     #[test]
-    fn scopes_render_and_go() {
+    fn scopes_change_and_go() {
         let store = Store::new([]);
         let scope = key().scope();
         store.update_scope(&scope, |s| s.tables = 3);
         store.set_budget(&scope, Service::DynamoDb, 2.5, 0);
-        let text = store.scope_fragments()[0].0.concat();
-        assert!(text.contains("dynamodb_kinesis_scope_tables{account_id=\"123456789012\",region=\"us-east-1\"} 3\n"), "{text}");
-        assert!(text.contains("dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 2.5\n"), "{text}");
-        assert_eq!(store.scope_state(&scope).unwrap().tables, 3);
-        store.retain_scopes(&BTreeSet::new());
-        assert!(store.scope_fragments().is_empty());
-    }
-
-    #[test]
-    fn expectations_and_stream_match_render_and_follow_the_destinations() {
-        let store = Store::new([key()]);
-        let arn = |name: &str| format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}");
-        let pattern = Arc::new(Pattern::new("^cdc-").unwrap());
+        let state = store.scope_state(&scope).unwrap();
+        assert_eq!(state.tables, 3);
+        assert_eq!(state.budgets[&Service::DynamoDb].rate_limit, 2.5);
+        // A change that changes nothing does not move the generation.
         let before = store.generation();
-        store.set_expectation(&key(), Some(true), Some(Arc::clone(&pattern)));
-        assert_ne!(store.generation(), before);
-        let text = store.fragments()[0].0.concat();
-        assert!(text.contains("dynamodb_kinesis_table_destination_expected{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"), "{text}");
-        assert!(!text.contains("stream_match"), "{text}");
-        store.record(&key(), &Ok(vec![dest(&arn("audit"), "ACTIVE")]), 1.0);
-        let text = store.fragments()[0].0.concat();
-        assert!(text.contains("dynamodb_kinesis_table_destination_stream_match{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 0\n"), "{text}");
-        store.record(&key(), &Ok(vec![dest(&arn("cdc-orders"), "ACTIVE")]), 2.0);
-        assert_eq!(store.state(&key()).unwrap().stream_match, Some(true));
-        store.set_expectation(&key(), Some(false), None);
-        let state = store.state(&key()).unwrap();
-        assert_eq!((state.expected, state.stream_match), (Some(false), None));
-        // Unknown tables are ignored, and change nothing.
-        let unknown = TableKey {
-            table: "unknown".into(),
-            ..key()
-        };
-        let before = store.generation();
-        store.set_expectation(&unknown, Some(true), Some(pattern));
-        store.record_tags(&unknown, Ok(Vec::new()), 3.0);
-        store.set_exports_tags(&unknown, true);
-        assert!(store.state(&unknown).is_none());
+        store.set_budget(&scope, Service::DynamoDb, 2.5, 0);
         assert_eq!(store.generation(), before);
-    }
-
-    #[test]
-    fn tags_render_with_each_tables_own_label_names() {
-        let other = TableKey {
-            table: "payments".into(),
-            ..key()
-        };
-        let plain = TableKey {
-            table: "scratch".into(),
-            ..key()
-        };
-        let pending = TableKey {
-            table: "pending".into(),
-            ..key()
-        };
-        let store = Store::new([key(), other.clone(), plain.clone(), pending.clone()]);
-        // Nothing before a table's first poll.
-        assert!(!store
-            .fragments()
-            .iter()
-            .any(|f| f.0.concat().contains("table_tags")));
-        for table in [key(), other.clone(), plain.clone(), pending.clone()] {
-            store.record(&table, &Ok(vec![]), 1.0);
-        }
-        store.set_exports_tags(&pending, true);
-        store.set_exports_tags(&key(), true);
-        store.record_tags(
-            &key(),
-            Ok(vec![
-                ("tag_team".into(), "payments".into()),
-                ("tag_owner".into(), String::new()),
-            ]),
-            1.0,
-        );
-        store.record_tags(
-            &other,
-            Ok(vec![("tag_cost_center".into(), "42\"x".into())]),
-            1.0,
-        );
-        let denied = PollError::Service {
-            code: "AccessDeniedException".into(),
-            message: "no".into(),
-        };
-        store.record_tags(&other, Err(&denied), 2.0);
-        let text: String = store.fragments().iter().map(|f| f.0.concat()).collect();
-        let tags: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("dynamodb_kinesis_table_tag"))
-            .collect();
-        assert_eq!(
-            tags,
-            [
-                "dynamodb_kinesis_table_tags{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",tag_team=\"payments\",tag_owner=\"\"} 1",
-                "dynamodb_kinesis_table_tags{table=\"payments\",region=\"us-east-1\",account_id=\"123456789012\",tag_cost_center=\"42\\\"x\"} 1",
-                "dynamodb_kinesis_table_tag_read_errors_total{table=\"payments\",region=\"us-east-1\",account_id=\"123456789012\",code=\"AccessDeniedException\"} 1",
-                "dynamodb_kinesis_table_tags{table=\"scratch\",region=\"us-east-1\",account_id=\"123456789012\"} 1",
-            ]
-        );
-    }
-
-    #[test]
-    fn requests_metrics_and_budgets_are_counted_per_scope() {
-        let store = Store::new([]);
-        let scope = key().scope();
-        let other = ScopeKey {
-            region: "eu-west-1".into(),
-            ..scope.clone()
-        };
-        store.count_request(
-            &scope,
-            Service::DynamoDb,
-            "DescribeKinesisStreamingDestination",
-        );
-        store.count_request(
-            &scope,
-            Service::DynamoDb,
-            "DescribeKinesisStreamingDestination",
-        );
-        store.count_request(&scope, Service::CloudWatch, "GetMetricData");
-        store.count_metrics_requested(&scope, 40);
-        store.count_request(&other, Service::Sts, "GetCallerIdentity");
-        store.set_budget(&scope, Service::DynamoDb, 25.0, 2);
-        store.set_budget(&scope, Service::Kinesis, 5.0, 0);
-        let text: String = store
-            .scope_fragments()
-            .iter()
-            .map(|f| f.0.concat())
-            .collect();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| {
-                l.starts_with("dynamodb_kinesis_aws_requests_total")
-                    || l.starts_with("dynamodb_kinesis_cloudwatch_metrics_requested_total")
-                    || l.starts_with("dynamodb_kinesis_scope_request_rate_limit")
-                    || l.starts_with("dynamodb_kinesis_scope_throttled_total")
-            })
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"eu-west-1\",service=\"sts\",operation=\"GetCallerIdentity\"} 1",
-                "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"eu-west-1\"} 0",
-                "dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 25",
-                "dynamodb_kinesis_scope_request_rate_limit{account_id=\"123456789012\",region=\"us-east-1\",service=\"kinesis\"} 5",
-                "dynamodb_kinesis_scope_throttled_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\"} 2",
-                "dynamodb_kinesis_scope_throttled_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"kinesis\"} 0",
-                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"dynamodb\",operation=\"DescribeKinesisStreamingDestination\"} 2",
-                "dynamodb_kinesis_aws_requests_total{account_id=\"123456789012\",region=\"us-east-1\",service=\"cloudwatch\",operation=\"GetMetricData\"} 1",
-                "dynamodb_kinesis_cloudwatch_metrics_requested_total{account_id=\"123456789012\",region=\"us-east-1\"} 40",
-            ]
-        );
-        // A scope removed takes its counters with it.
-        store.retain_scopes(&BTreeSet::from([scope.clone()]));
-        assert_eq!(store.scope_fragments().len(), 1);
-        assert_eq!(
-            store.scope_state(&scope).unwrap().requests[&Service::DynamoDb]
-                ["DescribeKinesisStreamingDestination"],
-            2
-        );
+        store.retain_scopes(&BTreeSet::new());
+        assert_ne!(store.generation(), before);
+        let mut left = 0;
+        store.visit_scopes(|_| left += 1);
+        assert_eq!(left, 0);
+        assert!(store.scope_state(&scope).is_none());
     }
 
     #[test]
@@ -697,21 +812,265 @@ mod tests {
         store.visit(|state| seen.push(state.table.clone()));
         let want: Vec<Name> = keys.iter().map(|k| k.table.clone()).collect();
         assert_eq!(seen, want);
+        // In runs: every entry once, in order, in runs of the size asked.
+        let mut sizes = Vec::new();
+        let mut chunked = Vec::new();
+        let mut runs = store.table_runs();
+        while runs.next(200, |run| {
+            sizes.push(run.len());
+            chunked.extend(run.iter().map(|e| e.state().table.clone()));
+        }) {}
+        assert_eq!(sizes, [200, 200, 119]);
+        assert_eq!(chunked, want);
+        assert!(!runs.next(200, |_| panic!("past the end")));
+        // A run cut exactly at the end: no empty run after it.
+        let mut sizes = Vec::new();
+        let mut runs = store.table_runs();
+        while runs.next(173, |run| sizes.push(run.len())) {}
+        assert_eq!(sizes, [173, 173, 173]);
+    }
+
+    /// The parts of `key`'s entry that changed after `generation`.
+    fn changed_parts(store: &Store, generation: u64) -> Vec<Part> {
+        let mut parts = Vec::new();
+        store.table_runs().next(10, |run| {
+            parts = Part::ALL
+                .into_iter()
+                .filter(|p| run[0].changed_after(&[*p], generation))
+                .collect();
+        });
+        parts
     }
 
     #[test]
-    fn record_rerenders_fragments() {
+    fn each_change_stamps_only_the_parts_it_changed() {
         let store = Store::new([key()]);
-        assert!(store.fragments()[0].0.iter().all(String::is_empty));
+        let mut at = store.generation();
+        let mut step = |change: &dyn Fn(&Store), want: &[Part]| {
+            change(&store);
+            assert_eq!(changed_parts(&store, at), want);
+            assert_ne!(store.generation(), at);
+            at = store.generation();
+        };
+        use Part::*;
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 1.0)),
+            &[Listing, Outcome, LastSuccess],
+        );
+        // The same answer later: only the success time moved.
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 2.0)),
+            &[LastSuccess],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Err(throttled()), 3.0)),
+            &[Outcome, Errors],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Err(throttled()), 4.0)),
+            &[Errors],
+        );
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest("s1", "PAUSED")]), 5.0)),
+            &[Listing, Outcome, LastSuccess],
+        );
+        step(
+            &|s| {
+                s.record_cdc(
+                    &key(),
+                    &[(
+                        "PutItem".into(),
+                        "AgeOfOldestUnreplicatedRecord".into(),
+                        Some((5.0, 6.0)),
+                    )],
+                )
+            },
+            &[Cdc],
+        );
+        // Nothing rendered changed: no stamp, and the generation stays.
         let before = store.generation();
-        store.record(&key(), &Ok(vec![dest("s1", "ACTIVE")]), 5.0);
-        assert_ne!(store.generation(), before);
-        let text = store.fragments()[0].0.concat();
-        assert!(text.contains(
-            "dynamodb_kinesis_destination_status{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\",stream_arn=\"s1\",status=\"ACTIVE\"} 1\n"
-        ), "{text}");
-        assert!(text.contains(
-            "dynamodb_kinesis_table_poll_success{table=\"orders\",region=\"us-east-1\",account_id=\"123456789012\"} 1\n"
-        ));
+        store.record_cdc(
+            &key(),
+            &[(
+                "PutItem".into(),
+                "AgeOfOldestUnreplicatedRecord".into(),
+                Some((5.0, 6.0)),
+            )],
+        );
+        assert_eq!(store.generation(), before);
+        assert_eq!(changed_parts(&store, before), []);
+    }
+
+    #[test]
+    fn expectations_tags_and_tag_errors_stamp_their_own_parts() {
+        let store = Store::new([key()]);
+        let arn = |name: &str| format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}");
+        let pattern = Arc::new(Pattern::new("^cdc-").unwrap());
+        let mut at = store.generation();
+        let mut step = |change: &dyn Fn(&Store), want: &[Part]| {
+            change(&store);
+            assert_eq!(changed_parts(&store, at), want);
+            at = store.generation();
+        };
+        use Part::*;
+        step(
+            &|s| s.set_expectation(&key(), Some(true), Some(Arc::clone(&pattern))),
+            &[Expectation],
+        );
+        // A working destination to a stream that does not match: the
+        // listing and the match change together.
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest(&arn("audit"), "ACTIVE")]), 1.0)),
+            &[Listing, Outcome, LastSuccess, Expectation],
+        );
+        assert_eq!(store.state(&key()).unwrap().stream_match, Some(false));
+        step(
+            &|s| drop(s.record(&key(), &Ok(vec![dest(&arn("cdc-orders"), "ACTIVE")]), 2.0)),
+            &[Listing, LastSuccess, Expectation],
+        );
+        assert_eq!(store.state(&key()).unwrap().stream_match, Some(true));
+        step(&|s| s.set_exports_tags(&key(), true), &[Tags]);
+        step(
+            &|s| {
+                s.record_tags(
+                    &key(),
+                    Ok(vec![("tag_team".into(), "payments".into())]),
+                    3.0,
+                )
+            },
+            &[Tags],
+        );
+        let denied = PollError::Service {
+            code: "AccessDeniedException".into(),
+            message: "no".into(),
+        };
+        // A failed read keeps the tags and counts the error.
+        step(&|s| s.record_tags(&key(), Err(&denied), 4.0), &[Errors]);
+        let state = store.state(&key()).unwrap();
+        assert_eq!(
+            state.tags,
+            Some(vec![("tag_team".into(), "payments".into())])
+        );
+        assert_eq!(state.tag_errors.get("AccessDeniedException"), Some(&1));
+        step(
+            &|s| s.set_expectation(&key(), Some(false), None),
+            &[Expectation],
+        );
+        let state = store.state(&key()).unwrap();
+        assert_eq!((state.expected, state.stream_match), (Some(false), None));
+        // Unknown tables are ignored, and change nothing.
+        let unknown = TableKey {
+            table: "unknown".into(),
+            ..key()
+        };
+        let before = store.generation();
+        store.set_expectation(&unknown, Some(true), Some(pattern.clone()));
+        store.record_tags(&unknown, Ok(Vec::new()), 3.0);
+        store.set_exports_tags(&unknown, true);
+        assert!(store.state(&unknown).is_none());
+        assert_eq!(store.generation(), before);
+    }
+
+    #[test]
+    fn readiness_names_what_it_waits_for() {
+        let store = Store::new([]);
+        store.set_waiting(vec!["discovery in 123456789012/us-east-1".into()]);
+        assert!(!store.is_ready());
+        assert_eq!(store.waiting(), ["discovery in 123456789012/us-east-1"]);
+        store.set_waiting(Vec::new());
+        assert!(store.is_ready());
+        assert!(store.waiting().is_empty());
+    }
+
+    #[test]
+    fn requests_metrics_and_budgets_are_counted_per_scope() {
+        let store = Store::new([]);
+        let scope = key().scope();
+        let other = ScopeKey {
+            region: "eu-west-1".into(),
+            ..scope.clone()
+        };
+        let describe = "DescribeKinesisStreamingDestination";
+        store.count_request(&scope, Service::DynamoDb, describe);
+        store.count_request(&scope, Service::DynamoDb, describe);
+        store.count_request(&scope, Service::CloudWatch, "GetMetricData");
+        store.count_metrics_requested(&scope, 40);
+        store.count_request(&other, Service::Sts, "GetCallerIdentity");
+        store.set_budget(&scope, Service::DynamoDb, 25.0, 2);
+        store.set_budget(&scope, Service::Kinesis, 5.0, 0);
+        let state = store.scope_state(&scope).unwrap();
+        assert_eq!(state.requests[&Service::DynamoDb][describe], 2);
+        assert_eq!(state.requests[&Service::CloudWatch]["GetMetricData"], 1);
+        assert_eq!(state.metrics_requested, 40);
+        assert_eq!(state.budgets[&Service::DynamoDb].throttled, 2);
+        assert_eq!(state.budgets[&Service::Kinesis].rate_limit, 5.0);
+        let elsewhere = store.scope_state(&other).unwrap();
+        assert_eq!(elsewhere.requests[&Service::Sts]["GetCallerIdentity"], 1);
+        assert_eq!(elsewhere.metrics_requested, 0);
+        // A scope removed takes its counters with it.
+        store.retain_scopes(&BTreeSet::from([scope.clone()]));
+        assert!(store.scope_state(&other).is_none());
+        assert_eq!(
+            store.scope_state(&scope).unwrap().requests[&Service::DynamoDb][describe],
+            2
+        );
+    }
+
+    #[test]
+    fn a_stream_check_that_only_moves_the_success_time_stamps_only_that() {
+        let store = Store::new([]);
+        let stream = StreamKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            stream_arn: "s1".into(),
+        };
+        let summary = StreamSummary {
+            name: "s1".into(),
+            status: "ACTIVE".into(),
+            open_shards: 2,
+            mode: "PROVISIONED".into(),
+            encryption: "NONE".into(),
+            retention_hours: 24,
+        };
+        store.record_stream(&stream, &Ok(summary.clone()), 1.0);
+        let at = store.generation();
+        store.record_stream(&stream, &Ok(summary), 2.0);
+        let mut seen = Vec::new();
+        store.stream_runs().next(10, |run| {
+            seen = Part::ALL
+                .into_iter()
+                .filter(|p| run[0].changed_after(&[*p], at))
+                .collect();
+        });
+        assert_eq!(seen, [Part::LastSuccess]);
+        assert_eq!(store.stream_state(&stream).unwrap().last_success, Some(2.0));
+    }
+
+    #[test]
+    fn ids_last_as_long_as_the_entry() {
+        let other = TableKey {
+            table: "payments".into(),
+            ..key()
+        };
+        let ids = |store: &Store| {
+            let mut ids = Vec::new();
+            store
+                .table_runs()
+                .next(10, |run| ids.extend(run.iter().map(|e| e.id())));
+            ids
+        };
+        let store = Store::new([key(), other.clone()]);
+        let first = ids(&store);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first[0], first[1]);
+        store.record(&key(), &Ok(vec![]), 1.0);
+        store.reconcile([key(), other.clone()]);
+        assert_eq!(ids(&store), first);
+        // Removed, then added again: a new entry with a new id.
+        store.reconcile([key()]);
+        store.reconcile([key(), other]);
+        let again = ids(&store);
+        assert_eq!(again[0], first[0]);
+        assert!(!first.contains(&again[1]));
     }
 }

@@ -8,6 +8,9 @@
 //!   credentials and follows the file as it changes, failing closed.
 //! - `tls` (private): its `tls_server_config` section as rustls server
 //!   settings.
+//! - [`gzip`]: one gzip member out of pieces compressed at different
+//!   times (sync-flushed deflate segments, stored blocks, combined CRC), so
+//!   a page compresses only the parts that changed.
 //! - [`negotiate`]: the exposition format and the encoding a scraper asks
 //!   for (`Accept`, `Accept-Encoding`), as client_golang decides them.
 //! - [`serve`]: the HTTP/1.1 accept loops over plain or TLS listeners, with
@@ -19,6 +22,7 @@
 //! wires it.
 #![forbid(unsafe_code)]
 
+pub mod gzip;
 pub mod negotiate;
 pub mod serve;
 mod tls;

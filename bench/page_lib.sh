@@ -1,0 +1,57 @@
+# Shared by bench/live_page.sh and bench/abandoned_scrapes.sh (sourced, not
+# run): the simulator and exporter processes, on loopback, cleaned up on
+# exit. Every wait is bounded.
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The release exporter (the default binary) and the simulator.
+build_release() {
+  cargo build --release --locked --quiet --bin dynamodb-kinesis-exporter --example simulate
+}
+
+# start_simulator TABLES: serve TABLES tables (one ACTIVE destination each)
+# and write the exporter config to $work/exporter.yaml, polling every table
+# and checking its stream once a minute. The request budget is set 5 %
+# above what that takes (a call per table and one per stream a minute):
+# new tables are spread at half the budget, so the first cycle already
+# fills the minute, and the polls are continuous from the start rather
+# than a burst every minute.
+start_simulator() {
+  target/release/examples/simulate "$1" "$work/sim.yaml" 7200 >"$work/sim.out" &
+  pids+=($!)
+  for _ in $(seq 1 600); do [ -s "$work/sim.yaml" ] && break; sleep 0.1; done
+  if [ ! -s "$work/sim.yaml" ]; then echo "the simulator wrote no config within 60 s" >&2; exit 1; fi
+  local rate=$(( $1 * 2 * 21 / 20 / 60 + 1 ))
+  sed "s/^max_requests_per_second: .*/max_requests_per_second: $rate/" "$work/sim.yaml" >"$work/exporter.yaml"
+}
+
+# start_exporter BINARY NAME: run BINARY on a free port; sets
+# exporter_pid and exporter_url, logs to $work/NAME.log.
+start_exporter() {
+  local port
+  port=$(free_port)
+  "$1" --config.file "$work/exporter.yaml" --web.listen-address "127.0.0.1:$port" \
+    --log.level warn 2>"$work/$2.log" &
+  exporter_pid=$!
+  pids+=($exporter_pid)
+  exporter_url="http://127.0.0.1:$port"
+}
+
+# wait_ready URL: until /readyz answers 200 (every table polled once).
+wait_ready() {
+  local started
+  started=$(date +%s)
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/readyz")" = 200 ]; do
+    if [ $(( $(date +%s) - started )) -gt 900 ]; then echo "$1 not ready within 900 s" >&2; exit 1; fi
+    sleep 0.5
+  done
+}
