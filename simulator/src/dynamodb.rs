@@ -302,7 +302,9 @@ fn fault_error(
 /// request gives an ARN; `None` for operations about no table.
 fn table_of(caller: &Caller, operation: &str, input: &Map<String, Value>) -> Option<String> {
     let member = match operation {
-        "DescribeKinesisStreamingDestination" => "TableName",
+        "DescribeKinesisStreamingDestination"
+        | "EnableKinesisStreamingDestination"
+        | "DisableKinesisStreamingDestination" => "TableName",
         "ListTagsOfResource" => "ResourceArn",
         _ => return None,
     };
@@ -333,6 +335,12 @@ async fn dispatch(
         "DescribeKinesisStreamingDestination" => {
             describe_kinesis_streaming_destination(ctx, input).await
         }
+        "EnableKinesisStreamingDestination" => {
+            enable_kinesis_streaming_destination(ctx, input).await
+        }
+        "DisableKinesisStreamingDestination" => {
+            disable_kinesis_streaming_destination(ctx, input).await
+        }
         "ListTables" => list_tables(ctx, input),
         "ListTagsOfResource" => list_tags_of_resource(ctx, input).await,
         other => Err(ApiError::unknown_operation(format!(
@@ -349,13 +357,11 @@ async fn describe_kinesis_streaming_destination(
     let requested = required_string(input, "TableName", "tableName")?;
     let table =
         admit_table_request(ctx, requested, "DescribeKinesisStreamingDestination", true).await?;
-    let destinations: Vec<Value> = table
-        .snapshot
-        .spec
-        .destinations
-        .iter()
-        .filter_map(|destination| {
-            let step = destination.step_at(table.snapshot.elapsed)?;
+    let snapshot = &table.snapshot;
+    let destinations: Vec<Value> = (snapshot.spec.destinations.iter())
+        .zip(&snapshot.destinations_elapsed)
+        .filter_map(|(destination, elapsed)| {
+            let step = destination.step_at(*elapsed)?;
             let mut entry = Map::new();
             entry.insert("StreamArn".into(), destination.stream_arn.clone().into());
             entry.insert("DestinationStatus".into(), step.status.clone().into());
@@ -378,6 +384,139 @@ async fn describe_kinesis_streaming_destination(
         "TableName": table.snapshot.spec.name,
         "KinesisDataStreamDestinations": destinations,
     })))
+}
+
+/// `EnableKinesisStreamingDestination`: admitted under AWS's rules (see
+/// [`crate::streaming`]), answered with ENABLING and the configuration
+/// echoed (`{}` when none was sent, as AWS does).
+async fn enable_kinesis_streaming_destination(
+    ctx: &Ctx<'_>,
+    input: &Map<String, Value>,
+) -> Result<Answer, Failure> {
+    const OPERATION: &str = "EnableKinesisStreamingDestination";
+    let requested = required_string(input, "TableName", "tableName")?;
+    let stream_arn = stream_arn_member(input)?;
+    let (configuration, precision) = match input.get(CONFIGURATION) {
+        None | Some(Value::Null) => (json!({}), None),
+        Some(Value::Object(configuration)) => {
+            let precision = precision_member(configuration)?;
+            (Value::Object(configuration.clone()), precision)
+        }
+        Some(_) => {
+            return Err(
+                ApiError::serialization(format!("{CONFIGURATION} must be an object")).into(),
+            )
+        }
+    };
+    let table = admit_table_request(ctx, requested, OPERATION, false).await?;
+    let (scope, name, shown) = table_scope(ctx, requested)?;
+    let status = ctx
+        .shared
+        .enable_streaming(&scope, name, shown, stream_arn, precision)
+        .map_err(destination_error)?;
+    Ok(table.answer(json!({
+        "TableName": name,
+        "StreamArn": stream_arn,
+        "DestinationStatus": status,
+        CONFIGURATION: configuration,
+    })))
+}
+
+/// `DisableKinesisStreamingDestination`: the stream's entry must be ACTIVE;
+/// answered with DISABLING.
+async fn disable_kinesis_streaming_destination(
+    ctx: &Ctx<'_>,
+    input: &Map<String, Value>,
+) -> Result<Answer, Failure> {
+    const OPERATION: &str = "DisableKinesisStreamingDestination";
+    let requested = required_string(input, "TableName", "tableName")?;
+    let stream_arn = stream_arn_member(input)?;
+    let table = admit_table_request(ctx, requested, OPERATION, false).await?;
+    if !matches!(input.get(CONFIGURATION), None | Some(Value::Null)) {
+        return Err(destination_error(crate::DestinationError::ConfigurationOnDisable).into());
+    }
+    let (scope, name, shown) = table_scope(ctx, requested)?;
+    let status = ctx
+        .shared
+        .disable_streaming(&scope, name, shown, stream_arn)
+        .map_err(destination_error)?;
+    Ok(table.answer(json!({
+        "TableName": name,
+        "StreamArn": stream_arn,
+        "DestinationStatus": status,
+    })))
+}
+
+/// The request member that carries Enable's options.
+const CONFIGURATION: &str = "EnableKinesisStreamingConfiguration";
+
+/// The precisions AWS accepts, in the order its validation message lists them.
+const PRECISIONS: [&str; 2] = ["MILLISECOND", "MICROSECOND"];
+
+/// The `StreamArn` member: required, 37 to 1024 characters (AWS's model);
+/// what it names is only looked at later, as on AWS.
+fn stream_arn_member(input: &Map<String, Value>) -> Result<&str, ApiError> {
+    let arn = match input.get("StreamArn") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::validation(
+                "1 validation error detected: Value null at 'streamArn' failed to satisfy \
+                 constraint: Member must not be null",
+            ))
+        }
+        Some(Value::String(arn)) => arn.as_str(),
+        Some(_) => return Err(ApiError::serialization("StreamArn must be a string")),
+    };
+    let bound = match arn.chars().count() {
+        n if n < 37 => Some("greater than or equal to 37"),
+        n if n > 1024 => Some("less than or equal to 1024"),
+        _ => None,
+    };
+    match bound {
+        Some(bound) => Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{arn}' at 'streamArn' failed to satisfy \
+             constraint: Member must have length {bound}"
+        ))),
+        None => Ok(arn),
+    }
+}
+
+/// `ApproximateCreationDateTimePrecision` of an Enable's configuration.
+fn precision_member(configuration: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match configuration.get("ApproximateCreationDateTimePrecision") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) if PRECISIONS.contains(&p.as_str()) => Ok(Some(p.clone())),
+        Some(Value::String(p)) => Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{p}' at \
+             'enableKinesisStreamingConfiguration.approximateCreationDateTimePrecision' \
+             failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            PRECISIONS.join(", ")
+        ))),
+        Some(_) => Err(ApiError::serialization(
+            "ApproximateCreationDateTimePrecision must be a string",
+        )),
+    }
+}
+
+/// The scope and name of the table `requested` names, and how errors show
+/// it. Only called once [`admit_table_request`] found the table.
+fn table_scope<'a>(
+    ctx: &Ctx<'_>,
+    requested: &'a str,
+) -> Result<(Scope, &'a str, &'a str), Failure> {
+    let resolved = resolve_table(&ctx.caller.scope, requested)?;
+    let shown = if resolved.foreign {
+        requested
+    } else {
+        resolved.name
+    };
+    let scope = resolved
+        .scope
+        .ok_or_else(|| ApiError::table_not_found(shown))?;
+    Ok((scope, resolved.name, shown))
+}
+
+fn destination_error(error: crate::DestinationError) -> ApiError {
+    ApiError::bad_request(error.code(), error.to_string())
 }
 
 /// `ListTables` in the caller's scope: sorted names, `Limit` (1..=100) per
@@ -1871,6 +2010,449 @@ mod tests {
         sim.reset_stats();
         assert!(sim.requests().is_empty());
         assert_eq!(sim.requests_in("123456789012", "us-east-1"), 0);
+        sim.shutdown().await;
+    }
+}
+
+/// `EnableKinesisStreamingDestination` and `DisableKinesisStreamingDestination`
+/// through the real SDK client (the rules themselves: [`crate::streaming`]).
+#[cfg(test)]
+mod enable_disable_tests {
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_dynamodb::types::{
+        ApproximateCreationDateTimePrecision, DestinationStatus,
+        EnableKinesisStreamingConfiguration,
+    };
+    use aws_sdk_dynamodb::Client;
+
+    use crate::testing::{dynamodb_client, send_raw, BASE_KEYS, VALID_AUTH};
+    use crate::{
+        DestinationError, DestinationSpec, Scenario, ScopeSpec, Service, Simulator, TableSpec,
+        TransitionTimes, ENABLE_FAILED_DESCRIPTION,
+    };
+
+    const ACCOUNT: &str = "123456789012";
+
+    fn stream(name: &str) -> String {
+        format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name}")
+    }
+
+    /// Short transitions, so a test can watch them end.
+    const TIMES: TransitionTimes = TransitionTimes {
+        enabling: Duration::from_millis(300),
+        disabling: Duration::from_millis(200),
+    };
+
+    async fn start(scenario: Scenario) -> (Simulator, Client) {
+        let sim = Simulator::start(Scenario {
+            transitions: TIMES,
+            ..scenario
+        })
+        .await
+        .unwrap();
+        let client = dynamodb_client(&sim, "us-east-1", BASE_KEYS);
+        (sim, client)
+    }
+
+    /// `(stream name, status, precision)` of every entry, in AWS's order.
+    async fn entries(client: &Client, table: &str) -> Vec<(String, String, Option<String>)> {
+        let out = client
+            .describe_kinesis_streaming_destination()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap();
+        (out.kinesis_data_stream_destinations().iter())
+            .map(|d| {
+                let arn = d.stream_arn().unwrap_or_default();
+                (
+                    arn.rsplit('/').next().unwrap_or_default().to_string(),
+                    d.destination_status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    (d.approximate_creation_date_time_precision()).map(|p| p.as_str().to_string()),
+                )
+            })
+            .collect()
+    }
+
+    /// The AWS code and message of a failed call, with its HTTP status.
+    fn refusal<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+        outcome: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    ) -> (String, String, u16) {
+        match outcome {
+            Err(SdkError::ServiceError(err)) => (
+                err.err().code().unwrap_or("<none>").to_string(),
+                err.err().message().unwrap_or("<none>").to_string(),
+                err.raw().status().as_u16(),
+            ),
+            other => panic!("expected a service error, got {other:?}"),
+        }
+    }
+
+    fn refused(error: DestinationError) -> (String, String, u16) {
+        (error.code().to_string(), error.to_string(), 400)
+    }
+
+    #[tokio::test]
+    async fn enable_disable_and_enable_elsewhere_as_an_operator_would() {
+        let (sim, client) = start(Scenario::default().with_table(TableSpec::new("orders"))).await;
+        let (a, b) = (stream("orders-cdc"), stream("orders-archive"));
+        let enable = |arn: &str| {
+            (client.enable_kinesis_streaming_destination())
+                .table_name("orders")
+                .stream_arn(arn)
+                .send()
+        };
+        let disable = |arn: &str| {
+            (client.disable_kinesis_streaming_destination())
+                .table_name("orders")
+                .stream_arn(arn)
+                .send()
+        };
+
+        let out = enable(&a).await.unwrap();
+        assert_eq!(
+            (out.table_name(), out.stream_arn(), out.destination_status()),
+            (
+                Some("orders"),
+                Some(a.as_str()),
+                Some(&DestinationStatus::Enabling)
+            )
+        );
+        // No configuration sent: AWS echoes an empty one.
+        let echoed = out.enable_kinesis_streaming_configuration().unwrap();
+        assert_eq!(echoed.approximate_creation_date_time_precision(), None);
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "ENABLING".into(), None)]
+        );
+
+        // One stream at a time, and only an ACTIVE entry can be disabled.
+        assert_eq!(
+            refusal(enable(&b).await),
+            refused(DestinationError::NotDisabled)
+        );
+        assert_eq!(
+            refusal(enable(&a).await),
+            refused(DestinationError::NotDisabled)
+        );
+        assert_eq!(
+            refusal(disable(&a).await),
+            refused(DestinationError::NotActive)
+        );
+
+        tokio::time::sleep(TIMES.enabling).await;
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "ACTIVE".into(), None)]
+        );
+        assert_eq!(
+            refusal(enable(&b).await),
+            refused(DestinationError::NotDisabled)
+        );
+        let with_configuration = (client.disable_kinesis_streaming_destination())
+            .table_name("orders")
+            .stream_arn(&a)
+            .enable_kinesis_streaming_configuration(
+                EnableKinesisStreamingConfiguration::builder()
+                    .approximate_creation_date_time_precision(
+                        ApproximateCreationDateTimePrecision::Millisecond,
+                    )
+                    .build(),
+            )
+            .send()
+            .await;
+        assert_eq!(
+            refusal(with_configuration),
+            refused(DestinationError::ConfigurationOnDisable)
+        );
+
+        let out = disable(&a).await.unwrap();
+        assert_eq!(
+            out.destination_status(),
+            Some(&DestinationStatus::Disabling)
+        );
+        assert_eq!(out.enable_kinesis_streaming_configuration(), None);
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "DISABLING".into(), None)]
+        );
+        assert_eq!(
+            refusal(enable(&b).await),
+            refused(DestinationError::NotDisabled)
+        );
+        tokio::time::sleep(TIMES.disabling).await;
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "DISABLED".into(), None)]
+        );
+        assert_eq!(
+            refusal(disable(&a).await),
+            refused(DestinationError::NotActive)
+        );
+
+        // Another stream now, with a precision, by table ARN: listed first,
+        // the DISABLED entry stays.
+        let out = (client.enable_kinesis_streaming_destination())
+            .table_name(sim.table_arn("orders"))
+            .stream_arn(&b)
+            .enable_kinesis_streaming_configuration(
+                EnableKinesisStreamingConfiguration::builder()
+                    .approximate_creation_date_time_precision(
+                        ApproximateCreationDateTimePrecision::Microsecond,
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.table_name(), Some("orders"));
+        assert_eq!(
+            (out.enable_kinesis_streaming_configuration())
+                .and_then(|c| c.approximate_creation_date_time_precision()),
+            Some(&ApproximateCreationDateTimePrecision::Microsecond)
+        );
+        tokio::time::sleep(TIMES.enabling).await;
+        assert_eq!(
+            entries(&client, "orders").await,
+            [
+                (
+                    "orders-archive".into(),
+                    "ACTIVE".into(),
+                    Some("MICROSECOND".into())
+                ),
+                ("orders-cdc".into(), "DISABLED".into(), None),
+            ]
+        );
+
+        // Every call was counted by operation; only describes count per table.
+        let counts = sim.operation_counts();
+        let count = |op: &str| counts[&(Service::DynamoDb, op.to_string())];
+        assert_eq!(count("EnableKinesisStreamingDestination"), 6);
+        assert_eq!(count("DisableKinesisStreamingDestination"), 4);
+        assert_eq!(count("DescribeKinesisStreamingDestination"), 5);
+        assert_eq!(sim.requests_for("orders"), 5);
+        let last = sim.requests().pop().unwrap();
+        assert_eq!(last.table.as_deref(), Some("orders"));
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_is_not_there_ends_enable_failed_and_stays_listed() {
+        let other_account = "arn:aws:kinesis:us-east-1:999999999999:stream/elsewhere";
+        let scenario = Scenario::default()
+            .with_table(TableSpec::new("orders"))
+            .with_table(TableSpec::new("audit"))
+            .with_scope(ScopeSpec::new(ACCOUNT, "eu-west-1").with_table(TableSpec::new("eu")));
+        let (sim, client) = start(scenario).await;
+        let gone = stream("gone");
+        sim.delete_stream(&gone);
+        let enable = |table: &'static str, arn: &str| {
+            (client.enable_kinesis_streaming_destination())
+                .table_name(table)
+                .stream_arn(arn)
+                .send()
+        };
+        // Accepted at once: AWS does not look at the stream yet.
+        for arn in [gone.as_str(), other_account] {
+            let out = enable("orders", arn).await.unwrap();
+            assert_eq!(out.destination_status(), Some(&DestinationStatus::Enabling));
+            tokio::time::sleep(TIMES.enabling).await;
+        }
+        let out = client
+            .describe_kinesis_streaming_destination()
+            .table_name("orders")
+            .send()
+            .await
+            .unwrap();
+        let failed: Vec<(&str, &str)> = (out.kinesis_data_stream_destinations().iter())
+            .map(|d| {
+                (
+                    d.destination_status()
+                        .map(|s| s.as_str())
+                        .unwrap_or_default(),
+                    d.destination_status_description().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                ("ENABLE_FAILED", ENABLE_FAILED_DESCRIPTION),
+                ("ENABLE_FAILED", ENABLE_FAILED_DESCRIPTION)
+            ]
+        );
+        // No API removes a failed entry: Disable is refused.
+        let disable = (client.disable_kinesis_streaming_destination())
+            .table_name("orders")
+            .stream_arn(&gone)
+            .send()
+            .await;
+        assert_eq!(refusal(disable), refused(DestinationError::NotActive));
+        // A stream of another region is not usable either.
+        let eu = dynamodb_client(&sim, "eu-west-1", BASE_KEYS);
+        (eu.enable_kinesis_streaming_destination())
+            .table_name("eu")
+            .stream_arn(stream("us-only"))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(TIMES.enabling).await;
+        assert_eq!(
+            entries(&eu, "eu").await,
+            [("us-only".into(), "ENABLE_FAILED".into(), None)]
+        );
+        // A stream that exists: ACTIVE.
+        enable("audit", &stream("audit-cdc")).await.unwrap();
+        tokio::time::sleep(TIMES.enabling).await;
+        assert_eq!(
+            entries(&client, "audit").await,
+            [("audit-cdc".into(), "ACTIVE".into(), None)]
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn missing_tables_and_bad_members_are_refused_as_aws_does() {
+        let (sim, client) = start(
+            Scenario::default().with_table(
+                TableSpec::new("orders")
+                    .with_destination(DestinationSpec::fixed(&stream("orders-cdc"), "ACTIVE")),
+            ),
+        )
+        .await;
+        let missing = (client.enable_kinesis_streaming_destination())
+            .table_name("ghost")
+            .stream_arn(stream("ghost-cdc"))
+            .send()
+            .await;
+        assert_eq!(
+            refusal(missing),
+            refused(DestinationError::TableNotFound("ghost".into()))
+        );
+        let missing = (client.disable_kinesis_streaming_destination())
+            .table_name("ghost")
+            .stream_arn(stream("ghost-cdc"))
+            .send()
+            .await;
+        assert_eq!(refusal(missing).0, "ResourceNotFoundException");
+
+        let post = |target: &str, body: &str| {
+            format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/x-amz-json-1.0\r\n\
+                 X-Amz-Target: DynamoDB_20120810.{target}\r\nAuthorization: {VALID_AUTH}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let cases = [
+            (
+                "EnableKinesisStreamingDestination",
+                r#"{"TableName":"orders"}"#,
+                "ValidationException",
+                "1 validation error detected: Value null at 'streamArn' failed to satisfy constraint: Member must not be null",
+            ),
+            (
+                "DisableKinesisStreamingDestination",
+                r#"{"TableName":"orders","StreamArn":"arn:aws:kinesis:x"}"#,
+                "ValidationException",
+                "1 validation error detected: Value 'arn:aws:kinesis:x' at 'streamArn' failed to satisfy constraint: Member must have length greater than or equal to 37",
+            ),
+            (
+                "EnableKinesisStreamingDestination",
+                r#"{"TableName":"orders","StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/x","EnableKinesisStreamingConfiguration":{"ApproximateCreationDateTimePrecision":"NANOSECOND"}}"#,
+                "ValidationException",
+                "1 validation error detected: Value 'NANOSECOND' at 'enableKinesisStreamingConfiguration.approximateCreationDateTimePrecision' failed to satisfy constraint: Member must satisfy enum value set: [MILLISECOND, MICROSECOND]",
+            ),
+            (
+                "EnableKinesisStreamingDestination",
+                r#"{"StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/x"}"#,
+                "ValidationException",
+                "1 validation error detected: Value null at 'tableName' failed to satisfy constraint: Member must not be null",
+            ),
+            (
+                "EnableKinesisStreamingDestination",
+                r#"{"TableName":"orders","StreamArn":"arn:aws:kinesis:us-east-1:123456789012:stream/x","EnableKinesisStreamingConfiguration":7}"#,
+                "SerializationException",
+                "EnableKinesisStreamingConfiguration must be an object",
+            ),
+        ];
+        for (target, body, code, message) in cases {
+            let (status, kind, got) = send_raw(&sim, post(target, body)).await.error();
+            assert_eq!(
+                (status, kind.as_str(), got.as_str()),
+                (
+                    400,
+                    format!("com.amazonaws.dynamodb.v20120810#{code}").as_str(),
+                    message
+                ),
+                "{target} {body}"
+            );
+        }
+        // None of them changed anything.
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "ACTIVE".into(), None)]
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn control_methods_follow_the_same_rules() {
+        let scenario = Scenario::default()
+            .with_table(
+                TableSpec::new("orders")
+                    .with_destination(DestinationSpec::fixed(&stream("orders-cdc"), "ACTIVE")),
+            )
+            .with_scope(
+                ScopeSpec::new("222222222222", "eu-west-1").with_table(TableSpec::new("eu")),
+            );
+        let (sim, client) = start(scenario).await;
+        let cdc = stream("orders-cdc");
+        assert_eq!(
+            sim.enable_destination("orders", &stream("other")),
+            Err(DestinationError::NotDisabled)
+        );
+        assert_eq!(sim.disable_destination("orders", &cdc), Ok("DISABLING"));
+        assert_eq!(
+            sim.disable_destination("orders", &cdc),
+            Err(DestinationError::NotActive)
+        );
+        assert_eq!(
+            sim.enable_destination("ghost", &cdc),
+            Err(DestinationError::TableNotFound("ghost".into()))
+        );
+        tokio::time::sleep(TIMES.disabling).await;
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "DISABLED".into(), None)]
+        );
+        // Longer transitions from now on.
+        sim.set_transition_times(TransitionTimes {
+            enabling: Duration::from_secs(3600),
+            disabling: Duration::from_secs(3600),
+        });
+        assert_eq!(sim.enable_destination("orders", &cdc), Ok("ENABLING"));
+        tokio::time::sleep(TIMES.enabling * 2).await;
+        assert_eq!(
+            entries(&client, "orders").await,
+            [("orders-cdc".into(), "ENABLING".into(), None)]
+        );
+        let eu_stream = "arn:aws:kinesis:eu-west-1:222222222222:stream/eu-cdc";
+        assert_eq!(
+            sim.enable_destination_in("222222222222", "eu-west-1", "eu", eu_stream),
+            Ok("ENABLING")
+        );
+        assert_eq!(
+            sim.disable_destination_in("222222222222", "eu-west-1", "eu", eu_stream),
+            Err(DestinationError::NotActive)
+        );
+        // Control methods are no requests.
+        assert!(!(sim.operation_counts().keys()).any(|(_, op)| op.contains("Enable")));
         sim.shutdown().await;
     }
 }

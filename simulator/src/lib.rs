@@ -14,6 +14,8 @@
 //!   the SigV4 `Authorization` form, resolves the caller's scope, records
 //!   request stats and applies scope faults.
 //! - `dynamodb`: the DynamoDB JSON 1.0 operations and AWS-shaped errors.
+//! - `streaming`: AWS's rules for turning a table's Kinesis streaming on
+//!   and off (Enable and Disable), shared by the API and the control methods.
 //! - `sts`: STS over the query protocol (`AssumeRole`, `GetCallerIdentity`).
 //! - `kinesis`: Kinesis JSON 1.1 (`DescribeStreamSummary`), streams with
 //!   status timelines.
@@ -32,6 +34,7 @@ mod dynamodb;
 mod kinesis;
 mod scenario;
 mod serve;
+mod streaming;
 mod sts;
 #[cfg(test)]
 mod testing;
@@ -39,10 +42,11 @@ mod wire;
 
 pub use scenario::{
     parse_stream_arn, role_account, CdcMetricsSpec, DestinationSpec, Fault, Listing, MetricStep,
-    RoleSpec, Scenario, ScenarioError, ScopeSpec, Step, StreamSpec, TableSpec, CDC_METRIC_NAMES,
-    DEFAULT_ACCOUNT_ID, DEFAULT_DELEGATED_OPERATION, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE,
-    UNKNOWN_ERROR_CODE,
+    RoleSpec, Scenario, ScenarioError, ScopeSpec, Step, StreamSpec, TableSpec, TransitionTimes,
+    CDC_METRIC_NAMES, DEFAULT_ACCOUNT_ID, DEFAULT_DELEGATED_OPERATION, DEFAULT_DISABLING_TIME,
+    DEFAULT_ENABLING_TIME, DEFAULT_REGION, DEFAULT_TAGS_PAGE_SIZE, UNKNOWN_ERROR_CODE,
 };
+pub use streaming::{DestinationError, ENABLE_FAILED_DESCRIPTION};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -160,6 +164,39 @@ struct World {
     list_metrics_page_size: usize,
     /// Listings whose tokens go round (see [`Listing`]).
     repeating_tokens: BTreeSet<Listing>,
+    /// How long Enable's and Disable's transitions take.
+    transitions: TransitionTimes,
+}
+
+impl World {
+    fn change_streaming(
+        &mut self,
+        scope: &Scope,
+        table: &str,
+        shown: &str,
+        change: streaming::Change,
+    ) -> Result<&'static str, DestinationError> {
+        let times = self.transitions;
+        let installed = (self.scopes.get_mut(scope))
+            .and_then(|s| s.tables.get_mut(table))
+            .ok_or_else(|| DestinationError::TableNotFound(shown.to_string()))?;
+        installed.change_streaming(change, Instant::now(), times)
+    }
+
+    /// Whether `arn` names a stream of `scope` that exists and is not being
+    /// deleted: what an Enable needs to end ACTIVE rather than ENABLE_FAILED.
+    fn stream_usable(&self, scope: &Scope, arn: &str) -> bool {
+        let Some((account_id, region, _)) = parse_stream_arn(arn) else {
+            return false;
+        };
+        if account_id != scope.account_id || region != scope.region {
+            return false;
+        }
+        match self.streams.get(arn) {
+            Some(installed) => installed.gone_at.is_none(),
+            None => !self.deleted_streams.contains(arn),
+        }
+    }
 }
 
 struct InstalledStream {
@@ -202,17 +239,37 @@ struct IssuedCredential {
 
 struct InstalledTable {
     spec: TableSpec,
-    /// Timelines count from here: simulator start, or the last (re)install.
-    since: Instant,
+    /// Where each destination's timeline (`spec.destinations`, index for
+    /// index) counts from: simulator start, the last (re)install or
+    /// [`Simulator::set_destinations_in`], or the Enable or Disable that
+    /// last changed that entry.
+    destinations_since: Vec<Instant>,
     /// Metric timelines count from here: install, or the last
     /// [`Simulator::set_cdc_metrics_in`].
     metrics_since: Instant,
 }
 
+impl InstalledTable {
+    fn new(spec: TableSpec, since: Instant) -> Self {
+        InstalledTable {
+            destinations_since: vec![since; spec.destinations.len()],
+            spec,
+            metrics_since: since,
+        }
+    }
+
+    /// Replace every destination; their timelines start at `since`.
+    fn set_destinations(&mut self, destinations: Vec<DestinationSpec>, since: Instant) {
+        self.destinations_since = vec![since; destinations.len()];
+        self.spec.destinations = destinations;
+    }
+}
+
 /// A consistent copy of one table, taken at request time.
 struct TableSnapshot {
     spec: TableSpec,
-    elapsed: Duration,
+    /// How far into its timeline each destination is, index for index.
+    destinations_elapsed: Vec<Duration>,
 }
 
 /// Default `ListMetrics` page size: small, so paging is exercised.
@@ -331,9 +388,12 @@ impl Shared {
     fn snapshot(&self, scope: &Scope, table: &str) -> Option<TableSnapshot> {
         let world = self.world();
         let t = world.scopes.get(scope)?.tables.get(table)?;
+        let now = Instant::now();
         Some(TableSnapshot {
             spec: t.spec.clone(),
-            elapsed: t.since.elapsed(),
+            destinations_elapsed: (t.destinations_since.iter())
+                .map(|since| now.saturating_duration_since(*since))
+                .collect(),
         })
     }
 
@@ -344,6 +404,40 @@ impl Shared {
             .get(scope)
             .map(|s| s.tables.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Enable streaming from `table` of `scope` to `stream_arn` (see
+    /// [`streaming`]); `shown` names the table in a not-found error.
+    fn enable_streaming(
+        &self,
+        scope: &Scope,
+        table: &str,
+        shown: &str,
+        stream_arn: &str,
+        precision: Option<String>,
+    ) -> Result<&'static str, DestinationError> {
+        let mut world = self.world();
+        let stream_usable = world.stream_usable(scope, stream_arn);
+        let change = streaming::Change::Enable {
+            stream_arn: stream_arn.to_string(),
+            precision,
+            stream_usable,
+        };
+        world.change_streaming(scope, table, shown, change)
+    }
+
+    /// Disable streaming from `table` of `scope` to `stream_arn`.
+    fn disable_streaming(
+        &self,
+        scope: &Scope,
+        table: &str,
+        shown: &str,
+        stream_arn: &str,
+    ) -> Result<&'static str, DestinationError> {
+        let change = streaming::Change::Disable {
+            stream_arn: stream_arn.to_string(),
+        };
+        self.world().change_streaming(scope, table, shown, change)
     }
 
     /// Whether `listing`'s tokens go round.
@@ -490,14 +584,7 @@ fn max_in_window(times: &[Instant], window: Duration) -> usize {
 fn install(tables: Vec<TableSpec>, since: Instant) -> BTreeMap<String, InstalledTable> {
     tables
         .into_iter()
-        .map(|spec| {
-            let table = InstalledTable {
-                spec,
-                since,
-                metrics_since: since,
-            };
-            (table.spec.name.clone(), table)
-        })
+        .map(|spec| (spec.name.clone(), InstalledTable::new(spec, since)))
         .collect()
 }
 
@@ -562,6 +649,7 @@ impl Simulator {
                 deleted_streams: HashSet::new(),
                 list_metrics_page_size: LIST_METRICS_PAGE_SIZE,
                 repeating_tokens: scenario.repeating_tokens,
+                transitions: scenario.transitions,
             }),
             stats: Stats::default(),
             started,
@@ -637,14 +725,7 @@ impl Simulator {
             .entry(scope)
             .or_default()
             .tables
-            .insert(
-                spec.name.clone(),
-                InstalledTable {
-                    spec,
-                    since,
-                    metrics_since: since,
-                },
-            );
+            .insert(spec.name.clone(), InstalledTable::new(spec, since));
     }
 
     /// Remove a table of the default scope; later requests for it get
@@ -742,8 +823,7 @@ impl Simulator {
     /// nothing for an unknown table.
     pub fn set_destinations(&self, table: &str, destinations: Vec<DestinationSpec>) {
         self.modify(None, table, |t| {
-            t.spec.destinations = destinations;
-            t.since = Instant::now();
+            t.set_destinations(destinations, Instant::now())
         });
     }
 
@@ -756,9 +836,72 @@ impl Simulator {
         destinations: Vec<DestinationSpec>,
     ) {
         self.modify(Some(Scope::new(account_id, region)), table, |t| {
-            t.spec.destinations = destinations;
-            t.since = Instant::now();
+            t.set_destinations(destinations, Instant::now())
         });
+    }
+
+    /// What `EnableKinesisStreamingDestination` does for `table` of the
+    /// default scope and `stream_arn`, under the same rules (see
+    /// [`DestinationError`]): on success the status the API would answer
+    /// (ENABLING), which turns ACTIVE after the scenario's
+    /// [`TransitionTimes::enabling`] (or ENABLE_FAILED, for a stream that is
+    /// not there). Not counted as a request.
+    pub fn enable_destination(
+        &self,
+        table: &str,
+        stream_arn: &str,
+    ) -> Result<&'static str, DestinationError> {
+        let scope = self.handle.shared.default_scope.clone();
+        (self.handle.shared).enable_streaming(&scope, table, table, stream_arn, None)
+    }
+
+    /// [`Simulator::enable_destination`] for a table of (`account_id`, `region`).
+    pub fn enable_destination_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        stream_arn: &str,
+    ) -> Result<&'static str, DestinationError> {
+        let scope = Scope::new(account_id, region);
+        (self.handle.shared).enable_streaming(&scope, table, table, stream_arn, None)
+    }
+
+    /// What `DisableKinesisStreamingDestination` does for `table` of the
+    /// default scope and `stream_arn`: DISABLING, then DISABLED after the
+    /// scenario's [`TransitionTimes::disabling`]; refused unless the
+    /// stream's entry is ACTIVE. Not counted as a request.
+    pub fn disable_destination(
+        &self,
+        table: &str,
+        stream_arn: &str,
+    ) -> Result<&'static str, DestinationError> {
+        let scope = self.handle.shared.default_scope.clone();
+        (self.handle.shared).disable_streaming(&scope, table, table, stream_arn)
+    }
+
+    /// [`Simulator::disable_destination`] for a table of (`account_id`, `region`).
+    pub fn disable_destination_in(
+        &self,
+        account_id: &str,
+        region: &str,
+        table: &str,
+        stream_arn: &str,
+    ) -> Result<&'static str, DestinationError> {
+        let scope = Scope::new(account_id, region);
+        (self.handle.shared).disable_streaming(&scope, table, table, stream_arn)
+    }
+
+    /// How long Enable's and Disable's transitions take from now on
+    /// (transitions under way keep their length).
+    pub fn set_transition_times(&self, times: TransitionTimes) {
+        self.handle.shared.world().transitions = times;
+    }
+
+    /// Replace the tags of a table of the default scope, as TagResource and
+    /// UntagResource would. Does nothing for an unknown table.
+    pub fn set_tags(&self, table: &str, tags: Vec<(String, String)>) {
+        self.modify(None, table, |t| t.spec.tags = tags);
     }
 
     /// Replace a table's tags. Does nothing for an unknown table.

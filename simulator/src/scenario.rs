@@ -1,6 +1,7 @@
 //! The simulator's scenario: which (account, region) scopes exist, which
 //! tables each holds, their tags and Kinesis streaming destinations, how
-//! statuses move over time, which faults and latency a table injects, and
+//! statuses move over time (and how long an Enable's or a Disable's
+//! transition takes), which faults and latency a table injects, and
 //! which IAM roles STS lets callers assume. Owns the YAML format (read with
 //! `dke_yaml`, the project's one YAML reader: every problem at once, each
 //! with its line and field, unknown keys refused), its validation (the same
@@ -52,7 +53,35 @@ pub struct Scenario {
     /// Listings whose pagination tokens go round in a cycle instead of
     /// ending (see [`Listing`]).
     pub repeating_tokens: BTreeSet<Listing>,
+    /// How long the transitions that `EnableKinesisStreamingDestination` and
+    /// `DisableKinesisStreamingDestination` start take.
+    pub transitions: TransitionTimes,
 }
+
+/// How long a destination stays in the transitional status an Enable or a
+/// Disable puts it in. AWS was measured at 2-7 s ENABLING and about 2 s
+/// DISABLING; the defaults sit inside that, and tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransitionTimes {
+    /// ENABLING, before ACTIVE (or ENABLE_FAILED, for a stream that is not there).
+    pub enabling: Duration,
+    /// DISABLING, before DISABLED.
+    pub disabling: Duration,
+}
+
+impl Default for TransitionTimes {
+    fn default() -> Self {
+        TransitionTimes {
+            enabling: DEFAULT_ENABLING_TIME,
+            disabling: DEFAULT_DISABLING_TIME,
+        }
+    }
+}
+
+/// ENABLING lasts this long after an Enable unless a scenario says otherwise.
+pub const DEFAULT_ENABLING_TIME: Duration = Duration::from_secs(5);
+/// DISABLING lasts this long after a Disable unless a scenario says otherwise.
+pub const DEFAULT_DISABLING_TIME: Duration = Duration::from_secs(2);
 
 /// A paginated operation. In [`Scenario::repeating_tokens`], the page that
 /// would end the listing names a token instead: the one that starts after
@@ -276,6 +305,7 @@ impl Default for Scenario {
             tags_page_size: DEFAULT_TAGS_PAGE_SIZE,
             streams: Vec::new(),
             repeating_tokens: BTreeSet::new(),
+            transitions: TransitionTimes::default(),
         }
     }
 }
@@ -402,6 +432,14 @@ impl Scenario {
         }
         if self.tags_page_size == 0 {
             problems.push("tags_page_size: must be at least 1".to_string());
+        }
+        for (key, time) in [
+            ("enabling", self.transitions.enabling),
+            ("disabling", self.transitions.disabling),
+        ] {
+            if time.is_zero() {
+                problems.push(format!("transitions.{key}: must be greater than zero"));
+            }
         }
         problems
     }
@@ -1009,8 +1047,27 @@ fn read_scenario(c: &mut Checker, at: &Field) -> Scenario {
         let tokens = list(c, &f).iter().filter_map(|t| listing(c, t)).collect();
         s.repeating_tokens = tokens;
     }
+    if let Some(f) = present(&mut m, "transitions") {
+        s.transitions = read_transitions(c, &f);
+    }
     m.finish(c);
     s
+}
+
+/// `transitions: {enabling: 5s, disabling: 2s}`; a key left out keeps its default.
+fn read_transitions(c: &mut Checker, at: &Field) -> TransitionTimes {
+    let mut times = TransitionTimes::default();
+    let Some(mut m) = mapping(c, at) else {
+        return times;
+    };
+    if let Some(f) = present(&mut m, "enabling") {
+        times.enabling = duration(c, &f).unwrap_or(times.enabling);
+    }
+    if let Some(f) = present(&mut m, "disabling") {
+        times.disabling = duration(c, &f).unwrap_or(times.disabling);
+    }
+    m.finish(c);
+    times
 }
 
 fn read_scope(c: &mut Checker, at: &Field) -> ScopeSpec {
@@ -1661,6 +1718,37 @@ tables:
     }
 
     #[test]
+    fn transitions_default_and_can_be_set() {
+        assert_eq!(
+            Scenario::default().transitions,
+            TransitionTimes {
+                enabling: secs(5),
+                disabling: secs(2),
+            }
+        );
+        let scenario =
+            Scenario::from_yaml("transitions: {enabling: 300ms, disabling: 1m}").unwrap();
+        assert_eq!(
+            scenario.transitions,
+            TransitionTimes {
+                enabling: Duration::from_millis(300),
+                disabling: secs(60),
+            }
+        );
+        let scenario = Scenario::from_yaml("transitions: {disabling: 1s}").unwrap();
+        assert_eq!(scenario.transitions.enabling, DEFAULT_ENABLING_TIME);
+        assert_eq!(scenario.transitions.disabling, secs(1));
+        assert_eq!(
+            problems("transitions:\n  enabling: 0s\n  disabling: soon\n  deleting: 1s\n"),
+            [
+                "2: transitions.enabling: must be greater than zero",
+                r#"3: transitions.disabling: "soon" is not a duration"#,
+                "4: transitions.deleting: unknown key (expected one of: enabling, disabling)",
+            ]
+        );
+    }
+
+    #[test]
     fn repeating_tokens_name_the_listings() {
         let scenario = Scenario::from_yaml(
             "repeating_tokens: [ListTables, GetMetricData, ListTagsOfResource, ListMetrics]\n",
@@ -1726,7 +1814,7 @@ tables:
         );
         assert_eq!(
             problems("regoin: us-east-1\n"),
-            ["1: regoin: unknown key (expected one of: account_id, region, tables, scopes, roles, credential_lifetime, tags_page_size, streams, repeating_tokens)"]
+            ["1: regoin: unknown key (expected one of: account_id, region, tables, scopes, roles, credential_lifetime, tags_page_size, streams, repeating_tokens, transitions)"]
         );
         assert_eq!(
             problems("tables:\n  - name: t\n    destinations:\n      - stream_arn: a\n        timeline: [{status: A, after: 3s}]\n"),
@@ -1951,11 +2039,29 @@ tables:
                 "inventory",
                 "audit-log",
                 "shipments",
-                "clickstream"
+                "clickstream",
+                "customers",
+                "scratch",
+                "ledger"
             ]
         );
         let counts: Vec<usize> = demo.tables.iter().map(|t| t.destinations.len()).collect();
-        assert_eq!(counts, vec![2, 1, 0, 1, 1, 1]);
+        assert_eq!(counts, vec![2, 1, 0, 1, 1, 1, 1, 1, 1]);
+        // Tags on every table.
+        for table in &demo.tables {
+            assert!(
+                table.tags.iter().any(|(key, _)| key == "env"),
+                "{}",
+                table.name
+            );
+        }
+        assert_eq!(
+            demo.transitions,
+            TransitionTimes {
+                enabling: secs(5),
+                disabling: secs(2),
+            }
+        );
 
         // The status tour loops; the two silent-stop cases hold ACTIVE.
         let destinations: Vec<&DestinationSpec> =

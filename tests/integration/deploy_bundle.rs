@@ -1030,8 +1030,9 @@ fn sharded_statefulset_is_the_deployment_split_into_shards() {
 }
 
 /// The shards share each account's AWS quota, so their config is the base
-/// config with the default budget of 10 requests per second divided among
-/// them. (Apart from that line the text is the base's, which the exporter's
+/// config with the default DynamoDB budget
+/// ([`DEFAULT_MAX_REQUESTS_PER_SECOND`](dynamodb_kinesis_exporter::config::DEFAULT_MAX_REQUESTS_PER_SECOND))
+/// divided among them, rounding down. (Apart from that line the text is the base's, which the exporter's
 /// parser checks in `configmap_holds_a_valid_exporter_config`.)
 #[test]
 fn sharded_config_divides_the_request_budget_among_the_shards() {
@@ -1048,7 +1049,8 @@ fn sharded_config_divides_the_request_budget_among_the_shards() {
     let patch = sharded("configmap.yaml");
     assert_eq!(s(&patch, "metadata.name"), NAME);
     let base = text(&manifest("configmap.yaml"));
-    let budget = format!("max_requests_per_second: {}", 10 / replicas);
+    let default = dynamodb_kinesis_exporter::config::DEFAULT_MAX_REQUESTS_PER_SECOND as u64;
+    let budget = format!("max_requests_per_second: {}", default / replicas);
     let sharded_text = text(&patch);
     assert!(sharded_text.lines().any(|l| l == budget), "{sharded_text}");
     let without: Vec<&str> = sharded_text.lines().filter(|l| *l != budget).collect();

@@ -1,14 +1,20 @@
 //! End to end, on loopback: the simulator (in process) plays a DynamoDB
 //! account whose `orders` destination fails for 35 s and recovers; the real
 //! exporter binary polls it; the real Prometheus scrapes the exporter and
-//! evaluates the repository's `deploy/prometheus/alerts.yml` unchanged; the
-//! real Alertmanager sends notifications to a webhook in this test. Two
-//! silent stops are staged too (a stream deleted behind an ACTIVE
-//! destination, records failing to replicate in CloudWatch), and both must
-//! page. The test
-//! checks the firing and the resolved notification, that every rule
-//! evaluates cleanly, and that every dashboard query returns the expected
-//! series.
+//! evaluates the repository's `deploy/prometheus/alerts.yml` (a copy in
+//! which only the two expectation alerts' 15-minute `for` is cut to
+//! [`SHORT_FOR`]); the real Alertmanager routes with the repository's
+//! `deploy/alertmanager/alertmanager.yml` (its receivers pointed at a
+//! webhook in this test, its grouping waits cut to a second). Two silent
+//! stops are staged too (a stream deleted behind an ACTIVE destination,
+//! records failing to replicate in CloudWatch), and both must page. CDC is
+//! switched off on two tables, as an operator would
+//! (`DisableKinesisStreamingDestination`): the one that must stream pages
+//! its team's receiver (the `tag_team` route), the one that need not pages
+//! no one; a table streaming to a wrong stream warns. The test checks the
+//! firing and the resolved notification and who received each, that every
+//! rule evaluates cleanly, and that every dashboard query returns the
+//! expected series.
 //!
 //! Needs `prometheus` and `prometheus-alertmanager` on PATH (Debian's package
 //! names). Without them the test is skipped with a loud message, unless `CI`
@@ -46,31 +52,83 @@ const SILENT_STOPS: [(&str, &str); 2] = [
     ("DynamoDBKinesisRecordsFailingToReplicate", "clickstream"),
 ];
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/orders-cdc";
+/// The `for` the expectation alerts get in the test's copy of the rules.
+const SHORT_FOR: &str = "5s";
+/// The alerts whose `for` the copy cuts to [`SHORT_FOR`]: 15 minutes is
+/// longer than the whole test.
+const SHORTENED: [&str; 2] = [EXPECTED_ALERT, WRONG_STREAM_ALERT];
+const EXPECTED_ALERT: &str = "DynamoDBKinesisExpectedTableNotStreaming";
+const WRONG_STREAM_ALERT: &str = "DynamoDBKinesisExpectedTableWrongStream";
+/// Must stream (tag `cdc-required`), owned by the payments team; switched off.
+const EXPECTED_TABLE: &str = "customers";
+/// Owned by the payments team too, need not stream; switched off as well.
+const NOT_EXPECTED_TABLE: &str = "scratch";
+/// Must stream to a `*-cdc` stream, streams to an archive stream.
+const WRONG_STREAM_TABLE: &str = "reports";
+/// The receivers of deploy/alertmanager/alertmanager.yml the test expects
+/// to be used: the payments team's route, and the severity routes.
+const TEAM_RECEIVER: &str = "payments";
+const PAGER: &str = "pager";
+const CHAT: &str = "chat";
 const FAILURE: &str = "The KMS key of the Kinesis stream is disabled";
 const RUNBOOK: &str = "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesistablenoworkingdestination";
-
-/// Dashboard queries whose series the poll layer does not serve yet: the
-/// expectations (`expect` in the config) and the request counters, which
-/// issue 16's scheduler work feeds. They must evaluate without error; once
-/// that work is merged the scenario stages them (an expected table disabled,
-/// one on a wrong stream, one not expected) and this list goes.
-const UNTIL_WIRED: [&str; 7] = [
-    "Expected tables not streaming [A]",
-    "Expected tables on a wrong stream [A]",
-    "Tables by expectation [A]",
-    "Tables by expectation [B]",
-    "AWS requests per second [A]",
-    "AWS requests per day [A]",
-    "CloudWatch dollars per day [B]",
-];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn fixture(name: &str) -> String {
-    let path = repo().join("tests/fixtures/e2e").join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    read(&repo().join("tests/fixtures/e2e").join(name))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The shipped alerting rules with the `for` of each of [`SHORTENED`] cut
+/// to [`SHORT_FOR`]; every other line as shipped.
+fn rules_with_short_for(rules: &str) -> String {
+    let mut lines: Vec<String> = rules.lines().map(str::to_string).collect();
+    for alert in SHORTENED {
+        let start = (lines.iter())
+            .position(|l| l.trim() == format!("- alert: {alert}"))
+            .unwrap_or_else(|| panic!("{alert} is not in the rules"));
+        let end = (lines.iter().skip(start + 1))
+            .position(|l| l.trim_start().starts_with("- alert:"))
+            .map_or(lines.len(), |n| start + 1 + n);
+        let at = (start..end)
+            .find(|i| lines[*i].trim_start().starts_with("for:"))
+            .unwrap_or_else(|| panic!("{alert} has no `for`"));
+        let indent = lines[at].len() - lines[at].trim_start().len();
+        lines[at] = format!("{}for: {SHORT_FOR}", " ".repeat(indent));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The shipped Alertmanager config with every receiver replaced by a
+/// webhook to `hook` (named the same, so the notification's `receiver`
+/// says which route matched) and the grouping waits cut to a second;
+/// routes, matchers and inhibitions as shipped.
+fn alertmanager_config(hook: SocketAddr) -> String {
+    use serde_yaml::Value as Yaml;
+    let path = repo().join("deploy/alertmanager/alertmanager.yml");
+    let mut config: Yaml = serde_yaml::from_str(&read(&path)).expect("alertmanager.yml parses");
+    config["route"]["group_wait"] = Yaml::from("1s");
+    config["route"]["group_interval"] = Yaml::from("1s");
+    let receivers = config["receivers"]
+        .as_sequence_mut()
+        .expect("a list of receivers");
+    for receiver in receivers.iter_mut() {
+        let name = receiver["name"]
+            .as_str()
+            .expect("a named receiver")
+            .to_string();
+        let webhook = format!(
+            "name: {name}\nwebhook_configs:\n  - url: http://{hook}/{name}\n    send_resolved: true\n"
+        );
+        *receiver = serde_yaml::from_str(&webhook).expect("a webhook receiver");
+    }
+    serde_yaml::to_string(&config).expect("YAML")
 }
 
 // ------------------------------------------------------------ scratch space
@@ -273,8 +331,9 @@ async fn receive(mut stream: TcpStream) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(buf[head_end..head_end + length].to_vec()))
 }
 
-/// Every alert of every notification so far, each with the notification's
-/// alert status (`firing` / `resolved`).
+/// Every alert of every notification so far, each with its status
+/// (`firing` / `resolved`) and, added by the test, the `receiver` the
+/// notification went to.
 fn notified(inbox: &Inbox) -> Vec<Json> {
     let inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
     let mut alerts = Vec::new();
@@ -283,9 +342,22 @@ fn notified(inbox: &Inbox) -> Vec<Json> {
         let list = body["alerts"]
             .as_array()
             .unwrap_or_else(|| panic!("notification without alerts: {body}"));
-        alerts.extend(list.iter().cloned());
+        alerts.extend(list.iter().map(|alert| {
+            let mut alert = alert.clone();
+            alert["receiver"] = body["receiver"].clone();
+            alert
+        }));
     }
     alerts
+}
+
+/// The first notified alert `alertname` for `table` in `status`.
+fn find(inbox: &Inbox, alertname: &str, table: &str, status: &str) -> Option<Json> {
+    notified(inbox).into_iter().find(|a| {
+        a["status"] == status
+            && a["labels"]["alertname"] == alertname
+            && a["labels"]["table"] == table
+    })
 }
 
 fn is_ours(alert: &Json, status: &str) -> bool {
@@ -370,11 +442,8 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     let prom_addr = loopback(crate::support::free_port());
     let exporter_addr = loopback(crate::support::free_port());
 
-    // Alertmanager, without clustering.
-    let am_config = scratch.write(
-        "alertmanager.yml",
-        &fixture("alertmanager.yml").replace("@WEBHOOK@", &hook_addr.to_string()),
-    );
+    // Alertmanager, without clustering, routing as shipped.
+    let am_config = scratch.write("alertmanager.yml", &alertmanager_config(hook_addr));
     procs.0.push(Proc::spawn(
         "alertmanager",
         Command::new(&alertmanager)
@@ -388,8 +457,10 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
         &scratch,
     ));
 
-    // Prometheus, with the repository's rule file as it is.
-    let alerts = repo().join("deploy/prometheus/alerts.yml");
+    // Prometheus, with the repository's rules (only the expectation alerts'
+    // `for` cut).
+    let shipped_rules = read(&repo().join("deploy/prometheus/alerts.yml"));
+    let alerts = scratch.write("alerts.yml", &rules_with_short_for(&shipped_rules));
     let prom_config = scratch.write(
         "prometheus.yml",
         &fixture("prometheus.yml")
@@ -459,6 +530,46 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
     // successful refresh.)
     sim.set_scope_fault("123456789012", "eu-west-1", Some(Fault::AccessDenied));
 
+    // CDC switched off mid-run, as an operator would: once Prometheus has
+    // seen both tables streaming and knows which one must (their tags read).
+    let expectation =
+        |table: &str| format!("dynamodb_kinesis_table_destination_expected{{table=\"{table}\"}}");
+    procs
+        .wait_for(
+            "both tables scraped ACTIVE, with their expectations",
+            Duration::from_secs(60),
+            async || {
+                let active = query(
+                    prom_addr,
+                    &format!("dynamodb_kinesis_destination_status{{status=\"ACTIVE\",table=~\"{EXPECTED_TABLE}|{NOT_EXPECTED_TABLE}\"}} == 1"),
+                )
+                .await
+                .ok()?;
+                let expected = query(prom_addr, &expectation(EXPECTED_TABLE)).await.ok()?;
+                let not_expected = query(prom_addr, &expectation(NOT_EXPECTED_TABLE)).await.ok()?;
+                let one = |samples: &[(BTreeMap<String, String>, f64)], want: f64| {
+                    samples.len() == 1 && samples[0].1 == want
+                };
+                (active.len() == 2 && one(&expected, 1.0) && one(&not_expected, 0.0)).then_some(())
+            },
+        )
+        .await;
+    let operator = crate::support::operator_dynamodb(&sim, "us-east-1");
+    for table in [EXPECTED_TABLE, NOT_EXPECTED_TABLE] {
+        let stream = format!("arn:aws:kinesis:us-east-1:123456789012:stream/{table}-cdc");
+        let out = operator
+            .disable_kinesis_streaming_destination()
+            .table_name(table)
+            .stream_arn(&stream)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("disable {table}: {e:?}"));
+        assert_eq!(
+            out.destination_status().map(|s| s.as_str()),
+            Some("DISABLING")
+        );
+    }
+
     // 1. The page: firing, with the destination's identity and AWS's reason.
     let firing = procs
         .wait_for(
@@ -467,6 +578,7 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
             async || notified(&inbox).into_iter().find(|a| is_ours(a, "firing")),
         )
         .await;
+    assert_eq!(firing["receiver"], PAGER, "no team tag: the severity route");
     let labels = &firing["labels"];
     for (name, want) in [
         ("severity", "critical"),
@@ -539,16 +651,77 @@ async fn scenario(prometheus: PathBuf, alertmanager: PathBuf) {
             .await;
         assert_eq!(page["labels"]["severity"], "critical", "{page}");
         assert_eq!(page["labels"]["account_id"], "123456789012", "{page}");
+        assert_eq!(page["receiver"], PAGER, "{page}");
     }
 
-    // Nothing else paged: ACTIVE, ENABLING, UPDATING and DISABLED destinations,
-    // a denied stream check and a table failing for less than the `for` of
-    // its alert stay quiet.
+    // 3b. CDC switched off on a table that must stream: its team is paged,
+    // through the team route, with the table's tags on the alert.
+    let page = procs
+        .wait_for(
+            &format!("a firing {EXPECTED_ALERT} notification for {EXPECTED_TABLE}"),
+            Duration::from_secs(60),
+            async || find(&inbox, EXPECTED_ALERT, EXPECTED_TABLE, "firing"),
+        )
+        .await;
+    assert_eq!(page["receiver"], TEAM_RECEIVER, "{page}");
+    for (name, want) in [
+        ("severity", "critical"),
+        ("account_id", "123456789012"),
+        ("region", "us-east-1"),
+        ("tag_team", "payments"),
+        ("tag_owner", "maria"),
+    ] {
+        assert_eq!(page["labels"][name], want, "label {name} of {page}");
+    }
+    assert_eq!(
+        page["annotations"]["runbook_url"],
+        "https://github.com/dynamodb-kinesis-exporter/dynamodb-kinesis-exporter/blob/main/docs/runbook.md#dynamodbkinesisexpectedtablenotstreaming"
+    );
+    // The table switched off on purpose is as DISABLED, scraped, and not
+    // expected: the reason nothing pages for it (checked below).
+    let disabled = query(
+        prom_addr,
+        &format!("dynamodb_kinesis_destination_status{{status=\"DISABLED\",table=\"{NOT_EXPECTED_TABLE}\"}} == 1"),
+    )
+    .await
+    .expect("query");
+    assert_eq!(
+        disabled.len(),
+        1,
+        "{NOT_EXPECTED_TABLE} is DISABLED: {disabled:?}"
+    );
+    let expected = query(prom_addr, &expectation(NOT_EXPECTED_TABLE))
+        .await
+        .expect("query");
+    assert_eq!(expected.iter().map(|s| s.1).collect::<Vec<_>>(), [0.0]);
+
+    // 3c. A wrong stream warns: no team route for its team, so chat.
+    let warning = procs
+        .wait_for(
+            &format!("a firing {WRONG_STREAM_ALERT} notification for {WRONG_STREAM_TABLE}"),
+            Duration::from_secs(60),
+            async || find(&inbox, WRONG_STREAM_ALERT, WRONG_STREAM_TABLE, "firing"),
+        )
+        .await;
+    assert_eq!(warning["receiver"], CHAT, "{warning}");
+    assert_eq!(warning["labels"]["severity"], "warning", "{warning}");
+    assert_eq!(warning["labels"]["tag_team"], "analytics", "{warning}");
+
+    // Nothing else paged: ACTIVE, ENABLING, UPDATING and DISABLED destinations
+    // (scratch's among them: switched off, not expected), a denied stream
+    // check and a table failing for less than the `for` of its alert stay
+    // quiet.
+    let staged: Vec<(&str, &str)> = (SILENT_STOPS.iter().copied())
+        .chain([
+            (EXPECTED_ALERT, EXPECTED_TABLE),
+            (WRONG_STREAM_ALERT, WRONG_STREAM_TABLE),
+        ])
+        .collect();
     let others: Vec<Json> = notified(&inbox)
         .into_iter()
         .filter(|a| !is_ours(a, "firing") && !is_ours(a, "resolved"))
         .filter(|a| {
-            !SILENT_STOPS.iter().any(|(alert, table)| {
+            !staged.iter().any(|(alert, table)| {
                 a["labels"]["alertname"] == *alert && a["labels"]["table"] == *table
             })
         })
@@ -611,9 +784,7 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         "dashboard queries failed:\n{}",
         errors.join("\n")
     );
-    // Every panel has data in this scenario, but those fed by issue 16's
-    // poll-layer wiring, until it lands (their queries are checked above).
-    empty.retain(|name| !UNTIL_WIRED.contains(&name.as_str()));
+    // Every panel has data in this scenario.
     assert!(
         empty.is_empty(),
         "dashboard queries without series: {empty:?}"
@@ -633,8 +804,8 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
     assert_eq!(
         values("Destinations by status [A]", &["status"]),
         map(&[
-            ("ACTIVE", 4.0),
-            ("DISABLED", 1.0),
+            ("ACTIVE", 5.0),
+            ("DISABLED", 3.0),
             ("DISABLING", 0.0),
             ("ENABLE_FAILED", 0.0),
             ("ENABLING", 1.0),
@@ -652,8 +823,10 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
             "audit-log audit-trail UPDATING Changing the approximate creation date time precision"
                 .to_string(),
             // Prometheus drops empty labels: no description is "-" here.
+            "customers customers-cdc DISABLED -".to_string(),
             "inventory inventory-changes ENABLING -".to_string(),
             "ledger ledger-archive DISABLED -".to_string(),
+            "scratch scratch-cdc DISABLED -".to_string(),
         ])
     );
 
@@ -663,10 +836,13 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         map(&[
             ("audit-log", 6.0),
             ("clickstream", 2.0),
+            ("customers", 4.0),
             ("inventory", 1.0),
             ("ledger", 4.0),
             ("orders", 2.0),
             ("payments", 2.0),
+            ("reports", 2.0),
+            ("scratch", 4.0),
             ("shipments", 2.0),
         ])
     );
@@ -676,10 +852,13 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         map(&[
             ("audit-log", 1.0),
             ("clickstream", 1.0),
+            ("customers", 1.0),
             ("inventory", 1.0),
             ("ledger", 1.0),
             ("orders", 1.0),
             ("payments", 1.0),
+            ("reports", 1.0),
+            ("scratch", 1.0),
             ("search-index", 0.0),
             ("shipments", 1.0),
         ])
@@ -713,14 +892,75 @@ async fn dashboard_queries_have_the_expected_series(prom: SocketAddr) {
         [
             "audit-log",
             "clickstream",
+            "customers",
             "inventory",
             "ledger",
             "orders",
             "payments",
+            "reports",
+            "scratch",
             "shipments"
         ]
     );
     assert!(ages.values().all(|age| *age < 60.0), "{ages:?}");
+
+    // Expectations: the switched-off table that must stream, with its tags;
+    // the one on a wrong stream; how many tables must and need not stream
+    // (search-index's tags cannot be read: its expectation is unknown).
+    assert_eq!(
+        values(
+            "Expected tables not streaming [A]",
+            &["table", "tag_team", "tag_owner"]
+        ),
+        map(&[("customers payments maria", 1.0)])
+    );
+    assert_eq!(
+        values(
+            "Expected tables on a wrong stream [A]",
+            &["table", "tag_team"]
+        ),
+        map(&[("reports analytics", 0.0)])
+    );
+    assert_eq!(
+        values("Tables by expectation [A]", &["account_id", "region"]),
+        map(&[("123456789012 us-east-1", 2.0)])
+    );
+    assert_eq!(
+        values("Tables by expectation [B]", &["account_id", "region"]),
+        map(&[("123456789012 us-east-1", 8.0)])
+    );
+
+    // Cost: every kind of call the exporter makes is counted by operation,
+    // and only its own calls (the operator's Disable is not among them).
+    let requests = values("AWS requests per second [A]", &["service", "operation"]);
+    for call in [
+        "dynamodb DescribeKinesisStreamingDestination",
+        "dynamodb ListTables",
+        "dynamodb ListTagsOfResource",
+        "kinesis DescribeStreamSummary",
+        "cloudwatch GetMetricData",
+        "cloudwatch ListMetrics",
+    ] {
+        assert!(
+            requests.contains_key(call),
+            "{call} not counted: {requests:?}"
+        );
+    }
+    assert!(
+        requests
+            .keys()
+            .all(|k| !k.contains("KinesisStreamingDestination") || k.contains("Describe")),
+        "{requests:?}"
+    );
+    assert!(
+        requests["dynamodb DescribeKinesisStreamingDestination"] > 0.0,
+        "{requests:?}"
+    );
+    let per_day = values("AWS requests per day [A]", &["service", "operation"]);
+    assert_eq!(
+        per_day.keys().collect::<Vec<_>>(),
+        requests.keys().collect::<Vec<_>>()
+    );
 }
 
 // ------------------------------------------------- TLS and basic auth scrape

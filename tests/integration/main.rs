@@ -8,6 +8,8 @@
 //! - `deploy_bundle`: the alert rules, dashboard and manifests under `deploy/`;
 //! - `serving`: TLS, basic auth, the web config and hostile clients;
 //! - `e2e_alerting`: the binary, a real Prometheus and a real Alertmanager;
+//! - `expectations`: tables that must stream, switched off and on by an
+//!   operator, never enabled, expected by a tag, on a wrong stream;
 //! - `fleet`: accounts, regions, discovery, budgets and shards against the
 //!   simulator;
 //! - `moto`: discovery and assumed roles against moto's server;
@@ -27,6 +29,7 @@ mod cli;
 mod config_edges;
 mod deploy_bundle;
 mod e2e_alerting;
+mod expectations;
 mod exporter;
 mod fleet;
 mod moto;

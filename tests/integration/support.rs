@@ -31,6 +31,32 @@ pub fn test_credentials() -> ClientOptions {
     }
 }
 
+/// A DynamoDB client of the simulator's account in `region`, for what an
+/// operator does beside the exporter (turning streaming on and off), with
+/// the real SDK over the wire.
+pub fn operator_dynamodb(sim: &Simulator, region: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{retry::RetryConfig, timeout::TimeoutConfig, Region};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .region(Region::new(region.to_string()))
+        .endpoint_url(sim.endpoint_url())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDOPERATOR",
+            "operator-secret",
+            None,
+            None,
+            "operator",
+        ))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(5))
+                .build(),
+        )
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 /// Start the simulator with a scenario given as YAML.
 pub async fn simulator(scenario_yaml: &str) -> Simulator {
     let scenario = Scenario::from_yaml(scenario_yaml).expect("test scenario must parse");
