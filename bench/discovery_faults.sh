@@ -34,16 +34,7 @@ fi
 cargo build --release --locked --quiet --example discovery_faults_simulator
 simulator=target/release/examples/discovery_faults_simulator
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 # `tables:` items at indent $1 named $2-NN, NN from 0 to $3-1, tagged cdc=true.
 tagged() {

@@ -1,17 +1,8 @@
 # Shared by bench/live_page.sh and bench/abandoned_scrapes.sh (sourced, not
 # run): the simulator and exporter processes, on loopback, cleaned up on
-# exit. Every wait is bounded.
+# exit (bench/lib.sh). Every wait is bounded.
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 # The release exporter (the default binary) and the simulator.
 build_release() {

@@ -32,16 +32,7 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --locked --quiet --bin dynamodb-kinesis-exporter --example simulate
 bin=target/release/dynamodb-kinesis-exporter
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # Largest RSS of $1 (MiB) while the command in $2.. runs, sampled every 100 ms.
 peak_rss_during() {

@@ -706,6 +706,7 @@ fn families() -> impl Iterator<Item = (&'static str, &'static str, Kind)> {
 pub(super) mod tests {
     use super::*;
     use crate::aws::{Destination, PollError, StreamSummary};
+    use crate::state::fixtures::dest;
     use crate::state::{ScopeKey, ScopeState, StreamKey, StreamState, TableKey, TableState};
     use std::collections::BTreeSet;
     use std::io::Read as _;
@@ -773,15 +774,6 @@ pub(super) mod tests {
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: table.into(),
-        }
-    }
-
-    fn dest(arn: &str, status: &str) -> Destination {
-        Destination {
-            stream_arn: arn.into(),
-            status: status.into(),
-            status_description: None,
-            precision: None,
         }
     }
 

@@ -326,7 +326,9 @@ impl Row {
                 "a destination's stream is NOT_FOUND or DELETING",
             );
         }
-        if self.stream_match == Some(false) {
+        // As DynamoDBKinesisExpectedTableWrongStream: only where the table
+        // must stream (expect.stream applies to the target's every table).
+        if self.stream_match == Some(false) && self.expected == Some(true) {
             return (
                 Severity::WrongStream,
                 "no working destination's stream matches expect.stream",
@@ -1002,6 +1004,7 @@ mod tests {
             "l-expected-disabled",
             "m-expected-none",
             "n-expected-failed-only",
+            "o-other-stream-not-expected",
         ];
         let store = Store::new(names.map(key));
         store.update_scope(&key("x").scope(), |s| s.poll_interval = 60.0);
@@ -1036,6 +1039,10 @@ mod tests {
         store.set_expectation(&key("i-wrong-stream"), Some(true), pattern);
         ok("i-wrong-stream", vec![dest("audit", "ACTIVE")]);
         store.record_stream(&stream_key("audit"), &Ok(summary("ACTIVE")), NOW);
+        // A target's expect.stream without a need to stream: no problem.
+        let pattern = Some(Arc::new(Pattern::new("^cdc-").unwrap()));
+        store.set_expectation(&key("o-other-stream-not-expected"), Some(false), pattern);
+        ok("o-other-stream-not-expected", vec![dest("audit", "ACTIVE")]);
         ok("j-stream-gone", vec![dest("gone", "ACTIVE")]);
         store.record_stream(
             &stream_key("gone"),
@@ -1079,6 +1086,7 @@ mod tests {
                 ("c-off-disabled", Off),
                 ("a-fine", Ok),
                 ("b-failed-beside-active", Ok),
+                ("o-other-stream-not-expected", Ok),
             ]
         );
         assert_eq!(rows.counts[&NotStreaming], 3);
@@ -1217,6 +1225,7 @@ mod tests {
             ("OFF", "sev-off", "c-off-disabled"),
             ("OK", "sev-ok", "a-fine"),
             ("OK", "sev-ok", "b-failed-beside-active"),
+            ("OK", "sev-ok", "o-other-stream-not-expected"),
         ];
         let want: Vec<(String, String, String)> = want
             .iter()
@@ -1340,12 +1349,12 @@ mod tests {
                 "STALE 1",
                 "CHANGING 2",
                 "OFF 1",
-                "OK 2"
+                "OK 3"
             ]
         );
         let overview = text(html.select(&sel("#overview")).next().unwrap());
         assert!(
-            overview.starts_with("14 tables polled, 9 with a problem."),
+            overview.starts_with("15 tables polled, 9 with a problem."),
             "{overview}"
         );
         // The header keeps its links and the version.

@@ -660,8 +660,34 @@ impl ScopeState {
     }
 }
 
+/// What the unit tests of this layer and the ones above build their
+/// states from.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::aws::{Destination, PollError};
+
+    /// A destination as a poll lists it, without description or precision.
+    pub(crate) fn dest(arn: &str, status: &str) -> Destination {
+        Destination {
+            stream_arn: arn.into(),
+            status: status.into(),
+            status_description: None,
+            precision: None,
+        }
+    }
+
+    /// The error a throttled call ends with.
+    pub(crate) fn throttled() -> PollError {
+        PollError::Service {
+            code: "ThrottlingException".into(),
+            message: "slow down".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{dest, throttled};
     use super::*;
     use std::sync::Arc;
 
@@ -671,22 +697,6 @@ mod tests {
             region: "us-east-1".into(),
             table: "orders".into(),
         })
-    }
-
-    fn dest(arn: &str, status: &str) -> Destination {
-        Destination {
-            stream_arn: arn.into(),
-            status: status.into(),
-            status_description: None,
-            precision: None,
-        }
-    }
-
-    fn throttled() -> PollError {
-        PollError::Service {
-            code: "ThrottlingException".into(),
-            message: "slow down".into(),
-        }
     }
 
     #[test]

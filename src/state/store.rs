@@ -676,6 +676,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::fixtures::{dest, throttled};
     use std::sync::Arc;
 
     fn key_of(table: &str) -> TableKey {
@@ -690,22 +691,6 @@ mod tests {
             account_id: "123456789012".into(),
             region: "us-east-1".into(),
             table: "orders".into(),
-        }
-    }
-
-    fn dest(arn: &str, status: &str) -> Destination {
-        Destination {
-            stream_arn: arn.into(),
-            status: status.into(),
-            status_description: None,
-            precision: None,
-        }
-    }
-
-    fn throttled() -> PollError {
-        PollError::Service {
-            code: "ThrottlingException".into(),
-            message: "slow down".into(),
         }
     }
 
