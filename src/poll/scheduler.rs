@@ -372,6 +372,10 @@ struct Running<C> {
     discoveries: HashMap<Name, WorkSlot<DiscoveryJob<C>>>,
     cdc: HashMap<Name, CdcSlot<C>>,
     queue: Queue,
+    /// The shortest poll interval among `tables`, kept by
+    /// [`Running::recompute_cycle`] whenever they change: read at every
+    /// poll, too often to walk thousands of tables each time.
+    cycle: Duration,
     warned_stretch: bool,
     warned_streams: bool,
     /// Shutting down: work that ends records its outcome, but the scope's
@@ -388,6 +392,7 @@ impl<C> Running<C> {
             discoveries: HashMap::new(),
             cdc: HashMap::new(),
             queue: Queue::default(),
+            cycle: Duration::ZERO,
             warned_stretch: false,
             warned_streams: false,
             draining: false,
@@ -396,11 +401,15 @@ impl<C> Running<C> {
 
     /// The scope's cycle: the shortest poll interval among its tables.
     fn scope_interval(&self) -> Duration {
-        self.tables
-            .values()
+        self.cycle
+    }
+
+    /// Work out [`Running::scope_interval`] again, after the tables changed.
+    fn recompute_cycle(&mut self) {
+        self.cycle = (self.tables.values())
             .map(|s| s.job.interval)
             .min()
-            .unwrap_or_default()
+            .unwrap_or_default();
     }
 
     /// How often `due`'s work comes round; `None` once it is gone.
@@ -728,6 +737,7 @@ impl ScopeRunner {
                 state.queue.remove(slot.due, Due::Tags(key));
             }
         }
+        state.recompute_cycle();
         let now = Instant::now();
         let mut fresh: Jobs<C> = Vec::new();
         for job in jobs {
@@ -792,6 +802,7 @@ impl ScopeRunner {
             );
             self.apply_rules(&job, due, state);
         }
+        state.recompute_cycle();
         let tables = state.tables.len();
         let interval = state.scope_interval();
         let cycle = tables as f64 / rate;
@@ -1796,6 +1807,26 @@ mod tests {
         h.send_tables(vec![job(&client, "c", 10, 5)]);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.store.stream_state(&key).is_none());
+        h.stop().await;
+    }
+
+    /// Stream checks follow the scope's cycle, the shortest poll interval of
+    /// its tables, as a reload changes it.
+    #[tokio::test(start_paused = true)]
+    async fn stream_checks_follow_a_poll_interval_changed_by_a_reload() {
+        let client = Arc::new(FakeClient::default());
+        let stream = "arn:aws:kinesis:us-east-1:1:stream/s";
+        (client.destinations.lock().unwrap()).insert("a".into(), vec![active(stream)]);
+        let h = start(vec![job(&client, "a", 10, 5)], 100.0, 4);
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let checks = || client.stream_calls.lock().unwrap()[stream].len();
+        let before = checks();
+        assert!((2..=3).contains(&before), "{before}");
+        // Polled every 2 s from now on: checked every 2 s too.
+        h.send_tables(vec![job(&client, "a", 2, 1)]);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let after = checks() - before;
+        assert!((8..=12).contains(&after), "{after} checks in 20 s");
         h.stop().await;
     }
 
