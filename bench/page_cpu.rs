@@ -1,0 +1,177 @@
+//! CPU per gzip scrape of a page that keeps changing, in process, with no
+//! polling beside it to blur the figure (bench/live_page.sh measures the
+//! same over HTTP against a live exporter, where the polls' own CPU makes
+//! the difference noisy). Side by side in one run:
+//!
+//! - the exporter's page: a store of TABLES tables, each with an ACTIVE
+//!   destination to its own checked stream; before each scrape, what
+//!   INTERVAL seconds of polls change at a 60 s poll interval (a tenth of
+//!   the tables' success times when INTERVAL is 6 s, and the stream checks
+//!   the default Kinesis budget of 5 a second allows), then one gzip scrape
+//!   of the page;
+//! - a whole-page gzip at level 1 of the same text each time (flate2 with
+//!   zlib-rs), what an exporter with no cache does per scrape. zlib-rs's
+//!   level 1 is its quick strategy: several times faster than the classic
+//!   zlib level 1 nginx uses (`gzip_comp_level 1`), for a larger output, so
+//!   it is a harder bar than nginx's; bench/live_page.sh compares with
+//!   nginx itself.
+//!
+//! Prints the CPU per scrape of each (the process's own, from
+//! /proc/self/stat, over all rounds; nothing else runs meanwhile), their
+//! ratio, the exporter's p50/p99 scrape time and both compressed sizes.
+//!
+//!   cargo run --release --example page_cpu -- [TABLES] [ROUNDS] [INTERVAL]
+//!
+//! Defaults: 10,000 tables, 20 rounds, 3 s. A page form is rebuilt at most
+//! once a second, so each round waits 1.1 s (idle) before its scrape. No
+//! network; bounded by the rounds.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dynamodb_kinesis_exporter::aws::{Destination, StreamSummary};
+use dynamodb_kinesis_exporter::exposition::metrics::Telemetry;
+use dynamodb_kinesis_exporter::exposition::page::{Format, Page};
+use dynamodb_kinesis_exporter::state::store::Store;
+use dynamodb_kinesis_exporter::state::{Service, StreamKey, TableKey};
+
+// The binary's allocator, so the copies and frees cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// This process's CPU time so far (user and system), in milliseconds.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks * 10.0
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let at = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[at.min(values.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let tables: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let interval: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3.0);
+
+    let key = |i: usize| TableKey {
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        table: format!("table-{i:05}").into(),
+    };
+    let arn = |i: usize| format!("arn:aws:kinesis:us-east-1:123456789012:stream/table-{i:05}");
+    let store = Arc::new(Store::new((0..tables).map(key)));
+    let scope = key(0).scope();
+    store.update_scope(&scope, |s| {
+        s.tables = tables;
+        s.poll_interval = 60.0;
+    });
+    let poll = |i: usize, now: f64| {
+        let destination = Destination {
+            stream_arn: arn(i),
+            status: "ACTIVE".into(),
+            status_description: None,
+            precision: Some("MILLISECOND".into()),
+        };
+        store.record(&key(i), &Ok(vec![destination]), now);
+        store.count_request(
+            &scope,
+            Service::DynamoDb,
+            "DescribeKinesisStreamingDestination",
+        );
+    };
+    let check = |i: usize, now: f64| {
+        let stream = StreamKey {
+            account_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            stream_arn: arn(i).into(),
+        };
+        let summary = StreamSummary {
+            name: format!("table-{i:05}"),
+            status: "ACTIVE".into(),
+            open_shards: 2,
+            mode: "ON_DEMAND".into(),
+            encryption: "NONE".into(),
+            retention_hours: 24,
+        };
+        store.record_stream(&stream, &Ok(summary), now);
+        store.count_request(&scope, Service::Kinesis, "DescribeStreamSummary");
+    };
+    let mut now = 1_000_000.0;
+    for i in 0..tables {
+        poll(i, now);
+        check(i, now);
+    }
+    let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+    // The first scrape compresses the whole page: not what is measured.
+    let first = page.gzip(Format::Text).await;
+    let plain: Vec<u8> = page.plain(Format::Text).await.concat();
+    println!(
+        "{tables} tables: page {} bytes plain, {} gzip; {rounds} rounds, {interval} s of polls before each scrape",
+        plain.len(),
+        first.iter().map(|c| c.len()).sum::<usize>()
+    );
+
+    // What `interval` seconds of polls change: each table polled once a
+    // minute, streams checked at 5 a second.
+    let polled = ((tables as f64 * interval / 60.0).round() as usize).max(1);
+    let checked = ((5.0 * interval).round() as usize).max(1);
+    let (mut next_table, mut next_stream) = (0, 0);
+    let mut page_cpu = 0.0;
+    let mut times = Vec::with_capacity(rounds);
+    let mut gzip_bytes = 0;
+    for _ in 0..rounds {
+        now += interval;
+        for _ in 0..polled {
+            poll(next_table % tables, now);
+            next_table += 1;
+        }
+        for _ in 0..checked {
+            check(next_stream % tables, now);
+            next_stream += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let cpu = cpu_ms();
+        let started = Instant::now();
+        let body = page.gzip(Format::Text).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        page_cpu += cpu_ms() - cpu;
+        gzip_bytes = body.iter().map(|c| c.len()).sum();
+    }
+
+    // The same text compressed whole each time.
+    let mut whole_cpu = 0.0;
+    let mut whole_bytes = 0;
+    for _ in 0..rounds {
+        let text = page.plain(Format::Text).await.concat();
+        let cpu = cpu_ms();
+        let mut encoder =
+            flate2::write::GzEncoder::new(Vec::with_capacity(2 << 20), flate2::Compression::new(1));
+        encoder.write_all(&text).unwrap();
+        whole_bytes = encoder.finish().unwrap().len();
+        whole_cpu += cpu_ms() - cpu;
+    }
+
+    let per_scrape = page_cpu / rounds as f64;
+    let per_whole = whole_cpu / rounds as f64;
+    println!(
+        "exporter page, gzip scrape: {per_scrape:.1} ms CPU per scrape ({:.2}x the whole-page gzip), p50 {:.1} ms, p99 {:.1} ms, {gzip_bytes} bytes",
+        per_scrape / per_whole,
+        percentile(&mut times, 50.0),
+        percentile(&mut times, 99.0),
+    );
+    println!("whole page gzip level 1:   {per_whole:.1} ms CPU per scrape, {whole_bytes} bytes");
+}
