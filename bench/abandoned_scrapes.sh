@@ -28,17 +28,7 @@ source bench/page_lib.sh
 build_release
 start_simulator "$tables"
 
-targets=()
-i=0
-for binary in "${binaries[@]}"; do
-  i=$((i + 1))
-  start_exporter "$binary" "exporter$i"
-  targets+=("exporter$i|$exporter_url|$exporter_pid|$binary")
-done
-for target in "${targets[@]}"; do
-  IFS='|' read -r _ url _ _ <<<"$target"
-  wait_ready "$url"
-done
+start_exporters "" "${binaries[@]}"
 echo "every exporter ready; settling for 10 s" >&2
 sleep 10
 

@@ -44,19 +44,8 @@ source bench/page_lib.sh
 build_release
 start_simulator "$tables"
 
-targets=()
-i=0
-for binary in "${binaries[@]}"; do
-  i=$((i + 1))
-  start_exporter "$binary" "exporter$i"
-  targets+=("exporter$i|$exporter_url/metrics|$exporter_pid|$binary")
-done
-started=$(date +%s)
-for target in "${targets[@]}"; do
-  IFS='|' read -r _ url _ _ <<<"$target"
-  wait_ready "${url%/metrics}"
-done
-echo "every exporter ready after $(( $(date +%s) - started )) s; settling for 20 s" >&2
+start_exporters /metrics "${binaries[@]}"
+echo "every exporter ready after $ready_after s; settling for 20 s" >&2
 sleep 20
 
 # nginx on a copy of the first exporter's plain page.

@@ -46,3 +46,23 @@ wait_ready() {
     sleep 0.5
   done
 }
+
+# start_exporters SUFFIX BINARY...: start each BINARY as exporterN and wait
+# until all are ready; sets targets to "exporterN|URL SUFFIX|PID|BINARY"
+# lines and ready_after to the seconds that took.
+start_exporters() {
+  local suffix=$1 i=0 binary target url started
+  shift
+  targets=()
+  for binary in "$@"; do
+    i=$((i + 1))
+    start_exporter "$binary" "exporter$i"
+    targets+=("exporter$i|$exporter_url$suffix|$exporter_pid|$binary")
+  done
+  started=$(date +%s)
+  for target in "${targets[@]}"; do
+    IFS='|' read -r _ url _ _ <<<"$target"
+    wait_ready "${url%"$suffix"}"
+  done
+  ready_after=$(( $(date +%s) - started ))
+}
