@@ -45,13 +45,20 @@ pub fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::hangup()) {
             Ok(mut hangups) => {
+                // Ends as soon as the receiver goes (the exporter stopped),
+                // not at the next SIGHUP.
                 tokio::spawn(async move {
-                    while hangups.recv().await.is_some() {
-                        tracing::info!("received SIGHUP, reloading the configuration");
-                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) =
-                            tx.try_send(())
-                        {
-                            return;
+                    loop {
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            got = hangups.recv() => {
+                                if got.is_none() {
+                                    return;
+                                }
+                                tracing::info!("received SIGHUP, reloading the configuration");
+                                // Full: a reload is pending anyway.
+                                let _ = tx.try_send(());
+                            }
                         }
                     }
                 });
@@ -62,4 +69,31 @@ pub fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
     #[cfg(not(unix))]
     drop(tx);
     rx
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A SIGHUP reaches the receiver as one reload request; more while one
+    /// is pending are folded into it.
+    #[tokio::test]
+    async fn a_sighup_becomes_a_reload_request() {
+        let mut reloads = reload_requests();
+        let hup = || {
+            let status = std::process::Command::new("kill")
+                .args(["-HUP", &std::process::id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        };
+        hup();
+        let got = tokio::time::timeout(Duration::from_secs(10), reloads.recv()).await;
+        assert_eq!(got.expect("a request within 10 s"), Some(()));
+        hup();
+        hup();
+        let got = tokio::time::timeout(Duration::from_secs(10), reloads.recv()).await;
+        assert_eq!(got.expect("a request within 10 s"), Some(()));
+    }
 }
