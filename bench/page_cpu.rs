@@ -112,37 +112,52 @@ async fn main() {
         store.count_request(&scope, Service::Kinesis, "DescribeStreamSummary");
     };
     let mut now = 1_000_000.0;
+    // The tables polled before each scrape: in key order, as in the first
+    // cycles (new tables are spread in order), or at random, as after some
+    // hours of polls whose intervals are each jittered by up to 10 %
+    // (ORDER=key or random; random by default).
+    let in_order = std::env::var("ORDER").is_ok_and(|o| o == "key");
     for i in 0..tables {
         poll(i, now);
         check(i, now);
     }
-    let page = Page::new(Arc::clone(&store), Arc::new(Telemetry::new(false)));
+    let telemetry = Arc::new(Telemetry::new(false));
+    let page = Page::new(Arc::clone(&store), Arc::clone(&telemetry));
     // The first scrape compresses the whole page: not what is measured.
     let first = page.gzip(Format::Text).await;
     let plain: Vec<u8> = page.plain(Format::Text).await.concat();
     println!(
-        "{tables} tables: page {} bytes plain, {} gzip; {rounds} rounds, {interval} s of polls before each scrape",
+        "{tables} tables: page {} bytes plain, {} gzip; {rounds} rounds, {interval} s of polls (in {} order) before each scrape",
         plain.len(),
-        first.iter().map(|c| c.len()).sum::<usize>()
+        first.iter().map(|c| c.len()).sum::<usize>(),
+        if in_order { "key" } else { "random" },
     );
 
     // What `interval` seconds of polls change: each table polled once a
     // minute, streams checked at 5 a second.
     let polled = ((tables as f64 * interval / 60.0).round() as usize).max(1);
     let checked = ((5.0 * interval).round() as usize).max(1);
+    let pick = |next: &mut usize| {
+        let i = if in_order {
+            *next % tables
+        } else {
+            fastrand::usize(..tables)
+        };
+        *next += 1;
+        i
+    };
     let (mut next_table, mut next_stream) = (0, 0);
     let mut page_cpu = 0.0;
+    let (builds_before, build_cpu_before) = telemetry.page_builds("gzip");
     let mut times = Vec::with_capacity(rounds);
     let mut gzip_bytes = 0;
     for _ in 0..rounds {
         now += interval;
         for _ in 0..polled {
-            poll(next_table % tables, now);
-            next_table += 1;
+            poll(pick(&mut next_table), now);
         }
         for _ in 0..checked {
-            check(next_stream % tables, now);
-            next_stream += 1;
+            check(pick(&mut next_stream), now);
         }
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         let cpu = cpu_ms();
@@ -152,6 +167,10 @@ async fn main() {
         page_cpu += cpu_ms() - cpu;
         gzip_bytes = body.iter().map(|c| c.len()).sum();
     }
+
+    let (builds, build_cpu) = telemetry.page_builds("gzip");
+    let per_build =
+        (build_cpu - build_cpu_before) * 1000.0 / (builds - builds_before).max(1) as f64;
 
     // The same text compressed whole each time, at each level.
     let text = page.plain(Format::Text).await.concat();
@@ -178,6 +197,10 @@ async fn main() {
         "exporter page, gzip scrape:      {per_scrape:>6.1} ms CPU per scrape, p50 {:.1} ms, p99 {:.1} ms, {gzip_bytes} bytes",
         percentile(&mut times, 50.0),
         percentile(&mut times, 99.0),
+    );
+    println!(
+        "  of which the rebuild, as the page counts it ({} rebuilds): {per_build:.1} ms",
+        builds - builds_before
     );
     println!(
         "whole page, classic level 1 (2): {classic:>6.1} ms CPU per scrape, {classic_bytes} bytes; the exporter's is {:.2}x",

@@ -15,8 +15,11 @@
 
 use std::fmt::Write as _;
 
+use std::time::Duration;
+
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub use crate::state::split_stream_arn;
@@ -76,6 +79,13 @@ pub trait Subject: Sized + 'static {
     /// Its families, in exposition order.
     const FAMILIES: &'static [Family<Self>];
 
+    /// The index in [`Subject::FAMILIES`] of the family whose samples are
+    /// exactly the entry's success time (`store::SuccessTime`) under its
+    /// identity labels, one sample when it has one: the page rewrites that
+    /// family's chunks from the store's index of those times, without
+    /// reading the entries (see [`rewrite_success_times`]).
+    const SUCCESS_TIME_FAMILY: Option<usize>;
+
     /// Write its identity labels (`name="value"` pairs, escaped, joined by
     /// commas) into `out`.
     fn identity(&self, out: &mut String);
@@ -83,6 +93,7 @@ pub trait Subject: Sized + 'static {
 
 impl Subject for TableState {
     const FAMILIES: &'static [Family<Self>] = &TABLE_FAMILIES;
+    const SUCCESS_TIME_FAMILY: Option<usize> = Some(5);
 
     fn identity(&self, out: &mut String) {
         identity_labels(
@@ -98,6 +109,7 @@ impl Subject for TableState {
 
 impl Subject for StreamState {
     const FAMILIES: &'static [Family<Self>] = &STREAM_FAMILIES;
+    const SUCCESS_TIME_FAMILY: Option<usize> = Some(4);
 
     fn identity(&self, out: &mut String) {
         identity_labels(
@@ -113,6 +125,7 @@ impl Subject for StreamState {
 
 impl Subject for ScopeState {
     const FAMILIES: &'static [Family<Self>] = &SCOPE_FAMILIES;
+    const SUCCESS_TIME_FAMILY: Option<usize> = None;
 
     fn identity(&self, out: &mut String) {
         identity_labels(
@@ -667,6 +680,58 @@ fn escape_label_value(out: &mut String, value: &str) {
     }
 }
 
+/// Rewrite the text of a chunk of a success-time family (see
+/// [`Subject::SUCCESS_TIME_FAMILY`]) for new times, without the entries:
+/// `old` holds a line per entry that had a time, entry `j`'s ending at
+/// `ends[j]` (where the previous one ends: no line) and showing
+/// `old_times[j]`. Appends the new text to `out` and each entry's end in
+/// it to `new_ends`; the lines whose time did not change are copied, in
+/// runs. Returns false, with part of it written, when an entry that had no
+/// line now has a time (its labels are not in `old`), or the ends do not
+/// fit the text: that chunk must be rendered from the entries.
+pub fn rewrite_success_times(
+    old: &str,
+    ends: &[u32],
+    old_times: &[Option<f64>],
+    times: &[Option<f64>],
+    out: &mut String,
+    new_ends: &mut Vec<u32>,
+) -> bool {
+    if ends.len() != times.len() || old_times.len() != times.len() {
+        return false;
+    }
+    let base = out.len();
+    // The old lines not copied yet: from `copied` to `from`.
+    let (mut copied, mut from) = (0, 0);
+    for ((&end, old_time), time) in ends.iter().zip(old_times).zip(times) {
+        let end = end as usize;
+        let Some(line) = old.get(from..end) else {
+            return false;
+        };
+        // The same bits: a NaN is the same NaN.
+        if old_time.map(f64::to_bits) != time.map(f64::to_bits) {
+            out.push_str(&old[copied..from]);
+            match (line.rfind(' '), time) {
+                (Some(space), Some(time)) => {
+                    out.push_str(&line[..=space]);
+                    write_value(out, *time);
+                    out.push('\n');
+                }
+                (None, Some(_)) => return false,
+                (_, None) => {}
+            }
+            copied = end;
+        }
+        from = end;
+        let Ok(end) = u32::try_from(out.len() - base + (from - copied)) else {
+            return false;
+        };
+        new_ends.push(end);
+    }
+    out.push_str(&old[copied..from]);
+    true
+}
+
 fn write_value(out: &mut String, value: f64) {
     if value.is_nan() {
         out.push_str("NaN");
@@ -688,6 +753,9 @@ fn write_value(out: &mut String, value: f64) {
 }
 
 /// Process-wide metrics kept in a `prometheus` registry.
+/// The page's forms, as [`Telemetry::record_page_build`] labels them.
+pub const PAGE_FORMS: [&str; 2] = ["text", "gzip"];
+
 pub struct Telemetry {
     registry: Registry,
     poll_duration: HistogramVec,
@@ -696,6 +764,8 @@ pub struct Telemetry {
     reload_success_time: Gauge,
     task_restarts: IntCounterVec,
     web_reload_successful: Gauge,
+    page_builds: IntCounterVec,
+    page_build_cpu: CounterVec,
 }
 
 impl Telemetry {
@@ -765,6 +835,32 @@ impl Telemetry {
             "Whether the last reload of the web config file (--web.config.file) was applied; 0 while a changed file is invalid or would turn off TLS or authentication. 1 at start.",
         )
         .expect("static gauge options are valid");
+        let page_builds = IntCounterVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_page_builds_total",
+                "Rebuilds of the metrics page, by form: text (the plain page) or gzip (what changed, rendered and compressed). At most one a second each, on a scrape that finds the page changed.",
+            ),
+            &["form"],
+        )
+        .expect("static counter options are valid");
+        let page_build_cpu = CounterVec::new(
+            Opts::new(
+                "dynamodb_kinesis_exporter_page_build_cpu_seconds_total",
+                "CPU time the rebuilds of the metrics page took, by form (see dynamodb_kinesis_exporter_page_builds_total): the cost of the scrapes beyond sending the bytes. Linux only.",
+            ),
+            &["form"],
+        )
+        .expect("static counter options are valid");
+        for form in PAGE_FORMS {
+            page_builds.with_label_values(&[form]);
+            page_build_cpu.with_label_values(&[form]);
+        }
+        registry
+            .register(Box::new(page_builds.clone()))
+            .expect("first registration of page_builds");
+        registry
+            .register(Box::new(page_build_cpu.clone()))
+            .expect("first registration of page_build_cpu");
         reload_successful.set(1.0);
         reload_success_time.set(unix_now());
         web_reload_successful.set(1.0);
@@ -794,7 +890,28 @@ impl Telemetry {
             reload_success_time,
             task_restarts,
             web_reload_successful,
+            page_builds,
+            page_build_cpu,
         }
+    }
+
+    /// Count one rebuild of the page's `form` (one of [`PAGE_FORMS`]) and
+    /// the CPU time it took, if known.
+    pub fn record_page_build(&self, form: &str, cpu: Option<Duration>) {
+        self.page_builds.with_label_values(&[form]).inc();
+        if let Some(cpu) = cpu {
+            self.page_build_cpu
+                .with_label_values(&[form])
+                .inc_by(cpu.as_secs_f64());
+        }
+    }
+
+    /// Rebuilds of the page's `form` so far, and their CPU seconds.
+    pub fn page_builds(&self, form: &str) -> (u64, f64) {
+        (
+            self.page_builds.with_label_values(&[form]).get(),
+            self.page_build_cpu.with_label_values(&[form]).get(),
+        )
     }
 
     /// Show `task`'s restart counter (at 0 until its first restart), so an
@@ -861,8 +978,133 @@ impl Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::store::SuccessTime;
     use crate::state::DestinationState;
     use std::collections::BTreeMap;
+
+    /// `states` rendered in `S`'s success-time family, with each state's
+    /// line end.
+    fn success_lines<S: Subject>(states: &[S]) -> (String, Vec<u32>) {
+        let family = &S::FAMILIES[S::SUCCESS_TIME_FAMILY.expect("declared")];
+        let (mut out, mut ends, mut identity) = (String::new(), Vec::new(), String::new());
+        for state in states {
+            identity.clear();
+            state.identity(&mut identity);
+            family.render(state, &identity, &mut out);
+            ends.push(out.len() as u32);
+        }
+        (out, ends)
+    }
+
+    /// For the declared family, rewriting the text of `old` with `new`'s
+    /// times gives what rendering `new` gives, as long as no state gained
+    /// a time; else the rewrite says it cannot.
+    fn check_rewrite<S: Subject + SuccessTime>(old: &[S], new: &[S]) {
+        let (old_text, old_ends) = success_lines(old);
+        let (want, want_ends) = success_lines(new);
+        let old_times: Vec<Option<f64>> = old.iter().map(|s| s.success_time()).collect();
+        let times: Vec<Option<f64>> = new.iter().map(|s| s.success_time()).collect();
+        let (mut out, mut ends) = (String::from("kept "), Vec::new());
+        let gained = old
+            .iter()
+            .zip(new)
+            .any(|(a, b)| a.success_time().is_none() && b.success_time().is_some());
+        let done = rewrite_success_times(
+            &old_text, &old_ends, &old_times, &times, &mut out, &mut ends,
+        );
+        assert_eq!(done, !gained);
+        if done {
+            assert_eq!(out, format!("kept {want}"));
+            assert_eq!(ends, want_ends);
+        }
+    }
+
+    #[test]
+    fn success_time_families_are_the_success_time_alone_and_rewrite_exactly() {
+        assert_eq!(
+            TABLE_FAMILIES[TableState::SUCCESS_TIME_FAMILY.unwrap()].reads,
+            [Part::LastSuccess]
+        );
+        assert_eq!(
+            STREAM_FAMILIES[StreamState::SUCCESS_TIME_FAMILY.unwrap()].reads,
+            [Part::LastSuccess]
+        );
+        let table = |name: &str, at: Option<f64>| {
+            let mut state = sample_state();
+            state.table = name.into();
+            state.last_success = at;
+            state
+        };
+        let old = [
+            table("a", Some(1.5)),
+            table("b \"quoted\" name", None),
+            table("c", Some(1e21)),
+            table("d", Some(2.0)),
+        ];
+        let (text, _) = success_lines(&old[..1]);
+        assert_eq!(
+            text,
+            "dynamodb_kinesis_table_last_success_timestamp_seconds{table=\"a\",region=\"us-east-1\",account_id=\"123456789012\"} 1.5\n"
+        );
+        // Times moved, one went: rewritten exactly.
+        let new = [
+            table("a", Some(1_764_435_181.125)),
+            table("b \"quoted\" name", None),
+            table("c", Some(f64::NAN)),
+            table("d", None),
+        ];
+        check_rewrite(&old, &new);
+        // Some unchanged, copied as they were, between changed ones.
+        let mixed = [
+            table("a", Some(1.5)),
+            table("b \"quoted\" name", None),
+            table("c", Some(4.0)),
+            table("d", Some(2.0)),
+        ];
+        check_rewrite(&old, &mixed);
+        check_rewrite(&new, &new);
+        check_rewrite(&old, &old);
+        // One gained a time: its labels are not in the old text.
+        let gained = [
+            table("a", Some(3.0)),
+            table("b \"quoted\" name", Some(3.0)),
+            table("c", None),
+            table("d", Some(3.0)),
+        ];
+        check_rewrite(&old, &gained);
+        let stream = |arn: &str, at: Option<f64>| {
+            let mut state = StreamState::new(&crate::state::StreamKey {
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                stream_arn: arn.into(),
+            });
+            state.last_success = at;
+            state
+        };
+        check_rewrite(
+            &[stream("s1", Some(1.0)), stream("s2", Some(2.0))],
+            &[stream("s1", Some(10.25)), stream("s2", None)],
+        );
+        // Ends that do not fit the text are refused, not a panic.
+        let mut out = String::new();
+        let one = [Some(1.0)];
+        assert!(!rewrite_success_times(
+            "x 1\n",
+            &[9],
+            &one,
+            &[Some(2.0)],
+            &mut out,
+            &mut Vec::new()
+        ));
+        assert!(!rewrite_success_times(
+            "x 1\n",
+            &[4, 4],
+            &one,
+            &one,
+            &mut out,
+            &mut Vec::new()
+        ));
+    }
 
     fn sample_state() -> TableState {
         let mut errors = BTreeMap::new();

@@ -23,10 +23,13 @@
 //! rendered (the store stamps each part of an entry's state with the
 //! generation of its last change, and each family names the parts it
 //! reads), and renders, and for the gzip form compresses, only the others.
-//! In a fleet polled continuously that is the families of the success
-//! times: a tenth of the page, where the rest is compressed once. A table
-//! added or removed moves the chunks after it, which are then rendered
-//! again.
+//! The store's index of its entries in runs ([`Runs`]) tells which chunks
+//! hold without reading their entries: a scrape pays for what changed, not
+//! for the size of the fleet. In a fleet polled continuously that is the
+//! success-time families of the chunks whose tables were polled since (the
+//! polls go round the tables in key order, so a few chunks at a time);
+//! the rest is compressed once. A table added or removed moves the chunks
+//! after it, which are then rendered again.
 //!
 //! The rebuilds run on the blocking pool, so they never stall the threads
 //! answering `/healthz`, as jobs the page owns: at most one per form at a
@@ -37,7 +40,8 @@
 //! new one. [`Page::keep_fresh`] waits for the jobs at shutdown.
 //!
 //! The text form is 36 MB at 10,000 tables with their streams, the gzip
-//! form about 1 MB. [`Page::release_unneeded`], run every [`MAX_AGE`] by
+//! form about 1 MB, plus 3 MB of the success-time families' text (with
+//! their line ends and times) to rewrite them from. [`Page::release_unneeded`], run every [`MAX_AGE`] by
 //! [`Page::keep_fresh`], lets go of the text once it is stale, or unused
 //! for [`UNUSED_FOR`]: between plain scrapes the exporter holds none of
 //! it, at the price of one rendering per plain scrape after a quiet spell.
@@ -58,10 +62,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::exposition::metrics::{
-    Kind, Subject, Telemetry, SCOPE_FAMILIES, STREAM_FAMILIES, TABLE_FAMILIES,
+    rewrite_success_times, Kind, Subject, Telemetry, PAGE_FORMS, SCOPE_FAMILIES, STREAM_FAMILIES,
+    TABLE_FAMILIES,
 };
 use crate::exposition::openmetrics;
-use crate::state::store::{Part, Runs, Store, Tracked};
+use crate::state::store::{Runs, Store, SuccessTime};
 pub use dke_web::negotiate::Format;
 
 /// How old a snapshot may get before a change in the store rebuilds it.
@@ -99,6 +104,29 @@ struct Piece<T> {
     /// The ids of the entries it covers, shared by the section's families.
     members: Arc<[u64]>,
     body: T,
+    /// For the success-time family ([`Subject::SUCCESS_TIME_FAMILY`]): its
+    /// text, and where each member's line ends in it, from which the next
+    /// rebuild rewrites it with the new times.
+    lines: Option<Lines>,
+}
+
+struct Lines {
+    text: Arc<str>,
+    /// Per member, where its line ends (where the previous one ends: no
+    /// line), and the time it shows.
+    ends: Vec<u32>,
+    times: Vec<Option<f64>>,
+}
+
+/// What a rebuild does with one family's chunk.
+enum Plan<'a, T> {
+    /// Keep the previous one: same entries, nothing it reads changed.
+    Keep(&'a Arc<Piece<T>>),
+    /// Rewrite the previous one's success times.
+    Rewrite(&'a Lines),
+    /// Render it from the entries; whether it replaces a chunk of the
+    /// same entries.
+    Render(bool),
 }
 
 /// Every family's chunks at one store generation, in one form: text
@@ -125,6 +153,14 @@ enum Job {
 }
 
 impl Job {
+    /// Its form's label in the page's own metrics.
+    fn form(self) -> &'static str {
+        match self {
+            Job::Text => PAGE_FORMS[0],
+            Job::Gzip => PAGE_FORMS[1],
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Job::Text => "rebuilding the metrics page",
@@ -470,11 +506,18 @@ impl Inner {
         let (tx, done) = watch::channel(None);
         let inner = Arc::clone(inner);
         let task = tokio::task::spawn_blocking(move || {
+            // The job runs on this thread from start to end: its CPU time
+            // is the rebuild's.
+            let cpu = thread_cpu();
             let built = catch_unwind(AssertUnwindSafe(|| {
                 #[cfg(test)]
                 inner.probe.enter(T::JOB);
                 build(&inner.store, previous.as_deref(), inner.chunk_items)
             }));
+            let cpu = cpu
+                .zip(thread_cpu())
+                .map(|(start, end)| end.saturating_sub(start));
+            inner.telemetry.record_page_build(T::JOB.form(), cpu);
             let snapshot = match built {
                 Ok(snapshot) => {
                     let snapshot = Arc::new(snapshot);
@@ -543,13 +586,12 @@ fn build<T: Form>(
         previous,
         families: (0..families().count()).map(|_| Vec::new()).collect(),
         maker: T::maker(),
-        chunk_items,
     };
     let streams = TABLE_FAMILIES.len();
     let scopes = streams + STREAM_FAMILIES.len();
-    build.section(0, store.table_runs());
-    build.section(streams, store.stream_runs());
-    build.section(scopes, store.scope_runs());
+    build.section(0, store.table_runs(chunk_items));
+    build.section(streams, store.stream_runs(chunk_items));
+    build.section(scopes, store.scope_runs(chunk_items));
     Snapshot {
         generation,
         built: built_at(generation),
@@ -565,90 +607,187 @@ struct Build<'a, T: Form> {
     /// Per family, its chunks so far.
     families: Vec<Vec<Arc<Piece<T>>>>,
     maker: T::Maker,
-    chunk_items: usize,
 }
 
 impl<T: Form> Build<'_, T> {
     /// The chunks of the families of `S`, which start at `offset` in the
-    /// page, from its entries in order. Each chunk's text is rendered
-    /// under the store's read lock, and turned into `T` (compressed) once
-    /// the lock is let go.
-    fn section<S: Subject, K: Ord + Clone>(
+    /// page, one per run of entries, judged from the store's index of the
+    /// run (its ids, change stamps and success times). A family's chunk
+    /// whose entries are those of the previous one at its place is kept if
+    /// nothing it reads changed since, and for the success-time family
+    /// rewritten with the new times; the entries are read, under the
+    /// store's read lock, only to render the others. Text is turned into
+    /// `T` (compressed) once the lock is let go.
+    ///
+    /// Entries added or removed after the index was read show in the
+    /// chunks rendered from the entries; the chunks kept or rewritten are
+    /// as of the index. Either way the snapshot counts as stale (the
+    /// generation moved), and the next rebuild finds those chunks' entries
+    /// changed.
+    fn section<S: Subject + SuccessTime, K: Ord + Clone>(
         &mut self,
         offset: usize,
-        mut entries: Runs<'_, K, Tracked<S>>,
+        runs: Runs<'_, K, S>,
     ) {
         let count = S::FAMILIES.len();
-        // Per family, the text of its chunk being rendered (kept from
-        // chunk to chunk), and the families rendered in this chunk, with
-        // whether they replace a chunk of the same entries.
+        // Per family, the text of its chunk being written (kept from chunk
+        // to chunk) and its line ends.
         let mut texts = vec![String::new(); count];
-        let mut dirty: Vec<(usize, bool)> = Vec::with_capacity(count);
+        let mut ends: Vec<Vec<u32>> = vec![Vec::new(); count];
+        let mut plans: Vec<Plan<'_, T>> = Vec::with_capacity(count);
+        // The success times of the entries rendered.
+        let mut times: Vec<Option<f64>> = Vec::new();
         let mut identity = String::new();
-        for at in 0.. {
-            let previous = self.previous;
+        let previous = self.previous;
+        for at in 0..runs.len() {
             let before = |family: usize| {
                 previous
                     .and_then(|p| p.families.get(offset + family))
                     .and_then(|chunks| chunks.get(at))
             };
             let families = &mut self.families[offset..offset + count];
-            let mut members: Option<Arc<[u64]>> = None;
-            dirty.clear();
-            let more = entries.next(self.chunk_items, |run| {
-                // The previous chunks' entries, shared when the same.
-                let ids = match before(0) {
-                    Some(p) if p.members.iter().copied().eq(run.iter().map(|e| e.id())) => {
-                        Arc::clone(&p.members)
-                    }
-                    _ => run.iter().map(|e| e.id()).collect(),
+            let ids = runs.ids(at);
+            plans.clear();
+            plans.extend((0..count).map(|i| {
+                let Some(piece) = before(i).filter(|p| same(&p.members, ids)) else {
+                    return Plan::Render(false);
                 };
-                // Per part, the last change to it among these entries.
-                let mut latest = [0; Part::ALL.len()];
-                for entry in run {
-                    for (last, part) in latest.iter_mut().zip(Part::ALL) {
-                        *last = entry.changed(part).max(*last);
-                    }
+                if !runs.changed_after(at, S::FAMILIES[i].reads, piece.rendered_at) {
+                    return Plan::Keep(piece);
                 }
-                for (i, family) in S::FAMILIES.iter().enumerate() {
-                    let same =
-                        before(i).filter(|p| Arc::ptr_eq(&p.members, &ids) || *p.members == *ids);
-                    let kept = same.filter(|p| {
-                        family
-                            .reads
-                            .iter()
-                            .all(|part| latest[*part as usize] <= p.rendered_at)
-                    });
-                    match kept {
-                        Some(piece) => families[i].push(Arc::clone(piece)),
-                        None => {
-                            texts[i].clear();
-                            texts[i].reserve(before(i).map_or(0, |p| p.body.text_len()));
-                            dirty.push((i, same.is_some()));
+                match &piece.lines {
+                    Some(lines) if S::SUCCESS_TIME_FAMILY == Some(i) => Plan::Rewrite(lines),
+                    _ => Plan::Render(true),
+                }
+            }));
+            let mut render = false;
+            for (i, plan) in plans.iter_mut().enumerate() {
+                match plan {
+                    Plan::Keep(piece) => families[i].push(Arc::clone(piece)),
+                    Plan::Rewrite(lines) => {
+                        texts[i].clear();
+                        ends[i].clear();
+                        let times = runs.success_times(at);
+                        let (old, old_ends) = (&lines.text, &lines.ends);
+                        if rewrite_success_times(
+                            old,
+                            old_ends,
+                            &lines.times,
+                            times,
+                            &mut texts[i],
+                            &mut ends[i],
+                        ) {
+                            let made = Made {
+                                text: &texts[i],
+                                ends: Some((&ends[i], times)),
+                                again: true,
+                            };
+                            families[i].push(made.piece(self.generation, &mut self.maker, ids));
+                        } else {
+                            *plan = Plan::Render(true);
+                            render = true;
                         }
                     }
+                    Plan::Render(_) => render = true,
                 }
-                for entry in run.iter().filter(|_| !dirty.is_empty()) {
+            }
+            if !render {
+                continue;
+            }
+            let mut members: Option<Arc<[u64]>> = None;
+            runs.visit(at, |run| {
+                let rendered = || {
+                    plans
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| matches!(p, Plan::Render(_)))
+                };
+                for (i, _) in rendered() {
+                    texts[i].clear();
+                    texts[i].reserve(before(i).map_or(0, |p| p.body.text_len()));
+                    ends[i].clear();
+                }
+                times.clear();
+                for entry in run {
+                    times.push(entry.state().success_time());
                     identity.clear();
                     entry.state().identity(&mut identity);
-                    for &(i, _) in &dirty {
+                    for (i, _) in rendered() {
                         S::FAMILIES[i].render(entry.state(), &identity, &mut texts[i]);
+                        ends[i].push(u32::try_from(texts[i].len()).unwrap_or(u32::MAX));
                     }
                 }
-                members = Some(ids);
+                // The index's ids when the entries are still those.
+                members = Some(if ids.iter().copied().eq(run.iter().map(|e| e.id())) {
+                    Arc::clone(ids)
+                } else {
+                    run.iter().map(|e| e.id()).collect()
+                });
             });
-            let Some(members) = members.filter(|_| more) else {
-                return;
+            let Some(members) = members else {
+                continue;
             };
-            for &(i, again) in &dirty {
-                families[i].push(Arc::new(Piece {
-                    rendered_at: self.generation,
-                    members: Arc::clone(&members),
-                    body: T::make(&mut self.maker, &texts[i], again),
-                }));
+            for (i, plan) in plans.iter().enumerate() {
+                if let Plan::Render(again) = plan {
+                    let again = *again && same(&members, ids);
+                    let made = Made {
+                        text: &texts[i],
+                        ends: (S::SUCCESS_TIME_FAMILY == Some(i)).then_some((&ends[i], &times[..])),
+                        again,
+                    };
+                    families[i].push(made.piece(self.generation, &mut self.maker, &members));
+                }
             }
         }
     }
+}
+
+/// The text of a family's new chunk.
+struct Made<'a> {
+    text: &'a str,
+    /// Its line ends and times, for the success-time family (kept with
+    /// it).
+    ends: Option<(&'a Vec<u32>, &'a [Option<f64>])>,
+    /// Whether it replaces a chunk of the same entries.
+    again: bool,
+}
+
+impl Made<'_> {
+    /// The chunk of `members` at store generation `generation`, in form `T`.
+    fn piece<T: Form>(
+        &self,
+        generation: u64,
+        maker: &mut T::Maker,
+        members: &Arc<[u64]>,
+    ) -> Arc<Piece<T>> {
+        Arc::new(Piece {
+            rendered_at: generation,
+            members: Arc::clone(members),
+            body: T::make(maker, self.text, self.again),
+            lines: self.ends.map(|(ends, times)| Lines {
+                text: Arc::from(self.text),
+                ends: ends.clone(),
+                times: times.to_vec(),
+            }),
+        })
+    }
+}
+
+/// Whether two chunks cover the same entries.
+fn same(a: &Arc<[u64]>, b: &Arc<[u64]>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+/// The CPU time the calling thread has used so far (Linux only).
+fn thread_cpu() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        let nanos = u32::try_from(t.tv_nsec).ok()?;
+        Some(Duration::new(u64::try_from(t.tv_sec).ok()?, nanos))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// When a snapshot of `generation` counts as built: now, except for a store
@@ -1212,7 +1351,16 @@ pub(super) mod tests {
         // Stale and its rebuild panics: the last page, not an empty one.
         let tail_free = |chunks: &Chunks| concat(&chunks[..chunks.len() - 1]);
         assert_eq!(tail_free(&page.plain(Format::Text).await), tail_free(&good));
-        assert_eq!(gunzip(&page.gzip(Format::Text).await), good_gzip);
+        // (The page's own build counters moved meanwhile.)
+        let builds_free = |text: &str| {
+            let lines = text.lines();
+            let kept = lines.filter(|l| !l.starts_with("dynamodb_kinesis_exporter_page_build"));
+            kept.collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!(
+            builds_free(&gunzip(&page.gzip(Format::Text).await)),
+            builds_free(&good_gzip)
+        );
         // Each request tries again (one job at a time).
         page.plain(Format::Text).await;
         assert_eq!(
@@ -1274,6 +1422,14 @@ pub(super) mod tests {
         assert!(texts.iter().all(|s| Arc::ptr_eq(s, &texts[0])));
         assert!(zips.iter().all(|s| Arc::ptr_eq(s, &zips[0])));
         assert_eq!(page.inner.probe.started().len(), 2);
+        // Each counted once, with the CPU its thread spent.
+        for form in PAGE_FORMS {
+            let (builds, cpu) = page.inner.telemetry.page_builds(form);
+            assert_eq!(builds, 1, "{form}");
+            assert!(cpu > 0.0 && cpu < 10.0, "{form}: {cpu}");
+        }
+        let tail = String::from_utf8(page.inner.tail(Format::Text).to_vec()).unwrap();
+        assert!(tail.contains("dynamodb_kinesis_exporter_page_builds_total{form=\"gzip\"} 1\n"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,10 @@
 //! (account, region) scope, readiness, and a generation counter that moves
 //! on every change. The scheduler and the fleet are its writers; the shared
 //! page (`exposition::page`) renders the metric text from it, visiting the
-//! entries in chunks so a writer never waits for more than one chunk. Its
-//! locks are never held across an `.await`.
+//! entries in chunks so a writer never waits for more than one chunk (or,
+//! after entries came or went, for the one pass over their ids, change
+//! stamps and success times that indexes them again). Its locks are never
+//! held across an `.await`.
 //!
 //! The text is not kept per entry: the page holds it once, and a second
 //! copy would be most of the process's memory at thousands of tables.
@@ -12,7 +14,10 @@
 //! the last change to that part ([`Tracked`]). From those the page tells,
 //! chunk by chunk and family by family, whether its text from an earlier
 //! generation still holds: a poll that only moves a table's last success
-//! time re-renders only the families that read it.
+//! time re-renders only the families that read it. The store also keeps,
+//! per chunk of entries, the latest of those stamps and the entries'
+//! success times ([`Runs`]), so a chunk where nothing changed, or only the
+//! success times did, costs the page no read of its entries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -79,6 +84,8 @@ pub struct Tracked<S> {
     id: u64,
     /// Per [`Part`], the store generation of its last change.
     changed: [u64; PARTS],
+    /// Its place in its run of the map's index, while the index is fresh.
+    slot: u32,
     state: S,
 }
 
@@ -87,6 +94,7 @@ impl<S> Tracked<S> {
         Tracked {
             id,
             changed: [generation; PARTS],
+            slot: 0,
             state,
         }
     }
@@ -113,32 +121,33 @@ impl<S> Tracked<S> {
     }
 
     /// Apply `change` to the state and stamp the parts `diff` says it
-    /// changed with the store's next generation. Returns whether anything
-    /// changed.
+    /// changed with the store's next generation. Returns `change`'s result
+    /// and, if anything changed, the generation and the parts' bits.
     fn update<R>(
         &mut self,
         store: &Store,
         diff: fn(&S, &S) -> u8,
         change: impl FnOnce(&mut S) -> R,
-    ) -> R
+    ) -> (R, Option<(u64, u8)>)
     where
         S: Clone,
     {
         let before = self.state.clone();
         let out = change(&mut self.state);
         let bits = diff(&before, &self.state);
-        if bits != 0 {
-            // Taken while the writer holds the lock: a render that read an
-            // older generation either sees this change or finds it stamped
-            // after what it read.
-            let generation = store.bump();
-            for part in Part::ALL {
-                if bits & part.bit() != 0 {
-                    self.changed[part as usize] = generation;
-                }
+        if bits == 0 {
+            return (out, None);
+        }
+        // Taken while the writer holds the lock: a render that read an
+        // older generation either sees this change or finds it stamped
+        // after what it read.
+        let generation = store.bump();
+        for part in Part::ALL {
+            if bits & part.bit() != 0 {
+                self.changed[part as usize] = generation;
             }
         }
-        out
+        (out, Some((generation, bits)))
     }
 }
 
@@ -241,9 +250,9 @@ fn scope_diff(a: &ScopeState, b: &ScopeState) -> u8 {
 
 /// The shared state of all tables, streams and scopes.
 pub struct Store {
-    tables: RwLock<BTreeMap<TableKey, Tracked<TableState>>>,
-    scopes: RwLock<BTreeMap<ScopeKey, Tracked<ScopeState>>>,
-    streams: RwLock<BTreeMap<StreamKey, Tracked<StreamState>>>,
+    tables: RwLock<Entries<TableKey, TableState>>,
+    scopes: RwLock<Entries<ScopeKey, ScopeState>>,
+    streams: RwLock<Entries<StreamKey, StreamState>>,
     polled: AtomicUsize,
     /// Work that must finish before the table list is known (account
     /// lookups, first discovery refreshes); readiness waits for it.
@@ -271,75 +280,309 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hands out a map's entries in key order, a run at a time, each run under
-/// one read-lock acquisition. A run starts where the previous one ended, so
-/// an entry added or removed meanwhile shows or not, and every other entry
-/// shows exactly once.
-pub struct Runs<'a, K, V> {
-    map: &'a RwLock<BTreeMap<K, V>>,
-    /// The last key handed out; `None` before the first run.
-    after: Option<K>,
-    done: bool,
+/// An entry's success time (its [`Part::LastSuccess`]), which the store's
+/// index keeps beside the change stamps.
+pub trait SuccessTime {
+    fn success_time(&self) -> Option<f64>;
 }
 
-impl<'a, K: Ord + Clone, V> Runs<'a, K, V> {
-    fn new(map: &'a RwLock<BTreeMap<K, V>>) -> Self {
-        Runs {
+impl SuccessTime for TableState {
+    fn success_time(&self) -> Option<f64> {
+        self.last_success
+    }
+}
+
+impl SuccessTime for StreamState {
+    fn success_time(&self) -> Option<f64> {
+        self.last_success
+    }
+}
+
+impl SuccessTime for ScopeState {
+    fn success_time(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// One map of the store: its entries by key, and an index of them in
+/// runs for the page.
+///
+/// The index splits the entries, in key order, into runs of a size the
+/// page asks for (its chunks), and keeps per run the entries' ids, per
+/// [`Part`] the latest change stamp among them, and their success times.
+/// The writers keep it up to date as they stamp entries; an entry added or
+/// removed marks it stale, and the next reader that asks builds it again
+/// (under the write lock: it gives each entry its slot in its run).
+///
+/// From it the page tells that a chunk still holds, and rewrites the
+/// success times, which change at every poll, without reading the entries:
+/// the map's nodes are kilobytes each, scattered over the heap, and when
+/// the page walked them all, that walk (cold after a second of polls) was
+/// most of a gzip scrape's CPU at 10,000 tables.
+struct Entries<K, S> {
+    map: BTreeMap<K, Tracked<S>>,
+    index: Index<K>,
+}
+
+struct Index<K> {
+    /// False once an entry was added or removed since it was built.
+    fresh: bool,
+    /// Entries per run.
+    size: usize,
+    runs: Vec<RunIndex<K>>,
+}
+
+/// One run of an [`Index`].
+#[derive(Clone)]
+struct RunIndex<K> {
+    /// The key of its first entry: the run covers the keys from this one
+    /// to the next run's first (the first run, every key before too).
+    first: K,
+    ids: Arc<[u64]>,
+    /// Per part, the latest change stamp among its entries.
+    latest: [u64; PARTS],
+    /// Per entry, in order, its success time.
+    times: Vec<Option<f64>>,
+}
+
+impl<K: Ord + Clone, S: Clone + SuccessTime> Entries<K, S> {
+    fn new(map: BTreeMap<K, Tracked<S>>) -> Self {
+        Entries {
             map,
-            after: None,
-            done: false,
+            index: Index {
+                fresh: false,
+                size: 0,
+                runs: Vec::new(),
+            },
         }
     }
 
-    /// Call `f` with the next `size` entries (fewer at the end), under the
-    /// read lock, which is let go when `f` returns. Returns false, without
-    /// calling `f`, once every entry has been handed out.
-    pub fn next(&mut self, size: usize, f: impl FnOnce(&[&V])) -> bool {
-        if self.done {
-            return false;
+    fn get(&self, key: &K) -> Option<&Tracked<S>> {
+        self.map.get(key)
+    }
+
+    /// Apply `change` to `key`'s entry (see [`Tracked::update`]), if it
+    /// exists, and carry its stamp (and success time) to the index.
+    fn update<R>(
+        &mut self,
+        key: &K,
+        store: &Store,
+        diff: fn(&S, &S) -> u8,
+        change: impl FnOnce(&mut S) -> R,
+    ) -> Option<R> {
+        let entry = self.map.get_mut(key)?;
+        let (out, stamp) = entry.update(store, diff, change);
+        let index = &mut self.index;
+        if let (Some((generation, bits)), true) = (stamp, index.fresh) {
+            let at = index.runs.partition_point(|run| run.first <= *key);
+            if let Some(run) = index.runs.get_mut(at.saturating_sub(1)) {
+                for part in Part::ALL {
+                    if bits & part.bit() != 0 {
+                        run.latest[part as usize] = generation;
+                    }
+                }
+                if bits & Part::LastSuccess.bit() != 0 {
+                    if let Some(time) = run.times.get_mut(entry.slot as usize) {
+                        *time = entry.state.success_time();
+                    }
+                }
+            }
         }
+        Some(out)
+    }
+
+    /// Add `key`'s entry, made by `make`, unless it exists.
+    fn ensure(&mut self, key: &K, make: impl FnOnce() -> Tracked<S>) {
+        if !self.map.contains_key(key) {
+            self.map.insert(key.clone(), make());
+            self.index.fresh = false;
+        }
+    }
+
+    /// Remove `key`'s entry; returns whether it existed.
+    fn remove(&mut self, key: &K) -> bool {
+        let removed = self.map.remove(key).is_some();
+        if removed {
+            self.index.fresh = false;
+        }
+        removed
+    }
+
+    /// Keep only the entries whose key `keep` accepts.
+    fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        let before = self.map.len();
+        self.map.retain(|key, _| keep(key));
+        if self.map.len() != before {
+            self.index.fresh = false;
+        }
+    }
+
+    /// Replace every entry.
+    fn replace(&mut self, map: BTreeMap<K, Tracked<S>>) -> BTreeMap<K, Tracked<S>> {
+        self.index.fresh = false;
+        std::mem::replace(&mut self.map, map)
+    }
+
+    /// The index in runs of `size` entries, if fresh and of that size.
+    fn runs(&self, size: usize) -> Option<Vec<RunIndex<K>>> {
+        let index = &self.index;
+        (index.fresh && index.size == size).then(|| index.runs.clone())
+    }
+
+    /// Build the index again in runs of `size` entries. The ids of a run
+    /// whose entries are those of the same run before are the same
+    /// allocation as before.
+    fn reindex(&mut self, size: usize) -> Vec<RunIndex<K>> {
         let size = size.max(1);
-        let entries = read(self.map);
-        let range = match &self.after {
-            None => entries.range::<K, _>(..),
-            Some(key) => entries.range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
+        let old = std::mem::take(&mut self.index.runs);
+        let len = self.map.len();
+        let mut runs: Vec<RunIndex<K>> = Vec::with_capacity(len.div_ceil(size));
+        let mut ids = Vec::with_capacity(len);
+        for (slot, (key, entry)) in self.map.iter_mut().enumerate() {
+            let slot = slot % size;
+            if slot == 0 {
+                runs.push(RunIndex {
+                    first: key.clone(),
+                    ids: Arc::from([]),
+                    latest: [0; PARTS],
+                    times: Vec::with_capacity(size.min(len)),
+                });
+            }
+            let Some(run) = runs.last_mut() else {
+                continue;
+            };
+            entry.slot = slot as u32;
+            ids.push(entry.id);
+            run.times.push(entry.state.success_time());
+            for (last, stamp) in run.latest.iter_mut().zip(entry.changed) {
+                *last = stamp.max(*last);
+            }
+        }
+        // Hand each run its ids, sharing the old allocation where equal.
+        let mut rest = ids.as_slice();
+        for (at, run) in runs.iter_mut().enumerate() {
+            let (mine, others) = rest.split_at(run.times.len());
+            rest = others;
+            run.ids = match old.get(at) {
+                Some(before) if *before.ids == *mine => Arc::clone(&before.ids),
+                _ => mine.into(),
+            };
+        }
+        self.index = Index {
+            fresh: true,
+            size,
+            runs: runs.clone(),
         };
-        let mut run = Vec::with_capacity(size.min(entries.len()));
-        let mut last = None;
-        for (key, value) in range.take(size) {
-            run.push(value);
-            last = Some(key);
-        }
-        if run.is_empty() {
-            self.done = true;
-            return false;
-        }
-        self.done = run.len() < size;
-        self.after = last.cloned();
-        f(&run);
-        true
+        runs
     }
 }
 
-/// Call `f` with every entry of `map` in key order, `size` at a time (see
-/// [`Runs`]).
-fn runs_of<K: Ord + Clone, V>(map: &RwLock<BTreeMap<K, V>>, size: usize, mut f: impl FnMut(&[&V])) {
-    let mut runs = Runs::new(map);
-    while runs.next(size, &mut f) {}
+/// The entries of one map in runs of a given size, in key order, as of
+/// when they were asked for (see [`Entries`]): per run, the entries' ids
+/// and when each part of them last changed, without reading the entries;
+/// and the entries themselves on request.
+pub struct Runs<'a, K, S> {
+    entries: &'a RwLock<Entries<K, S>>,
+    runs: Vec<RunIndex<K>>,
 }
 
-/// [`runs_of`], one state at a time.
-fn visit_batched<K: Ord + Clone, S>(map: &RwLock<BTreeMap<K, Tracked<S>>>, mut f: impl FnMut(&S)) {
-    runs_of(map, VISIT_BATCH, |run| run.iter().for_each(|t| f(&t.state)));
+impl<K: Ord + Clone, S> Runs<'_, K, S> {
+    /// How many runs there are.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether there are none (no entries).
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The ids of run `at`'s entries, in key order.
+    pub fn ids(&self, at: usize) -> &Arc<[u64]> {
+        &self.runs[at].ids
+    }
+
+    /// The success times of run `at`'s entries, in order (see
+    /// [`SuccessTime`]).
+    pub fn success_times(&self, at: usize) -> &[Option<f64>] {
+        &self.runs[at].times
+    }
+
+    /// Whether any of `parts` of any entry of run `at` changed after store
+    /// generation `generation`.
+    pub fn changed_after(&self, at: usize, parts: &[Part], generation: u64) -> bool {
+        let latest = &self.runs[at].latest;
+        parts.iter().any(|part| latest[*part as usize] > generation)
+    }
+
+    /// Call `f` with the entries now in run `at`'s range of keys, under the
+    /// read lock. An entry added or removed since the runs were taken shows
+    /// in the run its key falls in, or not: every other entry shows in
+    /// exactly one run.
+    pub fn visit(&self, at: usize, f: impl FnOnce(&[&Tracked<S>])) {
+        let lower = match at {
+            0 => Bound::Unbounded,
+            _ => Bound::Included(&self.runs[at].first),
+        };
+        let upper = self
+            .runs
+            .get(at + 1)
+            .map_or(Bound::Unbounded, |next| Bound::Excluded(&next.first));
+        let entries = read(self.entries);
+        let run: Vec<&Tracked<S>> = entries
+            .map
+            .range::<K, _>((lower, upper))
+            .map(|(_, e)| e)
+            .collect();
+        f(&run);
+    }
+}
+
+fn runs<K: Ord + Clone, S: Clone + SuccessTime>(
+    entries: &RwLock<Entries<K, S>>,
+    size: usize,
+) -> Runs<'_, K, S> {
+    let size = size.max(1);
+    let fresh = read(entries).runs(size);
+    let runs = fresh.unwrap_or_else(|| write(entries).reindex(size));
+    Runs { entries, runs }
+}
+
+/// Call `f` with every state of `entries` in key order, [`VISIT_BATCH`]
+/// entries per read-lock acquisition. A batch starts where the previous one
+/// ended, so an entry added or removed meanwhile shows or not, and every
+/// other entry shows exactly once.
+fn visit_batched<K: Ord + Clone, S>(entries: &RwLock<Entries<K, S>>, mut f: impl FnMut(&S)) {
+    let mut after: Option<K> = None;
+    loop {
+        let entries = read(entries);
+        let range = match &after {
+            None => entries.map.range::<K, _>(..),
+            Some(key) => entries
+                .map
+                .range::<K, _>((Bound::Excluded(key), Bound::Unbounded)),
+        };
+        let mut seen = 0;
+        for (key, entry) in range.take(VISIT_BATCH) {
+            f(&entry.state);
+            seen += 1;
+            if seen == VISIT_BATCH {
+                after = Some(key.clone());
+            }
+        }
+        if seen < VISIT_BATCH {
+            return;
+        }
+    }
 }
 
 impl Store {
     /// A store with an empty state for each table.
     pub fn new(keys: impl IntoIterator<Item = TableKey>) -> Self {
         let store = Store {
-            tables: RwLock::new(BTreeMap::new()),
-            scopes: RwLock::new(BTreeMap::new()),
-            streams: RwLock::new(BTreeMap::new()),
+            tables: RwLock::new(Entries::new(BTreeMap::new())),
+            scopes: RwLock::new(Entries::new(BTreeMap::new())),
+            streams: RwLock::new(Entries::new(BTreeMap::new())),
             polled: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             waiting: Mutex::new(Vec::new()),
@@ -380,9 +623,9 @@ impl Store {
         // map collected from sorted entries has full nodes, where inserting
         // keys in order leaves each node about half empty (at 10,000 tables
         // that is megabytes).
-        let mut old = std::mem::take(&mut *tables);
+        let mut old = tables.replace(BTreeMap::new());
         let generation = self.bump();
-        *tables = wanted
+        let map = wanted
             .into_iter()
             .map(|key| {
                 let entry = old.remove(&key).unwrap_or_else(|| {
@@ -391,8 +634,9 @@ impl Store {
                 (key, entry)
             })
             .collect();
+        tables.replace(map);
         drop(old);
-        let polled = tables
+        let polled = (tables.map)
             .values()
             .filter(|entry| entry.state.last_poll_ok.is_some())
             .count();
@@ -411,20 +655,21 @@ impl Store {
         now: f64,
     ) -> Vec<Name> {
         let mut tables = write(&self.tables);
-        let Some(entry) = tables.get_mut(key) else {
-            return Vec::new();
-        };
-        if entry.state.last_poll_ok.is_none() {
+        let first = tables.get(key).map(|e| e.state.last_poll_ok.is_none());
+        let checked = tables.update(key, self, table_diff, |state| {
+            match outcome {
+                Ok(destinations) => state.record_success(destinations, now),
+                Err(err) => state.record_failure(err),
+            }
+            let mut checked: Vec<Name> = state.checked_streams().cloned().collect();
+            // Kept by the scheduler for every table: no spare capacity.
+            checked.shrink_to_fit();
+            checked
+        });
+        if first == Some(true) {
             self.polled.fetch_add(1, Ordering::Relaxed);
         }
-        entry.update(self, table_diff, |state| match outcome {
-            Ok(destinations) => state.record_success(destinations, now),
-            Err(err) => state.record_failure(err),
-        });
-        let mut checked: Vec<Name> = entry.state.checked_streams().cloned().collect();
-        // Kept by the scheduler for every table: no spare capacity.
-        checked.shrink_to_fit();
-        checked
+        checked.unwrap_or_default()
     }
 
     /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
@@ -436,9 +681,7 @@ impl Store {
     /// Change one table's state, if the table is known (a table removed
     /// while its work was in flight is ignored).
     fn update_table(&self, key: &TableKey, change: impl FnOnce(&mut TableState)) {
-        if let Some(entry) = write(&self.tables).get_mut(key) {
-            entry.update(self, table_diff, change);
-        }
+        write(&self.tables).update(key, self, table_diff, change);
     }
 
     /// Set what the configuration expects of a table (see
@@ -503,25 +746,17 @@ impl Store {
     /// Change one scope's state, creating it if new.
     pub fn update_scope(&self, key: &ScopeKey, change: impl FnOnce(&mut ScopeState)) {
         let mut scopes = write(&self.scopes);
-        let entry = match scopes.entry(key.clone()) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let generation = self.bump();
-                entry.insert(Tracked::new(
-                    self.next_id(),
-                    generation,
-                    ScopeState::new(key),
-                ))
-            }
-        };
-        entry.update(self, scope_diff, change);
+        scopes.ensure(key, || {
+            Tracked::new(self.next_id(), self.bump(), ScopeState::new(key))
+        });
+        scopes.update(key, self, scope_diff, change);
     }
 
     /// Keep only the scopes in `keys`; the others' series go, their
     /// streams' too.
     pub fn retain_scopes(&self, keys: &BTreeSet<ScopeKey>) {
-        write(&self.scopes).retain(|key, _| keys.contains(key));
-        write(&self.streams).retain(|key, _| keys.contains(&key.scope()));
+        write(&self.scopes).retain(|key| keys.contains(key));
+        write(&self.streams).retain(|key| keys.contains(&key.scope()));
         self.changed();
     }
 
@@ -533,23 +768,15 @@ impl Store {
         now: f64,
     ) {
         let mut streams = write(&self.streams);
-        let entry = match streams.entry(key.clone()) {
-            std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                let generation = self.bump();
-                entry.insert(Tracked::new(
-                    self.next_id(),
-                    generation,
-                    StreamState::new(key),
-                ))
-            }
-        };
-        entry.update(self, stream_diff, |state| state.record(outcome, now));
+        streams.ensure(key, || {
+            Tracked::new(self.next_id(), self.bump(), StreamState::new(key))
+        });
+        streams.update(key, self, stream_diff, |state| state.record(outcome, now));
     }
 
     /// Forget a stream no working destination names any more.
     pub fn remove_stream(&self, key: &StreamKey) {
-        if write(&self.streams).remove(key).is_some() {
+        if write(&self.streams).remove(key) {
             self.changed();
         }
     }
@@ -569,20 +796,19 @@ impl Store {
         visit_batched(&self.scopes, f);
     }
 
-    /// The tables in key order, a run per read lock, with their ids and
-    /// change stamps.
-    pub fn table_runs(&self) -> Runs<'_, TableKey, Tracked<TableState>> {
-        Runs::new(&self.tables)
+    /// The tables in key order, in runs of `size` (see [`Runs`]).
+    pub fn table_runs(&self, size: usize) -> Runs<'_, TableKey, TableState> {
+        runs(&self.tables, size)
     }
 
     /// The same for the streams.
-    pub fn stream_runs(&self) -> Runs<'_, StreamKey, Tracked<StreamState>> {
-        Runs::new(&self.streams)
+    pub fn stream_runs(&self, size: usize) -> Runs<'_, StreamKey, StreamState> {
+        runs(&self.streams, size)
     }
 
     /// The same for the scopes.
-    pub fn scope_runs(&self) -> Runs<'_, ScopeKey, Tracked<ScopeState>> {
-        Runs::new(&self.scopes)
+    pub fn scope_runs(&self, size: usize) -> Runs<'_, ScopeKey, ScopeState> {
+        runs(&self.scopes, size)
     }
 
     /// A copy of one table's state (for tests and diagnostics).
@@ -654,7 +880,7 @@ impl Store {
 
     /// (tables polled at least once, tables known).
     pub fn readiness(&self) -> (usize, usize) {
-        let total = read(&self.tables).len();
+        let total = read(&self.tables).map.len();
         (self.polled.load(Ordering::Relaxed), total)
     }
 
@@ -837,28 +1063,125 @@ mod tests {
         store.visit(|state| seen.push(state.table.clone()));
         let want: Vec<Name> = keys.iter().map(|k| k.table.clone()).collect();
         assert_eq!(seen, want);
-        // In runs: every entry once, in order, in runs of the size asked.
+        // In runs: every entry once, in order, in runs of the size asked,
+        // with their ids.
         let mut sizes = Vec::new();
         let mut chunked = Vec::new();
-        let mut runs = store.table_runs();
-        while runs.next(200, |run| {
-            sizes.push(run.len());
-            chunked.extend(run.iter().map(|e| e.state().table.clone()));
-        }) {}
+        let runs = store.table_runs(200);
+        for at in 0..runs.len() {
+            runs.visit(at, |run| {
+                sizes.push(run.len());
+                chunked.extend(run.iter().map(|e| e.state().table.clone()));
+                assert!(runs.ids(at).iter().copied().eq(run.iter().map(|e| e.id())));
+            });
+        }
         assert_eq!(sizes, [200, 200, 119]);
         assert_eq!(chunked, want);
-        assert!(!runs.next(200, |_| panic!("past the end")));
         // A run cut exactly at the end: no empty run after it.
-        let mut sizes = Vec::new();
-        let mut runs = store.table_runs();
-        while runs.next(173, |run| sizes.push(run.len())) {}
-        assert_eq!(sizes, [173, 173, 173]);
+        assert_eq!(store.table_runs(173).len(), 3);
+        assert!(Store::new([]).table_runs(10).is_empty());
+    }
+
+    /// The names of the tables each run of `runs` covers now.
+    fn run_tables(runs: &Runs<'_, TableKey, TableState>) -> Vec<Vec<String>> {
+        (0..runs.len())
+            .map(|at| {
+                let mut names = Vec::new();
+                runs.visit(at, |run| {
+                    names.extend(run.iter().map(|e| e.state().table.to_string()));
+                });
+                names
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_cover_every_key_once_when_tables_come_and_go_after_they_were_taken() {
+        let key = |t: &str| TableKey {
+            table: t.into(),
+            ..key()
+        };
+        let store = Store::new(["b", "c", "e", "f", "h"].map(key));
+        let runs = store.table_runs(2);
+        assert_eq!(
+            run_tables(&runs),
+            [vec!["b", "c"], vec!["e", "f"], vec!["h"]]
+        );
+        // Added before the first run, between runs, after the last; one
+        // removed: each shows in the run its key falls in.
+        store.reconcile(["a", "b", "d", "e", "f", "g", "h", "i"].map(key));
+        assert_eq!(
+            run_tables(&runs),
+            [vec!["a", "b", "d"], vec!["e", "f", "g"], vec!["h", "i"]]
+        );
+        // Runs taken now are cut again.
+        assert_eq!(store.table_runs(2).len(), 4);
+    }
+
+    #[test]
+    fn the_runs_index_follows_every_change_and_keeps_ids_that_hold() {
+        let keys: Vec<TableKey> = (0..7)
+            .map(|i| TableKey {
+                table: format!("t{i}").into(),
+                ..key()
+            })
+            .collect();
+        let store = Store::new(keys.clone());
+        let first = store.table_runs(3);
+        let at = store.generation();
+        let changed = |runs: &Runs<'_, TableKey, TableState>, part: Part| {
+            (0..runs.len())
+                .map(|i| runs.changed_after(i, &[part], at))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(changed(&first, Part::LastSuccess), [false; 3]);
+        // A change is stamped on its run's index without rebuilding it.
+        store.record(&keys[4], &Ok(vec![]), 1.0);
+        let runs = store.table_runs(3);
+        assert_eq!(changed(&runs, Part::LastSuccess), [false, true, false]);
+        assert_eq!(changed(&runs, Part::Cdc), [false, false, false]);
+        store.set_exports_tags(&keys[6], true);
+        let runs = store.table_runs(3);
+        assert_eq!(changed(&runs, Part::Tags), [false, false, true]);
+        assert!((0..3).all(|i| Arc::ptr_eq(runs.ids(i), first.ids(i))));
+        // A table removed: the index is built again; the runs before it
+        // keep their ids' allocation, the others have new ids.
+        store.reconcile(keys[..5].iter().cloned().chain(keys[6..].iter().cloned()));
+        let after = store.table_runs(3);
+        assert_eq!(after.len(), 2);
+        assert!(Arc::ptr_eq(after.ids(0), first.ids(0)));
+        assert!(!Arc::ptr_eq(after.ids(1), first.ids(1)));
+        assert_eq!(changed(&after, Part::LastSuccess), [false, true]);
+        // Built again at another size.
+        assert_eq!(store.table_runs(4).len(), 2);
+        assert_eq!(store.table_runs(6).len(), 1);
+        // Streams and scopes: added, changed, removed.
+        let scope = keys[0].scope();
+        let stream = StreamKey {
+            account_id: scope.account_id.clone(),
+            region: scope.region.clone(),
+            stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/s".into(),
+        };
+        store.record_stream(&stream, &Err(throttled()), 1.0);
+        let at = store.generation();
+        assert!(!store.stream_runs(4).changed_after(0, &Part::ALL, at));
+        store.record_stream(&stream, &Err(throttled()), 2.0);
+        assert!(store.stream_runs(4).changed_after(0, &[Part::Errors], at));
+        store.remove_stream(&stream);
+        assert!(store.stream_runs(4).is_empty());
+        store.update_scope(&scope, |s| s.tables = 1);
+        let at = store.generation();
+        assert!(!store.scope_runs(4).changed_after(0, &Part::ALL, at));
+        store.count_request(&scope, Service::DynamoDb, "ListTables");
+        assert!(store.scope_runs(4).changed_after(0, &[Part::Listing], at));
+        store.retain_scopes(&BTreeSet::new());
+        assert!(store.scope_runs(4).is_empty());
     }
 
     /// The parts of `key`'s entry that changed after `generation`.
     fn changed_parts(store: &Store, generation: u64) -> Vec<Part> {
         let mut parts = Vec::new();
-        store.table_runs().next(10, |run| {
+        store.table_runs(10).visit(0, |run| {
             parts = Part::ALL
                 .into_iter()
                 .filter(|p| run[0].changed_after(&[*p], generation))
@@ -1087,7 +1410,7 @@ mod tests {
         let at = store.generation();
         store.record_stream(&stream, &Ok(summary), 2.0);
         let mut seen = Vec::new();
-        store.stream_runs().next(10, |run| {
+        store.stream_runs(10).visit(0, |run| {
             seen = Part::ALL
                 .into_iter()
                 .filter(|p| run[0].changed_after(&[*p], at))
@@ -1106,8 +1429,8 @@ mod tests {
         let ids = |store: &Store| {
             let mut ids = Vec::new();
             store
-                .table_runs()
-                .next(10, |run| ids.extend(run.iter().map(|e| e.id())));
+                .table_runs(10)
+                .visit(0, |run| ids.extend(run.iter().map(|e| e.id())));
             ids
         };
         let store = Store::new([key(), other.clone()]);
