@@ -101,6 +101,72 @@ async fn the_web_config_guards_the_page_and_a_refused_reload_shows_in_a_gauge() 
     sim.shutdown().await;
 }
 
+/// A flood of wrong passwords over real connections (each its own, so no
+/// cached answer): one bcrypt check runs at a time, 64 requests wait for
+/// it and the rest get 429 with `Retry-After` at once; the probes answer
+/// meanwhile, and once the flood has gone the right password gets the
+/// page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_flood_beyond_the_queue_gets_429_and_the_probes_answer() {
+    use base64::Engine as _;
+    let basic = |pair: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        format!("Basic {encoded}")
+    };
+    // Cost 10: a check takes long enough for the 100 requests to queue.
+    let hash = bcrypt::hash("s3cret", 10).unwrap();
+    let dir = scratch(&[("web.yml", &format!("basic_auth_users:\n  alice: {hash}\n"))]);
+    let sim = simulator(ONE_TABLE).await;
+    let exp = with_web_config(&sim, &dir.path().join("web.yml"), true).await;
+    let addr = exp.addr;
+    let flood: Vec<_> = (0..100)
+        .map(|i| {
+            let credentials = basic(&format!("alice:wrong{i}"));
+            tokio::spawn(async move {
+                let auth = [("Authorization", credentials.as_str())];
+                try_request_with(addr, "GET", "/metrics", &auth).await
+            })
+        })
+        .collect();
+    // The turned-away ones answer at once; the queue takes a check's time
+    // per request. Give them 5 s, then hang up on the rest.
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut busy = 0;
+    let mut waiting = Vec::new();
+    for mut request in flood {
+        match tokio::time::timeout_at(until, &mut request).await {
+            Ok(Ok(Ok(reply))) if reply.status == 429 => {
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                busy += 1;
+            }
+            Ok(Ok(Ok(reply))) => assert_eq!(reply.status, 401, "a wrong password"),
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => waiting.push(request),
+        }
+    }
+    assert!(busy >= 100 - 64 - 1, "{busy} of 100 turned away");
+    let probe = request(addr, "GET", "/healthz").await;
+    assert_eq!(probe.status, 200, "probes skip the queue");
+    // The flood's clients hang up, and leave the queue: the right password
+    // waits for the check in progress, then its own.
+    waiting.iter().for_each(|request| request.abort());
+    let auth = basic("alice:s3cret");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = try_request_with(addr, "GET", "/metrics", &[("Authorization", &auth)]).await;
+        if reply.as_ref().is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no page after the flood: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    exp.stop().await;
+    sim.shutdown().await;
+}
+
 /// Scrape over HTTPS until `check` accepts the page (10 s at most).
 async fn scrape_tls_until(
     addr: SocketAddr,
