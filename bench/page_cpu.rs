@@ -17,8 +17,8 @@
 //!   what nginx runs for `gzip_comp_level 1`. bench/live_page.sh compares
 //!   with nginx itself.
 //!
-//! Prints the CPU per scrape of each (the process's own, from
-//! /proc/self/stat, over all rounds; nothing else runs meanwhile), their
+//! Prints the CPU per scrape of each (the process's own CPU clock, over all
+//! rounds; nothing else runs meanwhile), their
 //! ratio, the exporter's p50/p99 scrape time and both compressed sizes.
 //!
 //!   cargo run --release --example page_cpu -- [TABLES] [ROUNDS] [INTERVAL]
@@ -41,18 +41,11 @@ use dynamodb_kinesis_exporter::state::{Service, StreamKey, TableKey};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// This process's CPU time so far (user and system), in milliseconds.
+/// This process's CPU time so far (all threads, user and system), in
+/// milliseconds, to the nanosecond.
 fn cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // USER_HZ is 100 on Linux.
-    ticks * 10.0
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1000.0 + t.tv_nsec as f64 / 1e6
 }
 
 fn percentile(values: &mut [f64], p: f64) -> f64 {

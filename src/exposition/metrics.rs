@@ -14,7 +14,6 @@
 //! the parts it reads and the function producing its samples) and one test.
 
 use std::fmt::Write as _;
-
 use std::time::Duration;
 
 use prometheus::{
@@ -752,10 +751,10 @@ fn write_value(out: &mut String, value: f64) {
     }
 }
 
-/// Process-wide metrics kept in a `prometheus` registry.
 /// The page's forms, as [`Telemetry::record_page_build`] labels them.
 pub const PAGE_FORMS: [&str; 2] = ["text", "gzip"];
 
+/// Process-wide metrics kept in a `prometheus` registry.
 pub struct Telemetry {
     registry: Registry,
     poll_duration: HistogramVec,

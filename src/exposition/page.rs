@@ -26,10 +26,12 @@
 //! The store's index of its entries in runs ([`Runs`]) tells which chunks
 //! hold without reading their entries: a scrape pays for what changed, not
 //! for the size of the fleet. In a fleet polled continuously that is the
-//! success-time families of the chunks whose tables were polled since (the
-//! polls go round the tables in key order, so a few chunks at a time);
-//! the rest is compressed once. A table added or removed moves the chunks
-//! after it, which are then rendered again.
+//! success-time families: of a few chunks while the polls still go round
+//! the tables in key order (new tables are spread in order), of every chunk
+//! once the jittered intervals have mixed them, and those are rewritten
+//! from the index's times and their previous text rather than rendered
+//! from the entries. The rest is compressed once. A table added or removed
+//! moves the chunks after it, which are then rendered again.
 //!
 //! The rebuilds run on the blocking pool, so they never stall the threads
 //! answering `/healthz`, as jobs the page owns: at most one per form at a
@@ -41,7 +43,8 @@
 //!
 //! The text form is 36 MB at 10,000 tables with their streams, the gzip
 //! form about 1 MB, plus 3 MB of the success-time families' text (with
-//! their line ends and times) to rewrite them from. [`Page::release_unneeded`], run every [`MAX_AGE`] by
+//! their line ends and times) to rewrite them from.
+//! [`Page::release_unneeded`], run every [`MAX_AGE`] by
 //! [`Page::keep_fresh`], lets go of the text once it is stale, or unused
 //! for [`UNUSED_FOR`]: between plain scrapes the exporter holds none of
 //! it, at the price of one rendering per plain scrape after a quiet spell.
@@ -631,12 +634,12 @@ impl<T: Form> Build<'_, T> {
     ) {
         let count = S::FAMILIES.len();
         // Per family, the text of its chunk being written (kept from chunk
-        // to chunk) and its line ends.
+        // to chunk); for the success-time family, its line ends, and the
+        // times of the entries rendered.
         let mut texts = vec![String::new(); count];
-        let mut ends: Vec<Vec<u32>> = vec![Vec::new(); count];
-        let mut plans: Vec<Plan<'_, T>> = Vec::with_capacity(count);
-        // The success times of the entries rendered.
+        let mut ends: Vec<u32> = Vec::new();
         let mut times: Vec<Option<f64>> = Vec::new();
+        let mut plans: Vec<Plan<'_, T>> = Vec::with_capacity(count);
         let mut identity = String::new();
         let previous = self.previous;
         for at in 0..runs.len() {
@@ -655,9 +658,10 @@ impl<T: Form> Build<'_, T> {
                 if !runs.changed_after(at, S::FAMILIES[i].reads, piece.rendered_at) {
                     return Plan::Keep(piece);
                 }
+                // Only the success-time family keeps its lines.
                 match &piece.lines {
-                    Some(lines) if S::SUCCESS_TIME_FAMILY == Some(i) => Plan::Rewrite(lines),
-                    _ => Plan::Render(true),
+                    Some(lines) => Plan::Rewrite(lines),
+                    None => Plan::Render(true),
                 }
             }));
             let mut render = false;
@@ -666,20 +670,19 @@ impl<T: Form> Build<'_, T> {
                     Plan::Keep(piece) => families[i].push(Arc::clone(piece)),
                     Plan::Rewrite(lines) => {
                         texts[i].clear();
-                        ends[i].clear();
+                        ends.clear();
                         let times = runs.success_times(at);
-                        let (old, old_ends) = (&lines.text, &lines.ends);
                         if rewrite_success_times(
-                            old,
-                            old_ends,
+                            &lines.text,
+                            &lines.ends,
                             &lines.times,
                             times,
                             &mut texts[i],
-                            &mut ends[i],
+                            &mut ends,
                         ) {
                             let made = Made {
                                 text: &texts[i],
-                                ends: Some((&ends[i], times)),
+                                ends: Some((&ends, times)),
                                 again: true,
                             };
                             families[i].push(made.piece(self.generation, &mut self.maker, ids));
@@ -705,16 +708,18 @@ impl<T: Form> Build<'_, T> {
                 for (i, _) in rendered() {
                     texts[i].clear();
                     texts[i].reserve(before(i).map_or(0, |p| p.body.text_len()));
-                    ends[i].clear();
                 }
+                ends.clear();
                 times.clear();
                 for entry in run {
-                    times.push(entry.state().success_time());
                     identity.clear();
                     entry.state().identity(&mut identity);
                     for (i, _) in rendered() {
                         S::FAMILIES[i].render(entry.state(), &identity, &mut texts[i]);
-                        ends[i].push(u32::try_from(texts[i].len()).unwrap_or(u32::MAX));
+                    }
+                    if let Some(i) = S::SUCCESS_TIME_FAMILY {
+                        ends.push(u32::try_from(texts[i].len()).unwrap_or(u32::MAX));
+                        times.push(entry.state().success_time());
                     }
                 }
                 // The index's ids when the entries are still those.
@@ -732,7 +737,8 @@ impl<T: Form> Build<'_, T> {
                     let again = *again && same(&members, ids);
                     let made = Made {
                         text: &texts[i],
-                        ends: (S::SUCCESS_TIME_FAMILY == Some(i)).then_some((&ends[i], &times[..])),
+                        ends: (S::SUCCESS_TIME_FAMILY == Some(i))
+                            .then_some((&ends[..], &times[..])),
                         again,
                     };
                     families[i].push(made.piece(self.generation, &mut self.maker, &members));
@@ -747,7 +753,7 @@ struct Made<'a> {
     text: &'a str,
     /// Its line ends and times, for the success-time family (kept with
     /// it).
-    ends: Option<(&'a Vec<u32>, &'a [Option<f64>])>,
+    ends: Option<(&'a [u32], &'a [Option<f64>])>,
     /// Whether it replaces a chunk of the same entries.
     again: bool,
 }
@@ -766,7 +772,7 @@ impl Made<'_> {
             body: T::make(maker, self.text, self.again),
             lines: self.ends.map(|(ends, times)| Lines {
                 text: Arc::from(self.text),
-                ends: ends.clone(),
+                ends: ends.to_vec(),
                 times: times.to_vec(),
             }),
         })

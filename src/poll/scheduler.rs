@@ -737,7 +737,6 @@ impl ScopeRunner {
                 state.queue.remove(slot.due, Due::Tags(key));
             }
         }
-        state.recompute_cycle();
         let now = Instant::now();
         let mut fresh: Jobs<C> = Vec::new();
         for job in jobs {

@@ -418,9 +418,9 @@ impl<K: Ord + Clone, S: Clone + SuccessTime> Entries<K, S> {
     }
 
     /// Replace every entry.
-    fn replace(&mut self, map: BTreeMap<K, Tracked<S>>) -> BTreeMap<K, Tracked<S>> {
+    fn replace(&mut self, map: BTreeMap<K, Tracked<S>>) {
         self.index.fresh = false;
-        std::mem::replace(&mut self.map, map)
+        self.map = map;
     }
 
     /// The index in runs of `size` entries, if fresh and of that size.
@@ -435,38 +435,30 @@ impl<K: Ord + Clone, S: Clone + SuccessTime> Entries<K, S> {
     fn reindex(&mut self, size: usize) -> Vec<RunIndex<K>> {
         let size = size.max(1);
         let old = std::mem::take(&mut self.index.runs);
-        let len = self.map.len();
-        let mut runs: Vec<RunIndex<K>> = Vec::with_capacity(len.div_ceil(size));
-        let mut ids = Vec::with_capacity(len);
-        for (slot, (key, entry)) in self.map.iter_mut().enumerate() {
-            let slot = slot % size;
-            if slot == 0 {
-                runs.push(RunIndex {
-                    first: key.clone(),
-                    ids: Arc::from([]),
-                    latest: [0; PARTS],
-                    times: Vec::with_capacity(size.min(len)),
-                });
+        let mut runs: Vec<RunIndex<K>> = Vec::with_capacity(self.map.len().div_ceil(size));
+        let mut entries = self.map.iter_mut().peekable();
+        while let Some((first, _)) = entries.peek() {
+            let first = (*first).clone();
+            let (mut ids, mut times) = (Vec::with_capacity(size), Vec::with_capacity(size));
+            let mut latest = [0; PARTS];
+            for (slot, (_, entry)) in entries.by_ref().take(size).enumerate() {
+                entry.slot = slot as u32;
+                ids.push(entry.id);
+                times.push(entry.state.success_time());
+                for (last, stamp) in latest.iter_mut().zip(entry.changed) {
+                    *last = stamp.max(*last);
+                }
             }
-            let Some(run) = runs.last_mut() else {
-                continue;
+            let ids = match old.get(runs.len()) {
+                Some(before) if *before.ids == *ids => Arc::clone(&before.ids),
+                _ => ids.into(),
             };
-            entry.slot = slot as u32;
-            ids.push(entry.id);
-            run.times.push(entry.state.success_time());
-            for (last, stamp) in run.latest.iter_mut().zip(entry.changed) {
-                *last = stamp.max(*last);
-            }
-        }
-        // Hand each run its ids, sharing the old allocation where equal.
-        let mut rest = ids.as_slice();
-        for (at, run) in runs.iter_mut().enumerate() {
-            let (mine, others) = rest.split_at(run.times.len());
-            rest = others;
-            run.ids = match old.get(at) {
-                Some(before) if *before.ids == *mine => Arc::clone(&before.ids),
-                _ => mine.into(),
-            };
+            runs.push(RunIndex {
+                first,
+                ids,
+                latest,
+                times,
+            });
         }
         self.index = Index {
             fresh: true,
@@ -623,7 +615,7 @@ impl Store {
         // map collected from sorted entries has full nodes, where inserting
         // keys in order leaves each node about half empty (at 10,000 tables
         // that is megabytes).
-        let mut old = tables.replace(BTreeMap::new());
+        let mut old = std::mem::take(&mut tables.map);
         let generation = self.bump();
         let map = wanted
             .into_iter()
@@ -655,8 +647,8 @@ impl Store {
         now: f64,
     ) -> Vec<Name> {
         let mut tables = write(&self.tables);
-        let first = tables.get(key).map(|e| e.state.last_poll_ok.is_none());
-        let checked = tables.update(key, self, table_diff, |state| {
+        let recorded = tables.update(key, self, table_diff, |state| {
+            let first = state.last_poll_ok.is_none();
             match outcome {
                 Ok(destinations) => state.record_success(destinations, now),
                 Err(err) => state.record_failure(err),
@@ -664,12 +656,15 @@ impl Store {
             let mut checked: Vec<Name> = state.checked_streams().cloned().collect();
             // Kept by the scheduler for every table: no spare capacity.
             checked.shrink_to_fit();
-            checked
+            (first, checked)
         });
-        if first == Some(true) {
+        let Some((first, checked)) = recorded else {
+            return Vec::new();
+        };
+        if first {
             self.polled.fetch_add(1, Ordering::Relaxed);
         }
-        checked.unwrap_or_default()
+        checked
     }
 
     /// Replace a table's CDC datapoints (see [`TableState::record_cdc`]).
